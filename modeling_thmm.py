@@ -1,0 +1,585 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch TMM / THMM / flat models for hierarchical multi-label patent classification.
+
+Pujari, Friedrich and Strötgen, "A Multi-Task Approach to Neural Multi-Label Hierarchical Patent
+Classification using Transformers", ECIR 2021.
+
+    text --encoder--> document vector --heads--> one logit per taxonomy node
+
+* The document vector is the encoder's pooler output ("cls"), the masked mean of its last layer
+  ("mean"), or a CNN over the sum of its last four layers ("cnn").
+* TMM: one binary head per node, Dense(256, ReLU) - Dropout - Dense(256, ReLU) - Dropout - logit.
+  The paper's 2-way softmax output equals this single sigmoid logit.
+* THMM: as TMM, but each head's first layer also takes its parent head's second hidden layer
+  (concatenated to the document vector; Eq. 1 of the paper).
+* flat: one leaf-only sigmoid MLP; an inner node scores the max over its children.
+
+The heads of one level are computed together from stacked weights (one GEMM or batched matmul per
+layer per level), not as hundreds of per-node modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
+    from .configuration_thmm import THMMConfig, Taxonomy, TaxonomyError
+except ImportError:  # plain import when installed as a top-level module
+    from configuration_thmm import THMMConfig, Taxonomy, TaxonomyError
+
+__all__ = [
+    "HierarchicalClassifierOutput",
+    "LevelHeads",
+    "HierarchicalHeads",
+    "FlatHead",
+    "CNNDocumentEncoder",
+    "THMMPreTrainedModel",
+    "THMMForHierarchicalClassification",
+    "TaxonomyMismatchError",
+    "encode_documents",
+]
+
+
+class TaxonomyMismatchError(ValueError):
+    """Weights were trained for a different taxonomy than the one they are being loaded into."""
+
+
+@dataclass
+class HierarchicalClassifierOutput(ModelOutput):
+    r"""
+    Output of [`THMMForHierarchicalClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Binary cross-entropy over all node heads with equal weights (flat: over the leaves).
+        logits (`torch.FloatTensor` of shape `(batch_size, num_nodes)`):
+            One logit per taxonomy node, in `config.id2label` order; `sigmoid` gives probabilities.
+        document_embedding (`torch.FloatTensor` of shape `(batch_size, doc_dim)`):
+            The document vector the heads read.
+        hidden_states, attentions: the encoder's, when requested.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    document_embedding: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Document representations
+# --------------------------------------------------------------------------------------------------
+
+
+class CNNDocumentEncoder(nn.Module):
+    """Conv1d over token states (one conv per kernel size), ReLU, masked max-pool over time, concat."""
+
+    def __init__(self, hidden_size: int, num_filters: int, kernel_sizes: Sequence[int]):
+        super().__init__()
+        self.kernel_sizes = list(kernel_sizes)
+        self.convs = nn.ModuleList(nn.Conv1d(hidden_size, num_filters, k) for k in self.kernel_sizes)
+        self.output_size = num_filters * len(self.kernel_sizes)
+
+    def forward(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(token_states.dtype)
+        x = (token_states * mask.unsqueeze(-1)).transpose(1, 2)  # [B, H, T]
+        lengths = attention_mask.sum(dim=1)
+        pad = max(self.kernel_sizes) - 1  # so that documents shorter than a kernel still get a window
+        x = F.pad(x, (0, pad))
+        pooled = []
+        for k, conv in zip(self.kernel_sizes, self.convs):
+            feats = F.relu(conv(x))  # [B, F, T + pad - k + 1]
+            positions = torch.arange(feats.shape[-1], device=feats.device)
+            # a window is valid when it lies inside the document; a document shorter than k keeps window 0
+            valid = (positions[None, :] + k <= lengths[:, None]) | (positions[None, :] == 0)
+            feats = feats.masked_fill(~valid[:, None, :], float("-inf"))
+            pooled.append(feats.max(dim=-1).values)
+        return torch.cat(pooled, dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------------
+
+
+class LevelHeads(nn.Module):
+    """All binary node heads of one taxonomy level, with stacked weights.
+
+    For node ``j`` of the level, the head computes::
+
+        h1 = dropout(relu(x @ W1[:, j] (+ parent_h2[j] @ P1[j]) + b1[j]))
+        h2 = dropout(relu(h1 @ W2[j] + b2[j]))
+        logit = h2 . w_out[j] + b_out[j]
+
+    ``P1`` (THMM only) acts on the parent head's second hidden layer: ``[x, parent_h2] @ [W1; P1]``
+    is the paper's concatenation. ``W1`` is stored ``[in, nodes, hidden]`` so that all nodes share
+    one GEMM with the document vector (about 1.4x faster on CPU than an ``[nodes, in, hidden]``
+    batched product, which needs a copy or a broadcast); the per-node layers use batched matmuls.
+    Activations are kept ``[nodes, batch, hidden]``.
+    """
+
+    def __init__(self, num_nodes: int, in_features: int, hidden_size: int, dropout: float, parent_features: int = 0):
+        super().__init__()
+        self.num_nodes, self.in_features, self.hidden_size = num_nodes, in_features, hidden_size
+        self.weight1 = nn.Parameter(torch.empty(in_features, num_nodes, hidden_size))
+        self.parent_weight1 = (
+            nn.Parameter(torch.empty(num_nodes, parent_features, hidden_size)) if parent_features else None
+        )
+        self.bias1 = nn.Parameter(torch.empty(num_nodes, 1, hidden_size))
+        self.weight2 = nn.Parameter(torch.empty(num_nodes, hidden_size, hidden_size))
+        self.bias2 = nn.Parameter(torch.empty(num_nodes, 1, hidden_size))
+        self.weight_out = nn.Parameter(torch.empty(num_nodes, hidden_size, 1))
+        self.bias_out = nn.Parameter(torch.empty(num_nodes, 1, 1))
+        self.dropout = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s default init, per node: U(+-1/sqrt(fan_in)) for weights and biases."""
+        fan_in1 = self.in_features + (self.parent_weight1.shape[1] if self.parent_weight1 is not None else 0)
+        for params, fan_in in (
+            ((self.weight1, self.parent_weight1, self.bias1), fan_in1),
+            ((self.weight2, self.bias2), self.hidden_size),
+            ((self.weight_out, self.bias_out), self.hidden_size),
+        ):
+            bound = fan_in**-0.5
+            for p in params:
+                if p is not None:
+                    init.uniform_(p, -bound, bound)
+
+    def forward(self, doc: torch.Tensor, parent_hidden: torch.Tensor | None = None):
+        """``doc``: ``[batch, in]``; ``parent_hidden``: ``[nodes, batch, parent_features]`` (THMM).
+
+        Returns ``(logits [batch, nodes], h2 [nodes, batch, hidden])``.
+        """
+        batch = doc.shape[0]
+        h1 = (doc @ self.weight1.reshape(self.in_features, -1)).view(batch, self.num_nodes, -1).transpose(0, 1)
+        if self.parent_weight1 is not None:
+            if parent_hidden is None:
+                raise ValueError("THMM level heads need their parents' hidden states")
+            h1 = torch.baddbmm(h1, parent_hidden, self.parent_weight1)
+        h1 = self.dropout(F.relu(h1 + self.bias1))
+        h2 = self.dropout(F.relu(torch.baddbmm(self.bias2, h1, self.weight2)))
+        logits = torch.baddbmm(self.bias_out, h2, self.weight_out)  # [nodes, batch, 1]
+        return logits.squeeze(-1).transpose(0, 1), h2
+
+
+class HierarchicalHeads(nn.Module):
+    """TMM / THMM heads for every node, one :class:`LevelHeads` per taxonomy level."""
+
+    def __init__(self, taxonomy: Taxonomy, in_features: int, hidden_size: int, dropout: float, parent_links: bool):
+        super().__init__()
+        self.parent_links = parent_links
+        slices = taxonomy.level_slices
+        self.levels = nn.ModuleList(
+            LevelHeads(
+                s.stop - s.start,
+                in_features,
+                hidden_size,
+                dropout,
+                parent_features=hidden_size if (parent_links and depth > 0) else 0,
+            )
+            for depth, s in enumerate(slices)
+        )
+        # For each level below the top, the index of each node's parent inside the level above.
+        parent_index = taxonomy.parent_index
+        self._parent_positions = [
+            (parent_index[s] - slices[depth - 1].start).tolist() if depth else [] for depth, s in enumerate(slices)
+        ]
+        for depth, positions in enumerate(self._parent_positions):
+            self.register_buffer(f"parent_position_{depth}", torch.tensor(positions, dtype=torch.long), persistent=False)
+
+    def reset_buffers(self) -> None:
+        for depth, positions in enumerate(self._parent_positions):
+            init.copy_(getattr(self, f"parent_position_{depth}"), torch.tensor(positions, dtype=torch.long))
+
+    def forward(self, doc: torch.Tensor) -> torch.Tensor:
+        logits, parent_h2 = [], None
+        for depth, level in enumerate(self.levels):
+            parent_hidden = None
+            if self.parent_links and depth > 0:
+                parent_hidden = parent_h2.index_select(0, getattr(self, f"parent_position_{depth}"))
+            level_logits, parent_h2 = level(doc, parent_hidden)
+            logits.append(level_logits)
+        return torch.cat(logits, dim=1)
+
+
+class FlatHead(nn.Module):
+    """The flat baselines' classifier: an MLP over the leaves; inner nodes take the max of their children."""
+
+    def __init__(self, taxonomy: Taxonomy, in_features: int, hidden_size: int, dropout: float):
+        super().__init__()
+        self.num_nodes = len(taxonomy)
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+        self.classifier = nn.Linear(hidden_size, len(taxonomy.leaf_ids))
+        self._leaf_ids = taxonomy.leaf_ids.tolist()
+        self._level_slices = taxonomy.level_slices
+        self._parent_index = taxonomy.parent_index.tolist()
+        self.register_buffer("leaf_ids", torch.tensor(self._leaf_ids, dtype=torch.long), persistent=False)
+        self.register_buffer("parent_index", torch.tensor(self._parent_index, dtype=torch.long), persistent=False)
+
+    def reset_buffers(self) -> None:
+        init.copy_(self.leaf_ids, torch.tensor(self._leaf_ids, dtype=torch.long))
+        init.copy_(self.parent_index, torch.tensor(self._parent_index, dtype=torch.long))
+
+    def forward(self, doc: torch.Tensor):
+        """Returns ``(node_logits [batch, nodes], leaf_logits [batch, leaves])``."""
+        leaf_logits = self.classifier(self.mlp(doc))
+        batch = doc.shape[0]
+        base = doc.new_full((batch, self.num_nodes), float("-inf"), dtype=leaf_logits.dtype)
+        base = base.index_copy(1, self.leaf_ids, leaf_logits)
+        # Bottom-up, level by level: a parent takes the max over its children (nodes of a deeper
+        # level have larger indices, so each level is final before its parents read it).
+        levels = [base[:, s] for s in self._level_slices]
+        for depth in range(len(levels) - 1, 0, -1):
+            s, above = self._level_slices[depth], self._level_slices[depth - 1]
+            index = (self.parent_index[s] - above.start).expand(batch, -1)
+            levels[depth - 1] = levels[depth - 1].scatter_reduce(1, index, levels[depth], reduce="amax")
+        return torch.cat(levels, dim=1), leaf_logits
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenization shared by training and prediction
+# --------------------------------------------------------------------------------------------------
+
+
+def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None, max_length: int):
+    """Tokenize patents as ``[CLS] title [SEP] abstract [SEP]`` (``[CLS] title [SEP]`` when the
+    abstract is empty), truncating the longest part first. Each document is encoded the same way
+    whatever else is in the batch. Returns a dict of unpadded lists, plus ``truncated``: how many
+    documents lost tokens."""
+    abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
+    if len(abstracts) != len(titles):
+        raise ValueError(f"{len(titles)} titles but {len(abstracts)} abstracts")
+    with_abstract = [i for i, a in enumerate(abstracts) if a]
+    title_only = [i for i, a in enumerate(abstracts) if not a]
+    encoded: dict[str, list] = {}
+    truncated = 0
+    for group, pair in ((with_abstract, True), (title_only, False)):
+        if not group:
+            continue
+        first = [titles[i] for i in group]
+        second = [abstracts[i] for i in group] if pair else None
+        enc = tokenizer(first, second, truncation="longest_first", max_length=max_length)
+        full = tokenizer(first, second, truncation=False, add_special_tokens=True)
+        truncated += sum(len(a) > len(b) for a, b in zip(full["input_ids"], enc["input_ids"]))
+        for key, values in enc.items():
+            column = encoded.setdefault(key, [None] * len(titles))
+            for i, v in zip(group, values):
+                column[i] = v
+    encoded["truncated"] = truncated
+    return encoded
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+
+
+class THMMPreTrainedModel(PreTrainedModel):
+    config: THMMConfig
+    config_class = THMMConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, LevelHeads):
+            module.reset_parameters()
+        elif isinstance(module, (nn.Linear, nn.Conv1d)):
+            fan_in = module.weight[0].numel()
+            bound = fan_in**-0.5
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (HierarchicalHeads, FlatHead)):
+            module.reset_buffers()
+        elif isinstance(module, THMMForHierarchicalClassification):
+            init.copy_(module.taxonomy_fingerprint, _fingerprint_tensor(module.config.get_taxonomy()))
+
+
+def _fingerprint_tensor(taxonomy: Taxonomy) -> torch.Tensor:
+    return torch.tensor(list(bytes.fromhex(taxonomy.fingerprint)), dtype=torch.uint8)
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+class THMMForHierarchicalClassification(THMMPreTrainedModel):
+    """A shared pre-trained encoder with one classification head per taxonomy node (TMM / THMM), or
+    the flat leaf-only baseline. Build one with :meth:`from_encoder`; load a trained one with
+    ``from_pretrained`` (or ``AutoModel.from_pretrained``)."""
+
+    def __init__(self, config: THMMConfig):
+        super().__init__(config)
+        taxonomy = config.get_taxonomy()
+        self.encoder = AutoModel.from_config(config.encoder_config)
+        hidden = config.encoder_config.hidden_size
+        if config.doc_representation == "cnn":
+            self.cnn = CNNDocumentEncoder(hidden, config.cnn_num_filters, config.cnn_kernel_sizes)
+            doc_size = self.cnn.output_size
+        else:
+            self.cnn = None
+            doc_size = hidden
+        if config.head_type == "flat":
+            self.heads = FlatHead(taxonomy, doc_size, config.flat_hidden_size, config.head_dropout)
+        else:
+            self.heads = HierarchicalHeads(
+                taxonomy, doc_size, config.head_hidden_size, config.head_dropout, parent_links=config.head_type == "thmm"
+            )
+        # Saved with the weights, so that weights meet the taxonomy they were trained for.
+        self.register_buffer("taxonomy_fingerprint", _fingerprint_tensor(taxonomy))
+        self.register_load_state_dict_pre_hook(self._check_state_dict_fingerprint)
+        self.post_init()
+
+    # ---- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder_name_or_path: str,
+        taxonomy: Taxonomy,
+        encoder_kwargs: dict | None = None,
+        **config_kwargs,
+    ) -> THMMForHierarchicalClassification:
+        """Pre-trained encoder weights (a Hub name or a local directory) plus freshly initialised heads.
+
+        Example:
+            >>> model = THMMForHierarchicalClassification.from_encoder(
+            ...     "allenai/scibert_scivocab_uncased", Taxonomy.from_codes(codes), head_type="thmm")
+        """
+        encoder = AutoModel.from_pretrained(encoder_name_or_path, **(encoder_kwargs or {}))
+        config = THMMConfig(
+            encoder_name_or_path=str(encoder_name_or_path),
+            encoder_config=encoder.config.to_dict(),
+            taxonomy=taxonomy,
+            **config_kwargs,
+        )
+        model = cls(config)
+        model.encoder = encoder
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        config = kwargs.get("config")
+        if isinstance(config, THMMConfig) and pretrained_model_name_or_path is not None:
+            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            saved = THMMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            _check_same_taxonomy(saved.get_taxonomy(), config.get_taxonomy(), str(pretrained_model_name_or_path))
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        expected = _fingerprint_tensor(model.config.get_taxonomy())
+        if not torch.equal(model.taxonomy_fingerprint.cpu(), expected):
+            raise TaxonomyMismatchError(
+                f"the weights in {pretrained_model_name_or_path} were trained for a different taxonomy than the one "
+                "in the config they are loaded with; load them with their own config.json"
+            )
+        return model
+
+    def _check_state_dict_fingerprint(self, module, state_dict, prefix, *args, **kwargs):
+        incoming = state_dict.get(prefix + "taxonomy_fingerprint")
+        if incoming is not None and not torch.equal(incoming.cpu(), self.taxonomy_fingerprint.cpu()):
+            raise TaxonomyMismatchError(
+                "this state dict was trained for a different taxonomy than this model's "
+                f"({len(self.config.id2label)} nodes, fingerprint {self.config.get_taxonomy().fingerprint[:12]}); "
+                "build the model from the checkpoint's own config"
+            )
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return self.config.get_taxonomy()
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    @property
+    def needs_token_states(self) -> bool:
+        return self.config.doc_representation == "cnn"
+
+    def encoder_features(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
+        """What the document representation reads from the encoder: ``[batch, hidden]`` for
+        ``cls``/``mean``, ``[batch, tokens, hidden]`` summed token states for ``cnn``. Frozen-encoder
+        training caches exactly this."""
+        return self._encode(input_ids, attention_mask, token_type_ids, **kwargs)[0]
+
+    def _encode(self, input_ids, attention_mask, token_type_ids, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        encoder_kwargs = {"attention_mask": attention_mask, "return_dict": True, **kwargs}
+        if token_type_ids is not None:
+            encoder_kwargs["token_type_ids"] = token_type_ids
+        if self.needs_token_states:
+            encoder_kwargs["output_hidden_states"] = True
+        outputs = self.encoder(input_ids, **encoder_kwargs)
+        rep = self.config.doc_representation
+        if rep == "cnn":
+            features = torch.stack(outputs.hidden_states[-self.config.cnn_num_summed_layers :]).sum(0)
+        elif rep == "mean":
+            mask = attention_mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)
+            features = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = getattr(outputs, "pooler_output", None)
+            features = pooled if pooled is not None else outputs.last_hidden_state[:, 0]
+        return features, outputs
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        encoder_features: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> HierarchicalClassifierOutput | tuple:
+        r"""
+        labels (`torch.FloatTensor` of shape `(batch_size, num_nodes)`, *optional*):
+            0/1 targets per node, already expanded with ancestors (`Taxonomy.multi_hot`).
+        encoder_features (`torch.FloatTensor`, *optional*):
+            Precomputed output of :meth:`encoder_features` (frozen-encoder training); replaces
+            `input_ids`. For `cnn`, pass the matching `attention_mask`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = None
+        if encoder_features is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids (or precomputed encoder_features)")
+            extra = {}
+            if output_hidden_states:
+                extra["output_hidden_states"] = True
+            if output_attentions:
+                extra["output_attentions"] = True
+            encoder_features, outputs = self._encode(input_ids, attention_mask, token_type_ids, **extra, **kwargs)
+        if self.cnn is not None:
+            if attention_mask is None:
+                attention_mask = encoder_features.new_ones(encoder_features.shape[:2], dtype=torch.long)
+            doc = self.cnn(encoder_features, attention_mask)
+        else:
+            doc = encoder_features
+
+        loss = None
+        if self.config.head_type == "flat":
+            logits, leaf_logits = self.heads(doc)
+            if labels is not None:
+                leaf_labels = labels.index_select(1, self.heads.leaf_ids).to(leaf_logits.dtype)
+                loss = F.binary_cross_entropy_with_logits(leaf_logits, leaf_labels)
+        else:
+            logits = self.heads(doc)
+            if labels is not None:
+                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+        output = HierarchicalClassifierOutput(
+            loss=loss,
+            logits=logits,
+            document_embedding=doc,
+            hidden_states=outputs.hidden_states if (outputs is not None and output_hidden_states) else None,
+            attentions=outputs.attentions if (outputs is not None and output_attentions) else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # ---- decoding ---------------------------------------------------------------------------
+
+    def decode(
+        self,
+        probabilities,
+        threshold: float | Sequence[float] | None = None,
+        top_k: int | None = None,
+        at_least_one: bool = False,
+    ) -> list[list[str]]:
+        """Label sets from node probabilities; see :meth:`Taxonomy.decode`. ``threshold`` defaults
+        to the config's (per-level when tuned)."""
+        if isinstance(probabilities, torch.Tensor):
+            probabilities = probabilities.detach().float().cpu().numpy()
+        threshold = self.config.decision_thresholds if threshold is None else threshold
+        return self.taxonomy.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+
+    @torch.no_grad()
+    def predict_proba(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,
+                      batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
+        """Node probabilities ``[documents, nodes]`` for raw patent texts."""
+        was_training = self.training
+        self.eval()
+        max_length = max_length or self.config.max_length
+        abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
+        chunks = []
+        for start in range(0, len(titles), batch_size):
+            enc = encode_documents(
+                tokenizer, titles[start : start + batch_size], abstracts[start : start + batch_size], max_length
+            )
+            enc.pop("truncated")
+            batch = tokenizer.pad(enc, return_tensors="pt").to(self.device)
+            logits = self(**batch).logits
+            chunks.append(torch.sigmoid(logits.float()).cpu().numpy())
+        self.train(was_training)
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.taxonomy)), dtype=np.float32)
+
+    def predict(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,
+                threshold=None, top_k: int | None = None, at_least_one: bool = False, batch_size: int = 32):
+        """Predicted codes for raw patent texts: per document, a list of
+        ``{"code", "score", "level", "title"}`` dicts, ordered by level then score."""
+        probs = self.predict_proba(tokenizer, titles, abstracts, batch_size=batch_size)
+        label_sets = self.decode(probs, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+        taxonomy, titles_map = self.taxonomy, self.config.label_titles or {}
+        return [
+            [
+                {
+                    "code": code,
+                    "score": float(row[taxonomy.index(code)]),
+                    "level": taxonomy.level(code),
+                    "title": titles_map.get(code),
+                }
+                for code in codes
+            ]
+            for row, codes in zip(probs, label_sets)
+        ]
+
+
+def _check_same_taxonomy(saved: Taxonomy, wanted: Taxonomy, where: str) -> None:
+    if saved == wanted:
+        return
+    missing = sorted(set(saved.nodes) - set(wanted.nodes))
+    extra = sorted(set(wanted.nodes) - set(saved.nodes))
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} checkpoint nodes absent from the config (e.g. {missing[:5]})")
+    if extra:
+        detail.append(f"{len(extra)} config nodes unknown to the checkpoint (e.g. {extra[:5]})")
+    if not detail:
+        detail.append("the same codes with different parent links")
+    raise TaxonomyMismatchError(
+        f"cannot load {where}: its heads were trained for a taxonomy of {len(saved)} nodes, but the config "
+        f"passed has {len(wanted)} nodes: " + "; ".join(detail) + ". Load it with its own config, "
+        "or start new heads with THMMForHierarchicalClassification.from_encoder(...)."
+    )
+
+
+# After `import modeling_thmm`, the Auto classes resolve "thmm" without trust_remote_code; a saved
+# model carries both files and an auto_map, so that trust_remote_code=True works without this package.
+AutoConfig.register("thmm", THMMConfig, exist_ok=True)
+AutoModel.register(THMMConfig, THMMForHierarchicalClassification, exist_ok=True)
+AutoModelForSequenceClassification.register(THMMConfig, THMMForHierarchicalClassification, exist_ok=True)
+THMMForHierarchicalClassification.register_for_auto_class("AutoModel")
