@@ -548,6 +548,10 @@ class THMMConfig(PretrainedConfig):
 
     def validate_heads(self):
         """Part of `@strict` validation: values a model can be built from."""
+        if self.head_type not in ("tmm", "thmm", "flat"):
+            raise ValueError(f"head_type must be 'tmm', 'thmm' or 'flat', got {self.head_type!r}")
+        if self.doc_representation not in ("cls", "cnn", "mean"):
+            raise ValueError(f"doc_representation must be 'cls', 'cnn' or 'mean', got {self.doc_representation!r}")
         if self.head_hidden_size < 1 or self.flat_hidden_size < 1 or self.cnn_num_filters < 1:
             raise ValueError("head_hidden_size, flat_hidden_size and cnn_num_filters must be positive")
         if not 0.0 <= self.head_dropout < 1.0:
