@@ -1,0 +1,314 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Publish a patent data set as parquet shards with a dataset card (and optionally push it to the Hub).
+
+    python -m dataset_script.publish --out DIR [--data-dir D] [--config uspto70k|wipo_alpha] \
+        [--upsample] [--push-to-hub REPO_ID]
+
+builds the data with :class:`~dataset_script.builder.Uspto70k`, then writes::
+
+    DIR/README.md                          dataset card: YAML configs/data_files, dataset_info, licence,
+                                           citation and label statistics
+    DIR/data/{split}-00000-of-0000N.parquet
+    DIR/stats.json, DIR/label_distribution.png
+
+``load_dataset(DIR)`` (or ``load_dataset(REPO_ID)`` after the push) returns exactly the built rows,
+in the same order, with the same features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import datasets
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+
+from .builder import Uspto70k
+from .stats import format_markdown, label_statistics, plot_label_distribution
+
+__all__ = ["export_splits", "publish", "push_folder", "main"]
+
+logger = logging.getLogger(__name__)
+
+_LICENSE_IDS = {"CC BY 4.0": "cc-by-4.0"}
+LOCAL_DESCRIPTION = """\
+Patents (title, abstract) with their subclass labels, in the format of the USPTO-70k release of Pujari et al.
+(ECIR 2021). `labels` are the subclass codes as given in the source files; `sections` and `classes` are their
+ancestors (level 1 and 2 of the hierarchy).
+"""
+
+
+def _license_id(license: str | None) -> str:
+    """Hub licence identifier for the card's YAML: ``"CC BY 4.0"`` -> ``"cc-by-4.0"``; unknown -> ``"unknown"``."""
+    if not license:
+        return "unknown"
+    if license in _LICENSE_IDS.values() or license in ("unknown", "other"):
+        return license
+    return _LICENSE_IDS.get(license, "other")
+
+
+def _other_license(info: datasets.DatasetInfo) -> dict:
+    """``license_name``/``license_link`` that the Hub expects with ``license: other``."""
+    fields = {"license_name": re.sub(r"[^a-z0-9]+", "-", info.license.lower()).strip("-")}
+    return {**fields, "license_link": info.homepage} if info.homepage else fields
+
+
+def _size_category(n: int) -> str:
+    for bound, name in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]:
+        if n < bound:
+            return name
+    return "n>1M"
+
+
+def export_splits(
+    splits: datasets.DatasetDict,
+    out_dir: str | Path,
+    *,
+    config_name: str = "uspto70k",
+    info: datasets.DatasetInfo | None = None,
+    pretty_name: str = "USPTO-70k",
+    source: str | None = None,
+    build_summary: dict | None = None,
+    max_shard_rows: int = 100_000,
+    stats: bool = True,
+) -> dict:
+    """Write ``splits`` as parquet shards plus ``README.md`` (and the statistics) to ``out_dir``.
+
+    Existing ``data/*.parquet`` shards in ``out_dir`` are removed first, so that a re-export never
+    leaves stale shards behind for the ``data/{split}-*.parquet`` patterns to pick up.
+
+    Returns a summary: the folder, the rows per split and the files written.
+    """
+    out_dir = Path(out_dir)
+    data_dir = out_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for stale in data_dir.glob("*.parquet"):
+        stale.unlink()
+    info = info or datasets.DatasetInfo()
+    files, split_infos, download_size = [], datasets.SplitDict(), 0
+    for split, dataset in splits.items():
+        num_shards = max(1, math.ceil(len(dataset) / max_shard_rows))
+        for index in range(num_shards):
+            path = data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
+            dataset.shard(num_shards=num_shards, index=index, contiguous=True).to_parquet(str(path))
+            files.append(path.relative_to(out_dir).as_posix())
+            download_size += path.stat().st_size
+        split_infos.add(datasets.SplitInfo(name=split, num_bytes=dataset.data.nbytes, num_examples=len(dataset)))
+
+    report = label_statistics(splits) if stats else None
+    if report is not None:
+        (out_dir / "stats.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        plot_label_distribution(report, out_dir / "label_distribution.png")
+        files += ["stats.json", "label_distribution.png"]
+
+    features = next(iter(splits.values())).features
+    card_info = datasets.DatasetInfo(
+        features=features,
+        splits=split_infos,
+        download_size=download_size,
+        dataset_size=sum(s.num_bytes for s in split_infos.values()),
+    )
+    license_id = _license_id(info.license)
+    card_data = DatasetCardData(
+        language=["en"],
+        license=license_id,
+        pretty_name=pretty_name,
+        size_categories=[_size_category(sum(len(d) for d in splits.values()))],
+        task_categories=["text-classification"],
+        task_ids=["multi-label-classification"],
+        tags=["patents", "cpc", "ipc", "hierarchical-classification"],
+        **(_other_license(info) if license_id == "other" else {}),
+    )
+    MetadataConfigs(
+        {
+            config_name: {
+                "default": True,
+                "data_files": [{"split": split, "path": f"data/{split}-*.parquet"} for split in splits],
+            }
+        }
+    ).to_dataset_card_data(card_data)
+    DatasetInfosDict({config_name: card_info}).to_dataset_card_data(card_data)
+    card = DatasetCard(
+        "---\n" + str(card_data) + "\n---\n" + _card_body(splits, info, pretty_name, source, report, build_summary)
+    )
+    card.save(out_dir / "README.md")
+    files.insert(0, "README.md")
+    return {
+        "out_dir": str(out_dir),
+        "config": config_name,
+        "rows": {split: len(d) for split, d in splits.items()},
+        "files": files,
+        "build_summary": build_summary or {},
+    }
+
+
+def _card_body(splits, info, pretty_name, source, report, build_summary) -> str:
+    """The markdown part of the dataset card."""
+    from .builder import CITATION
+
+    split_names = ", ".join(f"`{s}` ({len(d):,})" for s, d in splits.items())
+    parts = [
+        f"# {pretty_name}\n",
+        (info.description or "").strip() + "\n",
+        f"- **Source:** {source or 'see homepage'}",
+        f"- **Homepage:** {info.homepage or '-'}",
+        f"- **Licence:** {info.license or 'unknown (see source)'}",
+        f"- **Splits:** {split_names}\n",
+        "## Usage\n",
+        '```python\nfrom datasets import load_dataset\n\nsplits = load_dataset("<this repo id or folder>")\n```\n',
+        "## Fields\n",
+        "- `patent_id` (string), `title` (string), `abstract` (string; may be empty)",
+        "- `labels` (list of string): subclass codes, e.g. `A43B`, in the released order",
+        "- `sections`, `classes` (list of string): the labels' sorted unique ancestors at level 1 (`A`) "
+        "and level 2 (`A43`) of the hierarchy\n",
+    ]
+    upsampled = (build_summary or {}).get("train", {}).get("upsampled_rows_added", 0)
+    if upsampled:
+        parts.append(
+            f"The training split is **up-sampled** (Pujari et al., 2021): {upsampled:,} copies of training patents "
+            "with infrequent labels were appended so that every label occurs at least 10 times; validation and "
+            "test are as released.\n"
+        )
+    if report is not None:
+        parts += [
+            "## Label statistics\n",
+            format_markdown(report) + "\n",
+            "![Label frequency by rank](label_distribution.png)\n",
+        ]
+    parts += ["## Citation\n", "```bibtex\n" + (info.citation or CITATION).strip() + "\n```\n"]
+    return "\n".join(parts)
+
+
+def _default_pretty_name(builder, data_dir) -> str:
+    if builder.config.source == "wipo_alpha":
+        return "WIPO-alpha"
+    if data_dir:
+        return f"{Path(data_dir).name} (USPTO-70k format)"
+    return "Patent classification data (USPTO-70k format)" if builder.config.data_files else "USPTO-70k"
+
+
+def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Upload an exported folder to the Hub as a dataset repository; returns the commit URL.
+
+    Old ``data/*.parquet`` shards on the Hub are deleted in the same commit (a re-publish with fewer
+    shards must not leave stale ones behind).
+    """
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type="dataset",
+        commit_message="Publish patent classification splits (dataset_script.publish)",
+        delete_patterns=["data/*.parquet"],
+    )
+    return getattr(commit, "commit_url", str(commit))
+
+
+def publish(
+    out_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    config_name: str = "uspto70k",
+    upsample: bool = False,
+    push_to_hub: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    cache_dir: str | None = None,
+    pretty_name: str | None = None,
+    license: str | None = None,
+    max_shard_rows: int = 100_000,
+    stats: bool = True,
+    **builder_kwargs,
+) -> dict:
+    """Build with :class:`Uspto70k`, export to ``out_dir`` (see :func:`export_splits`), optionally push.
+
+    ``builder_kwargs`` are :class:`~dataset_script.builder.PatentConfig` options (``scheme``,
+    ``base_url``, ``empty_labels``, ...). Local TSVs (``data_dir``/``data_files``) are not described as the
+    USPTO-70k release and get licence ``unknown`` unless ``license`` (e.g. ``"cc-by-4.0"``) is given.
+    Returns the export summary, with the builder's
+    ``build_summary`` (rows read, dropped by explicit options, up-sampled rows added) and, after a
+    push, ``repo_id`` and ``commit_url``.
+    """
+    options = {k: v for k, v in {"upsample": upsample or None, **builder_kwargs}.items() if v is not None}
+    builder = Uspto70k(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
+    builder.download_and_prepare()
+    built = builder.as_dataset()
+    splits = datasets.DatasetDict({split: built[split] for split in ("train", "validation", "test") if split in built})
+    info = builder.info.copy()
+    if builder.config.source == "tsv" and (data_dir or builder.config.data_files):
+        # Local TSVs may hold any patents (e.g. dronesr): do not describe or license them as the release.
+        source = f"local files in `{Path(data_dir).name}/`" if data_dir else "local data files"
+        info.description, info.license, info.homepage = LOCAL_DESCRIPTION, None, None
+    else:
+        source = (
+            builder.config.base_url if builder.config.source == "tsv" else f"local WIPO-alpha copy ({info.homepage})"
+        )
+    if license is not None:
+        info.license = license
+    summary = export_splits(
+        splits,
+        out_dir,
+        config_name=config_name,
+        info=info,
+        pretty_name=pretty_name or _default_pretty_name(builder, data_dir),
+        source=source,
+        build_summary=builder.build_summary,
+        max_shard_rows=max_shard_rows,
+        stats=stats,
+    )
+    if push_to_hub:
+        summary["repo_id"] = push_to_hub
+        summary["commit_url"] = push_folder(out_dir, push_to_hub, private=private, token=token)
+    return summary
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description="Build and publish patent splits as parquet with a dataset card.")
+    parser.add_argument("--out", required=True, help="output folder (README.md, data/*.parquet, statistics)")
+    parser.add_argument(
+        "--data-dir", help="local train.tsv/dev.tsv/test.tsv (or WIPO-alpha) folder; default: the public release"
+    )
+    parser.add_argument("--config", default="uspto70k", choices=["uspto70k", "wipo_alpha"])
+    parser.add_argument("--scheme", choices=["cpc", "ipc"], help="label code scheme (default: the config's)")
+    parser.add_argument(
+        "--upsample",
+        action="store_true",
+        help="up-sample infrequent training labels to 10 (the paper's preprocessing)",
+    )
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub dataset repository")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    parser.add_argument("--cache-dir", help="datasets cache folder")
+    parser.add_argument("--base-url", help="download the release files from here instead of GitHub")
+    parser.add_argument("--pretty-name", help="title of the dataset card")
+    parser.add_argument(
+        "--license", help="licence of local data for the card, e.g. cc-by-4.0 (default: the release's)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    summary = publish(
+        args.out,
+        data_dir=args.data_dir,
+        config_name=args.config,
+        upsample=args.upsample,
+        push_to_hub=args.push_to_hub,
+        private=args.private,
+        cache_dir=args.cache_dir,
+        pretty_name=args.pretty_name,
+        license=args.license,
+        scheme=args.scheme,
+        base_url=args.base_url,
+    )
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

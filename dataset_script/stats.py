@@ -1,0 +1,144 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Label statistics of patent splits: per level, distinct labels and label cardinality, plus the long tail.
+
+    python -m dataset_script.stats --data-dir DIR --out OUT
+
+``DIR`` is anything :func:`~dataset_script.builder.load_patent_splits` takes (a TSV folder, a
+published folder, a Hub id). Writes ``OUT/stats.json``, ``OUT/stats.md`` and
+``OUT/label_distribution.png`` (label frequency by rank on a log scale, as in the paper's Fig. 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from configuration_thmm import cpc_ancestors
+
+__all__ = ["label_statistics", "format_markdown", "plot_label_distribution", "write_report"]
+
+LEVELS = ("section", "class", "subclass")
+_PLURAL = {"section": "sections", "class": "classes", "subclass": "subclasses"}
+
+
+def label_statistics(splits: Mapping[str, Iterable], min_count: int = 10) -> dict:
+    """Statistics of each split (``Dataset`` or list of row dicts with ``labels``).
+
+    Returns ``{split: {"documents", "levels": {level: {"distinct", "cardinality"}},
+    "label_frequency": {subclass: count} (most frequent first), "labels_below_min_count"}}``, where
+    cardinality is the mean number of distinct labels of that level per document.
+    """
+    report = {}
+    for split, data in splits.items():
+        label_lists = list(data["labels"]) if hasattr(data, "column_names") else [row["labels"] for row in data]
+        per_level = {level: Counter() for level in LEVELS}
+        assigned = dict.fromkeys(LEVELS, 0)
+        for labels in label_lists:
+            # "cpc" accepts IPC codes too (IPC is CPC without section Y), so one scheme serves both.
+            chains = [cpc_ancestors(code, "cpc") + [code] for code in labels]
+            for depth, level in enumerate(LEVELS):
+                codes = {chain[depth] for chain in chains}
+                per_level[level].update(codes)
+                assigned[level] += len(codes)
+        n = len(label_lists)
+        frequency = per_level["subclass"]
+        report[split] = {
+            "documents": n,
+            "levels": {
+                level: {"distinct": len(per_level[level]), "cardinality": round(assigned[level] / n, 4) if n else 0.0}
+                for level in LEVELS
+            },
+            "label_frequency": dict(sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "labels_below_min_count": sum(count < min_count for count in frequency.values()),
+            "min_count": min_count,
+        }
+    return report
+
+
+def format_markdown(report: dict) -> str:
+    """A markdown table: documents, distinct labels and cardinality per level, for every split."""
+    head = (
+        "| split | documents | "
+        + " | ".join(f"{_PLURAL[lvl]} (distinct) | {lvl} cardinality" for lvl in LEVELS)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (2 + 2 * len(LEVELS))]
+    for split, stats in report.items():
+        cells = [split, f"{stats['documents']:,}"]
+        for level in LEVELS:
+            cells += [str(stats["levels"][level]["distinct"]), f"{stats['levels'][level]['cardinality']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    tails = ", ".join(
+        f"{split}: {stats['labels_below_min_count']} of {stats['levels']['subclass']['distinct']}"
+        for split, stats in report.items()
+    )
+    min_count = next(iter(report.values()))["min_count"] if report else 10
+    lines += ["", f"Subclasses occurring fewer than {min_count} times - {tails}."]
+    return "\n".join(lines)
+
+
+def plot_label_distribution(report: dict, path: str | Path) -> Path:
+    """PNG of subclass frequency by rank (log scale), one line per split: the long tail."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; imported here so that the package does not need it
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, stats in report.items():
+        counts = list(stats["label_frequency"].values())
+        if counts:
+            ax.plot(range(1, len(counts) + 1), counts, label=f"{split} ({len(counts)} labels)")
+    ax.set_yscale("log")
+    ax.set_xlabel("label rank (subclasses, most frequent first)")
+    ax.set_ylabel("documents with the label")
+    ax.set_title("Label frequency by rank")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(splits: Mapping[str, Iterable], out_dir: str | Path, min_count: int = 10) -> dict:
+    """Write ``stats.json``, ``stats.md`` and ``label_distribution.png`` to ``out_dir``; return the report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = label_statistics(splits, min_count=min_count)
+    (out_dir / "stats.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out_dir / "stats.md").write_text(format_markdown(report) + "\n", encoding="utf-8")
+    plot_label_distribution(report, out_dir / "label_distribution.png")
+    return report
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", help="TSV folder, published folder or Hub id (default: the USPTO-70k release)")
+    parser.add_argument("--out", required=True, help="folder for stats.json, stats.md and label_distribution.png")
+    parser.add_argument("--config", default="uspto70k", choices=["uspto70k", "wipo_alpha"])
+    parser.add_argument(
+        "--scheme", choices=["cpc", "ipc"], help="code scheme (default: the config's, cpc for uspto70k)"
+    )
+    parser.add_argument("--upsample", action="store_true", help="report the up-sampled training split")
+    parser.add_argument("--cache-dir")
+    args = parser.parse_args(argv)
+
+    from .builder import Uspto70k, load_patent_splits
+
+    scheme = args.scheme or Uspto70k.builder_configs[args.config].scheme
+    splits = load_patent_splits(
+        args.data_dir, scheme=scheme, upsample=args.upsample, cache_dir=args.cache_dir, config_name=args.config
+    )
+    report = write_report(splits, args.out)
+    print(format_markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
