@@ -1,0 +1,548 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Hierarchical multi-label metrics for patent classification (Pujari et al., ECIR 2021).
+
+:func:`compute_hierarchical_metrics` is the single implementation of the metrics: the ``evaluate``
+module in ``metrics/hierarchical``, ``train.py`` and the benchmarks all call it. Every label set is
+first closed upwards in the taxonomy (a predicted or gold ``A43B`` also counts as ``A43`` and ``A``),
+so that a wrong subclass in the right class still earns the class and the section; all numbers are
+computed over these node decisions.
+
+The report helpers (:func:`format_markdown`, :func:`plot_per_level_f1`, :func:`write_report`) turn
+one results dict, or a ``{run_name: results}`` dict, into the paper's tables and its per-level F1
+figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from configuration_thmm import Taxonomy, TaxonomyError, cpc_level
+
+__all__ = ["compute_hierarchical_metrics", "format_markdown", "plot_per_level_f1", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+_UNKNOWN_MODES = ("error", "ignore")
+
+# Taxonomy fingerprint -> {(code, code): hops}. Threshold tuning scores the same taxonomy many times.
+_HOPS_CACHE: dict[str, dict[tuple[str, str], int]] = {}
+
+
+# --------------------------------------------------------------------------------------------------
+# The metric
+# --------------------------------------------------------------------------------------------------
+
+
+def compute_hierarchical_metrics(
+    predictions: Sequence[Iterable[str]],
+    references: Sequence[Iterable[str]],
+    scores=None,
+    score_labels: Sequence[str] | None = None,
+    taxonomy: Taxonomy | Mapping | None = None,
+    unknown_labels: str = "error",
+    error_level: int | None = None,
+) -> dict:
+    """Hierarchical precision / recall / F1, AUPRC, per-level scores, coverage and error analysis.
+
+    Args:
+        predictions: one iterable of predicted label codes per document (e.g. ``[["A43B"], []]``).
+        references: one iterable of gold label codes per document.
+        scores: optional ``[documents, len(score_labels)]`` array of node scores (probabilities or
+            decision values; any monotone score works, AUPRC only uses the ranking), for ``auprc``.
+        score_labels: the codes of the score columns, in any order: all taxonomy nodes, or only some
+            of them (e.g. the leaves, for flat models). A node without a column scores the max over
+            its children; a node with neither (e.g. a gold subclass the model has no output for) is
+            ranked below every given score, so it costs recall. Defaults, when a taxonomy is given,
+            to its ``nodes`` (or its leaves, by the width of ``scores``).
+        taxonomy: a :class:`Taxonomy` or its ``to_dict()`` form. Defaults to the CPC prefix rule over
+            every code seen in ``predictions``, ``references`` and ``score_labels``.
+        unknown_labels: what to do with a well-formed code that is not in the given taxonomy:
+            ``"error"`` raises naming the code and the document; ``"ignore"`` leaves it out of
+            every number but counts it in ``unknown_predictions`` / ``unknown_references`` /
+            ``unknown_score_labels``. A malformed code (``"A4"``) always raises.
+        error_level: taxonomy level of the false-positive analysis; defaults to the deepest level
+            (3, the subclass, for CPC).
+
+    Returns:
+        A flat dict of Python floats / ints (``None`` where undefined). All label sets include their
+        ancestors; ``P`` is precision, ``R`` recall, ``F1`` their harmonic mean; a zero denominator
+        gives 0 (scikit-learn's ``zero_division=0``).
+
+        - ``micro_precision``, ``micro_recall``, ``micro_f1``: over all (document, node) decisions:
+          ``P = sum|pred & gold| / sum|pred|``, ``R = sum|pred & gold| / sum|gold|``.
+        - ``macro_precision``, ``macro_recall``, ``macro_f1``: the mean of the per-node P, R and F1
+          over the nodes that occur in the gold references (``num_gold_labels`` of them); nodes that
+          are only predicted count in micro, not here. ``None`` if there is no gold label.
+        - ``f1_avg``: harmonic mean of ``micro_f1`` and ``macro_f1`` (the paper's summary score).
+        - ``auprc``: micro-averaged average precision of the node scores against the gold nodes
+          (``sklearn.metrics.average_precision_score(average="micro")``); ``None`` without scores
+          or without any gold label. ``unscored_gold_labels`` counts the (document, gold node)
+          pairs that had no score (ranked last); ``None`` without scores.
+        - ``level{l}_micro_precision`` ... ``level{l}_macro_f1``: the same six numbers restricted to
+          the nodes of level ``l`` (1 = section, 2 = class, 3 = subclass for CPC).
+        - ``level{l}_avg_predicted``, ``level{l}_avg_gold``: mean number of predicted / gold labels
+          of level ``l`` per document; ``level{l}_docs_without_prediction``: documents with no
+          predicted label at level ``l``.
+        - At ``error_level``: ``fp_count`` false positives (predicted, not gold) in
+          ``fp_documents`` documents; for each false positive in a document that has gold labels at
+          that level, the tree distance (``Taxonomy.distance``, hops through the virtual root) to
+          the nearest of them: ``fp_hops_mean``, ``fp_hops_std`` (population std; ``None`` if no
+          such false positive). False positives in documents without a gold label at that level have
+          no nearest gold label: they are counted in ``fp_without_gold`` and left out of the hops.
+        - ``num_documents``, ``num_nodes`` (taxonomy size), ``num_gold_labels``, ``error_level``,
+          ``unknown_predictions``, ``unknown_references``, ``unknown_score_labels``: (document,
+          code) pairs / score columns left out in ``"ignore"`` mode (always 0 in ``"error"`` mode).
+
+    Raises:
+        ValueError: no documents, length or shape mismatches, a bare string instead of a list of
+            codes, or a bad ``unknown_labels`` / ``error_level``.
+        TaxonomyError: a malformed or (in ``"error"`` mode) unknown code, naming the code and where
+            it is (``references[3]``, ``score_labels[0]``).
+
+    Example:
+        >>> results = compute_hierarchical_metrics([["A43B", "B41F"]], [["A43C"]])
+        >>> round(results["micro_precision"], 3), results["fp_count"], results["fp_hops_mean"]
+        (0.333, 2, 4.0)
+    """
+    if unknown_labels not in _UNKNOWN_MODES:
+        raise ValueError(f"unknown_labels must be one of {_UNKNOWN_MODES}, got {unknown_labels!r}")
+    pred_lists = _as_label_lists(predictions, "predictions")
+    gold_lists = _as_label_lists(references, "references")
+    if len(pred_lists) != len(gold_lists):
+        raise ValueError(
+            f"got {len(pred_lists)} predictions but {len(gold_lists)} references; one label list per document"
+        )
+    if not gold_lists:
+        raise ValueError("no documents to score: predictions and references are empty")
+    if score_labels is not None:
+        if scores is None:
+            raise ValueError("score_labels was given without scores")
+        score_labels = _as_code_list(score_labels, "score_labels", distinct=False)
+    elif scores is not None and taxonomy is None:
+        # The default taxonomy depends on the codes seen, so the column order cannot be guessed.
+        raise ValueError("scores need score_labels (the code of each column) or the taxonomy they are ordered by")
+    label_lists = {"predictions": pred_lists, "references": gold_lists}
+    taxonomy = _resolve_taxonomy(taxonomy, label_lists, score_labels)
+    if error_level is None:
+        error_level = taxonomy.num_levels
+    is_int = isinstance(error_level, (int, np.integer)) and not isinstance(error_level, bool)
+    if not is_int or not 1 <= error_level <= taxonomy.num_levels:
+        raise ValueError(f"error_level must be a level between 1 and {taxonomy.num_levels}, got {error_level!r}")
+    label2id = taxonomy.label2id
+    num_docs, num_nodes = len(gold_lists), len(taxonomy)
+
+    pred_ids, unknown_pred = _node_ids(pred_lists, "predictions", taxonomy, label2id, unknown_labels)
+    gold_ids, unknown_gold = _node_ids(gold_lists, "references", taxonomy, label2id, unknown_labels)
+    up_table = _ancestor_table(taxonomy)
+    pred = _closed_multi_hot(pred_ids, up_table, num_docs, num_nodes)
+    gold = _closed_multi_hot(gold_ids, up_table, num_docs, num_nodes)
+
+    # Per-node counts are all that P/R/F1 need, overall and per level.
+    tp = (pred & gold).sum(axis=0)
+    n_pred = pred.sum(axis=0)
+    n_gold = gold.sum(axis=0)
+
+    results: dict = {}
+    results.update(_prf(tp, n_pred, n_gold))
+    results["f1_avg"] = _harmonic_mean(results["micro_f1"], results["macro_f1"])
+
+    results["auprc"], results["unscored_gold_labels"], unknown_scores = None, None, 0
+    if scores is not None:
+        node_scores, scored, unknown_scores = _node_scores(
+            scores, score_labels, taxonomy, label2id, num_docs, unknown_labels
+        )
+        results["unscored_gold_labels"] = int(gold[:, ~scored].sum())
+        if gold.any():
+            results["auprc"] = float(average_precision_score(gold, node_scores, average="micro"))
+
+    for level, cols in enumerate(taxonomy.level_slices, start=1):
+        for key, value in _prf(tp[cols], n_pred[cols], n_gold[cols]).items():
+            results[f"level{level}_{key}"] = value
+    for level, cols in enumerate(taxonomy.level_slices, start=1):
+        results[f"level{level}_avg_predicted"] = float(pred[:, cols].sum() / num_docs)
+        results[f"level{level}_avg_gold"] = float(gold[:, cols].sum() / num_docs)
+        results[f"level{level}_docs_without_prediction"] = int((~pred[:, cols].any(axis=1)).sum())
+
+    results.update(_false_positive_hops(pred, gold, taxonomy, int(error_level)))
+
+    results.update(
+        num_documents=num_docs,
+        num_nodes=num_nodes,
+        num_gold_labels=int((n_gold > 0).sum()),
+        error_level=int(error_level),
+        unknown_predictions=unknown_pred,
+        unknown_references=unknown_gold,
+        unknown_score_labels=unknown_scores,
+    )
+    if unknown_pred or unknown_gold or unknown_scores:
+        logger.warning(
+            "left out codes not in the taxonomy: %d in predictions, %d in references, %d score columns",
+            unknown_pred,
+            unknown_gold,
+            unknown_scores,
+        )
+    return results
+
+
+def _as_code_list(labels, where: str, distinct: bool = True) -> list[str]:
+    """One document's labels (or ``score_labels``) as a list of codes; ``distinct`` drops repeats."""
+    if type(labels) is not list and type(labels) is not tuple:  # skip the slow checks in the usual case
+        if isinstance(labels, (str, bytes)):
+            raise ValueError(
+                f"{where} is the string {labels!r}, not a list of label codes; write [{labels!r}] "
+                f"(a string would be read as one code per character)"
+            )
+        if labels is None or isinstance(labels, Mapping) or not isinstance(labels, Iterable):
+            raise ValueError(f"{where} must be a list of label codes, got {type(labels).__name__} {labels!r:.80}")
+    labels = list(labels)
+    for code in labels:
+        if not isinstance(code, str):
+            raise TaxonomyError(f"{where}: label codes must be strings, got {type(code).__name__} {code!r:.80}")
+    return list(dict.fromkeys(labels)) if distinct else labels
+
+
+def _as_label_lists(docs, name: str) -> list[list[str]]:
+    if isinstance(docs, (str, bytes, Mapping)) or not isinstance(docs, Iterable):
+        raise ValueError(f"{name} must be a list with one list of label codes per document, got {type(docs).__name__}")
+    return [_as_code_list(labels, f"{name}[{i}]") for i, labels in enumerate(docs)]
+
+
+def _resolve_taxonomy(taxonomy, label_lists: dict[str, list[list[str]]], score_labels) -> Taxonomy:
+    if isinstance(taxonomy, Taxonomy):
+        return taxonomy
+    if isinstance(taxonomy, Mapping):
+        return Taxonomy.from_dict(taxonomy)
+    if taxonomy is not None:
+        raise TypeError(f"taxonomy must be a Taxonomy or its dict form, got {type(taxonomy).__name__}")
+    codes = set(score_labels or ())
+    for docs in label_lists.values():
+        codes.update(*docs)
+    if not codes:
+        raise TaxonomyError(
+            "no label code in predictions or references; pass taxonomy= to score documents without labels"
+        )
+    try:
+        return Taxonomy.from_codes(sorted(codes), scheme="cpc")
+    except TaxonomyError:
+        # Find where the malformed code is, so that the message names the document.
+        for name, docs in label_lists.items():
+            for i, labels in enumerate(docs):
+                for code in labels:
+                    _check_code(code, "cpc", f"{name}[{i}]")
+        for k, code in enumerate(score_labels or ()):
+            _check_code(code, "cpc", f"score_labels[{k}]")
+        raise
+
+
+def _check_code(code: str, scheme: str, where: str) -> None:
+    try:
+        cpc_level(code, scheme)
+    except TaxonomyError as err:
+        raise TaxonomyError(f"{where}: {err}") from None
+
+
+def _lookup(code: str, taxonomy: Taxonomy, label2id: dict, mode: str, where: str) -> int | None:
+    """Node index of ``code``, or ``None`` for an unknown code in ``"ignore"`` mode."""
+    node = label2id.get(code)
+    if node is not None:
+        return node
+    if taxonomy.scheme is not None:
+        _check_code(code, taxonomy.scheme, where)  # malformed codes raise in both modes
+    if mode == "error":
+        raise TaxonomyError(
+            f"{where}: label code {code!r} is not in the taxonomy ({len(taxonomy)} nodes); "
+            f"pass unknown_labels='ignore' to leave such codes out (they are counted)"
+        )
+    return None
+
+
+def _node_ids(docs: list[list[str]], name: str, taxonomy: Taxonomy, label2id: dict, mode: str):
+    """``(rows, cols)`` of every known (document, code) pair, and the number of unknown pairs."""
+    rows, cols, unknown = [], [], 0
+    for i, labels in enumerate(docs):
+        for code in labels:
+            node = label2id.get(code)
+            if node is None:
+                node = _lookup(code, taxonomy, label2id, mode, f"{name}[{i}]")
+            if node is None:
+                unknown += 1
+            else:
+                rows.append(i)
+                cols.append(node)
+    return (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), unknown
+
+
+def _ancestor_table(taxonomy: Taxonomy) -> np.ndarray:
+    """``[nodes, depth]``: each node's ancestors and itself, padded with -1."""
+    table = np.full((len(taxonomy), taxonomy.num_levels), -1, dtype=np.int64)
+    for node in range(len(taxonomy)):
+        chain = taxonomy.ancestor_ids(node) + (node,)
+        table[node, : len(chain)] = chain
+    return table
+
+
+def _closed_multi_hot(ids, up_table: np.ndarray, num_docs: int, num_nodes: int) -> np.ndarray:
+    """Boolean ``[documents, nodes]`` matrix of the labels together with all their ancestors."""
+    rows, cols = ids
+    out = np.zeros((num_docs, num_nodes), dtype=bool)
+    chains = up_table[cols]
+    valid = chains >= 0
+    out[np.broadcast_to(rows[:, None], chains.shape)[valid], chains[valid]] = True
+    return out
+
+
+def _prf(tp: np.ndarray, n_pred: np.ndarray, n_gold: np.ndarray) -> dict:
+    """Micro and macro (over gold nodes) P/R/F1 from per-node counts, with ``zero_division=0``."""
+    out = {
+        "micro_precision": _ratio(tp.sum(), n_pred.sum()),
+        "micro_recall": _ratio(tp.sum(), n_gold.sum()),
+        "micro_f1": _ratio(2 * tp.sum(), n_pred.sum() + n_gold.sum()),
+    }
+    in_gold = n_gold > 0
+    tp, n_pred, n_gold = tp[in_gold].astype(np.float64), n_pred[in_gold], n_gold[in_gold]
+    if not in_gold.any():
+        return {**out, "macro_precision": None, "macro_recall": None, "macro_f1": None}
+    precision = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
+    return {
+        **out,
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float((tp / n_gold).mean()),
+        "macro_f1": float((2 * tp / (n_pred + n_gold)).mean()),
+    }
+
+
+def _ratio(num, den) -> float:
+    return float(num / den) if den else 0.0
+
+
+def _harmonic_mean(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return 2 * a * b / (a + b) if a + b else 0.0
+
+
+def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_docs: int, mode: str):
+    """``[documents, nodes]`` scores in node order, which nodes got a real score, unknown columns."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] != num_docs:
+        raise ValueError(f"scores must have shape [documents={num_docs}, score columns], got {list(scores.shape)}")
+    if score_labels is None:
+        leaves = [taxonomy.nodes[i] for i in taxonomy.leaf_ids]
+        by_width = {len(taxonomy): list(taxonomy.nodes), len(leaves): leaves}
+        if scores.shape[1] not in by_width:
+            raise ValueError(
+                f"scores have {scores.shape[1]} columns but the taxonomy has {len(taxonomy)} nodes and "
+                f"{len(leaves)} leaves; pass score_labels to say which code each column scores"
+            )
+        score_labels = by_width[scores.shape[1]]
+    if len(score_labels) != scores.shape[1]:
+        raise ValueError(f"scores have {scores.shape[1]} columns but score_labels has {len(score_labels)} codes")
+    if len(set(score_labels)) != len(score_labels):
+        raise ValueError("score_labels lists a code twice")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values")
+
+    columns, nodes, unknown = [], [], 0
+    for k, code in enumerate(score_labels):
+        node = _lookup(code, taxonomy, label2id, mode, f"score_labels[{k}]")
+        if node is None:
+            unknown += 1
+        else:
+            columns.append(k)
+            nodes.append(node)
+    node_scores = np.zeros((num_docs, len(taxonomy)))
+    node_scores[:, nodes] = scores[:, columns]
+    scored = np.zeros(len(taxonomy), dtype=bool)
+    scored[nodes] = True
+    # An unscored inner node gets the max over its scored children, as in Taxonomy.max_from_leaves;
+    # deeper nodes have larger indices, so children are done before their parents.
+    for node in range(len(taxonomy) - 1, -1, -1):
+        if not scored[node]:
+            children = [c for c in taxonomy.children_ids(node) if scored[c]]
+            if children:
+                node_scores[:, node] = node_scores[:, children].max(axis=1)
+                scored[node] = True
+    # Nodes with no score at all rank strictly below every real score.
+    floor = scores[:, columns].min() - 1.0 if columns and num_docs else 0.0
+    node_scores[:, ~scored] = floor
+    return node_scores, scored, unknown
+
+
+def _false_positive_hops(pred: np.ndarray, gold: np.ndarray, taxonomy: Taxonomy, level: int) -> dict:
+    """False positives at ``level`` and their distance to the nearest gold node of that level."""
+    cols = taxonomy.level_slices[level - 1]
+    nodes, width = taxonomy.nodes[cols], cols.stop - cols.start
+    false_pos, gold_at_level = pred[:, cols] & ~gold[:, cols], gold[:, cols]
+    fp_doc, fp_node = np.nonzero(false_pos)  # row-major, so grouped by document
+    gold_doc, gold_node = np.nonzero(gold_at_level)
+    gold_start = np.searchsorted(gold_doc, np.arange(len(gold)))
+    num_gold = np.bincount(gold_doc, minlength=len(gold))[fp_doc]
+    measured = num_gold > 0
+    fp_doc, fp_node, num_gold = fp_doc[measured], fp_node[measured], num_gold[measured]
+
+    hops = np.zeros(0, dtype=np.int64)
+    if fp_node.size:
+        # Pair every false positive with every gold node of its document, then take the minimum.
+        first = np.cumsum(num_gold) - num_gold
+        owner = np.repeat(np.arange(fp_node.size), num_gold)
+        partner = gold_node[np.repeat(gold_start[fp_doc] - first, num_gold) + np.arange(num_gold.sum())]
+        a, b = fp_node[owner], partner
+        pairs, inverse = np.unique(np.minimum(a, b) * width + np.maximum(a, b), return_inverse=True)
+        if len(_HOPS_CACHE) > 8:
+            _HOPS_CACHE.clear()
+        cache = _HOPS_CACHE.setdefault(taxonomy.fingerprint, {})
+        distances = np.empty(len(pairs), dtype=np.int64)
+        for k, pair in enumerate(pairs.tolist()):
+            codes = (nodes[pair // width], nodes[pair % width])
+            if codes not in cache:
+                cache[codes] = taxonomy.distance(*codes)  # the definition of hops; once per distinct pair
+            distances[k] = cache[codes]
+        hops = np.minimum.reduceat(distances[inverse.ravel()], first)
+    return {
+        "fp_documents": int(false_pos.any(axis=1).sum()),
+        "fp_count": int(false_pos.sum()),
+        "fp_hops_mean": float(hops.mean()) if hops.size else None,
+        "fp_hops_std": float(hops.std()) if hops.size else None,
+        "fp_without_gold": int((~measured).sum()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_runs(results: Mapping) -> dict[str, Mapping]:
+    """One results dict -> ``{"run": results}``; a ``{run_name: results}`` dict is returned as is."""
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("expected a results dict or a non-empty {run_name: results} dict")
+    if "micro_f1" in results and not isinstance(results["micro_f1"], Mapping):
+        return {"run": results}
+    for name, run in results.items():
+        if not isinstance(run, Mapping) or "micro_f1" not in run:
+            raise ValueError(f"run {name!r} is not a results dict of compute_hierarchical_metrics")
+    return {str(name): run for name, run in results.items()}
+
+
+def _levels(runs: Mapping[str, Mapping]) -> list[int]:
+    pattern = re.compile(r"level(\d+)_macro_f1")
+    return sorted({int(m.group(1)) for run in runs.values() for key in run if (m := pattern.fullmatch(key))})
+
+
+def _cell(value, digits: int) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (bool, int, np.integer)):
+        return str(int(value))
+    return f"{value:.{digits}f}"
+
+
+_PRF_KEYS = ["macro_precision", "macro_recall", "macro_f1", "micro_precision", "micro_recall", "micro_f1"]
+_PRF_HEADER = ["Macro P", "Macro R", "Macro F1", "Micro P", "Micro R", "Micro F1"]
+# (title, column headers, result keys, per level?) of each markdown table.
+_TABLES = [
+    (
+        "Overall (labels closed upwards in the taxonomy)",
+        [*_PRF_HEADER, "F1 avg", "AUPRC"],
+        [*_PRF_KEYS, "f1_avg", "auprc"],
+        False,
+    ),
+    ("Per level (1 = section, 2 = class, 3 = subclass for CPC)", _PRF_HEADER, _PRF_KEYS, True),
+    (
+        "Coverage per level",
+        ["Avg. predicted / doc", "Avg. gold / doc", "Docs without prediction"],
+        ["avg_predicted", "avg_gold", "docs_without_prediction"],
+        True,
+    ),
+    (
+        "False positives (hops to the nearest gold label of the same level)",
+        ["Level", "FP documents", "FPs", "Hops mean", "Hops std", "FPs in docs without gold at level"],
+        ["error_level", "fp_documents", "fp_count", "fp_hops_mean", "fp_hops_std", "fp_without_gold"],
+        False,
+    ),
+    (
+        "Data",
+        ["Documents", "Gold labels", "Unknown predictions", "Unknown references", "Unknown score labels"],
+        ["num_documents", "num_gold_labels", "unknown_predictions", "unknown_references", "unknown_score_labels"],
+        False,
+    ),
+]
+
+
+def format_markdown(results: Mapping, digits: int = 4) -> str:
+    """Markdown tables of one results dict or of ``{run_name: results}``, one row per run (and level).
+
+    The overall table follows the paper's Table 1 (macro and micro P/R/F1, F1 avg, AUPRC); then
+    P/R/F1 per level (Fig. 4), coverage per level and the false-positive analysis (Table 3).
+    Undefined numbers are shown as "–".
+    """
+    runs = _as_runs(results)
+    levels = _levels(runs)
+    sections = []
+    for title, header, keys, per_level in _TABLES:
+        lines = [f"### {title}", ""]
+        header = ["Run", "Level", *header] if per_level else ["Run", *header]
+        lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for name, run in runs.items():
+            name = name.replace("|", "\\|")
+            for level in levels if per_level else [None]:
+                prefix = [name, str(level)] if per_level else [name]
+                values = [run.get(f"level{level}_{key}" if per_level else key) for key in keys]
+                lines.append("| " + " | ".join(prefix + [_cell(v, digits) for v in values]) + " |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
+
+
+def plot_per_level_f1(runs: Mapping, path, metric: str = "macro_f1") -> Path:
+    """Bar chart (PNG) of ``metric`` per level: one bar group per level, one bar per run (Fig. 4).
+
+    ``runs`` is one results dict or ``{run_name: results}``; undefined values get no bar.
+    """
+    from matplotlib.figure import Figure  # lazy: slow to import; a bare Figure needs no pyplot backend state
+
+    runs = _as_runs(runs)
+    levels = _levels(runs)
+    width = 0.8 / len(runs)
+    fig = Figure(figsize=(2.5 + len(levels) * (0.6 + 0.5 * len(runs)), 3.6), layout="constrained")
+    ax = fig.subplots()
+    for k, (name, run) in enumerate(runs.items()):
+        values = [run.get(f"level{lvl}_{metric}") for lvl in levels]
+        heights = [np.nan if value is None else value for value in values]
+        bars = ax.bar(np.arange(len(levels)) + (k - (len(runs) - 1) / 2) * width, heights, width, label=name)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+    ax.set_xticks(np.arange(len(levels)), [f"Level {lvl}" for lvl in levels])
+    ax.set_ylabel(metric.replace("_", " ").replace("f1", "F1"))
+    ax.set_ylim(0, 1.08)
+    if len(runs) > 1:
+        fig.legend(loc="outside lower center", ncols=min(len(runs), 4), fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=120)
+    return path
+
+
+def write_report(results: Mapping, out_dir, name: str = "metrics") -> dict[str, Path]:
+    """Write ``{name}.json``, ``{name}.md`` and ``{name}_per_level_f1.png`` to ``out_dir``.
+
+    ``results`` is one results dict or ``{run_name: results}``; the JSON file holds it unchanged.
+    Returns the paths, keyed ``"json"``, ``"markdown"``, ``"plot"``.
+    """
+    _as_runs(results)  # validate before writing anything
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / f"{name}.json",
+        "markdown": out_dir / f"{name}.md",
+        "plot": out_dir / f"{name}_per_level_f1.png",
+    }
+    paths["json"].write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(format_markdown(results), encoding="utf-8")
+    plot_per_level_f1(results, paths["plot"])
+    return paths
