@@ -265,15 +265,15 @@ class FlatHead(nn.Module):
 def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None, max_length: int):
     """Tokenize patents as ``[CLS] title [SEP] abstract [SEP]`` (``[CLS] title [SEP]`` when the
     abstract is empty), truncating the longest part first. Each document is encoded the same way
-    whatever else is in the batch. Returns a dict of unpadded lists, plus ``truncated``: how many
-    documents lost tokens."""
+    whatever else is in the batch. Returns a dict of unpadded lists, plus ``truncated``: per
+    document, whether it lost tokens."""
     abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
     if len(abstracts) != len(titles):
         raise ValueError(f"{len(titles)} titles but {len(abstracts)} abstracts")
     with_abstract = [i for i, a in enumerate(abstracts) if a]
     title_only = [i for i, a in enumerate(abstracts) if not a]
     encoded: dict[str, list] = {}
-    truncated = 0
+    truncated = [False] * len(titles)
     for group, pair in ((with_abstract, True), (title_only, False)):
         if not group:
             continue
@@ -281,7 +281,8 @@ def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] 
         second = [abstracts[i] for i in group] if pair else None
         enc = tokenizer(first, second, truncation="longest_first", max_length=max_length)
         full = tokenizer(first, second, truncation=False, add_special_tokens=True)
-        truncated += sum(len(a) > len(b) for a, b in zip(full["input_ids"], enc["input_ids"]))
+        for i, a, b in zip(group, full["input_ids"], enc["input_ids"]):
+            truncated[i] = len(a) > len(b)
         for key, values in enc.items():
             column = encoded.setdefault(key, [None] * len(titles))
             for i, v in zip(group, values):
@@ -519,30 +520,38 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
 
     @torch.no_grad()
     def predict_proba(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,
-                      batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
-        """Node probabilities ``[documents, nodes]`` for raw patent texts."""
+                      batch_size: int = 32, max_length: int | None = None, return_truncated: bool = False):
+        """Node probabilities ``[documents, nodes]`` for raw patent texts; with ``return_truncated``,
+        also a per-document flag telling which texts were cut to ``max_length`` word-pieces."""
         was_training = self.training
         self.eval()
         max_length = max_length or self.config.max_length
         abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
-        chunks = []
+        chunks, truncated = [], []
         for start in range(0, len(titles), batch_size):
             enc = encode_documents(
                 tokenizer, titles[start : start + batch_size], abstracts[start : start + batch_size], max_length
             )
-            enc.pop("truncated")
+            truncated += enc.pop("truncated")
             batch = tokenizer.pad(enc, return_tensors="pt").to(self.device)
             logits = self(**batch).logits
             chunks.append(torch.sigmoid(logits.float()).cpu().numpy())
         self.train(was_training)
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.taxonomy)), dtype=np.float32)
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.taxonomy)), dtype=np.float32)
+        return (probs, truncated) if return_truncated else probs
 
     def predict(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,
                 threshold=None, top_k: int | None = None, at_least_one: bool = False, batch_size: int = 32):
         """Predicted codes for raw patent texts: per document, a list of
         ``{"code", "score", "level", "title"}`` dicts, ordered by level then score."""
         probs = self.predict_proba(tokenizer, titles, abstracts, batch_size=batch_size)
-        label_sets = self.decode(probs, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+        return self.label_records(probs, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+
+    def label_records(self, probabilities, threshold=None, top_k: int | None = None, at_least_one: bool = False):
+        """Decode node probabilities into ``{"code", "score", "level", "title"}`` records per document."""
+        if isinstance(probabilities, torch.Tensor):
+            probabilities = probabilities.detach().float().cpu().numpy()
+        label_sets = self.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
         taxonomy, titles_map = self.taxonomy, self.config.label_titles or {}
         return [
             [
@@ -554,7 +563,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
                 }
                 for code in codes
             ]
-            for row, codes in zip(probs, label_sets)
+            for row, codes in zip(probabilities, label_sets)
         ]
 
 

@@ -62,3 +62,19 @@ def small_taxonomy():
     from configuration_thmm import Taxonomy
 
     return Taxonomy.from_codes(["A43B", "A43C", "A47J", "B41F", "H04L", "H04W", "H01M", "Y10T"])
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, tiny_encoder_config, tiny_tokenizer):
+    """A tiny random BERT saved like a Hub checkpoint (weights + tokenizer), for train.py --encoder."""
+    import torch
+    from transformers import AutoConfig, BertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-encoder")
+    BertModel(AutoConfig.for_model(**tiny_encoder_config)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+QUICKSTART_DATA = REPO_ROOT / "dataset_script" / "quickstart"

@@ -300,7 +300,7 @@ def test_encode_documents_is_batch_independent(tiny_tokenizer):
     for i in range(3):
         alone = encode_documents(tiny_tokenizer, titles[i : i + 1], abstracts[i : i + 1], max_length=8)
         assert alone["input_ids"][0] == together["input_ids"][i]
-    assert together["truncated"] == 1  # only the first document exceeds 8 word-pieces
+    assert together["truncated"] == [True, False, False]  # only the first document exceeds 8 word-pieces
     assert tiny_tokenizer.decode(together["input_ids"][1]) == "[CLS] radio network terminal [SEP]"
     assert together["token_type_ids"][2][-1] == 1  # the abstract is the second segment
     with pytest.raises(ValueError, match="2 abstracts"):

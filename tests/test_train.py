@@ -1,0 +1,225 @@
+"""train.py end to end on the embedded quickstart patents with a tiny random encoder (CPU, offline)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from conftest import QUICKSTART_DATA, REPO_ROOT
+
+SMALL = ["--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
+         "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "2",
+         "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16"]
+
+
+def small_args(encoder_dir, output_dir, *extra):
+    return [*SMALL, "--encoder", str(encoder_dir), "--output-dir", str(output_dir), *extra]
+
+
+def run_script(args, timeout=300, launcher=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(REPO_ROOT)}
+    cmd = (launcher or [sys.executable]) + [str(REPO_ROOT / "train.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "thmm"
+    summary = train.train(train.parse_args(small_args(tiny_encoder_dir, out, "--label-titles",
+                                                      str(REPO_ROOT / "tests" / "fixtures" / "cpc_titles.tsv"))))
+    return out, summary
+
+
+def test_end_to_end_outputs(trained):
+    out, summary = trained
+    model_dir = out / "model"
+    for name in ("config.json", "model.safetensors", "README.md", "tokenizer_config.json", "modeling_thmm.py"):
+        assert (model_dir / name).exists(), name
+    assert not list(model_dir.glob("*.bin"))
+    for name in ("test_metrics.json", "test_metrics.md", "test_metrics_per_level_f1.png", "dev_metrics.json",
+                 "summary.json"):
+        assert (out / "metrics" / name).exists(), name
+    assert len(summary["history"]) == 2 and summary["best_epoch"] in (1, 2)
+    assert summary["test"]["num_documents"] == 13 and 0.0 <= summary["test"]["micro_f1"] <= 1.0
+    assert summary["test"]["auprc"] is not None
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["level_thresholds"] == summary["thresholds"]["per_level"]
+    assert len(config["level_thresholds"]) == 3
+    card = (model_dir / "README.md").read_text()
+    assert "model-index" in card and "Macro F1" in card and "trust_remote_code=True" in card
+    assert (out / "logs").exists() is False  # --report-to none writes no tracker logs
+
+
+def test_saved_model_reloads_through_automodel_with_same_predictions(trained):
+    from transformers import AutoModel, AutoTokenizer
+
+    from dataset_script import read_patent_tsv
+
+    out, _ = trained
+    model = AutoModel.from_pretrained(out / "model")
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    rows = read_patent_tsv(QUICKSTART_DATA / "test.tsv")[:13]
+    predicted = model.predict(tokenizer, [r["title"] for r in rows], [r["abstract"] for r in rows])
+    saved = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
+    assert [s["patent_id"] for s in saved] == [r["patent_id"] for r in rows]
+    for before, after in zip(saved, predicted):
+        assert [p["code"] for p in before["predicted"]] == [p["code"] for p in after]
+        for p, q in zip(before["predicted"], after):
+            assert abs(p["score"] - q["score"]) < 1e-5
+    titled = [p for s in saved for p in s["predicted"] if p["code"] == "H04W"]
+    assert all(p["title"] == "WIRELESS COMMUNICATION NETWORKS" for p in titled)
+
+
+def test_thresholds_are_tuned_on_dev(trained):
+    _, summary = trained
+    thresholds = summary["thresholds"]
+    assert thresholds["objective"] == "f1_avg"
+    assert thresholds["per_level_score"] >= thresholds["global_score"]  # per-level search starts from the global
+    assert summary["dev"]["f1_avg"] == pytest.approx(thresholds["per_level_score"])
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path):
+    common = ["--checkpoint-every", "2", "--save-total-limit", "3"]
+    full = run_script(small_args(tiny_encoder_dir, tmp_path / "full", *common))
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    killed = run_script(small_args(tiny_encoder_dir, tmp_path / "killed", *common, "--debug-kill-at-step", "7"))
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
+    steps = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir())
+    assert steps[-1] == "step_00000006"  # 5 steps per epoch: epoch 1 ends at 5, then 6; killed at 7
+
+    resumed = run_script(small_args(tiny_encoder_dir, tmp_path / "killed", *common, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "step 6" in resumed.stdout  # only step 7 was lost
+
+    for rel in ("checkpoints/step_00000010/model.safetensors", "model/model.safetensors"):
+        a, b = load_file(tmp_path / "full" / rel), load_file(tmp_path / "killed" / rel)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (rel, key)
+    full_summary = json.loads((tmp_path / "full" / "metrics" / "summary.json").read_text())
+    resumed_summary = json.loads((tmp_path / "killed" / "metrics" / "summary.json").read_text())
+    assert full_summary["history"] == resumed_summary["history"]
+
+
+def test_refuses_to_overwrite_checkpoints_or_resume_with_other_args(tiny_encoder_dir, tmp_path):
+    out = tmp_path / "run"
+    first = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1"))
+    assert again.returncode == 2 and "already has checkpoints" in again.stderr
+    other = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1", "--resume", "--head-type", "tmm"))
+    assert other.returncode == 2 and "different arguments" in other.stderr and "head_type" in other.stderr
+
+
+def test_two_processes_evaluate_every_example_once(tiny_encoder_dir, tmp_path):
+    # --multi_gpu selects Accelerate's torchrun launcher; without CUDA, train.py then runs DDP over gloo on CPUs.
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    result = run_script(small_args(tiny_encoder_dir, tmp_path / "ddp", "--epochs", "1"), launcher=launcher)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "on 2 process(es)" in result.stdout
+    summary = json.loads((tmp_path / "ddp" / "metrics" / "summary.json").read_text())
+    assert summary["dev"]["num_documents"] == 13 and summary["test"]["num_documents"] == 13  # 13: uneven shards
+    ids = [json.loads(line)["patent_id"] for line in (tmp_path / "ddp" / "test_predictions.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 13
+
+
+def test_frozen_encoder_cache_reuse_and_invalidation(tiny_encoder_dir, tmp_path, tiny_encoder_config, tiny_tokenizer):
+    from transformers import AutoConfig, BertModel
+
+    cache = tmp_path / "cache"
+    frozen = ["--freeze-encoder", "--features-cache-dir", str(cache), "--epochs", "1"]
+
+    def run(name, *extra, encoder=tiny_encoder_dir):
+        summary = train.train(train.parse_args(small_args(encoder, tmp_path / name, *frozen, *extra)))
+        return summary["frozen_encoder_cache"], summary["frozen_encoder_cache_hit"]
+
+    first_dir, first_hit = run("a")
+    second_dir, second_hit = run("b")
+    assert (first_hit, second_hit) == (False, True) and first_dir == second_dir
+    info = json.loads((Path(first_dir) / "cache_info.json").read_text())
+    assert info["max_length"] == 48 and info["documents"] == {"train": 40, "validation": 13, "test": 13}
+    assert {p.name for p in Path(first_dir).glob("*.safetensors")} == {"train.safetensors", "validation.safetensors",
+                                                                       "test.safetensors"}
+    shorter_dir, shorter_hit = run("c", "--max-length", "32")
+    assert not shorter_hit and shorter_dir != first_dir
+
+    torch.manual_seed(123)  # same architecture, different weights
+    other = tmp_path / "other-encoder"
+    BertModel(AutoConfig.for_model(**tiny_encoder_config)).save_pretrained(other)
+    tiny_tokenizer.save_pretrained(other)
+    other_dir, other_hit = run("d", encoder=other)
+    assert not other_hit and other_dir not in (first_dir, shorter_dir)
+
+    cnn_dir, cnn_hit = run("e", "--doc-representation", "cnn")
+    assert not cnn_hit and "token_states" in load_file(Path(cnn_dir) / "validation.safetensors")
+
+
+def test_frozen_encoder_trains_only_heads(tiny_encoder_dir, tmp_path):
+    out = tmp_path / "frozen"
+    train.train(train.parse_args(small_args(tiny_encoder_dir, out, "--freeze-encoder", "--epochs", "1",
+                                            "--features-cache-dir", str(tmp_path / "cache"))))
+    from transformers import BertModel
+
+    original = BertModel.from_pretrained(tiny_encoder_dir).state_dict()
+    saved = load_file(out / "model" / "model.safetensors")
+    for name, tensor in original.items():
+        assert torch.equal(saved["encoder." + name], tensor), name
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--head-type", "hmm"], "--head-type: must be one of tmm, thmm, flat"),
+        (["--doc-representation", "pooler"], "--doc-representation"),
+        (["--batch-size", "0"], "--batch-size: must be positive"),
+        (["--learning-rate", "-1"], "--learning-rate: must be positive"),
+        (["--batch-size", "10", "--gradient-accumulation-steps", "3"], "divisible"),
+        (["--max-length", "4"], "--max-length: must be at least 8"),
+        (["--threshold", "1.5"], "--threshold: must be a probability"),
+        (["--mixed-precision", "fp8"], "--mixed-precision"),
+        (["--taxonomy", "/nonexistent/tax.json"], "--taxonomy: file not found"),
+        (["--config", "/nonexistent/run.yaml"], "--config: file not found"),
+    ],
+)
+def test_bad_config_values_give_clear_errors(argv, fragment):
+    with pytest.raises(train.ConfigError) as err:
+        train.parse_args(argv)
+    assert fragment in str(err.value)
+
+
+def test_config_file_and_command_line(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("head_type: tmm\nlearning-rate: 2.0e-5\nepochs: 4\n")
+    args = train.parse_args(["--config", str(cfg), "--epochs", "7"])
+    assert (args.head_type, args.learning_rate, args.epochs) == ("tmm", 2e-5, 7)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"head_typo": "tmm"}))
+    with pytest.raises(train.ConfigError, match="unknown argument.*head_typo"):
+        train.parse_args(["--config", str(bad)])
+    assert train.main(["--batch-size", "0"]) == 2
+
+
+def test_push_to_hub_uploads_the_model_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, private, exist_ok):
+            calls.append(("create", repo_id, private, exist_ok))
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            calls.append(("upload", repo_id, folder_path))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    train.push_model(tmp_path, "me/thmm-uspto", private=True)
+    assert calls == [("create", "me/thmm-uspto", True, True), ("upload", "me/thmm-uspto", str(tmp_path))]
