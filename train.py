@@ -321,9 +321,10 @@ def label_targets(taxonomy: Taxonomy, label_lists) -> np.ndarray:
 
 def tokenize_split(split, tokenizer, max_length: int, name: str) -> dict:
     enc = encode_documents(tokenizer, split["title"], split["abstract"], max_length)
-    truncated = sum(enc.pop("truncated"))
-    if truncated:
-        logger.info("%s: %d of %d documents truncated to %d word-pieces", name, truncated, len(split), max_length)
+    truncated = enc.pop("truncated")
+    if any(truncated):
+        logger.info("%s: %d of %d documents truncated to %d word-pieces", name, sum(truncated), len(truncated),
+                    max_length)
     return enc
 
 
@@ -394,24 +395,28 @@ def feature_collate(items):
 
 @torch.no_grad()
 def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, args, device, name) -> dict:
+    """Run the encoder once over a split. Documents are encoded in order of length, so that a batch
+    pads to similar lengths (titles vary from 5 to 60+ word-pieces), and stored in split order."""
     enc = tokenize_split(split, tokenizer, args.max_length, name)
     model.eval()
-    vectors, tokens, lengths = [], [], []
-    n = len(split)
+    n = len(enc["input_ids"])
+    order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
+    vectors, tokens = None, [None] * n
     for start in range(0, n, args.eval_batch_size):
-        chunk = {k: v[start : start + args.eval_batch_size] for k, v in enc.items()}
+        rows = order[start : start + args.eval_batch_size]
+        chunk = {k: [v[i] for i in rows] for k, v in enc.items()}
         batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
         feats = model.encoder_features(**batch)
         if feats.ndim == 3:  # CNN input: keep each document's real tokens only, in half precision
-            for row, mask in zip(feats, batch["attention_mask"]):
-                length = int(mask.sum())
-                tokens.append(row[:length].to(torch.float16).cpu())
-                lengths.append(length)
+            for i, row, mask in zip(rows, feats, batch["attention_mask"]):
+                tokens[i] = row[: int(mask.sum())].to(torch.float16).cpu()
         else:
-            vectors.append(feats.float().cpu())
-    if tokens:
-        return {"token_states": torch.cat(tokens), "lengths": torch.tensor(lengths, dtype=torch.long)}
-    return {"features": torch.cat(vectors)}
+            if vectors is None:
+                vectors = torch.empty(n, feats.shape[1])
+            vectors[torch.from_numpy(rows)] = feats.float().cpu()
+    if feats.ndim == 3:
+        return {"token_states": torch.cat(tokens), "lengths": torch.tensor([t.shape[0] for t in tokens])}
+    return {"features": vectors}
 
 
 def cached_features(accelerator, model, tokenizer, splits, args, cache_root: Path) -> tuple[dict, Path, bool]:
@@ -646,7 +651,10 @@ def make_optimizer(model, args: TrainArgs):
          "weight_decay": args.weight_decay if decay else 0.0}
         for (part, decay), params in sorted(groups.items())
     ]
-    return torch.optim.AdamW(param_groups)
+    try:  # the fused kernel (CPU and CUDA) steps the ~200M head parameters about 6x faster on a CPU
+        return torch.optim.AdamW(param_groups, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(param_groups)
 
 
 def train(args: TrainArgs) -> dict:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -223,3 +224,26 @@ def test_push_to_hub_uploads_the_model_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     train.push_model(tmp_path, "me/thmm-uspto", private=True)
     assert calls == [("create", "me/thmm-uspto", True, True), ("upload", "me/thmm-uspto", str(tmp_path))]
+
+
+@pytest.mark.parametrize("rep", ["cls", "cnn"])
+def test_length_sorted_encoding_keeps_document_order(tiny_encoder_config, small_taxonomy, tiny_tokenizer, rep):
+    from configuration_thmm import THMMConfig
+    from modeling_thmm import THMMForHierarchicalClassification, encode_documents
+
+    torch.manual_seed(0)
+    model = THMMForHierarchicalClassification(THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy,
+                                                         doc_representation=rep, head_hidden_size=16)).eval()
+    split = {"title": ["battery", "wireless packet radio network base station terminal", "shoe sole", "ink"],
+             "abstract": ["", "a channel protocol", "", "printing press sheet"]}
+    args = train.TrainArgs(max_length=32, eval_batch_size=2)
+    cached = train.encode_features(model, tiny_tokenizer, split, args, "cpu", "test")
+    dataset = train.FeatureSplit(cached, np.zeros((4, len(small_taxonomy)), dtype=np.float32))
+    for i in range(4):
+        enc = encode_documents(tiny_tokenizer, split["title"][i : i + 1], split["abstract"][i : i + 1], 32)
+        enc.pop("truncated")
+        with torch.no_grad():
+            direct = model.encoder_features(**tiny_tokenizer.pad(enc, return_tensors="pt"))[0]
+        got = dataset[i]["encoder_features"].float()
+        assert got.shape == direct.shape
+        torch.testing.assert_close(got, direct, rtol=2e-3, atol=2e-3)  # CNN token states are stored in fp16
