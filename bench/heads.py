@@ -81,6 +81,20 @@ def build(variant: str, head_type: str, taxonomy: Taxonomy, in_features: int, hi
     return NaiveHeads(taxonomy, in_features, hidden, 0.25, parent_links=links)
 
 
+def timed(fn, sync, warmup: int, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``fn`` after ``warmup`` untimed ones (``sync`` before each clock read)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
@@ -99,21 +113,14 @@ def measure(variant: str, head_type: str, device: str, batch: int, in_features: 
         loss = nn.functional.binary_cross_entropy_with_logits(heads(doc), target)
         loss.backward()
 
-    for _ in range(warmup):
-        step()
-    sync()
+    timed(step, sync, warmup, 0)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         heads.zero_grad(set_to_none=True)
         base = _rss_bytes()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
+    times = timed(step, sync, 0, steps)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() - base
     else:
@@ -169,6 +176,7 @@ def main(argv=None):
     parser.add_argument("--in-features", type=int, default=768)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--head-types", default="tmm,thmm")
     parser.add_argument("--one", nargs=2, metavar=("VARIANT", "HEAD_TYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -176,7 +184,7 @@ def main(argv=None):
         return
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):
-        rows += run(args.device, batch, args.in_features, args.steps, args.warmup)
+        rows += run(args.device, batch, args.in_features, args.steps, args.warmup, args.head_types.split(","))
     print(f"# heads benchmark: {rows[0]['heads']} heads (CPC size {CPC_SHAPE}), input {args.in_features}, "
           f"{rows[0]['params'] / 1e6:.0f}M (TMM) parameters; medians of {args.steps} steps after {args.warmup} warm-up")
     print(f"# device {args.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from configuration_thmm import THMMConfig  # noqa: E402
-from heads import cpc_sized_taxonomy, format_table as heads_table, run as run_heads  # noqa: E402
+from heads import cpc_sized_taxonomy, format_table as heads_table, run as run_heads, timed  # noqa: E402
 from modeling_thmm import THMMForHierarchicalClassification  # noqa: E402
 
 USPTO_TRAIN_DOCS, USPTO_EPOCHS, PAPER_GPU_HOURS = 50_000, 10, 300
@@ -85,19 +85,6 @@ def make_batches(lengths: np.ndarray, batch: int, count: int, bucketed: bool, se
         out += [int(chunk[i : i + batch].max()) for i in range(0, len(chunk), batch)]
     rng.shuffle(out)
     return out[:count]
-
-
-def timed(fn, sync, warmup: int, steps: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def throughput(model, taxonomy, device, batch, seq_lengths, bf16, train: bool, warmup: int, steps: int):

@@ -1,0 +1,55 @@
+"""The benchmark scripts run (tiny settings; no timing assertions: figures belong in their output)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import QUICKSTART_DATA, REPO_ROOT
+
+
+def test_heads_benchmark_runs_and_compares_both_variants():
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "heads.py"), "--batches", "2", "--in-features", "16",
+         "--steps", "1", "--warmup", "0", "--head-types", "thmm"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "819 heads" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 2 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["THMM"]
+    assert float(rows[0].split("|")[5].strip().rstrip("x")) > 0  # a speed-up figure was measured
+
+
+def test_cpc_sized_taxonomy_has_cpc_level_sizes():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from heads import cpc_sized_taxonomy
+
+    tax = cpc_sized_taxonomy()
+    assert [s.stop - s.start for s in tax.level_slices] == [9, 136, 674]
+
+
+def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--models", "svm,flat-cls,tmm-mean", "--encoder", str(tiny_encoder_dir), "--epochs", "1",
+         "--out", str(tmp_path), "--n-jobs", "1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"svm", "flat-cls", "tmm-mean"}
+    for run in results.values():
+        assert run["test"]["num_documents"] == 60 and 0 <= run["test"]["macro_f1"] <= 1
+        assert run["test"]["auprc"] is not None
+    assert results["svm"]["settings"]["threshold"] == -0.25
+    assert (tmp_path / "results.md").exists() and (tmp_path / "per_level_macro_f1.png").exists()
+    assert "Targets (test)" in (tmp_path / "results.md").read_text()
+
+
+def test_quality_benchmark_skips_clearly_without_data(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(tmp_path / "absent"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.startswith("SKIPPED: no data at")
