@@ -151,6 +151,20 @@ def run(device: str = "cpu", batch: int = 64, in_features: int = 768, steps: int
     return rows
 
 
+def gemm_roofline(device: str, batch: int, in_features: int, taxonomy: Taxonomy, hidden: int = 256) -> dict:
+    """GFLOP/s of a bare GEMM of the largest level's first-layer shape, and the heads' FLOPs per
+    step: the context for the timings (both variants do the same arithmetic)."""
+    sizes = [s.stop - s.start for s in taxonomy.level_slices]
+    a = torch.randn(batch, in_features, device=device)
+    b = torch.randn(in_features, max(sizes) * hidden, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    seconds = statistics.median(timed(lambda: a @ b, sync, 2, 5))
+    # forward + weight gradients of every layer, + input gradients of the layers after the first
+    first, second = in_features * hidden, hidden * hidden
+    flops = sum(2 * batch * n * (2 * first + 3 * second + 3 * hidden) for n in sizes)
+    return {"gemm_gflops": 2 * batch * in_features * b.shape[1] / seconds / 1e9, "step_gflop": flops / 1e9}
+
+
 def format_table(rows: list[dict]) -> str:
     lines = [
         "| batch | heads | naive fwd+bwd (ms) | vectorized fwd+bwd (ms) | speed-up | naive peak (MiB) "
@@ -189,6 +203,15 @@ def main(argv=None):
           f"{rows[0]['params'] / 1e6:.0f}M (TMM) parameters; medians of {args.steps} steps after {args.warmup} warm-up")
     print(f"# device {args.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
           f"torch {torch.__version__}")
+    for batch in dict.fromkeys(r["batch"] for r in rows):
+        roof = gemm_roofline(args.device, batch, args.in_features, cpc_sized_taxonomy())
+        fast = next(r for r in rows if r["batch"] == batch and r["variant"] == "vectorized" and r["head_type"] == "tmm") \
+            if any(r["head_type"] == "tmm" for r in rows) else None
+        line = f"# batch {batch}: a bare GEMM of the first layer's shape runs at {roof['gemm_gflops']:.1f} GFLOP/s"
+        if fast:
+            line += (f"; TMM heads do {roof['step_gflop']:.1f} GFLOP per fwd+bwd step, "
+                     f"{roof['step_gflop'] / fast['median_s']:.1f} GFLOP/s vectorized")
+        print(line)
     print(f"# command: python bench/heads.py {' '.join(sys.argv[1:])}".rstrip())
     print(format_table(rows))
 
