@@ -523,21 +523,23 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
                       batch_size: int = 32, max_length: int | None = None, return_truncated: bool = False):
         """Node probabilities ``[documents, nodes]`` for raw patent texts; with ``return_truncated``,
         also a per-document flag telling which texts were cut to ``max_length`` word-pieces."""
+        if len(titles) == 0:
+            empty = np.zeros((0, len(self.taxonomy)), dtype=np.float32)
+            return (empty, []) if return_truncated else empty
         was_training = self.training
         self.eval()
         max_length = max_length or self.config.max_length
         abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
-        chunks, truncated = [], []
+        enc = encode_documents(tokenizer, list(titles), abstracts, max_length)
+        truncated = enc.pop("truncated")
+        # Longest first, so that each batch pads to similar lengths; rows are put back in input order.
+        order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+        probs = np.zeros((len(titles), len(self.taxonomy)), dtype=np.float32)
         for start in range(0, len(titles), batch_size):
-            enc = encode_documents(
-                tokenizer, titles[start : start + batch_size], abstracts[start : start + batch_size], max_length
-            )
-            truncated += enc.pop("truncated")
-            batch = tokenizer.pad(enc, return_tensors="pt").to(self.device)
-            logits = self(**batch).logits
-            chunks.append(torch.sigmoid(logits.float()).cpu().numpy())
+            rows = order[start : start + batch_size]
+            batch = tokenizer.pad({k: [v[i] for i in rows] for k, v in enc.items()}, return_tensors="pt")
+            probs[rows] = torch.sigmoid(self(**batch.to(self.device)).logits.float()).cpu().numpy()
         self.train(was_training)
-        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.taxonomy)), dtype=np.float32)
         return (probs, truncated) if return_truncated else probs
 
     def predict(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,

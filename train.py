@@ -1,5 +1,5 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
-"""Train and evaluate TMM / THMM / flat patent classifiers with Accelerate.
+r"""Train and evaluate TMM / THMM / flat patent classifiers with Accelerate.
 
     accelerate launch train.py --head-type thmm --encoder allenai/scibert_scivocab_uncased \
         --dataset DIR_OR_HUB_ID --output-dir runs/thmm-cls --mixed-precision bf16
@@ -81,6 +81,7 @@ class TrainArgs:
     max_eval_samples: int | None = _arg(None, "use only the first N dev/test documents (debugging)")
     # optimisation
     batch_size: int = _arg(64, "training batch size per optimizer step, across processes and accumulation")
+    group_by_length: bool = _arg(False, "batches of similar-length documents (less padding; faster, a little less random)")
     eval_batch_size: int = _arg(128, "evaluation batch size per process")
     learning_rate: float = _arg(1e-5, "learning rate of the encoder (and of the heads unless --head-learning-rate)")
     head_learning_rate: float | None = _arg(None, "separate learning rate for the heads (and the CNN)")
@@ -292,6 +293,7 @@ class TokenizedSplit(Dataset):
 
     def __init__(self, encoded: dict, targets: np.ndarray):
         self.encoded, self.targets = encoded, targets
+        self.lengths = [len(ids) for ids in encoded["input_ids"]]
 
     def __len__(self):
         return len(self.targets)
@@ -313,6 +315,44 @@ class TokenCollator:
         batch["labels"] = torch.from_numpy(np.stack(extra["labels"]))
         batch["index"] = torch.tensor(extra["index"])
         return batch
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """A shuffled order in which every run of ``batch_size`` indices holds documents of similar length.
+
+    Each epoch (``set_epoch``) shuffles the documents, sorts chunks of 50 batches by length, and
+    shuffles the order of the resulting batches; only the last batch can be short, and it stays
+    last, so that a DataLoader with the same ``batch_size`` (per process) cuts exactly these batches.
+    Deterministic for a given seed and epoch, so resumed runs see the same batches.
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int, chunk_batches: int = 50):
+        self.lengths, self.batch_size, self.seed, self.chunk_batches = np.asarray(lengths), batch_size, seed, chunk_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.chunk_batches
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        last = [batches.pop()] if len(batches[-1]) < self.batch_size else []
+        for b in [batches[i] for i in rng.permutation(len(batches))] + last:
+            yield from b.tolist()
+
+
+def length_sorted(lengths) -> list[int]:
+    """Evaluation order, longest first: batches pad little (results are put back by index)."""
+    return np.argsort(-np.asarray(lengths), kind="stable").tolist()
 
 
 def label_targets(taxonomy: Taxonomy, label_lists) -> np.ndarray:
@@ -360,9 +400,10 @@ class FeatureSplit(Dataset):
         self.targets = targets
         self.vectors = tensors.get("features")
         self.tokens = tensors.get("token_states")
+        self.lengths = [1] * len(targets)
         if self.tokens is not None:
-            lengths = tensors["lengths"].tolist()
-            self.offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+            self.lengths = tensors["lengths"].tolist()
+            self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).tolist()
 
     def __len__(self):
         return len(self.targets)
@@ -548,7 +589,7 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int) -> P
 
 
 RESUME_KEYS = ("head_type", "doc_representation", "encoder", "dataset", "scheme", "max_length", "batch_size",
-               "gradient_accumulation_steps", "seed", "freeze_encoder", "upsample", "epochs")
+               "gradient_accumulation_steps", "seed", "freeze_encoder", "upsample", "epochs", "group_by_length")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -742,11 +783,19 @@ def train(args: TrainArgs) -> dict:
         collate = TokenCollator(tokenizer)
         cache_dir, hit = None, None
 
-    generator = torch.Generator().manual_seed(args.seed)
-    train_dl = DataLoader(datasets_["train"], batch_size=per_device_batch, shuffle=True, collate_fn=collate,
-                          num_workers=args.num_workers, generator=generator)
-    eval_dls = {name: DataLoader(datasets_[name], batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate,
-                                 num_workers=args.num_workers) for name in ("validation", "test")}
+    # Every loader gets its own generator: a loader without one draws its base seed from the global
+    # RNG whenever an iterator starts, which would shift the dropout masks of a resumed run.
+    def loader(dataset, batch_size, **kw):
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=args.num_workers,
+                          generator=torch.Generator().manual_seed(args.seed), **kw)
+
+    if args.group_by_length:
+        train_dl = loader(datasets_["train"], per_device_batch,
+                          sampler=LengthGroupedSampler(datasets_["train"].lengths, per_device_batch, args.seed))
+    else:
+        train_dl = loader(datasets_["train"], per_device_batch, shuffle=True)
+    eval_dls = {name: loader(datasets_[name], args.eval_batch_size, sampler=length_sorted(datasets_[name].lengths))
+                for name in ("validation", "test")}
 
     optimizer = make_optimizer(model, args)
     model, optimizer, train_dl, dev_dl, test_dl = accelerator.prepare(

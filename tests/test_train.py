@@ -86,8 +86,9 @@ def test_thresholds_are_tuned_on_dev(trained):
     assert summary["dev"]["f1_avg"] == pytest.approx(thresholds["per_level_score"])
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path):
-    common = ["--checkpoint-every", "2", "--save-total-limit", "3"]
+@pytest.mark.parametrize("batching", [[], ["--group-by-length"]], ids=["shuffled", "grouped-by-length"])
+def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path, batching):
+    common = ["--checkpoint-every", "2", "--save-total-limit", "3", *batching]
     full = run_script(small_args(tiny_encoder_dir, tmp_path / "full", *common))
     assert full.returncode == 0, full.stderr[-3000:]
 
@@ -247,3 +248,33 @@ def test_length_sorted_encoding_keeps_document_order(tiny_encoder_config, small_
         got = dataset[i]["encoder_features"].float()
         assert got.shape == direct.shape
         torch.testing.assert_close(got, direct, rtol=2e-3, atol=2e-3)  # CNN token states are stored in fp16
+
+
+def test_length_grouped_sampler():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=1003)
+    sampler = train.LengthGroupedSampler(lengths, batch_size=10, seed=7, chunk_batches=5)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    assert sorted(first) == list(range(1003)) and first == list(sampler)  # a permutation, deterministic
+    sampler.set_epoch(1)
+    assert list(sampler) != first  # reshuffled each epoch
+    batches = [first[i : i + 10] for i in range(0, 1003, 10)]
+    assert len(batches[-1]) == 3 and all(len(b) == 10 for b in batches[:-1])  # only the last batch is short
+    spread = np.mean([np.ptp(lengths[b]) for b in batches[:-1]])
+    random_spread = np.mean([np.ptp(lengths[rng.permutation(1003)[:10]]) for _ in range(100)])
+    assert spread < random_spread / 3
+
+
+def test_predict_proba_keeps_input_order(tiny_encoder_config, small_taxonomy, tiny_tokenizer):
+    from configuration_thmm import THMMConfig
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    torch.manual_seed(0)
+    model = THMMForHierarchicalClassification(THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy,
+                                                         head_hidden_size=16)).eval()
+    titles = ["ink", "wireless packet radio network base station terminal channel", "shoe sole", "battery cell"]
+    together = model.predict_proba(tiny_tokenizer, titles, batch_size=2)
+    for i, title in enumerate(titles):
+        np.testing.assert_allclose(together[i], model.predict_proba(tiny_tokenizer, [title])[0], atol=1e-5)
+    assert model.predict_proba(tiny_tokenizer, []).shape == (0, len(small_taxonomy))
