@@ -592,6 +592,15 @@ RESUME_KEYS = ("head_type", "doc_representation", "encoder", "dataset", "scheme"
                "gradient_accumulation_steps", "seed", "freeze_encoder", "upsample", "epochs", "group_by_length")
 
 
+def resume_arg_differences(saved: dict, current: dict) -> dict:
+    """``{key: (checkpoint value, current value)}`` for the resume-relevant arguments that differ.
+
+    A key an older checkpoint lacks was added as an option later, so that run used its default.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainArgs)}
+    return {k: (saved.get(k, defaults[k]), v) for k, v in current.items() if saved.get(k, defaults[k]) != v}
+
+
 # --------------------------------------------------------------------------------------------------
 # Model card
 # --------------------------------------------------------------------------------------------------
@@ -818,7 +827,7 @@ def train(args: TrainArgs) -> dict:
         checkpoints = list_checkpoints(output_dir)
         if checkpoints:
             saved = json.loads((checkpoints[-1] / TRAINER_STATE).read_text(encoding="utf-8"))
-            differing = {k: (saved["args"].get(k), v) for k, v in state["args"].items() if saved["args"].get(k) != v}
+            differing = resume_arg_differences(saved["args"], state["args"])
             if differing:
                 raise ConfigError(f"--resume: {checkpoints[-1]} was made with different arguments "
                                   f"(checkpoint, now): {differing}")

@@ -16,7 +16,8 @@ that score at -0.25 is exactly the parent gating, and the same scores give its A
 
 Writes ``OUT/results.json``, ``OUT/results.md`` (the paper's Table 1 and Table 3 columns) and
 ``OUT/per_level_macro_f1.png`` (Fig. 4); each model's run directory is kept under ``OUT/runs``.
-Finished models are reused on a rerun (``--force`` retrains them).
+Finished models are reused on a rerun (``--force`` retrains them); ``--resume`` continues a neural
+model that was interrupted, from its last epoch checkpoint, with the same arguments.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def neural_run(name, args, out_dir: Path) -> dict:
         "--checkpoint-every", "0", "--save-total-limit", "1", "--report-to", "none", "--overwrite-output-dir",
         "--threshold-objective", args.threshold_objective,
     ]
+    if args.resume:  # continue from the run's last checkpoint; train.py refuses one made with other arguments
+        argv.append("--resume")
     if not args.full_finetune:
         argv += ["--freeze-encoder", "--features-cache-dir", str(args.out / "features_cache")]
     t0 = time.perf_counter()
@@ -130,6 +133,8 @@ def main(argv=None):
     parser.add_argument("--full-finetune", action="store_true", help="train the encoder too (GPU)")
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for the SVMs")
     parser.add_argument("--force", action="store_true", help="retrain models that already have results")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted neural model from its last checkpoint instead of restarting it")
     args = parser.parse_args(argv)
 
     if not (args.data / "train.tsv").exists():
@@ -189,18 +194,22 @@ def render(results: dict, args, argv) -> str:
     test = {name: r["test"] for name, r in results.items()}
     lines = [
         f"# quality on {args.data.name} (test split; epochs and thresholds chosen on dev)",
-        f"# command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
+        f"# last command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
+        "# (models finished by earlier commands are reused: their settings are in the last table)",
         f"# {platform.machine()}, torch {torch.__version__}; neural models: MiniLM-L6 "
         f"{'fine-tuned' if args.full_finetune else 'frozen (cached encoder outputs, heads trained)'}",
         "",
         format_markdown(test),
         "",
-        "| model | dev macro-hF1 | dev micro-hF1 | best epoch | thresholds (per level) | minutes |",
-        "|---|---:|---:|---:|---|---:|",
+        "| model | dev macro-hF1 | dev micro-hF1 | head lr | max epochs | best epoch | thresholds (per level) | minutes |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name, r in results.items():
         thr = r.get("thresholds", {}).get("per_level") or r.get("settings", {}).get("threshold", "")
-        lines.append(f"| {name} | {r['dev']['macro_f1']:.4f} | {r['dev']['micro_f1']:.4f} | {r.get('best_epoch', '')} | "
+        thr = ", ".join(f"{float(t):g}" for t in thr) if isinstance(thr, (list, tuple)) else thr
+        settings = r.get("settings", {})
+        lines.append(f"| {name} | {r['dev']['macro_f1']:.4f} | {r['dev']['micro_f1']:.4f} | "
+                     f"{settings.get('head_learning_rate', '')} | {settings.get('epochs', '')} | {r.get('best_epoch', '')} | "
                      f"{thr} | {r['seconds'] / 60:.1f} |")
     if "svm" in results:
         svm = results["svm"]["test"]

@@ -121,6 +121,16 @@ def test_refuses_to_overwrite_checkpoints_or_resume_with_other_args(tiny_encoder
     assert other.returncode == 2 and "different arguments" in other.stderr and "head_type" in other.stderr
 
 
+def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
+    current = {"head_type": "tmm", "epochs": 8, "group_by_length": False}
+    # An option added after the checkpoint was made counts as its default, so only real changes are refused.
+    assert train.resume_arg_differences({"head_type": "tmm", "epochs": 8}, current) == {}
+    assert train.resume_arg_differences({"head_type": "tmm", "epochs": 8}, {**current, "group_by_length": True}) == {
+        "group_by_length": (False, True)}
+    assert train.resume_arg_differences({"head_type": "thmm", "epochs": 8, "group_by_length": False}, current) == {
+        "head_type": ("thmm", "tmm")}
+
+
 def test_two_processes_evaluate_every_example_once(tiny_encoder_dir, tmp_path):
     # --multi_gpu selects Accelerate's torchrun launcher; without CUDA, train.py then runs DDP over gloo on CPUs.
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
