@@ -552,3 +552,19 @@ def test_plot_handles_undefined_values(tmp_path, hand_results):
     broken = dict(hand_results, level3_macro_f1=None)
     path = plot_per_level_f1({"a": hand_results, "b": broken}, tmp_path / "sub" / "f1.png")
     assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metric_closure_agrees_with_the_taxonomy():
+    # The metric builds its ancestor-closed matrices with a vectorized table for speed; they must be
+    # exactly the taxonomy's own multi_hot.
+    import hierarchical_metrics as hm
+
+    rng = np.random.default_rng(0)
+    codes = ["A43B", "A43C", "A61B", "B41F", "H04L", "H04W", "G06F", "G06N"]
+    taxonomy = Taxonomy.from_codes(codes)
+    docs = [list(rng.choice(codes, size=rng.integers(0, 4), replace=False)) for _ in range(50)]
+    label2id = {code: i for i, code in enumerate(taxonomy.nodes)}
+    ids, unknown = hm._node_ids(docs, "docs", taxonomy, label2id, "error")
+    closed = hm._closed_multi_hot(ids, hm._ancestor_table(taxonomy), len(docs), len(taxonomy))
+    assert unknown == 0
+    np.testing.assert_array_equal(closed, taxonomy.multi_hot(docs).astype(bool))
