@@ -291,6 +291,12 @@ def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] 
     return encoded
 
 
+def longest_first(lengths) -> np.ndarray:
+    """Document indices, longest first (stable): batches cut from this order pad little, and the
+    largest batch comes first. Callers put results back by index."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
+
+
 # --------------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------------
@@ -532,8 +538,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
         enc = encode_documents(tokenizer, list(titles), abstracts, max_length)
         truncated = enc.pop("truncated")
-        # Longest first, so that each batch pads to similar lengths; rows are put back in input order.
-        order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+        order = longest_first([len(ids) for ids in enc["input_ids"]])
         probs = np.zeros((len(titles), len(self.taxonomy)), dtype=np.float32)
         for start in range(0, len(titles), batch_size):
             rows = order[start : start + batch_size]

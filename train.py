@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from configuration_thmm import Taxonomy, TaxonomyError, read_label_titles
-from modeling_thmm import THMMForHierarchicalClassification, encode_documents
+from modeling_thmm import THMMForHierarchicalClassification, encode_documents, longest_first
 
 logger = logging.getLogger("thmm.train")
 
@@ -350,11 +350,6 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
             yield from b.tolist()
 
 
-def length_sorted(lengths) -> list[int]:
-    """Evaluation order, longest first: batches pad little (results are put back by index)."""
-    return np.argsort(-np.asarray(lengths), kind="stable").tolist()
-
-
 def label_targets(taxonomy: Taxonomy, label_lists) -> np.ndarray:
     return taxonomy.multi_hot([[c for c in labels if c in taxonomy] for labels in label_lists])
 
@@ -441,7 +436,7 @@ def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, 
     enc = tokenize_split(split, tokenizer, args.max_length, name)
     model.eval()
     n = len(enc["input_ids"])
-    order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
+    order = longest_first([len(ids) for ids in enc["input_ids"]])
     vectors, tokens = None, [None] * n
     for start in range(0, n, args.eval_batch_size):
         rows = order[start : start + args.eval_batch_size]
@@ -598,7 +593,8 @@ def resume_arg_differences(saved: dict, current: dict) -> dict:
     A key an older checkpoint lacks was added as an option later, so that run used its default.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(TrainArgs)}
-    return {k: (saved.get(k, defaults[k]), v) for k, v in current.items() if saved.get(k, defaults[k]) != v}
+    saved = {k: saved.get(k, defaults[k]) for k in current}
+    return {k: (saved[k], v) for k, v in current.items() if saved[k] != v}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -803,7 +799,7 @@ def train(args: TrainArgs) -> dict:
                           sampler=LengthGroupedSampler(datasets_["train"].lengths, per_device_batch, args.seed))
     else:
         train_dl = loader(datasets_["train"], per_device_batch, shuffle=True)
-    eval_dls = {name: loader(datasets_[name], args.eval_batch_size, sampler=length_sorted(datasets_[name].lengths))
+    eval_dls = {name: loader(datasets_[name], args.eval_batch_size, sampler=longest_first(datasets_[name].lengths).tolist())
                 for name in ("validation", "test")}
 
     optimizer = make_optimizer(model, args)

@@ -205,8 +205,8 @@ def main(argv=None):
           f"torch {torch.__version__}")
     for batch in dict.fromkeys(r["batch"] for r in rows):
         roof = gemm_roofline(args.device, batch, args.in_features, cpc_sized_taxonomy())
-        fast = next(r for r in rows if r["batch"] == batch and r["variant"] == "vectorized" and r["head_type"] == "tmm") \
-            if any(r["head_type"] == "tmm" for r in rows) else None
+        fast = next((r for r in rows if r["batch"] == batch and r["variant"] == "vectorized" and r["head_type"] == "tmm"),
+                    None)
         line = f"# batch {batch}: a bare GEMM of the first layer's shape runs at {roof['gemm_gflops']:.1f} GFLOP/s"
         if fast:
             line += (f"; TMM heads do {roof['step_gflop']:.1f} GFLOP per fwd+bwd step, "
