@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import QUICKSTART_DATA, REPO_ROOT
 
 
@@ -44,6 +46,33 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     assert results["svm"]["settings"]["threshold"] == -0.25
     assert (tmp_path / "results.md").exists() and (tmp_path / "per_level_macro_f1.png").exists()
     assert "Targets (test)" in (tmp_path / "results.md").read_text()
+
+    # --retune trains nothing: the finished TMM gets dev thresholds for micro-F1 beside its f1_avg ones
+    weights = tmp_path / "runs" / "tmm-mean" / "model" / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--models", "tmm-mean", "--retune", "micro_f1", "--encoder", str(tiny_encoder_dir), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    retuned = json.loads((tmp_path / "results.json").read_text())
+    assert set(retuned) == {"svm", "flat-cls", "tmm-mean", "tmm-mean@micro_f1"}
+    assert retuned["tmm-mean"] == results["tmm-mean"] and weights.stat().st_mtime_ns == mtime
+    run = retuned["tmm-mean@micro_f1"]
+    assert run["thresholds"]["objective"] == "micro_f1"
+    assert run["dev"]["micro_f1"] == pytest.approx(run["thresholds"]["per_level_score"])
+    assert run["test"]["num_documents"] == 60 and run["settings"]["retuned_from"] == "tmm-mean"
+    # the same model scores the same documents: only the thresholds, not the scores, changed
+    assert run["test"]["auprc"] == pytest.approx(results["tmm-mean"]["test"]["auprc"])
+    assert "tmm-mean@micro_f1" in (tmp_path / "results.md").read_text()
+
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--models", "thmm-mean", "--retune", "micro_f1", "--encoder", str(tiny_encoder_dir), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode != 0 and "'thmm-mean' is not a finished neural model" in out.stderr
 
 
 def test_quality_benchmark_skips_clearly_without_data(tmp_path):
