@@ -149,8 +149,9 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
         features, _, _ = train.cached_features(accelerator, model, tokenizer, splits, targs, args.out / "features_cache")
         datasets_ = {s: train.FeatureSplit(features[s], targets[s]) for s in references}
         collate = train.feature_collate
-    probs = {s: train.predict_probabilities(accelerator, model, DataLoader(d, batch_size=256, collate_fn=collate), len(d))
-             for s, d in datasets_.items()}
+    # prepared loaders put each batch on the model's device (a GPU when there is one)
+    loaders = {s: accelerator.prepare(DataLoader(d, batch_size=256, collate_fn=collate)) for s, d in datasets_.items()}
+    probs = {s: train.predict_probabilities(accelerator, model, loaders[s], len(datasets_[s])) for s in loaders}
     eval_tax = {s: train.evaluation_taxonomy(taxonomy, references[s], args.scheme) for s in references}
     thresholds = train.tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
                                        eval_tax["validation"])
