@@ -492,6 +492,19 @@ def cached_features(accelerator, model, tokenizer, splits, args, cache_root: Pat
     return features, directory, hit
 
 
+def split_datasets(accelerator, model, tokenizer, splits, targets: dict, args, cache_root: Path):
+    """A dataset for each split in ``targets`` and their collate function: the cached encoder outputs
+    with ``args.freeze_encoder``, token ids otherwise. Also the cache directory and whether it was
+    reused (both None without a cache)."""
+    if not args.freeze_encoder:
+        datasets_ = {name: TokenizedSplit(tokenize_split(splits[name], tokenizer, args.max_length, name), targets[name])
+                     for name in targets}
+        return datasets_, TokenCollator(tokenizer), None, None
+    features, cache_dir, hit = cached_features(accelerator, model, tokenizer, splits, args, cache_root)
+    logger.info("frozen encoder: %s cached features in %s", "reusing" if hit else "built", cache_dir)
+    return {name: FeatureSplit(features[name], targets[name]) for name in targets}, feature_collate, cache_dir, hit
+
+
 # --------------------------------------------------------------------------------------------------
 # Evaluation and thresholds
 # --------------------------------------------------------------------------------------------------
@@ -776,17 +789,9 @@ def train(args: TrainArgs) -> dict:
     if args.freeze_encoder:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
-        cache_root = Path(args.features_cache_dir) if args.features_cache_dir else output_dir.parent / ".features_cache"
         model.to(accelerator.device)
-        features, cache_dir, hit = cached_features(accelerator, model, tokenizer, splits, args, cache_root)
-        logger.info("frozen encoder: %s cached features in %s", "reusing" if hit else "built", cache_dir)
-        datasets_ = {name: FeatureSplit(features[name], targets[name]) for name in targets}
-        collate = feature_collate
-    else:
-        datasets_ = {name: TokenizedSplit(tokenize_split(splits[name], tokenizer, args.max_length, name), targets[name])
-                     for name in targets}
-        collate = TokenCollator(tokenizer)
-        cache_dir, hit = None, None
+    cache_root = Path(args.features_cache_dir) if args.features_cache_dir else output_dir.parent / ".features_cache"
+    datasets_, collate, cache_dir, hit = split_datasets(accelerator, model, tokenizer, splits, targets, args, cache_root)
 
     # Every loader gets its own generator: a loader without one draws its base seed from the global
     # RNG whenever an iterator starts, which would shift the dropout masks of a resumed run.

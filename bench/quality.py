@@ -139,16 +139,11 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     taxonomy = model.taxonomy
     references = {s: [list(x) for x in splits[s]["labels"]] for s in ("validation", "test")}
     targets = {s: train.label_targets(taxonomy, references[s]) for s in references}
-    max_length = settings["max_length"]  # the run's own, not this command's
-    if not settings["frozen_encoder"]:  # the encoder was trained: run it over the tokens
-        datasets_ = {s: train.TokenizedSplit(train.tokenize_split(splits[s], tokenizer, max_length, s), targets[s])
-                     for s in references}
-        collate = train.TokenCollator(tokenizer)
-    else:  # frozen: the encoder outputs the model was trained on are in the feature cache
-        targs = train.parse_args(["--max-length", str(max_length), "--eval-batch-size", "256"])
-        features, _, _ = train.cached_features(accelerator, model, tokenizer, splits, targs, args.out / "features_cache")
-        datasets_ = {s: train.FeatureSplit(features[s], targets[s]) for s in references}
-        collate = train.feature_collate
+    # the run's own length and encoder mode (a frozen run reads the feature cache it was trained on)
+    run_args = train.parse_args(["--max-length", str(settings["max_length"]), "--eval-batch-size", "256"]
+                                + (["--freeze-encoder"] if settings["frozen_encoder"] else []))
+    datasets_, collate, _, _ = train.split_datasets(accelerator, model, tokenizer, splits, targets, run_args,
+                                                    args.out / "features_cache")
     # prepared loaders put each batch on the model's device (a GPU when there is one)
     loaders = {s: accelerator.prepare(DataLoader(d, batch_size=256, collate_fn=collate)) for s, d in datasets_.items()}
     probs = {s: train.predict_probabilities(accelerator, model, loaders[s], len(datasets_[s])) for s in loaders}
@@ -204,20 +199,20 @@ def main(argv=None):
     print(f"data {args.data}: train {len(splits['train'])}, dev {len(splits['validation'])}, test {len(splits['test'])}; "
           f"{taxonomy}")
 
-    names = args.models.split(",")
-    for name in names if args.retune else ():
-        if name not in NEURAL or name not in results:
-            raise SystemExit(f"--retune: {name!r} is not a finished neural model in {results_path}")
-        t0 = time.perf_counter()
-        run = retune_run(args.retune, results[name]["settings"], args, splits, args.out / "runs" / name)
-        results[f"{name}@{args.retune}"] = {
-            "dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
-            "best_epoch": results[name].get("best_epoch"), "thresholds": run["thresholds"],
-            "settings": {**results[name]["settings"], "retuned_from": name, "threshold_objective": args.retune}}
-        results_path.write_text(json.dumps(results, indent=1))
-        print(f"{name}@{args.retune}: test macro-hF1 {run['test']['macro_f1']:.4f}, micro-hF1 {run['test']['micro_f1']:.4f}")
-
-    for name in names if not args.retune else ():
+    for name in args.models.split(","):
+        if args.retune:
+            if name not in NEURAL or name not in results:
+                raise SystemExit(f"--retune: {name!r} is not a finished neural model in {results_path}")
+            t0 = time.perf_counter()
+            run = retune_run(args.retune, results[name]["settings"], args, splits, args.out / "runs" / name)
+            results[f"{name}@{args.retune}"] = {
+                "dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
+                "best_epoch": results[name].get("best_epoch"), "thresholds": run["thresholds"],
+                "settings": {**results[name]["settings"], "retuned_from": name, "threshold_objective": args.retune}}
+            results_path.write_text(json.dumps(results, indent=1))
+            print(f"{name}@{args.retune}: test macro-hF1 {run['test']['macro_f1']:.4f}, "
+                  f"micro-hF1 {run['test']['micro_f1']:.4f}")
+            continue
         if name in results and not args.force:
             print(f"{name}: reusing results from {results_path}")
             continue

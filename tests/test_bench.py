@@ -30,13 +30,18 @@ def test_cpc_sized_taxonomy_has_cpc_level_sizes():
     assert [s.stop - s.start for s in tax.level_slices] == [9, 136, 674]
 
 
-def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
-    out = subprocess.run(
+def run_quality_on_quickstart(out_dir, encoder_dir, *options):
+    """bench/quality.py on the quickstart fixture with the tiny encoder, writing to ``out_dir``."""
+    return subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
-         "--models", "svm,flat-cls,tmm-mean", "--encoder", str(tiny_encoder_dir), "--epochs", "1",
-         "--out", str(tmp_path), "--n-jobs", "1"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+         "--encoder", str(encoder_dir), "--out", str(out_dir), *options],
+        capture_output=True, text=True, timeout=600, cwd=out_dir,
     )
+
+
+def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "svm,flat-cls,tmm-mean", "--epochs", "1",
+                                    "--n-jobs", "1")
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"svm", "flat-cls", "tmm-mean"}
@@ -50,11 +55,7 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     # --retune trains nothing: the finished TMM gets dev thresholds for micro-F1 beside its f1_avg ones
     weights = tmp_path / "runs" / "tmm-mean" / "model" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
-    out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
-         "--models", "tmm-mean", "--retune", "micro_f1", "--encoder", str(tiny_encoder_dir), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "micro_f1")
     assert out.returncode == 0, out.stderr[-3000:]
     retuned = json.loads((tmp_path / "results.json").read_text())
     assert set(retuned) == {"svm", "flat-cls", "tmm-mean", "tmm-mean@micro_f1"}
@@ -67,11 +68,7 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     assert run["test"]["auprc"] == pytest.approx(results["tmm-mean"]["test"]["auprc"])
     assert "tmm-mean@micro_f1" in (tmp_path / "results.md").read_text()
 
-    out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
-         "--models", "thmm-mean", "--retune", "micro_f1", "--encoder", str(tiny_encoder_dir), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "thmm-mean", "--retune", "micro_f1")
     assert out.returncode != 0 and "'thmm-mean' is not a finished neural model" in out.stderr
 
 
