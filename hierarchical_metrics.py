@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from configuration_thmm import Taxonomy, TaxonomyError, cpc_level
+from taxonomy_thmm import Taxonomy, TaxonomyError, cpc_level
 
 __all__ = ["compute_hierarchical_metrics", "format_markdown", "plot_per_level_f1", "write_report"]
 
@@ -140,9 +140,8 @@ def compute_hierarchical_metrics(
 
     pred_ids, unknown_pred = _node_ids(pred_lists, "predictions", taxonomy, label2id, unknown_labels)
     gold_ids, unknown_gold = _node_ids(gold_lists, "references", taxonomy, label2id, unknown_labels)
-    up_table = _ancestor_table(taxonomy)
-    pred = _closed_multi_hot(pred_ids, up_table, num_docs, num_nodes)
-    gold = _closed_multi_hot(gold_ids, up_table, num_docs, num_nodes)
+    pred = taxonomy.multi_hot_ids(pred_ids)  # bool, closed upwards
+    gold = taxonomy.multi_hot_ids(gold_ids)
 
     # Per-node counts are all that P/R/F1 need, overall and per level.
     tp = (pred & gold).sum(axis=0)
@@ -264,9 +263,10 @@ def _lookup(code: str, taxonomy: Taxonomy, label2id: dict, mode: str, where: str
 
 
 def _node_ids(docs: list[list[str]], name: str, taxonomy: Taxonomy, label2id: dict, mode: str):
-    """``(rows, cols)`` of every known (document, code) pair, and the number of unknown pairs."""
-    rows, cols, unknown = [], [], 0
+    """The node ids of each document's known codes, and the number of unknown (document, code) pairs."""
+    id_lists, unknown = [], 0
     for i, labels in enumerate(docs):
+        ids = []
         for code in labels:
             node = label2id.get(code)
             if node is None:
@@ -274,28 +274,9 @@ def _node_ids(docs: list[list[str]], name: str, taxonomy: Taxonomy, label2id: di
             if node is None:
                 unknown += 1
             else:
-                rows.append(i)
-                cols.append(node)
-    return (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), unknown
-
-
-def _ancestor_table(taxonomy: Taxonomy) -> np.ndarray:
-    """``[nodes, depth]``: each node's ancestors and itself, padded with -1."""
-    table = np.full((len(taxonomy), taxonomy.num_levels), -1, dtype=np.int64)
-    for node in range(len(taxonomy)):
-        chain = taxonomy.ancestor_ids(node) + (node,)
-        table[node, : len(chain)] = chain
-    return table
-
-
-def _closed_multi_hot(ids, up_table: np.ndarray, num_docs: int, num_nodes: int) -> np.ndarray:
-    """Boolean ``[documents, nodes]`` matrix of the labels together with all their ancestors."""
-    rows, cols = ids
-    out = np.zeros((num_docs, num_nodes), dtype=bool)
-    chains = up_table[cols]
-    valid = chains >= 0
-    out[np.broadcast_to(rows[:, None], chains.shape)[valid], chains[valid]] = True
-    return out
+                ids.append(node)
+        id_lists.append(ids)
+    return id_lists, unknown
 
 
 def _prf(tp: np.ndarray, n_pred: np.ndarray, n_gold: np.ndarray) -> dict:
@@ -357,18 +338,13 @@ def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_d
         else:
             columns.append(k)
             nodes.append(node)
-    node_scores = np.zeros((num_docs, len(taxonomy)))
+    node_scores = np.full((num_docs, len(taxonomy)), -np.inf)
     node_scores[:, nodes] = scores[:, columns]
-    scored = np.zeros(len(taxonomy), dtype=bool)
-    scored[nodes] = True
-    # An unscored inner node gets the max over its scored children, as in Taxonomy.max_from_leaves;
-    # deeper nodes have larger indices, so children are done before their parents.
-    for node in range(len(taxonomy) - 1, -1, -1):
-        if not scored[node]:
-            children = [c for c in taxonomy.children_ids(node) if scored[c]]
-            if children:
-                node_scores[:, node] = node_scores[:, children].max(axis=1)
-                scored[node] = True
+    scored = np.zeros((1, len(taxonomy)), dtype=bool)
+    scored[:, nodes] = True
+    # An unscored inner node gets the max over its scored children, as in Taxonomy.max_from_leaves.
+    node_scores = taxonomy.fill_from_children(node_scores)
+    scored = taxonomy.fill_from_children(scored)[0]
     # Nodes with no score at all rank strictly below every real score.
     floor = scores[:, columns].min() - 1.0 if columns and num_docs else 0.0
     node_scores[:, ~scored] = floor

@@ -37,9 +37,9 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .configuration_thmm import THMMConfig, Taxonomy, TaxonomyError
+    from .configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds
 except ImportError:  # plain import when installed as a top-level module
-    from configuration_thmm import THMMConfig, Taxonomy, TaxonomyError
+    from configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds
 
 __all__ = [
     "HierarchicalClassifierOutput",
@@ -231,30 +231,30 @@ class FlatHead(nn.Module):
             nn.Dropout(dropout),
         )
         self.classifier = nn.Linear(hidden_size, len(taxonomy.leaf_ids))
-        self._leaf_ids = taxonomy.leaf_ids.tolist()
-        self._level_slices = taxonomy.level_slices
-        self._parent_index = taxonomy.parent_index.tolist()
-        self.register_buffer("leaf_ids", torch.tensor(self._leaf_ids, dtype=torch.long), persistent=False)
-        self.register_buffer("parent_index", torch.tensor(self._parent_index, dtype=torch.long), persistent=False)
+        # The taxonomy's child index tables (Taxonomy.children_by_level), as buffers.
+        self._index_buffers = {"leaf_ids": taxonomy.leaf_ids.tolist()}
+        for depth, (parents, children) in enumerate(taxonomy.children_by_level()):
+            self._index_buffers[f"parents_{depth}"] = parents.tolist()
+            self._index_buffers[f"children_{depth}"] = children.tolist()
+        self.num_parent_levels = len(taxonomy.children_by_level())
+        for name, values in self._index_buffers.items():
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
 
     def reset_buffers(self) -> None:
-        init.copy_(self.leaf_ids, torch.tensor(self._leaf_ids, dtype=torch.long))
-        init.copy_(self.parent_index, torch.tensor(self._parent_index, dtype=torch.long))
+        for name, values in self._index_buffers.items():
+            init.copy_(getattr(self, name), torch.tensor(values, dtype=torch.long))
 
     def forward(self, doc: torch.Tensor):
         """Returns ``(node_logits [batch, nodes], leaf_logits [batch, leaves])``."""
         leaf_logits = self.classifier(self.mlp(doc))
-        batch = doc.shape[0]
-        base = doc.new_full((batch, self.num_nodes), float("-inf"), dtype=leaf_logits.dtype)
-        base = base.index_copy(1, self.leaf_ids, leaf_logits)
-        # Bottom-up, level by level: a parent takes the max over its children (nodes of a deeper
-        # level have larger indices, so each level is final before its parents read it).
-        levels = [base[:, s] for s in self._level_slices]
-        for depth in range(len(levels) - 1, 0, -1):
-            s, above = self._level_slices[depth], self._level_slices[depth - 1]
-            index = (self.parent_index[s] - above.start).expand(batch, -1)
-            levels[depth - 1] = levels[depth - 1].scatter_reduce(1, index, levels[depth], reduce="amax")
-        return torch.cat(levels, dim=1), leaf_logits
+        logits = leaf_logits.new_full((doc.shape[0], self.num_nodes), float("-inf"))
+        logits = logits.index_copy(1, self.leaf_ids, leaf_logits)
+        # Taxonomy.fill_from_children's rule: bottom-up, an inner node (-inf so far) takes the max over
+        # its children's row of the child table (padded with the node itself).
+        for depth in reversed(range(self.num_parent_levels)):
+            parents, children = getattr(self, f"parents_{depth}"), getattr(self, f"children_{depth}")
+            logits = logits.index_copy(1, parents, logits[:, children].amax(dim=-1))
+        return logits, leaf_logits
 
 
 # --------------------------------------------------------------------------------------------------
@@ -419,6 +419,19 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
     def taxonomy(self) -> Taxonomy:
         return self.config.get_taxonomy()
 
+    # ---- saving -----------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, with the pipeline of ``pipeline_thmm.py``: config.json
+        names it in ``custom_pipelines``, and the file is copied with the other code files (it is a
+        relative import of this one), so ``pipeline(model=dir, trust_remote_code=True)`` picks it."""
+        try:
+            from .pipeline_thmm import add_pipeline_to_config
+        except ImportError:
+            from pipeline_thmm import add_pipeline_to_config
+        add_pipeline_to_config(self.config)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     # ---- forward ----------------------------------------------------------------------------
 
     @property
@@ -513,7 +526,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
     def decode(
         self,
         probabilities,
-        threshold: float | Sequence[float] | None = None,
+        threshold: Thresholds | float | Sequence[float] | None = None,
         top_k: int | None = None,
         at_least_one: bool = False,
     ) -> list[list[str]]:
@@ -521,7 +534,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         to the config's (per-level when tuned)."""
         if isinstance(probabilities, torch.Tensor):
             probabilities = probabilities.detach().float().cpu().numpy()
-        threshold = self.config.decision_thresholds if threshold is None else threshold
+        threshold = self.config.thresholds if threshold is None else threshold
         return self.taxonomy.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
 
     @torch.no_grad()

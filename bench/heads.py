@@ -22,14 +22,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from configuration_thmm import Taxonomy  # noqa: E402
-from modeling_thmm import HierarchicalHeads  # noqa: E402
+from configuration_thmm import Taxonomy
+from modeling_thmm import HierarchicalHeads
 
 CPC_SHAPE = (9, 136, 674)
 

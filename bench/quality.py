@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from configuration_thmm import Taxonomy
+from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
+from thmm.arguments import TrainingArguments
 
-from configuration_thmm import Taxonomy  # noqa: E402
-from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dronesr"
 SVM_THRESHOLD = -0.25
@@ -80,11 +80,7 @@ def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0) ->
 
     def node_scores(split) -> np.ndarray:
         decision = vectorizer.transform(texts(split)) @ coef + intercept
-        scores = np.asarray(decision, dtype=np.float64)
-        for i, ancestors in enumerate(taxonomy.ancestor_ids(j) for j in range(len(taxonomy))):
-            if ancestors:  # ancestors precede i, so their path minima are already final
-                scores[:, i] = np.minimum(scores[:, i], scores[:, ancestors[-1]])
-        return scores
+        return taxonomy.min_along_path(np.asarray(decision, dtype=np.float64))
 
     out = {"fit_seconds": fit_seconds, "vocabulary": len(vectorizer.vocabulary_)}
     for name in ("validation", "test"):
@@ -98,24 +94,23 @@ def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0) ->
 
 
 def neural_run(name, args, out_dir: Path) -> dict:
-    import train
+    from thmm.trainer import train
 
     head_type, rep = NEURAL[name]
-    argv = [
-        "--dataset", str(args.data), "--scheme", args.scheme, "--encoder", args.encoder,
-        "--head-type", head_type, "--doc-representation", rep, "--output-dir", str(out_dir),
-        "--epochs", str(args.epochs), "--patience", str(args.patience), "--batch-size", str(args.batch_size),
-        "--eval-batch-size", "256", "--max-length", str(args.max_length), "--seed", str(args.seed),
-        "--learning-rate", str(args.learning_rate), "--head-learning-rate", str(args.head_learning_rate),
-        "--checkpoint-every", "0", "--save-total-limit", "1", "--report-to", "none", "--overwrite-output-dir",
-        "--threshold-objective", args.threshold_objective,
-    ]
-    if args.resume:  # continue from the run's last checkpoint; train.py refuses one made with other arguments
-        argv.append("--resume")
-    if not args.full_finetune:
-        argv += ["--freeze-encoder", "--features-cache-dir", str(args.out / "features_cache")]
+    run_args = TrainingArguments(
+        dataset=str(args.data), scheme=args.scheme, encoder=args.encoder, head_type=head_type,
+        doc_representation=rep, output_dir=str(out_dir), epochs=args.epochs, patience=args.patience,
+        batch_size=args.batch_size, eval_batch_size=256, max_length=args.max_length, seed=args.seed,
+        learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, checkpoint_every=0,
+        save_total_limit=1, report_to="none", overwrite_output_dir=True,
+        threshold_objective=args.threshold_objective,
+        resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
+        freeze_encoder=not args.full_finetune,
+        features_cache_dir=None if args.full_finetune else str(args.out / "features_cache"),
+    )
+    run_args.validate()
     t0 = time.perf_counter()
-    summary = train.train(train.parse_args(argv))
+    summary = train(run_args)
     summary["train_seconds"] = time.perf_counter() - t0
     return summary
 
@@ -127,8 +122,11 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer
 
-    import train
     from modeling_thmm import THMMForHierarchicalClassification
+    from thmm.data import label_targets
+    from thmm.evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
+    from thmm.features import split_datasets
+    from thmm.thresholds import tune_thresholds
 
     model_dir = run_dir / "model"
     if not (model_dir / "config.json").exists():
@@ -138,20 +136,19 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     taxonomy = model.taxonomy
     references = {s: [list(x) for x in splits[s]["labels"]] for s in ("validation", "test")}
-    targets = {s: train.label_targets(taxonomy, references[s]) for s in references}
+    targets = {s: label_targets(taxonomy, references[s]) for s in references}
     # the run's own length and encoder mode (a frozen run reads the feature cache it was trained on)
-    run_args = train.parse_args(["--max-length", str(settings["max_length"]), "--eval-batch-size", "256"]
-                                + (["--freeze-encoder"] if settings["frozen_encoder"] else []))
-    datasets_, collate, _, _ = train.split_datasets(accelerator, model, tokenizer, splits, targets, run_args,
-                                                    args.out / "features_cache")
+    datasets_, collate, _, _ = split_datasets(accelerator, model, tokenizer, splits, targets,
+                                              freeze_encoder=settings["frozen_encoder"],
+                                              max_length=settings["max_length"], batch_size=256,
+                                              cache_root=args.out / "features_cache")
     # prepared loaders put each batch on the model's device (a GPU when there is one)
     loaders = {s: accelerator.prepare(DataLoader(d, batch_size=256, collate_fn=collate)) for s, d in datasets_.items()}
-    probs = {s: train.predict_probabilities(accelerator, model, loaders[s], len(datasets_[s])) for s in loaders}
-    eval_tax = {s: train.evaluation_taxonomy(taxonomy, references[s], args.scheme) for s in references}
-    thresholds = train.tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
-                                       eval_tax["validation"])
-    return {s: train.evaluate_probabilities(probs[s], references[s], taxonomy, thresholds["per_level"], eval_tax[s])
-            for s in references} | {"thresholds": thresholds}
+    probs = {s: predict_probabilities(accelerator, model, loaders[s], len(datasets_[s])) for s in loaders}
+    eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], args.scheme) for s in references}
+    tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective, eval_tax["validation"])
+    return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
+            for s in references} | {"thresholds": tuned.to_dict()}
 
 
 def main(argv=None):

@@ -25,7 +25,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +32,11 @@ import torch
 import transformers
 from transformers import BertConfig
 
+from configuration_thmm import THMMConfig
+from heads import cpc_sized_taxonomy, format_table as heads_table, run as run_heads, timed  # bench/, the script's folder
+from modeling_thmm import THMMForHierarchicalClassification
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-from configuration_thmm import THMMConfig  # noqa: E402
-from heads import cpc_sized_taxonomy, format_table as heads_table, run as run_heads, timed  # noqa: E402
-from modeling_thmm import THMMForHierarchicalClassification  # noqa: E402
 
 USPTO_TRAIN_DOCS, USPTO_EPOCHS, PAPER_GPU_HOURS = 50_000, 10, 300
 FROZEN_BATCH = 64

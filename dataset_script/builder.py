@@ -26,6 +26,7 @@ import datasets.exceptions
 from datasets.data_files import DataFilesDict, sanitize_patterns
 
 import configuration_thmm
+from thmm.hub import CITATION_BIBTEX
 
 from . import readers, upsample
 from .readers import PatentDataError, read_patent_tsv, read_wipo_alpha
@@ -40,19 +41,7 @@ HOMEPAGE = "https://github.com/boschresearch/hierarchical_patent_classification_
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 SUMMARY_FILE = "build_summary.json"
 
-CITATION = """\
-@inproceedings{pujari2021multitask,
-  title     = {A Multi-Task Approach to Neural Multi-Label Hierarchical Patent Classification Using Transformers},
-  author    = {Pujari, Subhash Chandra and Friedrich, Annemarie and Str{\\"o}tgen, Jannik},
-  booktitle = {Advances in Information Retrieval -- 43rd European Conference on IR Research, ECIR 2021},
-  series    = {Lecture Notes in Computer Science},
-  volume    = {12656},
-  pages     = {513--528},
-  publisher = {Springer},
-  year      = {2021},
-  doi       = {10.1007/978-3-030-72113-8_34}
-}
-"""
+CITATION = CITATION_BIBTEX + "\n"
 WIPO_CITATION = """\
 @article{fall2003automated,
   title   = {Automated Categorization in the International Patent Classification},

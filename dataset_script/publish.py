@@ -29,10 +29,12 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
+from thmm.hub import CITATION_BIBTEX, upload_folder
+
 from .builder import Uspto70k
 from .stats import format_markdown, label_statistics, plot_label_distribution
 
-__all__ = ["export_splits", "publish", "push_folder", "main"]
+__all__ = ["export_splits", "publish", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +152,6 @@ def export_splits(
 
 def _card_body(splits, info, pretty_name, source, report, build_summary) -> str:
     """The markdown part of the dataset card."""
-    from .builder import CITATION
-
     split_names = ", ".join(f"`{s}` ({len(d):,})" for s, d in splits.items())
     parts = [
         f"# {pretty_name}\n",
@@ -181,7 +181,7 @@ def _card_body(splits, info, pretty_name, source, report, build_summary) -> str:
             format_markdown(report) + "\n",
             "![Label frequency by rank](label_distribution.png)\n",
         ]
-    parts += ["## Citation\n", "```bibtex\n" + (info.citation or CITATION).strip() + "\n```\n"]
+    parts += ["## Citation\n", "```bibtex\n" + (info.citation or CITATION_BIBTEX).strip() + "\n```\n"]
     return "\n".join(parts)
 
 
@@ -191,24 +191,6 @@ def _default_pretty_name(builder, data_dir) -> str:
     if data_dir:
         return f"{Path(data_dir).name} (USPTO-70k format)"
     return "Patent classification data (USPTO-70k format)" if builder.config.data_files else "USPTO-70k"
-
-
-def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
-    """Upload an exported folder to the Hub as a dataset repository; returns the commit URL.
-
-    Old ``data/*.parquet`` shards on the Hub are deleted in the same commit (a re-publish with fewer
-    shards must not leave stale ones behind).
-    """
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="dataset",
-        commit_message="Publish patent classification splits (dataset_script.publish)",
-        delete_patterns=["data/*.parquet"],
-    )
-    return getattr(commit, "commit_url", str(commit))
 
 
 def publish(
@@ -234,7 +216,9 @@ def publish(
     USPTO-70k release and get licence ``unknown`` unless ``license`` (e.g. ``"cc-by-4.0"``) is given.
     Returns the export summary, with the builder's
     ``build_summary`` (rows read, dropped by explicit options, up-sampled rows added) and, after a
-    push, ``repo_id`` and ``commit_url``.
+    push, ``repo_id`` and ``commit_url``. The push (:func:`thmm.hub.upload_folder`) deletes old
+    ``data/*.parquet`` shards on the Hub in the same commit, so a re-publish with fewer shards leaves
+    no stale ones behind.
     """
     options = {k: v for k, v in {"upsample": upsample or None, **builder_kwargs}.items() if v is not None}
     builder = Uspto70k(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
@@ -265,7 +249,15 @@ def publish(
     )
     if push_to_hub:
         summary["repo_id"] = push_to_hub
-        summary["commit_url"] = push_folder(out_dir, push_to_hub, private=private, token=token)
+        summary["commit_url"] = upload_folder(
+            out_dir,
+            push_to_hub,
+            repo_type="dataset",
+            private=private,
+            commit_message="Publish patent classification splits (dataset_script.publish)",
+            delete_patterns=["data/*.parquet"],
+            api=HfApi(token=token),
+        )
     return summary
 
 

@@ -6,7 +6,7 @@ the field, so that a person can open the file and fix it. Nothing is dropped sil
 filters are explicit options (``empty_labels="drop"``, ``duplicate_ids="drop"``) and their counts are
 logged and returned through ``report``.
 
-The hierarchy logic (code validation, ancestors) comes from :mod:`configuration_thmm`.
+The hierarchy logic (code validation, ancestors, level names) comes from :mod:`taxonomy_thmm`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from configuration_thmm import TaxonomyError, cpc_ancestors, cpc_level
+from taxonomy_thmm import LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, level_name
 
 __all__ = [
     "COLUMNS",
@@ -35,6 +35,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("patent_id", "title", "abstract", "labels")
+_LABEL_LEVEL = max(LEVEL_NAMES)  # labels are codes of the deepest named level: CPC/IPC subclasses
 _POLICIES = ("error", "keep", "drop")
 
 
@@ -81,11 +82,12 @@ def parse_label_list(text: str) -> list[str]:
 
 
 def hierarchy_fields(labels: list[str], scheme: str = "cpc") -> dict[str, list[str]]:
-    """The derived fields: sorted unique ancestors of the subclass labels at level 1 and 2."""
+    """The derived fields: sorted unique ancestors of the subclass labels at each level above
+    theirs, named after the level (``sections``, ``classes``)."""
     ancestors = [cpc_ancestors(code, scheme) for code in labels]
     return {
-        "sections": sorted({chain[0] for chain in ancestors}),
-        "classes": sorted({chain[1] for chain in ancestors}),
+        level_name(level, plural=True): sorted({chain[level - 1] for chain in ancestors})
+        for level in range(1, _LABEL_LEVEL)
     }
 
 
@@ -94,9 +96,9 @@ def _check_labels(codes: list[str], scheme: str) -> None:
     seen = set()
     for code in codes:
         level = cpc_level(code, scheme)
-        if level != 3:
+        if level != _LABEL_LEVEL:
             raise TaxonomyError(
-                f"{code!r} is a {'section' if level == 1 else 'class'}; labels must be subclass codes like 'A43B'"
+                f"{code!r} is a {level_name(level)}; labels must be {level_name(_LABEL_LEVEL)} codes like 'A43B'"
             )
         if code in seen:
             raise ValueError(f"code {code!r} is listed twice")
@@ -280,7 +282,7 @@ def ipc_subclass(symbol: str, scheme: str = "ipc") -> str:
     """The subclass of a full IPC symbol: ``A01B0013080000`` or ``A01B 13/08`` -> ``A01B``."""
     symbol = symbol.strip()
     subclass, rest = symbol[:4], symbol[4:]
-    if len(subclass) < 4 or cpc_level(subclass, scheme) != 3 or not _IPC_REST.fullmatch(rest):
+    if len(subclass) < 4 or cpc_level(subclass, scheme) != _LABEL_LEVEL or not _IPC_REST.fullmatch(rest):
         raise TaxonomyError(f"malformed IPC symbol {symbol!r}: expected e.g. 'A01B0013080000' or 'A01B 13/08'")
     return subclass
 

@@ -12,45 +12,53 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from configuration_thmm import cpc_ancestors
+import numpy as np
+
+from taxonomy_thmm import LEVEL_NAMES, Taxonomy, level_name
 
 __all__ = ["label_statistics", "format_markdown", "plot_label_distribution", "write_report"]
-
-LEVELS = ("section", "class", "subclass")
-_PLURAL = {"section": "sections", "class": "classes", "subclass": "subclasses"}
 
 
 def label_statistics(splits: Mapping[str, Iterable], min_count: int = 10) -> dict:
     """Statistics of each split (``Dataset`` or list of row dicts with ``labels``).
 
     Returns ``{split: {"documents", "levels": {level: {"distinct", "cardinality"}},
-    "label_frequency": {subclass: count} (most frequent first), "labels_below_min_count"}}``, where
-    cardinality is the mean number of distinct labels of that level per document.
+    "label_frequency": {subclass: count} (most frequent first), "labels_below_min_count"}}``, with one
+    entry per level of the taxonomy of all splits' labels (``section``, ``class``, ``subclass`` for
+    CPC/IPC), where cardinality is the mean number of distinct labels of that level per document (a
+    label counts at its own level and, through its ancestors, at every level above).
     """
+    label_lists = {
+        split: list(data["labels"]) if hasattr(data, "column_names") else [row["labels"] for row in data]
+        for split, data in splits.items()
+    }
+    codes = sorted({code for lists in label_lists.values() for labels in lists for code in labels})
+    # "cpc" accepts IPC codes too (IPC is CPC without section Y), so one scheme serves both.
+    taxonomy = Taxonomy.from_codes(codes, "cpc") if codes else None
     report = {}
-    for split, data in splits.items():
-        label_lists = list(data["labels"]) if hasattr(data, "column_names") else [row["labels"] for row in data]
-        per_level = {level: Counter() for level in LEVELS}
-        assigned = dict.fromkeys(LEVELS, 0)
-        for labels in label_lists:
-            # "cpc" accepts IPC codes too (IPC is CPC without section Y), so one scheme serves both.
-            chains = [cpc_ancestors(code, "cpc") + [code] for code in labels]
-            for depth, level in enumerate(LEVELS):
-                codes = {chain[depth] for chain in chains}
-                per_level[level].update(codes)
-                assigned[level] += len(codes)
-        n = len(label_lists)
-        frequency = per_level["subclass"]
+    for split, lists in label_lists.items():
+        n = len(lists)
+        if taxonomy is None:  # no label in any split
+            levels = {level_name(level): {"distinct": 0, "cardinality": 0.0} for level in LEVEL_NAMES}
+            frequency = {}
+        else:
+            closed = taxonomy.multi_hot_ids([[taxonomy.index(code) for code in labels] for labels in lists])
+            counts = closed.sum(axis=0)
+            levels = {
+                level_name(level): {
+                    "distinct": int(np.count_nonzero(counts[cols])),
+                    "cardinality": round(int(counts[cols].sum()) / n, 4) if n else 0.0,
+                }
+                for level, cols in enumerate(taxonomy.level_slices, start=1)
+            }
+            labels = taxonomy.level_slices[-1]  # the deepest level: the labels themselves
+            frequency = {taxonomy.nodes[i]: int(counts[i]) for i in range(labels.start, labels.stop) if counts[i]}
         report[split] = {
             "documents": n,
-            "levels": {
-                level: {"distinct": len(per_level[level]), "cardinality": round(assigned[level] / n, 4) if n else 0.0}
-                for level in LEVELS
-            },
+            "levels": levels,
             "label_frequency": dict(sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))),
             "labels_below_min_count": sum(count < min_count for count in frequency.values()),
             "min_count": min_count,
@@ -60,23 +68,25 @@ def label_statistics(splits: Mapping[str, Iterable], min_count: int = 10) -> dic
 
 def format_markdown(report: dict) -> str:
     """A markdown table: documents, distinct labels and cardinality per level, for every split."""
+    names = list(next(iter(report.values()))["levels"]) if report else [level_name(lvl) for lvl in LEVEL_NAMES]
+    plurals = [level_name(level, plural=True) for level in range(1, len(names) + 1)]
     head = (
         "| split | documents | "
-        + " | ".join(f"{_PLURAL[lvl]} (distinct) | {lvl} cardinality" for lvl in LEVELS)
+        + " | ".join(f"{plural} (distinct) | {name} cardinality" for name, plural in zip(names, plurals))
         + " |"
     )
-    lines = [head, "|" + "---|" * (2 + 2 * len(LEVELS))]
+    lines = [head, "|" + "---|" * (2 + 2 * len(names))]
     for split, stats in report.items():
         cells = [split, f"{stats['documents']:,}"]
-        for level in LEVELS:
-            cells += [str(stats["levels"][level]["distinct"]), f"{stats['levels'][level]['cardinality']:.2f}"]
+        for name in names:
+            cells += [str(stats["levels"][name]["distinct"]), f"{stats['levels'][name]['cardinality']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     tails = ", ".join(
-        f"{split}: {stats['labels_below_min_count']} of {stats['levels']['subclass']['distinct']}"
+        f"{split}: {stats['labels_below_min_count']} of {stats['levels'][names[-1]]['distinct']}"
         for split, stats in report.items()
     )
     min_count = next(iter(report.values()))["min_count"] if report else 10
-    lines += ["", f"Subclasses occurring fewer than {min_count} times - {tails}."]
+    lines += ["", f"{plurals[-1].capitalize()} occurring fewer than {min_count} times - {tails}."]
     return "\n".join(lines)
 
 

@@ -78,3 +78,86 @@ def tiny_encoder_dir(tmp_path_factory, tiny_encoder_config, tiny_tokenizer):
 
 
 QUICKSTART_DATA = REPO_ROOT / "dataset_script" / "quickstart"
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared builders: tiny models, a saved model folder, a command-line runner, a fake Hub API
+# --------------------------------------------------------------------------------------------------
+
+
+def build_tiny_model(encoder_config, taxonomy, seed=0, **config_kwargs):
+    """A randomly initialised TMM/THMM/flat model over a tiny BERT (small heads by default), in eval mode."""
+    import torch
+
+    from configuration_thmm import THMMConfig
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    torch.manual_seed(seed)
+    config_kwargs = {"head_hidden_size": 16, "flat_hidden_size": 24, "cnn_num_filters": 8, **config_kwargs}
+    config = THMMConfig(encoder_config=encoder_config, taxonomy=taxonomy, **config_kwargs)
+    return THMMForHierarchicalClassification(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_encoder_config, small_taxonomy):
+    """``tiny_model(seed=0, taxonomy=None, **config_kwargs)``: see :func:`build_tiny_model`."""
+
+    def make(seed=0, taxonomy=None, **config_kwargs):
+        return build_tiny_model(tiny_encoder_config, taxonomy or small_taxonomy, seed, **config_kwargs)
+
+    return make
+
+
+def save_model_dir(model, tokenizer, path: Path) -> Path:
+    """What train.py leaves in OUTPUT_DIR/model: weights, config, remote code and the tokenizer."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
+    """A saved tiny THMM with code titles, max length 16 and tuned-looking per-level thresholds."""
+    model = tiny_model(max_length=16, label_titles={"H04W": "WIRELESS COMMUNICATION NETWORKS"},
+                       level_thresholds=[0.5, 0.45, 0.4])
+    return save_model_dir(model, tiny_tokenizer, tmp_path_factory.mktemp("saved-model"))
+
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_command(args, cwd=REPO_ROOT, launcher=None, timeout=300, pythonpath=True):
+    """Run ``python ARGS`` (or ``LAUNCHER ARGS``) offline in a subprocess; the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, **OFFLINE_ENV}
+    if pythonpath:
+        env["PYTHONPATH"] = str(REPO_ROOT)
+    else:
+        env.pop("PYTHONPATH", None)
+    cmd = (launcher or [sys.executable]) + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def fake_hub_api(monkeypatch):
+    """Replaces ``huggingface_hub.HfApi``; the list it returns records every create/upload call."""
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            calls.append(("upload", repo_id, str(folder_path), kwargs))
+            return f"https://huggingface.co/{repo_id}/commit/0"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    return calls

@@ -21,7 +21,7 @@ from configuration_thmm import Taxonomy, TaxonomyError
 from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-METRIC_DIR = REPO / "metrics" / "hierarchical"
+METRIC_DIR = REPO / "thmm" / "metrics" / "hierarchical"
 
 
 def approx(value):
@@ -555,8 +555,8 @@ def test_plot_handles_undefined_values(tmp_path, hand_results):
 
 
 def test_metric_closure_agrees_with_the_taxonomy():
-    # The metric builds its ancestor-closed matrices with a vectorized table for speed; they must be
-    # exactly the taxonomy's own multi_hot.
+    # The metric closes its label sets with Taxonomy.multi_hot_ids; they must be exactly the
+    # taxonomy's own multi_hot.
     import hierarchical_metrics as hm
 
     rng = np.random.default_rng(0)
@@ -565,6 +565,6 @@ def test_metric_closure_agrees_with_the_taxonomy():
     docs = [list(rng.choice(codes, size=rng.integers(0, 4), replace=False)) for _ in range(50)]
     label2id = {code: i for i, code in enumerate(taxonomy.nodes)}
     ids, unknown = hm._node_ids(docs, "docs", taxonomy, label2id, "error")
-    closed = hm._closed_multi_hot(ids, hm._ancestor_table(taxonomy), len(docs), len(taxonomy))
+    closed = taxonomy.multi_hot_ids(ids)
     assert unknown == 0
     np.testing.assert_array_equal(closed, taxonomy.multi_hot(docs).astype(bool))

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertModel, pipeline
 
 from configuration_thmm import THMMConfig, Taxonomy
+from conftest import build_tiny_model
 from modeling_thmm import (
     FlatHead,
     HierarchicalHeads,
@@ -22,12 +24,7 @@ REPRESENTATIONS = ["cls", "cnn", "mean"]
 
 
 def make_model(encoder_config, taxonomy, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    kwargs.setdefault("head_hidden_size", 16)
-    kwargs.setdefault("flat_hidden_size", 24)
-    kwargs.setdefault("cnn_num_filters", 8)
-    config = THMMConfig(encoder_config=encoder_config, taxonomy=taxonomy, **kwargs)
-    return THMMForHierarchicalClassification(config)
+    return build_tiny_model(encoder_config, taxonomy, seed, **kwargs).train()
 
 
 def make_batch(tokenizer):
@@ -237,6 +234,7 @@ def test_trust_remote_code_in_fresh_process(tmp_path, tiny_encoder_config, small
     model = make_model(tiny_encoder_config, small_taxonomy).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "modeling_thmm.py").exists() and (tmp_path / "configuration_thmm.py").exists()
+    assert (tmp_path / "taxonomy_thmm.py").exists()  # a relative import of configuration_thmm.py
     batch = make_batch(tiny_tokenizer)
     with torch.no_grad():
         expected = model(**batch).logits
@@ -247,6 +245,7 @@ def test_trust_remote_code_in_fresh_process(tmp_path, tiny_encoder_config, small
         import sys, torch
         sys.modules["configuration_thmm"] = None  # the installed package must not be used
         sys.modules["modeling_thmm"] = None
+        sys.modules["taxonomy_thmm"] = None
         from transformers import AutoModel, AutoModelForSequenceClassification
         model = AutoModel.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
@@ -255,10 +254,12 @@ def test_trust_remote_code_in_fresh_process(tmp_path, tiny_encoder_config, small
         with torch.no_grad():
             logits = model(**batch).logits
         assert torch.equal(logits, torch.load({str(tmp_path / "expected.pt")!r}))
+        assert len(model.decode(torch.sigmoid(logits))) == len(logits)  # the config's Thresholds, remotely
         print("REMOTE-OK")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # not the repository
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-OK" in result.stdout
 
@@ -329,4 +330,6 @@ def test_flat_head_buffers_survive_loading(tmp_path, tiny_encoder_config, small_
     loaded = THMMForHierarchicalClassification.from_pretrained(tmp_path)
     assert isinstance(loaded.heads, FlatHead)
     assert loaded.heads.leaf_ids.tolist() == small_taxonomy.leaf_ids.tolist()
-    assert loaded.heads.parent_index.tolist() == small_taxonomy.parent_index.tolist()
+    for depth, (parents, children) in enumerate(small_taxonomy.children_by_level()):
+        assert getattr(loaded.heads, f"parents_{depth}").tolist() == parents.tolist()
+        assert getattr(loaded.heads, f"children_{depth}").tolist() == children.tolist()

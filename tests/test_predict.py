@@ -3,27 +3,20 @@
 import json
 
 import pytest
-import torch
 
-import predict
-from configuration_thmm import THMMConfig
-from modeling_thmm import THMMForHierarchicalClassification
+from thmm.cli import predict
+from conftest import save_model_dir
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_encoder_config, small_taxonomy, tiny_tokenizer):
-    torch.manual_seed(0)
-    config = THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy, head_hidden_size=16,
-                        max_length=16, label_titles={"H04W": "WIRELESS COMMUNICATION NETWORKS"})
-    path = tmp_path_factory.mktemp("predict-model")
-    THMMForHierarchicalClassification(config).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+def model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
+    model = tiny_model(max_length=16, label_titles={"H04W": "WIRELESS COMMUNICATION NETWORKS"})
+    return save_model_dir(model, tiny_tokenizer, tmp_path_factory.mktemp("predict-model"))
 
 
 def run(model_dir, tmp_path, *extra, capsys=None):
     out = tmp_path / "out.jsonl"
-    code = predict.main(["--model", str(model_dir), "--output", str(out), *extra])
+    code = predict.cli(["--model", str(model_dir), "--output", str(out), *extra])
     return code, [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else None
 
 
@@ -94,3 +87,43 @@ def test_non_utf8_input(model_dir, tmp_path, capsys):
     code, _ = run(model_dir, tmp_path, "--input", str(path))
     err = capsys.readouterr().err
     assert code == 2 and "latin.txt, line 2: not UTF-8" in err
+
+
+def test_blank_last_lines_of_a_txt_file_are_not_documents(model_dir, tmp_path, capsys):
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe sole\nradio\n\n  \n")
+    code, records = run(model_dir, tmp_path, "--input", str(txt))
+    assert code == 0 and [r["id"] for r in records] == [1, 2]
+    assert capsys.readouterr().err == ""  # quiet by default: no loading bars or warnings
+
+
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--threshold", "2", "must be a probability"),
+        ("--threshold", "nan", "must be a probability"),
+        ("--threshold", "-1", "must be a probability"),
+        ("--threshold", "0.5,x", "--threshold"),
+        ("--max-length", "0", "--max-length: must be at least 8"),
+        ("--max-length", "100000", "--max-length: 100000 exceeds the encoder's 128 positions"),
+        ("--top-k", "0", "--top-k: must be at least 1"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(model_dir, tmp_path, capsys, option, value, fragment):
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe sole\n")
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit for option errors
+        code, _ = run(model_dir, tmp_path, "--input", str(txt), option, value)
+        raise SystemExit(code)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and fragment in err and "Traceback" not in err
+
+
+def test_missing_model_and_unwritable_output_fail_before_inference(model_dir, tmp_path, capsys):
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe sole\n")
+    assert predict.cli(["--model", str(tmp_path / "nope"), "--input", str(txt)]) == 2
+    assert f"--model {tmp_path / 'nope'}: no such directory" in capsys.readouterr().err
+    assert predict.cli(["--model", str(model_dir), "--input", str(txt),
+                        "--output", str(tmp_path / "missing" / "out.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err

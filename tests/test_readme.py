@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, save_model_dir
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
@@ -46,8 +45,7 @@ def test_taxonomy_example(tmp_path):
 
 
 def test_metric_example_prints_what_it_says(tmp_path):
-    (tmp_path / "metrics").symlink_to(REPO_ROOT / "metrics")
-    code = block('evaluate.load("./metrics/hierarchical")')
+    code = block("evaluate.load(thmm.metric_path())")
     result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     expected = re.search(r"# (0\.625 .*)\n", code).group(1)
@@ -55,16 +53,8 @@ def test_metric_example_prints_what_it_says(tmp_path):
     assert (tmp_path / "outputs" / "metrics" / "metrics.md").exists()
 
 
-def test_trained_model_example(tmp_path, tiny_encoder_config, small_taxonomy, tiny_tokenizer):
-    from configuration_thmm import THMMConfig
-    from modeling_thmm import THMMForHierarchicalClassification
-
-    torch.manual_seed(0)
-    model_dir = tmp_path / "runs" / "quickstart" / "model"
-    THMMForHierarchicalClassification(
-        THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy, head_hidden_size=16)
-    ).save_pretrained(model_dir)
-    tiny_tokenizer.save_pretrained(model_dir)
+def test_trained_model_example(tmp_path, tiny_model, small_taxonomy, tiny_tokenizer):
+    save_model_dir(tiny_model(), tiny_tokenizer, tmp_path / "runs" / "quickstart" / "model")
     result = run_python(block('AutoModel.from_pretrained("runs/quickstart/model"'), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     codes = [line.split()[0] for line in result.stdout.splitlines()]
@@ -76,4 +66,26 @@ def test_readme_commands_match_ci():
     assert "pip install torch==2.13.0" in README and "pip install -q torch==2.13.0" in ci
     assert 'pip install -e ".[test]" && python -m pytest -q' in README
     assert 'pip install -q -e ".[test]"' in ci and "python -m pytest -q" in ci
-    assert "python train.py --quickstart" in README
+    assert 'pip install ".[demo]" && thmm-train --quickstart' in README
+
+
+def test_trainer_api_example(tmp_path, tiny_encoder_dir):
+    from conftest import QUICKSTART_DATA
+
+    code = block("from thmm import Trainer, TrainingArguments")
+    code = code.replace('"path/or/hub-id"', repr(str(tiny_encoder_dir))).replace('"path/to/tsvs"', repr(str(QUICKSTART_DATA)))
+    code = code.replace("freeze_encoder=True)", "freeze_encoder=True, epochs=1, report_to='none', head_hidden_size=8, max_length=64)")
+    result = run_python(code + "\nprint(sorted(summary))\n", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'best_epoch'" in result.stdout and (tmp_path / "runs" / "tmm" / "model" / "config.json").exists()
+
+
+def test_pipeline_example(tmp_path, saved_model_dir):
+    import shutil
+
+    shutil.copytree(saved_model_dir, tmp_path / "runs" / "quickstart" / "model")
+    result = run_python(block("pipe = pipeline(model="), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = result.stdout.splitlines()
+    assert first.startswith("[{'code': ") and "'level': 1" in first
+    assert second.startswith("[[{'code': ")

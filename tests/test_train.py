@@ -1,8 +1,6 @@
 """train.py end to end on the embedded quickstart patents with a tiny random encoder (CPU, offline)."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,8 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train
-from conftest import QUICKSTART_DATA, REPO_ROOT
+from conftest import QUICKSTART_DATA, REPO_ROOT, run_command
+from thmm import checkpoints, features
+from thmm.arguments import ConfigError, parse_args
+from thmm.cli import train as train_cli
+from thmm.data import LengthGroupedSampler
+from thmm.trainer import train as run_training
 
 SMALL = ["--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
          "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "2",
@@ -24,16 +26,13 @@ def small_args(encoder_dir, output_dir, *extra):
 
 
 def run_script(args, timeout=300, launcher=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(REPO_ROOT)}
-    cmd = (launcher or [sys.executable]) + [str(REPO_ROOT / "train.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=timeout)
+    return run_command([REPO_ROOT / "train.py", *args], launcher=launcher, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_encoder_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "thmm"
-    summary = train.train(train.parse_args(small_args(tiny_encoder_dir, out, "--label-titles",
+    summary = run_training(parse_args(small_args(tiny_encoder_dir, out, "--label-titles",
                                                       str(REPO_ROOT / "tests" / "fixtures" / "cpc_titles.tsv"))))
     return out, summary
 
@@ -88,7 +87,7 @@ def test_thresholds_are_tuned_on_dev(trained):
 
 @pytest.mark.parametrize("batching", [[], ["--group-by-length"]], ids=["shuffled", "grouped-by-length"])
 def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path, batching):
-    common = ["--checkpoint-every", "2", "--save-total-limit", "3", *batching]
+    common = ["--checkpoint-every", "2", "--save-total-limit", "3", "--keep-checkpoints", *batching]
     full = run_script(small_args(tiny_encoder_dir, tmp_path / "full", *common))
     assert full.returncode == 0, full.stderr[-3000:]
 
@@ -113,21 +112,30 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path,
 
 def test_refuses_to_overwrite_checkpoints_or_resume_with_other_args(tiny_encoder_dir, tmp_path):
     out = tmp_path / "run"
-    first = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1"))
+    first = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1", "--keep-checkpoints"))
     assert first.returncode == 0, first.stderr[-2000:]
     again = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1"))
     assert again.returncode == 2 and "already has checkpoints" in again.stderr
-    other = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1", "--resume", "--head-type", "tmm"))
-    assert other.returncode == 2 and "different arguments" in other.stderr and "head_type" in other.stderr
+    assert "Traceback" not in again.stderr and again.stderr.strip().count("\n") == 0  # one line
+    other = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1", "--resume", "--head-type", "tmm",
+                                  "--head-dropout", "0.1"))
+    assert other.returncode == 2 and "different arguments" in other.stderr
+    assert "head_type: 'thmm' -> 'tmm'" in other.stderr and "head_dropout: 0.25 -> 0.1" in other.stderr
+    # a finished run whose checkpoints were deleted is not silently replaced
+    done = tmp_path / "done"
+    assert run_script(small_args(tiny_encoder_dir, done, "--epochs", "1")).returncode == 0
+    assert not (done / "checkpoints").exists() and (done / "model" / "config.json").exists()
+    replaced = run_script(small_args(tiny_encoder_dir, done, "--epochs", "1"))
+    assert replaced.returncode == 2 and "already holds a finished run" in replaced.stderr
 
 
 def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
     current = {"head_type": "tmm", "epochs": 8, "group_by_length": False}
     # An option added after the checkpoint was made counts as its default, so only real changes are refused.
-    assert train.resume_arg_differences({"head_type": "tmm", "epochs": 8}, current) == {}
-    assert train.resume_arg_differences({"head_type": "tmm", "epochs": 8}, {**current, "group_by_length": True}) == {
+    assert checkpoints.resume_arg_differences({"head_type": "tmm", "epochs": 8}, current) == {}
+    assert checkpoints.resume_arg_differences({"head_type": "tmm", "epochs": 8}, {**current, "group_by_length": True}) == {
         "group_by_length": (False, True)}
-    assert train.resume_arg_differences({"head_type": "thmm", "epochs": 8, "group_by_length": False}, current) == {
+    assert checkpoints.resume_arg_differences({"head_type": "thmm", "epochs": 8, "group_by_length": False}, current) == {
         "head_type": ("thmm", "tmm")}
 
 
@@ -151,7 +159,7 @@ def test_frozen_encoder_cache_reuse_and_invalidation(tiny_encoder_dir, tmp_path,
     frozen = ["--freeze-encoder", "--features-cache-dir", str(cache), "--epochs", "1"]
 
     def run(name, *extra, encoder=tiny_encoder_dir):
-        summary = train.train(train.parse_args(small_args(encoder, tmp_path / name, *frozen, *extra)))
+        summary = run_training(parse_args(small_args(encoder, tmp_path / name, *frozen, *extra)))
         return summary["frozen_encoder_cache"], summary["frozen_encoder_cache_hit"]
 
     first_dir, first_hit = run("a")
@@ -177,7 +185,7 @@ def test_frozen_encoder_cache_reuse_and_invalidation(tiny_encoder_dir, tmp_path,
 
 def test_frozen_encoder_trains_only_heads(tiny_encoder_dir, tmp_path):
     out = tmp_path / "frozen"
-    train.train(train.parse_args(small_args(tiny_encoder_dir, out, "--freeze-encoder", "--epochs", "1",
+    run_training(parse_args(small_args(tiny_encoder_dir, out, "--freeze-encoder", "--epochs", "1",
                                             "--features-cache-dir", str(tmp_path / "cache"))))
     from transformers import BertModel
 
@@ -190,66 +198,58 @@ def test_frozen_encoder_trains_only_heads(tiny_encoder_dir, tmp_path):
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["--head-type", "hmm"], "--head-type: must be one of tmm, thmm, flat"),
-        (["--doc-representation", "pooler"], "--doc-representation"),
+        (["--head-type", "hmm"], "--head-type: invalid choice: 'hmm'"),
+        (["--doc-representation", "pooler"], "--doc-representation: invalid choice"),
         (["--batch-size", "0"], "--batch-size: must be positive"),
         (["--learning-rate", "-1"], "--learning-rate: must be positive"),
         (["--batch-size", "10", "--gradient-accumulation-steps", "3"], "divisible"),
         (["--max-length", "4"], "--max-length: must be at least 8"),
-        (["--threshold", "1.5"], "--threshold: must be a probability"),
-        (["--mixed-precision", "fp8"], "--mixed-precision"),
+        (["--threshold", "1.5"], "--threshold: must be a probability in [0, 1], got 1.5"),
+        (["--mixed-precision", "fp8"], "--mixed-precision: invalid choice"),
+        (["--epochs", "1.5"], "--epochs: invalid int value: '1.5'"),
         (["--taxonomy", "/nonexistent/tax.json"], "--taxonomy: file not found"),
         (["--config", "/nonexistent/run.yaml"], "--config: file not found"),
     ],
 )
-def test_bad_config_values_give_clear_errors(argv, fragment):
-    with pytest.raises(train.ConfigError) as err:
-        train.parse_args(argv)
-    assert fragment in str(err.value)
+def test_bad_config_values_give_clear_errors(argv, fragment, capsys):
+    with pytest.raises((ConfigError, SystemExit)) as err:
+        parse_args(argv)
+    if err.type is SystemExit:  # argparse: exit 2 with "error: argument --x/--x-y: ..." on stderr
+        assert err.value.code == 2
+        message = capsys.readouterr().err.replace("_", "-")
+    else:
+        message = str(err.value)
+    assert fragment in message
 
 
-def test_config_file_and_command_line(tmp_path):
+def test_config_file_and_command_line(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("head_type: tmm\nlearning-rate: 2.0e-5\nepochs: 4\n")
-    args = train.parse_args(["--config", str(cfg), "--epochs", "7"])
-    assert (args.head_type, args.learning_rate, args.epochs) == ("tmm", 2e-5, 7)
+    cfg.write_text("head_type: tmm\nlearning-rate: 1e-3\nhead_learning_rate: 2.0e-5\nepochs: 4\nfreeze_encoder: true\n")
+    args = parse_args(["--config", str(cfg), "--epochs", "7"])
+    assert (args.head_type, args.learning_rate, args.head_learning_rate, args.epochs) == ("tmm", 1e-3, 2e-5, 7)
+    assert args.freeze_encoder is True and isinstance(args.learning_rate, float)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"head_typo": "tmm"}))
-    with pytest.raises(train.ConfigError, match="unknown argument.*head_typo"):
-        train.parse_args(["--config", str(bad)])
-    assert train.main(["--batch-size", "0"]) == 2
-
-
-def test_push_to_hub_uploads_the_model_folder(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    calls = []
-
-    class FakeApi:
-        def create_repo(self, repo_id, private, exist_ok):
-            calls.append(("create", repo_id, private, exist_ok))
-
-        def upload_folder(self, repo_id, folder_path, commit_message):
-            calls.append(("upload", repo_id, folder_path))
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    train.push_model(tmp_path, "me/thmm-uspto", private=True)
-    assert calls == [("create", "me/thmm-uspto", True, True), ("upload", "me/thmm-uspto", str(tmp_path))]
+    with pytest.raises(ConfigError, match="unknown argument.*head_typo"):
+        parse_args(["--config", str(bad)])
+    fractional = tmp_path / "fractional.yaml"
+    fractional.write_text("epochs: 1.5\n")
+    with pytest.raises(ConfigError, match=r"fractional.yaml, field 'epochs': expected int, got 1.5"):
+        parse_args(["--config", str(fractional)])
+    assert train_cli.cli(["--batch-size", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --batch-size: must be positive (got 0)"
+    assert train_cli.cli(["--config", str(fractional)]) == 2
 
 
 @pytest.mark.parametrize("rep", ["cls", "cnn"])
-def test_length_sorted_encoding_keeps_document_order(tiny_encoder_config, small_taxonomy, tiny_tokenizer, rep):
-    from configuration_thmm import THMMConfig
-    from modeling_thmm import THMMForHierarchicalClassification, encode_documents
+def test_length_sorted_encoding_keeps_document_order(tiny_model, small_taxonomy, tiny_tokenizer, rep):
+    from modeling_thmm import encode_documents
 
-    torch.manual_seed(0)
-    model = THMMForHierarchicalClassification(THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy,
-                                                         doc_representation=rep, head_hidden_size=16)).eval()
+    model = tiny_model(doc_representation=rep)
     split = {"title": ["battery", "wireless packet radio network base station terminal", "shoe sole", "ink"],
              "abstract": ["", "a channel protocol", "", "printing press sheet"]}
-    args = train.TrainArgs(max_length=32, eval_batch_size=2)
-    cached = train.encode_features(model, tiny_tokenizer, split, args, "cpu", "test")
-    dataset = train.FeatureSplit(cached, np.zeros((4, len(small_taxonomy)), dtype=np.float32))
+    cached = features.encode_features(model, tiny_tokenizer, split, 32, 2, "cpu", "test")
+    dataset = features.FeatureSplit(cached, np.zeros((4, len(small_taxonomy)), dtype=np.float32))
     for i in range(4):
         enc = encode_documents(tiny_tokenizer, split["title"][i : i + 1], split["abstract"][i : i + 1], 32)
         enc.pop("truncated")
@@ -263,7 +263,7 @@ def test_length_sorted_encoding_keeps_document_order(tiny_encoder_config, small_
 def test_length_grouped_sampler():
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 200, size=1003)
-    sampler = train.LengthGroupedSampler(lengths, batch_size=10, seed=7, chunk_batches=5)
+    sampler = LengthGroupedSampler(lengths, batch_size=10, seed=7)
     sampler.set_epoch(0)
     first = list(sampler)
     assert sorted(first) == list(range(1003)) and first == list(sampler)  # a permutation, deterministic
@@ -276,13 +276,8 @@ def test_length_grouped_sampler():
     assert spread < random_spread / 3
 
 
-def test_predict_proba_keeps_input_order(tiny_encoder_config, small_taxonomy, tiny_tokenizer):
-    from configuration_thmm import THMMConfig
-    from modeling_thmm import THMMForHierarchicalClassification
-
-    torch.manual_seed(0)
-    model = THMMForHierarchicalClassification(THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy,
-                                                         head_hidden_size=16)).eval()
+def test_predict_proba_keeps_input_order(tiny_model, small_taxonomy, tiny_tokenizer):
+    model = tiny_model()
     titles = ["ink", "wireless packet radio network base station terminal channel", "shoe sole", "battery cell"]
     together = model.predict_proba(tiny_tokenizer, titles, batch_size=2)
     for i, title in enumerate(titles):

@@ -9,20 +9,10 @@ import datasets
 import evaluate
 
 import hierarchical_metrics
+from thmm.hub import CITATION_BIBTEX
 
 
-_CITATION = """\
-@inproceedings{pujari-etal-2021-multi,
-    title = "A Multi-Task Approach to Neural Multi-Label Hierarchical Patent Classification using Transformers",
-    author = "Pujari, Subhash Chandra and Friedrich, Annemarie and Str{\\"o}tgen, Jannik",
-    booktitle = "Advances in Information Retrieval: 43rd European Conference on IR Research, ECIR 2021",
-    series = "Lecture Notes in Computer Science",
-    volume = "12656",
-    publisher = "Springer",
-    year = "2021",
-    doi = "10.1007/978-3-030-72113-8_34",
-}
-"""
+_CITATION = CITATION_BIBTEX
 
 _DESCRIPTION = """\
 Hierarchical multi-label classification metrics, as used for CPC/IPC patent classification by

@@ -1,0 +1,125 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""A transformers pipeline for TMM / THMM / flat models: patent texts in, CPC/IPC codes out.
+
+    >>> from transformers import pipeline
+    >>> pipe = pipeline(model="runs/quickstart/model", trust_remote_code=True)
+    >>> pipe({"title": "Shoe sole with a heel", "abstract": "An insole for a boot."})
+    [{'code': 'A', 'score': 0.97, 'level': 1, 'title': None}, {'code': 'A43', ...}, {'code': 'A43B', ...}]
+
+`THMMForHierarchicalClassification.save_pretrained` copies this file next to the weights and names
+the pipeline in `config.custom_pipelines`, so `pipeline(model=dir_or_repo, trust_remote_code=True)`
+picks it without a task name and without this package installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from transformers import AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
+
+try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
+    from .modeling_thmm import encode_documents
+except ImportError:  # plain import when installed as a top-level module
+    from modeling_thmm import encode_documents
+
+__all__ = ["PIPELINE_TASK", "HierarchicalPatentClassificationPipeline", "add_pipeline_to_config"]
+
+PIPELINE_TASK = "hierarchical-patent-classification"
+DOCUMENT_FIELDS = ("title", "abstract")
+
+
+def title_and_abstract(document) -> tuple[str, str]:
+    """``(title, abstract)`` of one pipeline input: a string (the title, or the whole text) or a
+    ``{"title": ..., "abstract": ...}`` dict (``abstract`` optional). Errors name the field."""
+    if isinstance(document, str):
+        title, abstract = document, ""
+    elif isinstance(document, Mapping):
+        unknown = [repr(k) for k in document if k not in DOCUMENT_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}: a document dict has 'title' and optional 'abstract'")
+        if "title" not in document:
+            raise ValueError("field 'title': missing (a document dict has 'title' and optional 'abstract')")
+        title, abstract = document["title"], document.get("abstract") or ""
+        for field, value in zip(DOCUMENT_FIELDS, (title, abstract)):
+            if not isinstance(value, str):
+                raise ValueError(f"field {field!r}: expected a string, got {type(value).__name__}")
+    else:
+        raise ValueError(
+            "expected a string or a dict with 'title' and optional 'abstract' (or a list of those), "
+            f"got {type(document).__name__}"
+        )
+    if not title.strip() and not abstract.strip():
+        raise ValueError("fields 'title' and 'abstract': empty document")
+    return title, abstract
+
+
+class HierarchicalPatentClassificationPipeline(Pipeline):
+    """Predicted codes per patent, decoded like `THMMForHierarchicalClassification.predict`: a list of
+    ``{"code", "score", "level", "title"}`` dicts, each predicted code with its ancestors, ordered by
+    level then score.
+
+    Call arguments (also accepted by `pipeline(...)` as defaults):
+        top_k (`int`, *optional*): predict the `top_k` best leaves instead of thresholding.
+        threshold (`float` or `list[float]`, *optional*): one threshold, or one per level; defaults to
+            the model's tuned `config.level_thresholds` (else `config.threshold`).
+        at_least_one (`bool`, *optional*): give a document its best leaf when none reaches the threshold.
+
+    Documents are tokenized as in training (`modeling_thmm.encode_documents`, ``title [SEP] abstract``)
+    and truncated to the model's `config.max_length`. `batch_size` and `device` work as for any pipeline.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    DECODING_PARAMS = ("top_k", "threshold", "at_least_one")
+
+    def _sanitize_parameters(self, **kwargs):
+        unknown = sorted(set(kwargs) - set(self.DECODING_PARAMS))
+        if unknown:
+            raise TypeError(f"unexpected argument(s) {unknown}; this pipeline takes {list(self.DECODING_PARAMS)}")
+        return {}, {}, kwargs
+
+    def __call__(self, inputs, **kwargs):
+        """``inputs``: a string or a ``{"title", "abstract"}`` dict (returns one list of codes), or a
+        list of those (returns one list per document)."""
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(inputs, list) and not inputs:
+            return []
+        return super().__call__(inputs, **kwargs)
+
+    def preprocess(self, document):
+        title, abstract = title_and_abstract(document)
+        encoded = encode_documents(self.tokenizer, [title], [abstract], self.model.config.max_length)
+        encoded.pop("truncated")
+        return {key: torch.tensor(values) for key, values in encoded.items()}
+
+    def _forward(self, model_inputs):
+        return {"logits": self.model(**model_inputs).logits}
+
+    def postprocess(self, model_outputs, **decoding):
+        probabilities = torch.sigmoid(model_outputs["logits"].float()).numpy()
+        return self.model.label_records(probabilities, **decoding)[0]
+
+
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=HierarchicalPatentClassificationPipeline, pt_model=AutoModel, type="text"
+)
+
+
+def add_pipeline_to_config(config) -> None:
+    """Name this pipeline in ``config.custom_pipelines`` as `Pipeline.save_pretrained` does, so that
+    ``pipeline(model=saved_dir, trust_remote_code=True)`` picks it (other custom pipelines are kept)."""
+    cls = HierarchicalPatentClassificationPipeline
+    registered = cls._registered_impl[PIPELINE_TASK]
+    entry = {
+        "impl": f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}",
+        "pt": [model_class.__name__ for model_class in registered["pt"]],
+        "type": registered["type"],
+    }
+    config.custom_pipelines = {**(getattr(config, "custom_pipelines", None) or {}), PIPELINE_TASK: entry}

@@ -1,0 +1,154 @@
+"""pipeline_thmm: the pipeline saved with a model, loaded by `pipeline(model=dir, trust_remote_code=True)`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from configuration_thmm import THMMConfig
+from modeling_thmm import THMMForHierarchicalClassification
+from pipeline_thmm import PIPELINE_TASK, HierarchicalPatentClassificationPipeline
+
+LONG_ABSTRACT = "a wireless terminal and a base station exchange packet data over a radio channel " * 4
+
+# (inputs, call arguments): each is run by the saved pipeline and compared with the model's own decoding.
+CASES = [
+    ("shoe sole with heel", {}),
+    (["wireless packet radio network", "shoe sole", "ink"], {"batch_size": 2}),
+    ({"title": "lithium battery cell", "abstract": "an electrode for an electric vehicle"}, {}),
+    ([{"title": "radio network", "abstract": LONG_ABSTRACT}, {"title": "coffee brewing"}], {"batch_size": 2}),
+    (["shoe sole", "radio"], {"top_k": 1}),
+    ("printing press", {"threshold": 0.0}),
+    ("printing press", {"threshold": 1.0}),
+    ("printing press", {"threshold": [0.5, 0.4, 0.6]}),
+]
+
+
+def as_documents(inputs):
+    docs = inputs if isinstance(inputs, list) else [inputs]
+    return [d if isinstance(d, dict) else {"title": d} for d in docs]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_encoder_config, small_taxonomy):
+    torch.manual_seed(0)
+    config = THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy, head_hidden_size=16,
+                        max_length=16, label_titles={"A43B": "Footwear parts"})
+    model = THMMForHierarchicalClassification(config).eval()
+    model.config.level_thresholds = [0.45, 0.5, 0.52]
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, model, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("pipeline") / "model"
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def expected_records(model, tokenizer, inputs, batch_size=None, **decoding):
+    docs = as_documents(inputs)
+    probs = model.predict_proba(tokenizer, [d["title"] for d in docs], [d.get("abstract", "") for d in docs])
+    records = model.label_records(probs, **decoding)
+    return records if isinstance(inputs, list) else records[0]
+
+
+def assert_same_records(got, expected):
+    assert [r["code"] for r in got] == [r["code"] for r in expected]
+    for g, e in zip(got, expected):
+        assert (g["level"], g["title"]) == (e["level"], e["title"])
+        assert abs(g["score"] - e["score"]) < 1e-5, (g, e)
+
+
+def test_save_pretrained_carries_the_pipeline(model_dir):
+    assert (model_dir / "pipeline_thmm.py").exists()
+    custom = json.loads((model_dir / "config.json").read_text())["custom_pipelines"]
+    assert custom == {
+        PIPELINE_TASK: {"impl": "pipeline_thmm.HierarchicalPatentClassificationPipeline", "pt": ["AutoModel"],
+                        "type": "text"}
+    }
+
+
+def test_saved_pipeline_runs_without_the_package(model_dir, model, tiny_tokenizer):
+    """A fresh process that cannot import this package finds the pipeline from config.json alone."""
+    tmp = model_dir.parent
+    (tmp / "cases.json").write_text(json.dumps(CASES))
+    script = textwrap.dedent(
+        f"""
+        import json, os, sys
+        for name in ("configuration_thmm", "taxonomy_thmm", "modeling_thmm", "pipeline_thmm"):
+            sys.modules[name] = None  # the installed package must not be used
+        from transformers import pipeline
+        pipe = pipeline(model={str(model_dir)!r}, trust_remote_code=True)
+        assert type(pipe).__module__.startswith("transformers_modules"), type(pipe).__module__
+        assert type(pipe.model).__module__.startswith("transformers_modules"), type(pipe.model).__module__
+        results = [pipe(inputs, **kwargs) for inputs, kwargs in json.load(open("cases.json"))]
+        pipe.model.save_pretrained("resaved")  # a model loaded as remote code still saves its pipeline
+        resaved = json.load(open("resaved/config.json"))["custom_pipelines"]
+        json.dump({{"results": results, "resaved": [sorted(resaved), os.path.exists("resaved/pipeline_thmm.py")]}},
+                  open("results.json", "w"))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp / "modules"))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp / "results.json").read_text())
+    assert out["resaved"] == [[PIPELINE_TASK], True]
+    for (inputs, kwargs), got in zip(CASES, out["results"]):
+        expected = expected_records(model, tiny_tokenizer, inputs, **kwargs)
+        if isinstance(inputs, list):
+            assert len(got) == len(expected)
+            for g, e in zip(got, expected):
+                assert_same_records(g, e)
+        else:
+            assert_same_records(got, expected)
+    by_threshold = {json.dumps(kwargs.get("threshold")): got for (_, kwargs), got in zip(CASES, out["results"])}
+    assert len(by_threshold["0.0"]) == len(model.taxonomy) and by_threshold["1.0"] == []
+    top1 = out["results"][4]
+    assert [sum(r["level"] == 3 for r in doc) for doc in top1] == [1, 1]
+
+
+@pytest.fixture(scope="module")
+def pipe(model, tiny_tokenizer):
+    return HierarchicalPatentClassificationPipeline(model=model, tokenizer=tiny_tokenizer)
+
+
+def test_uses_the_models_tuned_thresholds(pipe, model, tiny_tokenizer):
+    got = pipe(["shoe sole", "radio network"])
+    for g, e in zip(got, model.predict(tiny_tokenizer, ["shoe sole", "radio network"])):
+        assert_same_records(g, e)
+    assert pipe([]) == []
+    assert len(pipe(("shoe sole", "radio"))) == 2
+    long_doc = pipe.preprocess({"title": "radio network", "abstract": LONG_ABSTRACT})
+    assert long_doc["input_ids"].shape == (1, model.config.max_length)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (3, "got int"),
+        ({"abstract": "an insole"}, "field 'title': missing"),
+        ({"title": "shoe", "abstact": "typo"}, "unknown field.*'abstact'"),
+        ({"title": 7}, "field 'title': expected a string, got int"),
+        ({"title": "shoe", "abstract": ["a", "b"]}, "field 'abstract': expected a string, got list"),
+        ("  ", "empty document"),
+        (["shoe sole", None], "got NoneType"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(pipe, bad, match):
+    with pytest.raises(ValueError, match=match):
+        pipe(bad)
+
+
+def test_bad_arguments(pipe):
+    with pytest.raises(TypeError, match="top_n"):
+        pipe("shoe sole", top_n=2)
+    with pytest.raises(ValueError, match="one threshold per level"):
+        pipe("shoe sole", threshold=[0.5, 0.5])

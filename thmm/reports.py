@@ -1,0 +1,47 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""What a finished run writes besides the model: the model card, the dev/test metric reports (JSON,
+markdown, per-level plot), the run summary and the test predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hierarchical_metrics import write_report
+
+
+def write_run_outputs(trainer, final_model) -> dict:
+    """Everything under ``OUTPUT_DIR`` for a trained, tuned :class:`~thmm.trainer.Trainer`; returns the summary."""
+    from .model_card import build_model_card
+
+    args, results, state = trainer.args, trainer.results, trainer.state
+    output_dir = Path(args.output_dir)
+    thresholds = trainer.tuned.to_dict() if trainer.tuned is not None else trainer.thresholds.to_dict()
+    card = build_model_card(
+        head_type=args.head_type, doc_representation=args.doc_representation, encoder=args.encoder,
+        freeze_encoder=args.freeze_encoder, dataset=args.dataset, upsample=args.upsample, scheme=args.scheme,
+        taxonomy=trainer.taxonomy,
+        training={"batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                  "head_learning_rate": args.head_learning_rate, "max_length": args.max_length,
+                  "epochs": args.epochs, "patience": args.patience, "seed": args.seed,
+                  "selection_metric": "dev macro-hF1 at threshold " + str(args.threshold)},
+        thresholds=thresholds, test_metrics=results["test"], epochs_run=len(state["history"]),
+        best_epoch=state["best_epoch"], model_name=output_dir.name,
+    )
+    card.save(trainer.model_dir / "README.md")
+
+    metrics_dir = output_dir / "metrics"
+    write_report({"dev": results["validation"]}, metrics_dir, name="dev_metrics")
+    write_report({"test": results["test"], f"test (threshold {args.threshold})": results["test_default"]},
+                 metrics_dir, name="test_metrics")
+    summary = {"thresholds": thresholds, "best_epoch": state["best_epoch"], "history": state["history"],
+               "stopped_early": state["stopped_early"], "dev": results["validation"], "test": results["test"],
+               f"test_at_{args.threshold}": results["test_default"],
+               "frozen_encoder_cache": str(trainer.cache_dir) if trainer.cache_dir else None,
+               "frozen_encoder_cache_hit": trainer.cache_hit}
+    (metrics_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    records = final_model.label_records(trainer.probs["test"])
+    with open(output_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
+        for pid, gold, predicted in zip(trainer.splits["test"]["patent_id"], trainer.references["test"], records):
+            f.write(json.dumps({"patent_id": pid, "labels": gold, "predicted": predicted}) + "\n")
+    return summary
