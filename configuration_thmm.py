@@ -13,6 +13,7 @@ this package installed; it therefore imports nothing but the standard library, t
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -27,6 +28,7 @@ except ImportError:  # plain import when installed as a top-level module
 __all__ = [
     "DOC_REPRESENTATIONS",
     "HEAD_TYPES",
+    "LOSS_TYPES",
     "MIN_MAX_LENGTH",
     "Taxonomy",
     "TaxonomyError",
@@ -34,6 +36,7 @@ __all__ = [
     "Thresholds",
     "check_max_length",
     "cpc_ancestors",
+    "looks_like_local_path",
     "cpc_level",
     "read_label_titles",
 ]
@@ -44,6 +47,7 @@ __all__ = [
 
 HEAD_TYPES = ("tmm", "thmm", "flat")
 DOC_REPRESENTATIONS = ("cls", "cnn", "mean")
+LOSS_TYPES = ("bce", "focal")
 MIN_MAX_LENGTH = 8  # word-pieces per document: [CLS], [SEP]s and a few tokens of text
 
 
@@ -52,6 +56,17 @@ def check_max_length(value: int, option: str = "max_length") -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < MIN_MAX_LENGTH:
         raise ValueError(f"{option}: must be at least {MIN_MAX_LENGTH} (got {value})")
     return value
+
+
+def looks_like_local_path(name) -> bool:
+    """Whether ``name`` (of a model, an encoder or a data set) was meant as a local path rather than a
+    Hub id ``org/name``: it starts with ``.``, ``/`` or ``~``, has more than one ``/`` or a backslash,
+    or its first part exists here (``data/missing`` when ``data`` is a folder). Where such a path does
+    not exist, callers say so instead of asking the Hub."""
+    name = os.fspath(name)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        return True
+    return "/" in name and os.path.exists(name.split("/", 1)[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,6 +127,16 @@ class THMMConfig(PretrainedConfig):
             Human-readable titles of the codes, e.g. from the CPC title list.
         max_length (`int`, *optional*, defaults to 256):
             Word-pieces per document (title and abstract) used in training; at least `MIN_MAX_LENGTH` (8).
+        consistent_scores (`bool`, *optional*, defaults to `False`):
+            Decode (predictions, top-k, records) from consistent scores: each node's probability capped
+            by its ancestors' (`Taxonomy.min_along_path`), so that no child scores above its parent.
+            `False` keeps the paper's raw per-head scores.
+        loss_type (`str`, *optional*, defaults to `"bce"`, one of `LOSS_TYPES`):
+            `"bce"`: binary cross-entropy over all heads, weighted equally (the paper's); `"focal"`:
+            focal loss (Lin et al., 2017) with `focal_gamma`, which down-weights easy negatives, so that
+            rare labels weigh more.
+        focal_gamma (`float`, *optional*, defaults to 2.0):
+            Focusing parameter of the focal loss.
 
     Example:
 
@@ -142,6 +167,9 @@ class THMMConfig(PretrainedConfig):
     level_thresholds: list[float] | None = None
     label_titles: dict[str, str] | None = None
     max_length: int = 256
+    consistent_scores: bool = False
+    loss_type: Literal[LOSS_TYPES] = "bce"
+    focal_gamma: float | int = 2.0
 
     def __post_init__(self, **kwargs):
         if isinstance(self.taxonomy, Taxonomy):
@@ -181,6 +209,10 @@ class THMMConfig(PretrainedConfig):
             values = f"threshold={self.threshold!r}, level_thresholds={self.level_thresholds!r}"
             raise ValueError(f"{values}: {err}") from None
         check_max_length(self.max_length)
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if not self.focal_gamma >= 0:
+            raise ValueError(f"focal_gamma must be non-negative, got {self.focal_gamma}")
 
     def get_taxonomy(self) -> Taxonomy:
         """The :class:`Taxonomy` object (built once from the JSON form and cached)."""

@@ -21,18 +21,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from taxonomy_thmm import Taxonomy, TaxonomyError, cpc_level
 
-__all__ = ["compute_hierarchical_metrics", "format_markdown", "plot_per_level_f1", "write_report"]
+__all__ = [
+    "compute_hierarchical_metrics",
+    "format_markdown",
+    "label_matrix",
+    "plot_per_level_f1",
+    "scores_from_counts",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
 
 _UNKNOWN_MODES = ("error", "ignore")
-
-# Taxonomy fingerprint -> {(code, code): hops}. Threshold tuning scores the same taxonomy many times.
-_HOPS_CACHE: dict[str, dict[tuple[str, str], int]] = {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -41,18 +44,20 @@ _HOPS_CACHE: dict[str, dict[tuple[str, str], int]] = {}
 
 
 def compute_hierarchical_metrics(
-    predictions: Sequence[Iterable[str]],
+    predictions: Sequence[Iterable[str]] | None,
     references: Sequence[Iterable[str]],
     scores=None,
     score_labels: Sequence[str] | None = None,
     taxonomy: Taxonomy | Mapping | None = None,
     unknown_labels: str = "error",
     error_level: int | None = None,
+    predicted_matrix: np.ndarray | None = None,
 ) -> dict:
     """Hierarchical precision / recall / F1, AUPRC, per-level scores, coverage and error analysis.
 
     Args:
-        predictions: one iterable of predicted label codes per document (e.g. ``[["A43B"], []]``).
+        predictions: one iterable of predicted label codes per document (e.g. ``[["A43B"], []]``);
+            ``None`` when ``predicted_matrix`` is given instead.
         references: one iterable of gold label codes per document.
         scores: optional ``[documents, len(score_labels)]`` array of node scores (probabilities or
             decision values; any monotone score works, AUPRC only uses the ranking), for ``auprc``.
@@ -69,6 +74,10 @@ def compute_hierarchical_metrics(
             ``unknown_score_labels``. A malformed code (``"A4"``) always raises.
         error_level: taxonomy level of the false-positive analysis; defaults to the deepest level
             (3, the subclass, for CPC).
+        predicted_matrix: the predictions as a bool ``[documents, nodes]`` matrix in the node order
+            of ``taxonomy`` (which is then required), instead of label lists: what
+            ``thmm.evaluation.decoded_matrix`` gives, without decoding 100k documents into strings.
+            It is closed upwards here, like label lists.
 
     Returns:
         A flat dict of Python floats / ints (``None`` where undefined). All label sets include their
@@ -82,7 +91,8 @@ def compute_hierarchical_metrics(
           are only predicted count in micro, not here. ``None`` if there is no gold label.
         - ``f1_avg``: harmonic mean of ``micro_f1`` and ``macro_f1`` (the paper's summary score).
         - ``auprc``: micro-averaged average precision of the node scores against the gold nodes
-          (``sklearn.metrics.average_precision_score(average="micro")``); ``None`` without scores
+          (what ``sklearn.metrics.average_precision_score(average="micro")`` gives, computed without
+          sorting the flattened matrix with its labels); ``None`` without scores
           or without any gold label. ``unscored_gold_labels`` counts the (document, gold node)
           pairs that had no score (ranked last); ``None`` without scores.
         - ``level{l}_micro_precision`` ... ``level{l}_macro_f1``: the same six numbers restricted to
@@ -113,12 +123,15 @@ def compute_hierarchical_metrics(
     """
     if unknown_labels not in _UNKNOWN_MODES:
         raise ValueError(f"unknown_labels must be one of {_UNKNOWN_MODES}, got {unknown_labels!r}")
-    pred_lists = _as_label_lists(predictions, "predictions")
+    if predicted_matrix is None:
+        pred_lists = _as_label_lists(predictions, "predictions")
+    else:
+        pred_lists = None
+        predicted_matrix = _check_predicted_matrix(predicted_matrix, predictions, taxonomy)
     gold_lists = _as_label_lists(references, "references")
-    if len(pred_lists) != len(gold_lists):
-        raise ValueError(
-            f"got {len(pred_lists)} predictions but {len(gold_lists)} references; one label list per document"
-        )
+    num_pred = len(pred_lists) if predicted_matrix is None else len(predicted_matrix)
+    if num_pred != len(gold_lists):
+        raise ValueError(f"got {num_pred} predictions but {len(gold_lists)} references; one label list per document")
     if not gold_lists:
         raise ValueError("no documents to score: predictions and references are empty")
     if score_labels is not None:
@@ -128,7 +141,7 @@ def compute_hierarchical_metrics(
     elif scores is not None and taxonomy is None:
         # The default taxonomy depends on the codes seen, so the column order cannot be guessed.
         raise ValueError("scores need score_labels (the code of each column) or the taxonomy they are ordered by")
-    label_lists = {"predictions": pred_lists, "references": gold_lists}
+    label_lists = {"predictions": pred_lists or [], "references": gold_lists}
     taxonomy = _resolve_taxonomy(taxonomy, label_lists, score_labels)
     if error_level is None:
         error_level = taxonomy.num_levels
@@ -138,35 +151,38 @@ def compute_hierarchical_metrics(
     label2id = taxonomy.label2id
     num_docs, num_nodes = len(gold_lists), len(taxonomy)
 
-    pred_ids, unknown_pred = _node_ids(pred_lists, "predictions", taxonomy, label2id, unknown_labels)
-    gold_ids, unknown_gold = _node_ids(gold_lists, "references", taxonomy, label2id, unknown_labels)
-    pred = taxonomy.multi_hot_ids(pred_ids)  # bool, closed upwards
-    gold = taxonomy.multi_hot_ids(gold_ids)
+    if predicted_matrix is None:
+        pred, unknown_pred = _closed_matrix(pred_lists, "predictions", taxonomy, label2id, unknown_labels)
+    else:
+        if predicted_matrix.shape[1] != num_nodes:
+            raise ValueError(
+                f"predicted_matrix has {predicted_matrix.shape[1]} columns but the taxonomy has {num_nodes} nodes"
+            )
+        pred, unknown_pred = taxonomy.close_upwards(predicted_matrix), 0
+    gold, unknown_gold = _closed_matrix(gold_lists, "references", taxonomy, label2id, unknown_labels)
 
     # Per-node counts are all that P/R/F1 need, overall and per level.
-    tp = (pred & gold).sum(axis=0)
-    n_pred = pred.sum(axis=0)
-    n_gold = gold.sum(axis=0)
+    tp = _column_counts(pred & gold)
+    n_pred = _column_counts(pred)
+    n_gold = _column_counts(gold)
 
-    results: dict = {}
-    results.update(_prf(tp, n_pred, n_gold))
-    results["f1_avg"] = _harmonic_mean(results["micro_f1"], results["macro_f1"])
+    results: dict = scores_from_counts(tp, n_pred, n_gold)
 
     results["auprc"], results["unscored_gold_labels"], unknown_scores = None, None, 0
     if scores is not None:
         node_scores, scored, unknown_scores = _node_scores(
             scores, score_labels, taxonomy, label2id, num_docs, unknown_labels
         )
-        results["unscored_gold_labels"] = int(gold[:, ~scored].sum())
-        if gold.any():
-            results["auprc"] = float(average_precision_score(gold, node_scores, average="micro"))
+        results["unscored_gold_labels"] = int(n_gold[~scored].sum())
+        if n_gold.any():
+            results["auprc"] = _micro_average_precision(gold, node_scores)
 
     for level, cols in enumerate(taxonomy.level_slices, start=1):
         for key, value in _prf(tp[cols], n_pred[cols], n_gold[cols]).items():
             results[f"level{level}_{key}"] = value
     for level, cols in enumerate(taxonomy.level_slices, start=1):
-        results[f"level{level}_avg_predicted"] = float(pred[:, cols].sum() / num_docs)
-        results[f"level{level}_avg_gold"] = float(gold[:, cols].sum() / num_docs)
+        results[f"level{level}_avg_predicted"] = float(n_pred[cols].sum() / num_docs)
+        results[f"level{level}_avg_gold"] = float(n_gold[cols].sum() / num_docs)
         results[f"level{level}_docs_without_prediction"] = int((~pred[:, cols].any(axis=1)).sum())
 
     results.update(_false_positive_hops(pred, gold, taxonomy, int(error_level)))
@@ -188,6 +204,44 @@ def compute_hierarchical_metrics(
             unknown_scores,
         )
     return results
+
+
+def scores_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_gold: np.ndarray) -> dict:
+    """The overall numbers of :func:`compute_hierarchical_metrics` (``micro_*``, ``macro_*``,
+    ``f1_avg``) from per-node counts over the nodes of one taxonomy: documents where the node is
+    predicted and gold, predicted, gold (closed label sets). Threshold tuning scores candidates this way."""
+    results = _prf(tp, n_pred, n_gold)
+    results["f1_avg"] = _harmonic_mean(results["micro_f1"], results["macro_f1"])
+    return results
+
+
+def label_matrix(
+    label_lists: Sequence[Iterable[str]],
+    taxonomy: Taxonomy | Mapping | None,
+    unknown_labels: str = "error",
+    name: str = "labels",
+) -> tuple[np.ndarray, int]:
+    """Label lists as :func:`compute_hierarchical_metrics` reads them: the bool ``[documents, nodes]``
+    matrix, closed upwards, and the number of (document, code) pairs left out as unknown (in
+    ``"ignore"`` mode). Same checks and errors, naming ``name[i]``."""
+    if unknown_labels not in _UNKNOWN_MODES:
+        raise ValueError(f"unknown_labels must be one of {_UNKNOWN_MODES}, got {unknown_labels!r}")
+    docs = _as_label_lists(label_lists, name)
+    taxonomy = _resolve_taxonomy(taxonomy, {name: docs}, None)
+    return _closed_matrix(docs, name, taxonomy, taxonomy.label2id, unknown_labels)
+
+
+def _check_predicted_matrix(matrix, predictions, taxonomy) -> np.ndarray:
+    if predictions is not None:
+        raise ValueError("pass predictions (label lists) or predicted_matrix (a node matrix), not both")
+    if taxonomy is None:
+        raise ValueError("predicted_matrix needs taxonomy=, the node order of its columns")
+    matrix = np.asarray(matrix)
+    if matrix.dtype != bool or matrix.ndim != 2:
+        raise ValueError(
+            f"predicted_matrix must be a bool [documents, nodes] array, got {matrix.dtype} of shape {list(matrix.shape)}"
+        )
+    return matrix
 
 
 def _as_code_list(labels, where: str, distinct: bool = True) -> list[str]:
@@ -279,6 +333,17 @@ def _node_ids(docs: list[list[str]], name: str, taxonomy: Taxonomy, label2id: di
     return id_lists, unknown
 
 
+def _closed_matrix(docs: list[list[str]], name: str, taxonomy: Taxonomy, label2id: dict, mode: str):
+    """The closed bool matrix of checked label lists, and the number of unknown (document, code) pairs."""
+    ids, unknown = _node_ids(docs, name, taxonomy, label2id, mode)
+    return taxonomy.multi_hot_ids(ids), unknown
+
+
+def _column_counts(matrix: np.ndarray) -> np.ndarray:
+    """``True`` entries per column of a bool matrix (int64); faster than ``matrix.sum(axis=0)``."""
+    return np.count_nonzero(matrix, axis=0).astype(np.int64, copy=False)
+
+
 def _prf(tp: np.ndarray, n_pred: np.ndarray, n_gold: np.ndarray) -> dict:
     """Micro and macro (over gold nodes) P/R/F1 from per-node counts, with ``zero_division=0``."""
     out = {
@@ -309,9 +374,16 @@ def _harmonic_mean(a: float | None, b: float | None) -> float | None:
     return 2 * a * b / (a + b) if a + b else 0.0
 
 
-def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_docs: int, mode: str):
-    """``[documents, nodes]`` scores in node order, which nodes got a real score, unknown columns."""
-    scores = np.asarray(scores, dtype=np.float64)
+def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_docs: int, mode: str,
+                 block_size: int = 4096):
+    """``[documents, nodes]`` scores in node order, which nodes got a real score, unknown columns.
+
+    float32 when the scores are (and the floor for unscored nodes stays below them in float32):
+    they then rank exactly as in float64, and AUPRC only uses the ranking.
+    """
+    scores = np.asarray(scores)
+    if scores.dtype != np.float32:
+        scores = scores.astype(np.float64, copy=False)
     if scores.ndim != 2 or scores.shape[0] != num_docs:
         raise ValueError(f"scores must have shape [documents={num_docs}, score columns], got {list(scores.shape)}")
     if score_labels is None:
@@ -338,23 +410,58 @@ def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_d
         else:
             columns.append(k)
             nodes.append(node)
-    node_scores = np.full((num_docs, len(taxonomy)), -np.inf)
-    node_scores[:, nodes] = scores[:, columns]
-    scored = np.zeros((1, len(taxonomy)), dtype=bool)
-    scored[:, nodes] = True
+    given = np.zeros((1, len(taxonomy)), dtype=bool)
+    given[:, nodes] = True
     # An unscored inner node gets the max over its scored children, as in Taxonomy.max_from_leaves.
-    node_scores = taxonomy.fill_from_children(node_scores)
-    scored = taxonomy.fill_from_children(scored)[0]
+    scored = taxonomy.fill_from_children(given)[0]
+    fill = bool((scored != given[0]).any())
     # Nodes with no score at all rank strictly below every real score.
-    floor = scores[:, columns].min() - 1.0 if columns and num_docs else 0.0
-    node_scores[:, ~scored] = floor
+    lowest = (scores if len(columns) == scores.shape[1] else scores[:, columns]).min() if columns and num_docs else 0.0
+    floor = float(lowest) - 1.0 if columns and num_docs else 0.0
+    dtype = np.float32 if scores.dtype == np.float32 and np.float32(floor) < lowest else np.float64
+    # Each node reads its score column; the extra last column is -inf (to fill) or the floor.
+    source = np.full(len(taxonomy), scores.shape[1])
+    source[nodes] = columns
+    node_scores = np.empty((num_docs, len(taxonomy)), dtype=dtype)
+    for start in range(0, num_docs, block_size):  # column gathers by np.take, in cache-sized blocks
+        rows = scores[start : start + block_size]
+        padded = np.empty((len(rows), scores.shape[1] + 1), dtype=dtype)
+        padded[:, :-1] = rows
+        padded[:, -1] = -np.inf if fill else floor
+        block = node_scores[start : start + block_size]
+        np.take(padded, source, axis=1, out=block, mode="clip")
+        if fill:
+            block[:] = taxonomy.fill_from_children(block)
+            np.copyto(block, dtype(floor), where=~scored)
     return node_scores, scored, unknown
+
+
+def _micro_average_precision(gold: np.ndarray, node_scores: np.ndarray) -> float:
+    """``sklearn.metrics.average_precision_score(gold, node_scores, average="micro")`` (to rounding):
+    the sum over the distinct scores of gold pairs of (gold pairs at that score / all gold pairs) x
+    (precision of the pairs scoring at least that). Sorts the gold and the other scores apart
+    instead of argsorting the flattened matrix with its labels."""
+    positives = np.sort(node_scores[gold])
+    everything = np.sort(node_scores, axis=None)
+    first = np.flatnonzero(np.r_[True, positives[1:] != positives[:-1]])  # first of each distinct score
+    values, count = positives[first], np.diff(np.r_[first, positives.size])
+    tp_at_least = positives.size - first
+    at_least = everything.size - np.searchsorted(everything, values, side="left")
+    return float(np.sum(count / positives.size * (tp_at_least / at_least)))
+
+
+def _level_paths(taxonomy: Taxonomy, cols: slice) -> np.ndarray:
+    """``[nodes of one level, level]``: each node's ancestors, top first, then the node itself."""
+    parent_index = taxonomy.parent_index
+    paths = [np.arange(cols.start, cols.stop)]
+    while len(paths) < taxonomy.levels[cols.start]:
+        paths.insert(0, parent_index[paths[0]])
+    return np.stack(paths, axis=1)
 
 
 def _false_positive_hops(pred: np.ndarray, gold: np.ndarray, taxonomy: Taxonomy, level: int) -> dict:
     """False positives at ``level`` and their distance to the nearest gold node of that level."""
     cols = taxonomy.level_slices[level - 1]
-    nodes, width = taxonomy.nodes[cols], cols.stop - cols.start
     false_pos, gold_at_level = pred[:, cols] & ~gold[:, cols], gold[:, cols]
     fp_doc, fp_node = np.nonzero(false_pos)  # row-major, so grouped by document
     gold_doc, gold_node = np.nonzero(gold_at_level)
@@ -369,18 +476,10 @@ def _false_positive_hops(pred: np.ndarray, gold: np.ndarray, taxonomy: Taxonomy,
         first = np.cumsum(num_gold) - num_gold
         owner = np.repeat(np.arange(fp_node.size), num_gold)
         partner = gold_node[np.repeat(gold_start[fp_doc] - first, num_gold) + np.arange(num_gold.sum())]
-        a, b = fp_node[owner], partner
-        pairs, inverse = np.unique(np.minimum(a, b) * width + np.maximum(a, b), return_inverse=True)
-        if len(_HOPS_CACHE) > 8:
-            _HOPS_CACHE.clear()
-        cache = _HOPS_CACHE.setdefault(taxonomy.fingerprint, {})
-        distances = np.empty(len(pairs), dtype=np.int64)
-        for k, pair in enumerate(pairs.tolist()):
-            codes = (nodes[pair // width], nodes[pair % width])
-            if codes not in cache:
-                cache[codes] = taxonomy.distance(*codes)  # the definition of hops; once per distinct pair
-            distances[k] = cache[codes]
-        hops = np.minimum.reduceat(distances[inverse.ravel()], first)
+        # Taxonomy.distance of two nodes of this level: twice the levels below their last common ancestor.
+        paths = _level_paths(taxonomy, cols)
+        common = (paths[fp_node[owner]] == paths[partner]).sum(axis=1)
+        hops = np.minimum.reduceat(2 * (level - common), first)
     return {
         "fp_documents": int(false_pos.any(axis=1).sum()),
         "fp_count": int(false_pos.sum()),

@@ -20,6 +20,9 @@ layer per level), not as hundreds of per-node modules.
 
 from __future__ import annotations
 
+import json
+import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,9 +40,9 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds
+    from .configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds, looks_like_local_path
 except ImportError:  # plain import when installed as a top-level module
-    from configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds
+    from configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds, looks_like_local_path
 
 __all__ = [
     "HierarchicalClassifierOutput",
@@ -336,6 +339,77 @@ def _fingerprint_tensor(taxonomy: Taxonomy) -> torch.Tensor:
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
+def read_safetensors_header(path) -> tuple[dict, int]:
+    """The header of a safetensors file (tensor name -> ``dtype``, ``shape``, ``data_offsets``) and the
+    offset where its data starts, once the file is known to be complete; an ``OSError`` naming the
+    file otherwise (a truncated download or an interrupted save)."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else size
+        raw = f.read(length) if 8 + length <= size else b""
+    try:
+        header = json.loads(raw)
+        end = 8 + length + max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        problem = None if end == size else f"it has {size} bytes where its header describes {end}"
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        problem = f"its header is cut off or damaged ({size} bytes)"
+    if problem:
+        raise OSError(f"{path}: not a complete safetensors file: {problem}; save or download it again")
+    return header, 8 + length
+
+
+def _safetensors_files(name_or_path, hub_kwargs: dict) -> list[str]:
+    """The local paths of a saved model's safetensors files (every shard), downloading them if needed."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+    def find(filename, required=False):
+        return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=required, **hub_kwargs)
+
+    index = find(SAFE_WEIGHTS_INDEX_NAME)
+    if index:
+        with open(index, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return [find(shard, required=True) for shard in shards]
+    single = find(SAFE_WEIGHTS_NAME)
+    return [single] if single else []
+
+
+def _check_weights_match_config(cls, name_or_path, config: THMMConfig, config_source: str, hub_kwargs: dict) -> None:
+    """Before transformers loads anything: every safetensors file of ``name_or_path`` is complete, its
+    taxonomy fingerprint is the config's (else :class:`TaxonomyMismatchError`), and every tensor has
+    the shape the config gives it. Each error names the file."""
+    files = _safetensors_files(name_or_path, hub_kwargs)
+    if not files:
+        return
+    with torch.device("meta"):  # the shapes the config implies, without allocating weights
+        expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    taxonomy = config.get_taxonomy()
+    for file in files:
+        header, data_start = read_safetensors_header(file)
+        entry = header.get("taxonomy_fingerprint")
+        if entry is not None:
+            start, stop = entry["data_offsets"]
+            with open(file, "rb") as f:
+                f.seek(data_start + start)
+                saved = f.read(stop - start)
+            if saved != bytes.fromhex(taxonomy.fingerprint):
+                heads = [k for k in header if k.startswith("heads.") and k.endswith(("bias_out", "classifier.bias"))]
+                outputs = sum(header[k]["shape"][0] for k in heads)
+                raise TaxonomyMismatchError(
+                    f"{file}: these weights were trained for another taxonomy than the {len(taxonomy)} nodes of "
+                    f"{config_source} (their heads have {outputs} outputs); load them with their own config.json"
+                )
+        for key, tensor in header.items():
+            if key in expected and tuple(tensor["shape"]) != expected[key]:
+                raise ValueError(
+                    f"{file}: tensor {key!r} has shape {tuple(tensor['shape'])} but {config_source} gives it "
+                    f"{expected[key]}: the weights do not match the config (head_type, head_hidden_size, "
+                    "doc_representation or encoder_config differ)"
+                )
+
+
 class THMMForHierarchicalClassification(THMMPreTrainedModel):
     """A shared pre-trained encoder with one classification head per taxonomy node (TMM / THMM), or
     the flat leaf-only baseline. Build one with :meth:`from_encoder`; load a trained one with
@@ -392,11 +466,21 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            name = os.fspath(pretrained_model_name_or_path)
+            if not os.path.exists(os.path.expanduser(name)) and looks_like_local_path(name):
+                raise OSError(f"{name}: no such directory")
         config = kwargs.get("config")
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
         if isinstance(config, THMMConfig) and pretrained_model_name_or_path is not None:
-            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             saved = THMMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
             _check_same_taxonomy(saved.get_taxonomy(), config.get_taxonomy(), str(pretrained_model_name_or_path))
+        if pretrained_model_name_or_path is not None and kwargs.get("state_dict") is None:
+            own_config = not isinstance(config, THMMConfig)
+            _check_weights_match_config(
+                cls, pretrained_model_name_or_path,
+                THMMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs) if own_config else config,
+                f"{pretrained_model_name_or_path}/config.json" if own_config else "the config passed", hub_kwargs)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         expected = _fingerprint_tensor(model.config.get_taxonomy())
         if not torch.equal(model.taxonomy_fingerprint.cpu(), expected):
@@ -506,11 +590,11 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
             logits, leaf_logits = self.heads(doc)
             if labels is not None:
                 leaf_labels = labels.index_select(1, self.heads.leaf_ids).to(leaf_logits.dtype)
-                loss = F.binary_cross_entropy_with_logits(leaf_logits, leaf_labels)
+                loss = self.node_loss(leaf_logits, leaf_labels)
         else:
             logits = self.heads(doc)
             if labels is not None:
-                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+                loss = self.node_loss(logits, labels.to(logits.dtype))
 
         output = HierarchicalClassifierOutput(
             loss=loss,
@@ -521,7 +605,26 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def node_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean over documents and heads, every head weighted equally: binary cross-entropy (the
+        paper's), or focal loss ``(1 - p_t)^gamma * BCE`` with ``config.loss_type="focal"``."""
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none" if self.config.loss_type == "focal"
+                                                 else "mean")
+        if self.config.loss_type != "focal":
+            return bce
+        p = torch.sigmoid(logits)
+        p_t = p * targets + (1 - p) * (1 - targets)
+        return ((1 - p_t).pow(self.config.focal_gamma) * bce).mean()
+
     # ---- decoding ---------------------------------------------------------------------------
+
+    def scores_for_decoding(self, probabilities, consistent: bool | None = None) -> np.ndarray:
+        """Node probabilities as numpy, made consistent (no child above its parent,
+        ``Taxonomy.min_along_path``) when ``consistent`` (default: ``config.consistent_scores``)."""
+        if isinstance(probabilities, torch.Tensor):
+            probabilities = probabilities.detach().float().cpu().numpy()
+        consistent = self.config.consistent_scores if consistent is None else consistent
+        return self.taxonomy.min_along_path(probabilities) if consistent else np.asarray(probabilities)
 
     def decode(
         self,
@@ -529,11 +632,11 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         threshold: Thresholds | float | Sequence[float] | None = None,
         top_k: int | None = None,
         at_least_one: bool = False,
+        consistent: bool | None = None,
     ) -> list[list[str]]:
         """Label sets from node probabilities; see :meth:`Taxonomy.decode`. ``threshold`` defaults
-        to the config's (per-level when tuned)."""
-        if isinstance(probabilities, torch.Tensor):
-            probabilities = probabilities.detach().float().cpu().numpy()
+        to the config's (per-level when tuned); ``consistent`` to ``config.consistent_scores``."""
+        probabilities = self.scores_for_decoding(probabilities, consistent)
         threshold = self.config.thresholds if threshold is None else threshold
         return self.taxonomy.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
 
@@ -561,17 +664,21 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         return (probs, truncated) if return_truncated else probs
 
     def predict(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,
-                threshold=None, top_k: int | None = None, at_least_one: bool = False, batch_size: int = 32):
+                threshold=None, top_k: int | None = None, at_least_one: bool = False, batch_size: int = 32,
+                consistent: bool | None = None):
         """Predicted codes for raw patent texts: per document, a list of
         ``{"code", "score", "level", "title"}`` dicts, ordered by level then score."""
         probs = self.predict_proba(tokenizer, titles, abstracts, batch_size=batch_size)
-        return self.label_records(probs, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+        return self.label_records(probs, threshold=threshold, top_k=top_k, at_least_one=at_least_one,
+                                  consistent=consistent)
 
-    def label_records(self, probabilities, threshold=None, top_k: int | None = None, at_least_one: bool = False):
-        """Decode node probabilities into ``{"code", "score", "level", "title"}`` records per document."""
-        if isinstance(probabilities, torch.Tensor):
-            probabilities = probabilities.detach().float().cpu().numpy()
-        label_sets = self.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+    def label_records(self, probabilities, threshold=None, top_k: int | None = None, at_least_one: bool = False,
+                      consistent: bool | None = None):
+        """Decode node probabilities into ``{"code", "score", "level", "title"}`` records per document
+        (scores made consistent first when ``consistent``, default ``config.consistent_scores``)."""
+        probabilities = self.scores_for_decoding(probabilities, consistent)
+        label_sets = self.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one,
+                                 consistent=False)
         taxonomy, titles_map = self.taxonomy, self.config.label_titles or {}
         return [
             [

@@ -65,6 +65,8 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
         threshold (`float` or `list[float]`, *optional*): one threshold, or one per level; defaults to
             the model's tuned `config.level_thresholds` (else `config.threshold`).
         at_least_one (`bool`, *optional*): give a document its best leaf when none reaches the threshold.
+        consistent (`bool`, *optional*): cap each node's score by its ancestors' (no child above its
+            parent); defaults to the model's `config.consistent_scores`.
 
     Documents are tokenized as in training (`modeling_thmm.encode_documents`, ``title [SEP] abstract``)
     and truncated to the model's `config.max_length`. `batch_size` and `device` work as for any pipeline.
@@ -76,7 +78,7 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
-    DECODING_PARAMS = ("top_k", "threshold", "at_least_one")
+    DECODING_PARAMS = ("top_k", "threshold", "at_least_one", "consistent")
 
     def _sanitize_parameters(self, **kwargs):
         unknown = sorted(set(kwargs) - set(self.DECODING_PARAMS))

@@ -38,7 +38,9 @@ import numpy as np
 
 from configuration_thmm import Taxonomy
 from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
+from configuration_thmm import LOSS_TYPES
 from thmm.arguments import TrainingArguments
+from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +105,9 @@ def neural_run(name, args, out_dir: Path) -> dict:
         batch_size=args.batch_size, eval_batch_size=256, max_length=args.max_length, seed=args.seed,
         learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, checkpoint_every=0,
         save_total_limit=1, report_to="none", overwrite_output_dir=True,
-        threshold_objective=args.threshold_objective,
+        threshold_objective=args.threshold_objective, selection_metric=args.selection_metric,
+        selection_only=args.selection_only,
+        loss_type=args.loss_type, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
         freeze_encoder=not args.full_finetune,
         features_cache_dir=None if args.full_finetune else str(args.out / "features_cache"),
@@ -123,7 +127,6 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     from transformers import AutoTokenizer
 
     from modeling_thmm import THMMForHierarchicalClassification
-    from thmm.data import label_targets
     from thmm.evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
     from thmm.features import split_datasets
     from thmm.thresholds import tune_thresholds
@@ -136,9 +139,8 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     taxonomy = model.taxonomy
     references = {s: [list(x) for x in splits[s]["labels"]] for s in ("validation", "test")}
-    targets = {s: label_targets(taxonomy, references[s]) for s in references}
     # the run's own length and encoder mode (a frozen run reads the feature cache it was trained on)
-    datasets_, collate, _, _ = split_datasets(accelerator, model, tokenizer, splits, targets,
+    datasets_, collate, _, _ = split_datasets(accelerator, model, tokenizer, splits, taxonomy, tuple(references),
                                               freeze_encoder=settings["frozen_encoder"],
                                               max_length=settings["max_length"], batch_size=256,
                                               cache_root=args.out / "features_cache")
@@ -165,6 +167,13 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-5, help="encoder (with --full-finetune)")
     parser.add_argument("--head-learning-rate", type=float, default=1e-3)
     parser.add_argument("--threshold-objective", default="f1_avg", choices=("macro_f1", "micro_f1", "f1_avg"))
+    parser.add_argument("--selection-metric", default=DEFAULT_SELECTION_METRIC, choices=tuple(SELECTION_METRICS),
+                        help="dev number that chooses the best epoch (train.py --selection-metric)")
+    parser.add_argument("--selection-only", action="store_true",
+                        help="stop on the selection metric alone (the old rule), even while dev AUPRC improves")
+    parser.add_argument("--loss-type", default="bce", choices=LOSS_TYPES, help="bce (the paper's) or focal")
+    parser.add_argument("--max-train-samples", type=int, default=None,
+                        help="train on the first N training documents only (the small-data run); dev and test unchanged")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--full-finetune", action="store_true", help="train the encoder too (GPU)")
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for the SVMs")
@@ -192,6 +201,8 @@ def main(argv=None):
     from dataset_script import load_patent_splits
 
     splits = load_patent_splits(str(args.data), scheme=args.scheme)
+    if args.max_train_samples:  # the same cut the runs make (the SVM sees the same training documents)
+        splits["train"] = splits["train"].select(range(min(args.max_train_samples, len(splits["train"]))))
     taxonomy = Taxonomy.from_codes({c for labels in splits["train"]["labels"] for c in labels}, scheme=args.scheme)
     print(f"data {args.data}: train {len(splits['train'])}, dev {len(splits['validation'])}, test {len(splits['test'])}; "
           f"{taxonomy}")
@@ -222,10 +233,12 @@ def main(argv=None):
             summary = neural_run(name, args, args.out / "runs" / name)
             results[name] = {"dev": summary["dev"], "test": summary["test"], "seconds": time.perf_counter() - t0,
                              "best_epoch": summary["best_epoch"], "history": summary["history"],
-                             "thresholds": summary["thresholds"],
+                             "thresholds": summary["thresholds"], "test_consistent": summary["test_consistent_scores"],
+                             "train_seconds_per_epoch": summary["train_seconds_per_epoch"],
                              "settings": {"frozen_encoder": not args.full_finetune, "epochs": args.epochs,
                                           "head_learning_rate": args.head_learning_rate, "batch_size": args.batch_size,
-                                          "max_length": args.max_length}}
+                                          "max_length": args.max_length, "selection_metric": args.selection_metric + (" only" if args.selection_only else ""),
+                                          "loss_type": args.loss_type, "max_train_samples": args.max_train_samples}}
         else:
             raise SystemExit(f"unknown model {name!r}; choose from svm, {', '.join(NEURAL)}")
         results_path.write_text(json.dumps(results, indent=1))
@@ -252,16 +265,28 @@ def render(results: dict, args, argv) -> str:
         "",
         format_markdown(test),
         "",
-        "| model | dev macro-hF1 | dev micro-hF1 | head lr | max epochs | best epoch | thresholds (per level) | minutes |",
-        "|---|---:|---:|---:|---:|---:|---|---:|",
+        "| model | dev macro-hF1 | dev micro-hF1 | head lr | selection | max epochs | best epoch | thresholds (per level) "
+        "| min/epoch | minutes |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|---:|",
     ]
     for name, r in results.items():
         thr = r.get("thresholds", {}).get("per_level") or r.get("settings", {}).get("threshold", "")
         thr = ", ".join(f"{float(t):g}" for t in thr) if isinstance(thr, (list, tuple)) else thr
         settings = r.get("settings", {})
+        per_epoch = r.get("train_seconds_per_epoch")
         lines.append(f"| {name} | {r['dev']['macro_f1']:.4f} | {r['dev']['micro_f1']:.4f} | "
-                     f"{settings.get('head_learning_rate', '')} | {settings.get('epochs', '')} | {r.get('best_epoch', '')} | "
-                     f"{thr} | {r['seconds'] / 60:.1f} |")
+                     f"{settings.get('head_learning_rate', '')} | {settings.get('selection_metric', '')} | "
+                     f"{settings.get('epochs', '')} | {r.get('best_epoch', '')} | {thr} | "
+                     f"{per_epoch / 60 if per_epoch else float('nan'):.2f} | {r['seconds'] / 60:.1f} |")
+    consistent = {name: r for name, r in results.items() if r.get("test_consistent")}
+    if consistent:
+        lines += ["", "Consistent scores (each node capped by its ancestors, same thresholds) against the raw scores, test:",
+                  "", "| model | macro-hF1 raw | consistent | micro-hF1 raw | consistent | AUPRC raw | consistent |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in consistent.items():
+            raw, con = r["test"], r["test_consistent"]
+            lines.append(f"| {name} | {raw['macro_f1']:.4f} | {con['macro_f1']:.4f} | {raw['micro_f1']:.4f} | "
+                         f"{con['micro_f1']:.4f} | {raw['auprc']:.4f} | {con['auprc']:.4f} |")
     if "svm" in results:
         svm = results["svm"]["test"]
         lines += ["", "Targets (test): TMM/THMM >= SVM + 0.05 macro-hF1 and + 0.03 micro-hF1, and above flat on macro-hF1:", ""]

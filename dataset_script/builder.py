@@ -373,7 +373,8 @@ def load_patent_splits(
             - a folder written by ``python -m dataset_script.publish`` (``README.md`` + parquet):
               ``load_dataset(folder)``;
             - any other string: a Hugging Face Hub dataset id, ``load_dataset(source)``. Strings that
-              start with ``/``, ``.`` or ``~`` are always local paths.
+              look like paths (:func:`configuration_thmm.looks_like_local_path`: starting with ``/``,
+              ``.`` or ``~``, with more than one ``/``, or whose first part exists) are always local paths.
         scheme: ``"cpc"`` or ``"ipc"``: how label codes are validated when building from TSVs.
         upsample: up-sample infrequent training labels to ``min_label_count`` (the paper's
             preprocessing; see :mod:`dataset_script.upsample`). Only train changes; the number of added
@@ -397,10 +398,12 @@ def load_patent_splits(
                     "or a folder exported by dataset_script.publish (README.md + parquet)"
                 )
             data_dir = str(path)
-        elif path.exists() or source.startswith(("/", ".", "~")):
+        elif path.exists():
             raise FileNotFoundError(
                 f"{source} is not a folder with train.tsv/dev.tsv/test.tsv nor one exported by dataset_script.publish"
             )
+        elif configuration_thmm.looks_like_local_path(source):
+            raise FileNotFoundError(f"{source}: no such directory")
         else:
             splits = datasets.load_dataset(source, cache_dir=cache_dir)
             return _finish_loaded(splits, source, upsample, min_label_count, seed)

@@ -20,6 +20,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from defusedxml import DefusedXmlException, EntitiesForbidden
+from defusedxml.ElementTree import DefusedXMLParser
+
 from taxonomy_thmm import LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, level_name
 
 __all__ = [
@@ -298,19 +301,36 @@ def _element_text(parent, tag: str, language: str) -> str:
 
 
 def _line_of(raw: bytes, needle: str) -> int | None:
-    """Line of the first occurrence of ``needle`` (ElementTree keeps no line numbers), if any."""
-    at = raw.find(needle.encode())
-    return None if at < 0 else raw.count(b"\n", 0, at) + 1
+    """Line of the first occurrence of ``needle`` (ElementTree keeps no line numbers), if any, in the
+    document's byte encoding (UTF-16 documents included)."""
+    codec = "utf-8"
+    if raw.startswith((codecs.BOM_UTF16_LE, b"<\x00")):
+        codec = "utf-16-le"
+    elif raw.startswith((codecs.BOM_UTF16_BE, b"\x00<")):
+        codec = "utf-16-be"
+    at = raw.find(needle.encode(codec))
+    return None if at < 0 else raw.count("\n".encode(codec), 0, at) + 1
+
+
+def _parse_xml(path: Path, raw: bytes):
+    """The root element, parsed by defusedxml in whatever encoding the document declares: entity
+    declarations (external or "billion laughs") and external references are refused, and expat never
+    fetches the external DTD a DOCTYPE names."""
+    parser = DefusedXMLParser(target=ET.TreeBuilder())
+    try:
+        parser.feed(raw)
+        return parser.close()
+    except DefusedXmlException as err:
+        kind = "entity declarations" if isinstance(err, EntitiesForbidden) else "external references"
+        raise PatentDataError(path, parser.parser.CurrentLineNumber, "DOCTYPE",
+                              f"{kind} are not allowed ({err})") from None
+    except ET.ParseError as err:
+        raise PatentDataError(path, err.position[0], "xml", f"not well-formed XML ({err})") from None
 
 
 def _read_wipo_document(path: Path, scheme: str, language: str) -> dict:
     raw = path.read_bytes()
-    if b"<!ENTITY" in raw:  # no entity expansion of any kind (external or "billion laughs")
-        raise PatentDataError(path, _line_of(raw, "<!ENTITY"), "DOCTYPE", "entity declarations are not allowed")
-    try:
-        root = ET.fromstring(raw)  # expat never fetches the external DTD a DOCTYPE names
-    except ET.ParseError as err:
-        raise PatentDataError(path, err.position[0], "xml", f"not well-formed XML ({err})") from None
+    root = _parse_xml(path, raw)
     if root.tag != "record":
         raise PatentDataError(
             path, _line_of(raw, f"<{root.tag}"), "record", f"expected a <record> root element, got <{root.tag}>"

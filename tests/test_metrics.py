@@ -568,3 +568,147 @@ def test_metric_closure_agrees_with_the_taxonomy():
     closed = taxonomy.multi_hot_ids(ids)
     assert unknown == 0
     np.testing.assert_array_equal(closed, taxonomy.multi_hot(docs).astype(bool))
+
+
+# --------------------------------------------------------------------------------------------------
+# The vectorized metric against a straightforward reference (how it was computed before)
+# --------------------------------------------------------------------------------------------------
+
+
+def reference_metrics(predictions, references, taxonomy, scores=None, score_labels=None, error_level=None):
+    """compute_hierarchical_metrics computed plainly: label sets closed by Taxonomy.expand, P/R/F1 by
+    scikit-learn, AUPRC by scikit-learn over the flattened float64 node scores (an unscored node takes
+    the max over its children, else the floor: the lowest score - 1), hops by Taxonomy.distance."""
+    nodes, num_docs = list(taxonomy.nodes), len(references)
+    pred = np.array([[n in s for n in nodes] for s in map(taxonomy.expand, predictions)], dtype=int)
+    gold = np.array([[n in s for n in nodes] for s in map(taxonomy.expand, references)], dtype=int)
+    levels = np.array([taxonomy.level(n) for n in nodes])
+    out = {}
+    for prefix, cols in [("", levels > 0)] + [(f"level{lvl}_", levels == lvl) for lvl in range(1, levels.max() + 1)]:
+        micro, macro = sklearn_prf(gold[:, cols], pred[:, cols])
+        if not gold[:, cols].any():
+            macro = [None] * 3
+        for kind, values in (("micro", micro), ("macro", macro)):
+            out.update({f"{prefix}{kind}_{key}": v for key, v in zip(("precision", "recall", "f1"), values)})
+    out["f1_avg"] = 2 * out["micro_f1"] * out["macro_f1"] / (out["micro_f1"] + out["macro_f1"])
+    for lvl in range(1, levels.max() + 1):
+        cols = levels == lvl
+        out[f"level{lvl}_avg_predicted"] = pred[:, cols].sum() / num_docs
+        out[f"level{lvl}_avg_gold"] = gold[:, cols].sum() / num_docs
+        out[f"level{lvl}_docs_without_prediction"] = int((pred[:, cols].sum(axis=1) == 0).sum())
+
+    out["auprc"] = out["unscored_gold_labels"] = None
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        node_scores, has = np.zeros((num_docs, len(nodes))), np.zeros(len(nodes), dtype=bool)
+        for k, code in enumerate(score_labels):
+            node_scores[:, nodes.index(code)], has[nodes.index(code)] = scores[:, k], True
+        for i in reversed(range(len(nodes))):  # deeper nodes first
+            children = [nodes.index(c) for c in taxonomy.children(nodes[i]) if has[nodes.index(c)]]
+            if not has[i] and children:
+                node_scores[:, i], has[i] = node_scores[:, children].max(axis=1), True
+        node_scores[:, ~has] = scores.min() - 1.0
+        out["unscored_gold_labels"] = int(gold[:, ~has].sum())
+        out["auprc"] = average_precision_score(gold, node_scores, average="micro")
+
+    error_level = error_level or int(levels.max())
+    hops, without_gold, fp_docs, fp_count = [], 0, 0, 0
+    for p, g in zip(pred, gold):
+        wrong = [nodes[i] for i in np.flatnonzero(p & ~g & (levels == error_level))]
+        right = [nodes[i] for i in np.flatnonzero(g & (levels == error_level))]
+        fp_docs, fp_count = fp_docs + bool(wrong), fp_count + len(wrong)
+        if wrong and not right:
+            without_gold += len(wrong)
+        hops += [min(taxonomy.distance(a, b) for b in right) for a in wrong if right]
+    out.update(fp_documents=fp_docs, fp_count=fp_count, fp_hops_mean=np.mean(hops) if hops else None,
+               fp_hops_std=np.std(hops) if hops else None, fp_without_gold=without_gold)
+    out.update(num_documents=num_docs, num_nodes=len(nodes), num_gold_labels=int((gold.sum(axis=0) > 0).sum()),
+               error_level=error_level, unknown_predictions=0, unknown_references=0, unknown_score_labels=0)
+    return out
+
+
+def assert_same_results(got, expected):
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        if value is None or isinstance(value, (int, np.integer)):
+            assert got[key] == value, key
+        else:
+            assert got[key] == pytest.approx(float(value), abs=1e-12), key
+
+
+@pytest.fixture(scope="module")
+def model_case():
+    """A CPC model taxonomy, predictions from its nodes, references with codes outside it."""
+    rng = np.random.default_rng(2026)
+    model_codes = ["A43B", "A43C", "A47J", "B41F", "B41J", "G06F", "G06N", "H04L", "H04W", "H01M"]
+    outside = ["A43D", "B60R", "Y02E", "G06Q"]
+    model = Taxonomy.from_codes(model_codes)
+    docs = 300
+    preds = [[str(c) for c in rng.choice(model.nodes, rng.integers(0, 4), replace=False)] for _ in range(docs)]
+    refs = [[str(c) for c in rng.choice(model_codes + outside, rng.integers(0, 4), replace=False)] for _ in range(docs)]
+    return model, Taxonomy.from_codes(model_codes + outside), preds, refs, rng
+
+
+@pytest.mark.parametrize("kind", ["node float32", "node float64", "leaf float64", "huge float32", "none"])
+def test_matches_the_straightforward_reference(model_case, kind):
+    model, taxonomy, preds, refs, rng = model_case
+    labels = list(model.nodes) if kind.startswith(("node", "huge")) else [model.nodes[i] for i in model.leaf_ids]
+    scores = rng.random((len(refs), len(labels)))
+    if kind == "huge float32":  # decision values where the floor (lowest - 1) is no lower in float32
+        scores = scores * 1e9 - 1e30
+    if "float32" in kind:
+        scores = scores.astype(np.float32)
+    perm = rng.permutation(len(labels))  # columns in any order
+    scores, labels = (None, None) if kind == "none" else (scores[:, perm], [labels[i] for i in perm])
+    got = compute_hierarchical_metrics(preds, refs, scores=scores, score_labels=labels, taxonomy=taxonomy)
+    assert_same_results(got, reference_metrics(preds, refs, taxonomy, scores, labels))
+
+
+@pytest.mark.parametrize("error_level", [2, 4])
+def test_matches_the_reference_on_a_deeper_hierarchy(error_level):
+    rng = np.random.default_rng(11)
+    parents = {f"{a}{b}{c}{d}": f"{a}{b}{c}" for a in "pq" for b in "rs" for c in "tu" for d in "vw"}
+    parents.update({f"{a}{b}{c}": f"{a}{b}" for a in "pq" for b in "rs" for c in "tu"})
+    parents.update({f"{a}{b}": a for a in "pq" for b in "rs"})
+    taxonomy = Taxonomy.from_parent_map(parents)
+    nodes = list(taxonomy.nodes)
+    preds = [[str(c) for c in rng.choice(nodes, rng.integers(0, 4), replace=False)] for _ in range(200)]
+    refs = [[str(c) for c in rng.choice(nodes, rng.integers(0, 3), replace=False)] for _ in range(200)]
+    scores = rng.random((200, len(nodes)))
+    got = compute_hierarchical_metrics(preds, refs, scores=scores, taxonomy=taxonomy, error_level=error_level)
+    assert_same_results(got, reference_metrics(preds, refs, taxonomy, scores, nodes, error_level))
+
+
+def test_predicted_matrix_equals_label_lists(model_case):
+    _, taxonomy, preds, refs, rng = model_case
+    matrix = taxonomy.multi_hot(preds, expand=False).astype(bool)  # closed upwards by the metric
+    scores = rng.random((len(refs), len(taxonomy))).astype(np.float32)
+    for kwargs in ({}, {"scores": scores, "error_level": 2}):
+        expected = compute_hierarchical_metrics(preds, refs, taxonomy=taxonomy, **kwargs)
+        assert compute_hierarchical_metrics(None, refs, taxonomy=taxonomy, predicted_matrix=matrix, **kwargs) == expected
+    with pytest.raises(ValueError, match="not both"):
+        compute_hierarchical_metrics(preds, refs, taxonomy=taxonomy, predicted_matrix=matrix)
+    with pytest.raises(ValueError, match="needs taxonomy"):
+        compute_hierarchical_metrics(None, refs, predicted_matrix=matrix)
+    with pytest.raises(ValueError, match="bool"):
+        compute_hierarchical_metrics(None, refs, taxonomy=taxonomy, predicted_matrix=matrix.astype(int))
+    with pytest.raises(ValueError, match="columns but the taxonomy has"):
+        compute_hierarchical_metrics(None, refs, taxonomy=taxonomy, predicted_matrix=matrix[:, 1:])
+    with pytest.raises(ValueError, match="got 299 predictions but 300 references"):
+        compute_hierarchical_metrics(None, refs, taxonomy=taxonomy, predicted_matrix=matrix[1:])
+
+
+def test_label_matrix_and_scores_from_counts(model_case):
+    from hierarchical_metrics import label_matrix, scores_from_counts
+
+    _, taxonomy, preds, refs, _ = model_case
+    gold, unknown = label_matrix(refs, taxonomy, name="references")
+    pred, _ = label_matrix(preds, taxonomy)
+    assert unknown == 0 and gold.dtype == bool
+    np.testing.assert_array_equal(gold, taxonomy.multi_hot(refs).astype(bool))
+    counts = [(pred & gold).sum(axis=0), pred.sum(axis=0), gold.sum(axis=0)]
+    expected = compute_hierarchical_metrics(preds, refs, taxonomy=taxonomy)
+    assert scores_from_counts(*counts) == {key: expected[key] for key in scores_from_counts(*counts)}
+    assert label_matrix([["A43B", "C12N"]], taxonomy, unknown_labels="ignore")[1] == 1
+    with pytest.raises(TaxonomyError, match=r"docs\[0\]"):
+        label_matrix([["A43Z"]], taxonomy, name="docs")

@@ -333,3 +333,43 @@ def test_flat_head_buffers_survive_loading(tmp_path, tiny_encoder_config, small_
     for depth, (parents, children) in enumerate(small_taxonomy.children_by_level()):
         assert getattr(loaded.heads, f"parents_{depth}").tolist() == parents.tolist()
         assert getattr(loaded.heads, f"children_{depth}").tolist() == children.tolist()
+
+
+def test_consistent_scores_never_let_a_child_exceed_its_parent(tiny_model, tiny_tokenizer):
+    model = tiny_model()
+    taxonomy = model.taxonomy
+    rng = np.random.default_rng(0)
+    probs = rng.random((50, len(taxonomy))).astype(np.float32)
+    parents = taxonomy.parent_index
+    has_parent = parents >= 0
+    assert (probs[:, has_parent] > probs[:, parents[has_parent]]).any()  # raw scores can be inconsistent
+    consistent = model.scores_for_decoding(probs, consistent=True)
+    assert (consistent[:, has_parent] <= consistent[:, parents[has_parent]]).all()
+    roots = ~has_parent
+    np.testing.assert_array_equal(consistent[:, roots], probs[:, roots])
+    # the minimum along the path, node by node
+    for i, code in enumerate(taxonomy.nodes):
+        path = [taxonomy.index(a) for a in taxonomy.ancestors(code)] + [i]
+        np.testing.assert_allclose(consistent[:, i], probs[:, path].min(axis=1))
+    records = model.label_records(probs, consistent=True, threshold=0.3)
+    for doc in records:
+        score = {r["code"]: r["score"] for r in doc}
+        for code in score:
+            parent = taxonomy.parent(code)
+            assert parent is None or score[code] <= score[parent]
+    model.config.consistent_scores = True  # the saved model's decoding uses it by default
+    assert model.label_records(probs, threshold=0.3) == records
+    assert model.decode(probs, top_k=2) == model.decode(consistent, top_k=2, consistent=False)
+
+
+def test_focal_loss_down_weights_easy_examples(tiny_model):
+    bce, focal = tiny_model(), tiny_model(loss_type="focal", focal_gamma=2.0)
+    logits = torch.tensor([[4.0, -4.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0]])
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    torch.testing.assert_close(bce.node_loss(logits, targets), plain.mean())
+    p_t = torch.tensor([[torch.sigmoid(torch.tensor(4.0)), torch.sigmoid(torch.tensor(4.0)), 0.5]])
+    torch.testing.assert_close(focal.node_loss(logits, targets), ((1 - p_t) ** 2 * plain).mean())
+    assert focal.node_loss(logits, targets) < bce.node_loss(logits, targets)
+    with pytest.raises(Exception, match="loss_type must be one of"):  # huggingface_hub's strict validation
+        tiny_model(loss_type="hinge")

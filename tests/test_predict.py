@@ -127,3 +127,144 @@ def test_missing_model_and_unwritable_output_fail_before_inference(model_dir, tm
     assert predict.cli(["--model", str(model_dir), "--input", str(txt),
                         "--output", str(tmp_path / "missing" / "out.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---- streaming (chunks), parquet, and several processes --------------------------------------------
+
+
+def quickstart_documents(n):
+    from conftest import QUICKSTART_DATA
+    from dataset_script import read_patent_tsv
+
+    return [{"id": r["patent_id"], "title": r["title"], "abstract": r["abstract"]}
+            for r in read_patent_tsv(QUICKSTART_DATA / "test.tsv")[:n]]
+
+
+def test_output_matches_the_whole_input_predict_proba_path(model_dir, tmp_path, tiny_tokenizer):
+    """One chunk holding the whole input gives byte for byte what predicting the whole list at once gave
+    (model.predict_proba on encode_documents' ids, the path before streaming)."""
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    docs = quickstart_documents(40)
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    code, _ = run(model_dir, tmp_path, "--input", str(path), "--batch-size", "8")
+    assert code == 0
+    model = THMMForHierarchicalClassification.from_pretrained(model_dir).eval()
+    probs, truncated = model.predict_proba(tiny_tokenizer, [d["title"] for d in docs], [d["abstract"] for d in docs],
+                                           batch_size=8, return_truncated=True)
+    expected = "".join(json.dumps({"id": d["id"], "predicted": p, "truncated": t}) + "\n"
+                       for d, p, t in zip(docs, model.label_records(probs), truncated))
+    assert (tmp_path / "out.jsonl").read_text() == expected
+
+
+def test_parquet_input_and_small_chunks_agree_with_tsv(model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = quickstart_documents(9)
+    pq.write_table(pa.table({"patent_id": [d["id"] for d in docs], "title": [d["title"] for d in docs],
+                             "abstract": [d["abstract"] for d in docs]}), tmp_path / "in.parquet")
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("patent_id\ttitle\tabstract\n" + "".join(f"{d['id']}\t{d['title']}\t{d['abstract']}\n" for d in docs))
+    _, from_tsv = run(model_dir, tmp_path, "--input", str(tsv))
+    for chunk in ("1024", "4", "1"):
+        code, records = run(model_dir, tmp_path, "--input", str(tmp_path / "in.parquet"), "--chunk-size", chunk)
+        assert code == 0 and [r["id"] for r in records] == [d["id"] for d in docs]
+        for a, b in zip(records, from_tsv):
+            assert [p["code"] for p in a["predicted"]] == [p["code"] for p in b["predicted"]]
+            assert a["truncated"] == b["truncated"]
+            assert all(abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(a["predicted"], b["predicted"]))
+
+
+def test_parquet_errors_name_the_file_and_row(model_dir, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"title": ["shoe", " ", "radio"], "abstract": ["", None, ""]}), tmp_path / "empty.parquet")
+    pq.write_table(pa.table({"abstract": ["x"]}), tmp_path / "notitle.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    for name, fragment in (("empty.parquet", "empty.parquet, row 2, fields 'title' and 'abstract': empty document"),
+                           ("notitle.parquet", "notitle.parquet: the parquet file needs a 'title' column"),
+                           ("broken.parquet", "broken.parquet: not a readable parquet file")):
+        code, _ = run(model_dir, tmp_path, "--input", str(tmp_path / name))
+        assert code == 2 and fragment in capsys.readouterr().err
+
+
+def test_blank_lines_across_chunk_boundaries(model_dir, tmp_path, capsys):
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe sole\n\n\nradio\n")
+    code, _ = run(model_dir, tmp_path, "--input", str(txt), "--chunk-size", "1")
+    assert code == 2 and "in.txt, line 2, fields 'title' and 'abstract': empty document" in capsys.readouterr().err
+    txt.write_text("shoe sole\nradio\n" + "\n  \n\t\n" * 3)
+    code, records = run(model_dir, tmp_path, "--input", str(txt), "--chunk-size", "1")
+    assert code == 0 and [r["id"] for r in records] == [1, 2]
+
+
+def test_streaming_predicts_chunks_as_they_are_read_and_leaves_no_partial_output(monkeypatch, model_dir, tmp_path,
+                                                                                 capsys):
+    """A bad line near the end is found after earlier chunks were predicted (the input is never read
+    whole), and the output file is not created: a file output appears only once complete."""
+    from thmm import prediction
+
+    calls, real = [], prediction.ChunkPredictor.__call__
+
+    def counted(self, docs):
+        calls.append(len(docs))
+        return real(self, docs)
+
+    monkeypatch.setattr(prediction.ChunkPredictor, "__call__", counted)
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"title": "shoe"}\n' * 5 + '{"title": \n')
+    code, records = run(model_dir, tmp_path, "--input", str(path), "--chunk-size", "2")
+    assert code == 2 and "in.jsonl, line 6: invalid JSON" in capsys.readouterr().err
+    assert calls == [2, 2] and records is None and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_reading_is_lazy(tmp_path):
+    from thmm.prediction import chunked, iter_documents
+
+    path = tmp_path / "in.txt"
+    path.write_text("shoe\n" * 10 + "\n" + "radio\n")
+    chunks = chunked(iter_documents(str(path)), 4)
+    assert [d["id"] for d in next(chunks)] == [1, 2, 3, 4]  # read before the bad line 11 is reached
+    with pytest.raises(ValueError, match="line 11, fields 'title' and 'abstract': empty document"):
+        list(chunks)
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_output_in_input_order(model_dir, tmp_path, monkeypatch):
+    # --multi_gpu selects Accelerate's torchrun launcher; without CUDA the processes use gloo on CPUs.
+    import sys
+
+    from conftest import REPO_ROOT, run_command
+
+    docs = quickstart_documents(7)  # chunks of 2: 2, 2, 2, 1 documents; process 0 gets chunks 0 and 2
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    common = ["--model", model_dir, "--input", path, "--chunk-size", "2", "--batch-size", "2"]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29523"]
+    two = run_command([REPO_ROOT / "predict.py", *common, "--output", tmp_path / "two.jsonl"], launcher=launcher)
+    assert two.returncode == 0, two.stderr[-3000:]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as torchrun sets it for each process
+    one = run_command([REPO_ROOT / "predict.py", *common, "--output", tmp_path / "one.jsonl"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    output = (tmp_path / "two.jsonl").read_text()
+    assert [json.loads(line)["id"] for line in output.splitlines()] == [d["id"] for d in docs]  # each once, in order
+    assert output == (tmp_path / "one.jsonl").read_text()
+    # counted over both processes, reported once
+    assert two.stderr.count("documents were truncated") == 1 and "7 of 7 documents were truncated" in two.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".thmm-predict-")]  # part files removed
+
+
+def test_consistent_scores_option(model_dir, tmp_path):
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe sole\nwireless packet radio network\nlithium battery cell\n")
+    code, records = run(model_dir, tmp_path, "--input", str(txt), "--threshold", "0.0", "--consistent-scores")
+    assert code == 0
+    for record in records:
+        score = {p["code"]: p["score"] for p in record["predicted"]}
+        assert all(len(c) == 1 or score[c] <= score[c[:1] if len(c) == 3 else c[:3]] for c in score)
+    code, raw = run(model_dir, tmp_path, "--input", str(txt), "--threshold", "0.0", "--no-consistent-scores")
+    assert code == 0 and [r["id"] for r in raw] == [r["id"] for r in records]

@@ -6,8 +6,9 @@ The model files stay top-level modules, because a saved model carries them as re
 ``pipeline_thmm`` (the pipeline). This package holds the training library and the commands:
 
 - :mod:`thmm.arguments` — :class:`TrainingArguments` (``HfArgumentParser``, JSON/YAML configs)
-- :mod:`thmm.data` — splits, taxonomy, targets, token datasets, length-grouped batches
-- :mod:`thmm.features` — the frozen-encoder feature cache
+- :mod:`thmm.data` — splits, taxonomy, label ids, token datasets in Arrow, batching, length-grouped batches
+- :mod:`thmm.features` — the frozen-encoder feature cache (memory-mapped)
+- :mod:`thmm.prediction` — streaming prediction, across processes under ``accelerate launch``
 - :mod:`thmm.trainer` — :class:`Trainer`: build, fit (Accelerate), tune, save
 - :mod:`thmm.evaluation`, :mod:`thmm.thresholds` — dev/test scoring and threshold tuning
 - :mod:`thmm.checkpoints` — resume checkpoints

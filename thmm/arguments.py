@@ -12,7 +12,17 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from configuration_thmm import DOC_REPRESENTATIONS, HEAD_TYPES, SCIBERT_NAME, Thresholds, check_max_length
+from configuration_thmm import (
+    DOC_REPRESENTATIONS,
+    HEAD_TYPES,
+    LOSS_TYPES,
+    SCIBERT_NAME,
+    Thresholds,
+    check_max_length,
+    looks_like_local_path,
+)
+
+from .selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 
 THRESHOLD_OBJECTIVES = ("macro_f1", "micro_f1", "f1_avg")
 TRACKERS = ("tensorboard", "none")
@@ -38,11 +48,18 @@ class TrainingArguments:
     encoder: str = _arg(SCIBERT_NAME, "encoder: a Hub name or a local directory")
     head_hidden_size: int = _arg(256, "hidden size of each node head")
     head_dropout: float = _arg(0.25, "dropout in the heads")
+    loss_type: str = _arg("bce", "bce: binary cross-entropy over all heads (the paper's); focal: focal loss, which "
+                                 "weighs rare labels' hard examples more", LOSS_TYPES)
+    focal_gamma: float = _arg(2.0, "focusing parameter of --loss-type focal")
+    consistent_scores: bool = _arg(False, "the saved model decodes consistent scores (a node's probability capped "
+                                          "by its ancestors'); the test report shows both either way")
     # data
     dataset: str | None = _arg(None, "Hub dataset id, a dir exported by thmm-publish, or a dir of train/dev/test "
                                      "TSVs (default: the official USPTO-70k release)")
     scheme: str = _arg("cpc", "label code scheme of the data", ("cpc", "ipc"))
     upsample: bool = _arg(False, "up-sample train so that every label occurs at least 10 times (the paper's)")
+    allow_split_overlap: bool = _arg(False, "train although a patent_id is in two splits (a warning instead of an "
+                                            "error; the scores then overstate the model)")
     taxonomy: str | None = _arg(None, "taxonomy JSON (Taxonomy.to_json) or code<TAB>title file; default: the train labels")
     label_titles: str | None = _arg(None, "code<TAB>title file (e.g. the CPC title list) for readable predictions")
     max_length: int = _arg(256, "word-pieces per document (title + abstract)")
@@ -61,7 +78,12 @@ class TrainingArguments:
     max_grad_norm: float = _arg(1.0, "gradient clipping (0 disables)")
     mixed_precision: str = _arg("no", "mixed precision through Accelerate", MIXED_PRECISION)
     seed: int = _arg(42, "random seed (data order, dropout, head init)")
-    patience: int = _arg(3, "stop after this many epochs without a better dev macro-hF1")
+    patience: int = _arg(3, "stop after this many epochs in which neither the selection metric nor (unless "
+                            "--selection-only) dev AUPRC improved")
+    selection_metric: str = _arg(DEFAULT_SELECTION_METRIC, "dev number that chooses the best epoch: "
+                                 + "; ".join(f"{k}: {v[0]}" for k, v in SELECTION_METRICS.items()),
+                                 tuple(SELECTION_METRICS))
+    selection_only: bool = _arg(False, "stop on the selection metric alone, even while dev AUPRC still improves")
     threshold: float = _arg(0.5, "decision threshold during training and evaluation before tuning")
     tune_thresholds: bool = _arg(True, "tune global and per-level thresholds on dev at the end")
     threshold_objective: str = _arg("f1_avg", "dev metric the thresholds maximise", THRESHOLD_OBJECTIVES)
@@ -75,10 +97,14 @@ class TrainingArguments:
     save_total_limit: int = _arg(2, "keep this many latest checkpoints")
     keep_checkpoints: bool = _arg(False, "keep the resume checkpoints after a finished run (default: delete them)")
     resume: bool = _arg(False, "continue from the latest checkpoint in OUTPUT_DIR (fresh start if none)")
+    allow_nonidentical_resume: bool = _arg(False, "--resume even when the checkpoint's RNG state cannot be restored "
+                                                  "(a warning; the run then differs from an uninterrupted one)")
     overwrite_output_dir: bool = _arg(False, "delete an existing OUTPUT_DIR with checkpoints first")
     logging_steps: int = _arg(20, "log the training loss every N optimizer steps")
     report_to: str = _arg("tensorboard", "Accelerate tracker, or 'none'", TRACKERS)
     num_workers: int = _arg(0, "data loader workers")
+    preprocessing_num_workers: int | None = _arg(None, "processes that tokenize the splits (datasets.map num_proc); "
+                                                       "the tokens are cached either way")
     push_to_hub: str | None = _arg(None, "upload the final model to this Hub repo id")
     hub_private: bool = _arg(False, "create the Hub repo as private")
     quickstart: bool = _arg(False, "offline demo: embedded fixture, MiniLM encoder, CPU-friendly settings; "
@@ -113,15 +139,28 @@ class TrainingArguments:
         need(self.patience >= 1, "patience", "must be at least 1")
         need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
         need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
+        need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")
         need(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
         need(self.save_total_limit >= 1, "save_total_limit", "must be at least 1")
         need(self.logging_steps >= 1, "logging_steps", "must be positive")
         need(self.num_workers >= 0, "num_workers", "must be non-negative")
+        need(self.preprocessing_num_workers is None or self.preprocessing_num_workers >= 1, "preprocessing_num_workers",
+             "must be positive")
         need(self.max_train_samples is None or self.max_train_samples >= 1, "max_train_samples", "must be positive")
         need(self.max_eval_samples is None or self.max_eval_samples >= 1, "max_eval_samples", "must be positive")
         for name in ("taxonomy", "label_titles"):
             path = getattr(self, name)
             need(path is None or Path(path).is_file(), name, "file not found")
+        for name in ("dataset", "encoder"):  # a missing local path is not a Hub connection problem
+            value = getattr(self, name)
+            path = Path(value).expanduser() if value else None
+            if path is not None and not path.exists() and looks_like_local_path(value):
+                raise ConfigError(f"--{name} {value}: no such directory")
+            if path is not None and path.exists() and not path.is_dir():
+                raise ConfigError(f"--{name} {value}: not a directory")
+        encoder_dir = Path(self.encoder).expanduser()
+        if encoder_dir.is_dir() and not (encoder_dir / "config.json").is_file():
+            raise ConfigError(f"--encoder {self.encoder}: not a model directory (no config.json)")
 
 
 QUICKSTART_DEFAULTS = dict(
@@ -158,6 +197,8 @@ def build_parser(description: str | None = None):
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(TrainingArguments, description=description)
+    # One "error: ..." line naming the option (not the usage block), like every other command-line error.
+    parser.error = lambda message: parser.exit(2, "error: " + re.sub(r"--\w+/(--[\w-]+)", r"\1", message) + "\n")
     parser.add_argument("--config", help="JSON or YAML file of arguments (keys as the options, with underscores "
                                          "or dashes); the command line wins")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")

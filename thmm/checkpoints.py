@@ -1,6 +1,8 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
 """Resume checkpoints: Accelerate's ``save_state`` plus a JSON trainer state written last (and
-atomically), so that a checkpoint without it is incomplete and ignored."""
+atomically), so that a checkpoint without it is incomplete and ignored. Resume takes the latest
+checkpoint whose files are whole (:func:`find_resume_checkpoint`); weights are written only when
+finite (:func:`check_finite`)."""
 
 from __future__ import annotations
 
@@ -8,19 +10,43 @@ import dataclasses
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
+
+import torch
+
+from modeling_thmm import read_safetensors_header
 
 from .arguments import TrainingArguments
 
 CHECKPOINT_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
+STATE_KEYS = ("epoch", "batches_done", "global_step", "args", "taxonomy_fingerprint")
 
 # Arguments that cannot change the weights or the scores of a run; every other one must match on resume.
 RESUME_EXEMPT = frozenset({
     "output_dir", "resume", "overwrite_output_dir", "keep_checkpoints", "checkpoint_every", "save_total_limit",
-    "logging_steps", "report_to", "num_workers", "push_to_hub", "hub_private", "features_cache_dir",
-    "eval_batch_size", "debug_kill_at_step", "quickstart",
+    "logging_steps", "report_to", "num_workers", "preprocessing_num_workers", "push_to_hub", "hub_private",
+    "features_cache_dir", "eval_batch_size", "debug_kill_at_step", "quickstart", "allow_nonidentical_resume",
+    "allow_split_overlap",
 })
+
+
+class NonFiniteError(ValueError):
+    """A NaN or infinite loss, gradient norm or weight: training stops, and nothing non-finite is written."""
+
+
+def check_finite(named_tensors, what: str) -> None:
+    """Refuse to write ``what`` when a floating-point tensor of ``named_tensors`` (name, tensor) pairs
+    holds a NaN or an infinity (one device sync for all of them)."""
+    named = [(name, t) for name, t in named_tensors if t.is_floating_point()]
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).tolist()
+    bad = [name for (name, _), ok in zip(named, finite) if not ok]
+    if bad:
+        raise NonFiniteError(f"refusing to write {what}: {len(bad)} tensors hold NaN or infinite values "
+                             f"(e.g. {bad[:3]}); nothing was written")
 
 
 def resume_args(args: TrainingArguments) -> dict:
@@ -50,8 +76,74 @@ def write_json_atomic(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int) -> Path:
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint ``path`` cannot be resumed from, naming the damaged file; ``None`` when it is
+    complete: the trainer state parses and has its keys, every safetensors file is whole, and every
+    torch-serialised file (optimizer, scheduler) is a complete archive. The RNG state is checked apart
+    (:func:`rng_state_problem`)."""
+    from accelerate.utils import MODEL_NAME, OPTIMIZER_NAME, SAFE_MODEL_NAME, SCHEDULER_NAME
+
+    state_file = path / TRAINER_STATE
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{state_file}: unreadable ({err})"
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing:
+        return f"{state_file}: lacks {', '.join(missing)}"
+    # the model, optimizer and scheduler states, in any of Accelerate's layouts (FSDP shards are folders)
+    layouts = ((f"{SAFE_MODEL_NAME}.safetensors", f"{MODEL_NAME}*"), (f"{OPTIMIZER_NAME}*",), (f"{SCHEDULER_NAME}*",))
+    for patterns in layouts:
+        if not any(any(path.glob(pattern)) for pattern in patterns):
+            return f"{path / patterns[0].replace('*', '.bin')}: missing"
+    for file in sorted(path.iterdir()):
+        if file.suffix == ".safetensors":
+            try:
+                read_safetensors_header(file)
+            except OSError as err:
+                return str(err)
+        elif file.suffix == ".bin" and file.is_file() and not zipfile.is_zipfile(file):
+            return f"{file}: truncated or damaged (not a complete torch archive)"
+    return None
+
+
+def find_resume_checkpoint(output_dir: Path) -> tuple[Path | None, list[str]]:
+    """The latest complete checkpoint (``None`` if none), and the problems of the newer ones passed over."""
+    skipped = []
+    for path in reversed(list_checkpoints(output_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(problem)
+    return None, skipped
+
+
+def rng_state_problem(path: Path, process_index: int) -> str | None:
+    """Why this process's RNG state in checkpoint ``path`` cannot be restored, naming the file (Accelerate's
+    ``load_state`` would skip it with an info message), or ``None``."""
+    from accelerate.utils import RNG_STATE_NAME, load
+
+    file = path / f"{RNG_STATE_NAME}_{process_index}.pkl"
+    if not file.is_file():
+        return f"{file}: missing"
+    try:
+        states = load(file)
+    except Exception as err:  # any failure to unpickle means the state cannot be restored
+        return f"{file}: unreadable ({type(err).__name__}: {(str(err).strip() or '-').splitlines()[0]})"
+    needed = ["random_state", "numpy_random_seed", "torch_manual_seed"]
+    if torch.cuda.is_available():
+        needed.append("torch_cuda_manual_seed")
+    missing = [k for k in needed if k not in states] if isinstance(states, dict) else needed
+    return f"{file}: lacks {', '.join(missing)}" if missing else None
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int, *, model) -> Path:
+    """Accelerate's ``save_state``, then the trainer state (written last, atomically, so that an interrupted
+    save leaves an incomplete checkpoint that resume ignores). Refuses non-finite weights."""
+    check_finite(model.named_parameters(), f"checkpoint step {state['global_step']}")
     path = Path(output_dir) / CHECKPOINT_DIR / f"step_{state['global_step']:08d}"
+    if accelerator.is_main_process and (path / TRAINER_STATE).exists():  # a damaged one that resume passed over
+        (path / TRAINER_STATE).unlink()
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
         write_json_atomic(path / TRAINER_STATE, state)

@@ -1,18 +1,23 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
-"""Training data: the splits, the taxonomy they imply, label targets, token datasets and batching."""
+"""Training data: the splits, the taxonomy they imply, label ids, token datasets in Arrow and batching."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
+import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 from transformers.trainer_pt_utils import LengthGroupedSampler as _TransformersLengthGroupedSampler
 
 from configuration_thmm import Taxonomy, read_label_titles
-from modeling_thmm import encode_documents
 
 from .arguments import ConfigError, TrainingArguments
 
@@ -73,41 +78,179 @@ def label_targets(taxonomy: Taxonomy, label_lists) -> np.ndarray:
     return taxonomy.multi_hot([[c for c in labels if c in taxonomy] for labels in label_lists])
 
 
-def tokenize_split(split, tokenizer, max_length: int, name: str) -> dict:
-    enc = encode_documents(tokenizer, split["title"], split["abstract"], max_length)
-    truncated = enc.pop("truncated")
-    if any(truncated):
-        logger.info("%s: %d of %d documents truncated to %d word-pieces", name, sum(truncated), len(truncated),
-                    max_length)
-    return enc
+def label_ids(split, taxonomy: Taxonomy) -> pa.ListArray:
+    """Per document, the node ids (int32) of its codes, as an Arrow list array computed from the
+    split's Arrow ``labels`` column without a Python object per label. Codes outside the taxonomy
+    have no head and are left out; the collators expand ancestors per batch."""
+    if isinstance(split, datasets.Dataset):
+        labels = split.select_columns(["labels"]).with_format("arrow")[:]["labels"].combine_chunks()
+    else:
+        labels = pa.array([list(x) for x in split["labels"]], type=pa.list_(pa.string()))
+    codes = labels.flatten()
+    nodes = pc.index_in(codes, value_set=pa.array(taxonomy.nodes, type=codes.type))
+    known = pc.is_valid(nodes).to_numpy(zero_copy_only=False)
+    docs = np.repeat(np.arange(len(labels)), labels.value_lengths().fill_null(0).to_numpy())
+    offsets = np.zeros(len(labels) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(docs[known], minlength=len(labels)), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), nodes.filter(pa.array(known)).cast(pa.int32()))
+
+
+# ---- tokens: one tokenizer pass per document, into memory-mapped Arrow ------------------------------
+
+TOKENS_FORMAT = "thmm-tokens-2"  # part of the cache fingerprint: change it when the stored columns change
+
+
+def encode_texts(tokenizer, titles, abstracts, max_length: int) -> pa.Table:
+    """The token ids of :func:`modeling_thmm.encode_documents` (the same tokenizer calls, so the same
+    ids) as an Arrow table: ``input_ids`` (uint16 lists for vocabularies of up to 65,536 tokens, int32
+    otherwise), ``token_type_ids`` (int8 lists, when the tokenizer makes them), ``length`` and
+    ``truncated``.
+
+    The truncation flag needs no second, untruncated pass: a truncated document is exactly
+    ``max_length`` long, and a fast tokenizer's truncation keeps the tokens it cut in the encoding's
+    ``overflowing`` list, which is checked for those documents only (a slow tokenizer re-tokenizes
+    just them without truncation)."""
+    abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
+    with_types = "token_type_ids" in tokenizer.model_input_names
+    ids, types, truncated = [None] * len(titles), [None] * len(titles), np.zeros(len(titles), dtype=bool)
+    for pair in (True, False):
+        group = [i for i, a in enumerate(abstracts) if bool(a) == pair]
+        if not group:
+            continue
+        first, second = [titles[i] for i in group], [abstracts[i] for i in group] if pair else None
+        enc = tokenizer(first, second, truncation="longest_first", max_length=max_length,
+                        return_attention_mask=False, return_token_type_ids=with_types)
+        at_cap = [j for j, row in enumerate(enc["input_ids"]) if len(row) >= max_length]
+        if enc.encodings is not None:
+            cut = [j for j in at_cap if enc.encodings[j].overflowing]
+        elif at_cap:  # a slow tokenizer keeps no overflow: measure the documents at the cap whole
+            full = tokenizer([first[j] for j in at_cap], [second[j] for j in at_cap] if pair else None)["input_ids"]
+            cut = [j for j, row in zip(at_cap, full) if len(row) > max_length]
+        else:
+            cut = []
+        truncated[[group[j] for j in cut]] = True
+        for j, i in enumerate(group):
+            ids[i] = enc["input_ids"][j]
+            if with_types:
+                types[i] = enc["token_type_ids"][j]
+    id_type = pa.uint16() if len(tokenizer) <= 1 << 16 else pa.int32()
+    columns = {"input_ids": pa.array(ids, type=pa.list_(id_type))}
+    if with_types:
+        columns["token_type_ids"] = pa.array(types, type=pa.list_(pa.int8()))
+    columns["length"] = pc.list_value_length(columns["input_ids"]).cast(pa.int32())
+    columns["truncated"] = pa.array(truncated)
+    return pa.table(columns)
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """The identity of a tokenizer's behaviour: its serialized pipeline without the per-call truncation
+    and padding state that transformers leaves on it (so using a tokenizer does not change its key)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)
+    else:
+        spec = sorted(tokenizer.get_vocab().items())
+    extra = [type(tokenizer).__name__, tokenizer.truncation_side, list(tokenizer.model_input_names),
+             getattr(tokenizer, "split_special_tokens", False)]
+    return hashlib.sha256(json.dumps([spec, extra], sort_keys=True).encode()).hexdigest()
+
+
+def tokenize_split(split, tokenizer, max_length: int, name: str, num_proc: int | None = None) -> datasets.Dataset:
+    """A split's documents tokenized once by ``datasets.Dataset.map`` (batched; ``num_proc``
+    processes) into Arrow: the columns of :func:`encode_texts`. For a split read from files (as
+    :func:`load_splits` gives them) the result is a memory-mapped cache file beside the split's, named
+    by a fingerprint of the split, the tokenizer and ``max_length``, and a later run reuses it. A
+    ``{"title", "abstract"}`` dict is tokenized in memory."""
+    if not isinstance(split, datasets.Dataset):
+        split = datasets.Dataset.from_dict({"title": list(split["title"]), "abstract": list(split["abstract"])})
+    fingerprint = hashlib.sha256(json.dumps(
+        [TOKENS_FORMAT, split._fingerprint, tokenizer_digest(tokenizer), max_length]).encode()).hexdigest()[:32]
+    tokens = split.map(
+        lambda titles, abstracts: encode_texts(tokenizer, titles, abstracts, max_length),
+        batched=True, input_columns=["title", "abstract"], remove_columns=split.column_names, num_proc=num_proc,
+        new_fingerprint=fingerprint, desc=f"tokenizing {name}",
+    )
+    truncated = pc.sum(tokens.data.column("truncated")).as_py() or 0
+    if truncated:
+        logger.info("%s: %d of %d documents truncated to %d word-pieces", name, truncated, len(tokens), max_length)
+    return tokens
+
+
+def arrow_column(dataset: datasets.Dataset, name: str) -> np.ndarray:
+    """One column of an Arrow dataset as a numpy array (rows in dataset order)."""
+    return dataset.select_columns([name]).with_format("arrow")[:][name].to_numpy()
+
+
+class Rows(NamedTuple):
+    """The rows of one batch, as :meth:`TokenizedSplit.__getitems__` fetches them for the collator."""
+
+    table: pa.Table
+    index: np.ndarray
 
 
 class TokenizedSplit(Dataset):
-    """Token ids, label targets over the taxonomy, and the row index (for exactly-once evaluation)."""
+    """A split's token ids (Arrow, memory-mapped when cached), its label node ids and, per batch, the
+    rows asked for: the DataLoader fetches a whole batch with one Arrow ``take``
+    (``__getitems__``), and :class:`TokenCollator` pads it. ``lengths`` (numpy) drives the
+    length-grouped sampler and the longest-first evaluation order."""
 
-    def __init__(self, encoded: dict, targets: np.ndarray):
-        self.encoded, self.targets = encoded, targets
-        self.lengths = [len(ids) for ids in encoded["input_ids"]]
+    def __init__(self, tokens: datasets.Dataset, labels: pa.ListArray | None = None):
+        self.tokens = tokens.with_format("arrow")
+        self.labels = labels
+        self.lengths = arrow_column(tokens, "length").astype(np.int64)
 
     def __len__(self):
-        return len(self.targets)
+        return len(self.lengths)
 
-    def __getitem__(self, i):
-        item = {k: v[i] for k, v in self.encoded.items()}
-        item["labels"] = self.targets[i]
-        item["index"] = i
-        return item
+    def __getitems__(self, indices) -> Rows:
+        index = np.asarray(indices, dtype=np.int64)
+        table = self.tokens[index.tolist()]
+        if self.labels is not None:
+            table = table.append_column("label_ids", self.labels.take(pa.array(index)))
+        return Rows(table, index)
+
+    def __getitem__(self, i) -> Rows:
+        return self.__getitems__([i])
+
+
+def _pad(lists: pa.ListArray, mask: np.ndarray, value) -> torch.Tensor:
+    out = np.full(mask.shape, value, dtype=np.int64)
+    out[mask] = lists.flatten().to_numpy()
+    return torch.from_numpy(out)
+
+
+def multi_hot_rows(taxonomy: Taxonomy, lists: pa.ListArray) -> torch.Tensor:
+    """``[rows, nodes]`` float32 targets, ancestors included, from per-row node ids."""
+    ids = lists.flatten().to_numpy()
+    splits = np.cumsum(lists.value_lengths().to_numpy())[:-1]
+    return torch.from_numpy(taxonomy.multi_hot_ids(np.split(ids, splits), dtype=np.float32))
 
 
 class TokenCollator:
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    """Pads a batch of :class:`Rows` to its longest document with numpy, as ``tokenizer.pad`` would
+    (``pad_token_id``, ``pad_token_type_id``, ``padding_side``, int64 tensors); builds the multi-hot
+    ``labels`` of the batch from its node ids when there are any, and passes ``index`` on."""
 
-    def __call__(self, items):
-        extra = {k: [it.pop(k) for it in items] for k in ("labels", "index")}
-        batch = self.tokenizer.pad(items, return_tensors="pt")
-        batch["labels"] = torch.from_numpy(np.stack(extra["labels"]))
-        batch["index"] = torch.tensor(extra["index"])
+    def __init__(self, tokenizer, taxonomy: Taxonomy | None = None):
+        self.pad_values = {"input_ids": tokenizer.pad_token_id or 0, "token_type_ids": tokenizer.pad_token_type_id}
+        self.left = tokenizer.padding_side == "left"
+        self.with_mask = "attention_mask" in tokenizer.model_input_names
+        self.taxonomy = taxonomy
+
+    def __call__(self, rows: Rows) -> dict:
+        table = rows.table
+        lengths = table.column("length").to_numpy()
+        width = int(lengths.max()) if len(lengths) else 0
+        positions = np.arange(width)[None, :]
+        mask = positions >= (width - lengths)[:, None] if self.left else positions < lengths[:, None]
+        batch = {key: _pad(table.column(key).combine_chunks(), mask, value)
+                 for key, value in self.pad_values.items() if key in table.column_names}
+        if self.with_mask:
+            batch["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+        if "label_ids" in table.column_names and self.taxonomy is not None:
+            batch["labels"] = multi_hot_rows(self.taxonomy, table.column("label_ids").combine_chunks())
+        batch["index"] = torch.from_numpy(rows.index)
         return batch
 
 

@@ -1,22 +1,30 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
 """Frozen-encoder training: the encoder runs once per split, its outputs are cached as safetensors
-(keyed by everything that changes them), and each epoch trains only the heads on the cache."""
+(keyed by everything that changes them), and each epoch trains only the heads on the cache.
+
+The cache files are plain safetensors (``safetensors.torch.load_file`` reads them), but they are
+written and read through numpy memory maps at the offsets their header gives, so neither building
+nor reading a cache holds a split's features in memory: a batch reads only its own rows."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import struct
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import Dataset
 
-from modeling_thmm import THMMForHierarchicalClassification, longest_first
+from configuration_thmm import Taxonomy
+from modeling_thmm import THMMForHierarchicalClassification, longest_first, read_safetensors_header
 
-from .data import SPLITS, TokenCollator, TokenizedSplit, tokenize_split
+from .data import SPLITS, TokenCollator, TokenizedSplit, label_ids, multi_hot_rows, tokenize_split
 
 logger = logging.getLogger("thmm.features")
 
@@ -39,86 +47,175 @@ def encoder_digest(encoder: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def split_digest(split) -> str:
-    return _digest([split["patent_id"], split["title"], split["abstract"]])
+def split_digest(split, batch_size: int = 10_000) -> str:
+    """``_digest([patent_ids, titles, abstracts])``, with the JSON fed to the hash a batch of rows at a
+    time: the same key, without the split's columns as Python lists."""
+    h = hashlib.sha256(b"[")
+    for k, column in enumerate(("patent_id", "title", "abstract")):
+        h.update(b", [" if k else b"[")
+        if isinstance(split, datasets.Dataset):
+            batches = (b[column] for b in split.select_columns([column]).iter(batch_size=batch_size))
+        else:
+            batches = (split[column][i : i + batch_size] for i in range(0, len(split[column]), batch_size))
+        for i, values in enumerate(batches):
+            h.update((", " if i and values else "").encode() + ", ".join(map(json.dumps, values)).encode())
+        h.update(b"]")
+    h.update(b"]")
+    return h.hexdigest()
+
+
+class FeatureCacheError(OSError):
+    """A damaged frozen-encoder cache file; the message names it and the folder to delete."""
+
+
+# safetensors dtype names of the numpy arrays the cache holds
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+def create_safetensors(path: Path, specs: dict[str, tuple[str, tuple]]) -> dict[str, np.memmap]:
+    """A safetensors file with tensors ``{name: (dtype, shape)}``, written as zeros, and a writable
+    memory map of each: callers fill them batch by batch, never holding the whole file in memory."""
+    header, offset = {}, 0
+    for name, (dtype, shape) in specs.items():
+        size = int(np.prod(shape)) * np.dtype(_DTYPES[dtype]).itemsize
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + offset)
+    return _memory_maps(path, header, 8 + len(raw), "r+")
+
+
+def _memory_maps(path, header: dict, start: int, mode: str) -> dict[str, np.ndarray]:
+    return {
+        name: np.memmap(path, dtype=_DTYPES[t["dtype"]], mode=mode, offset=start + t["data_offsets"][0],
+                        shape=tuple(t["shape"])) if t["data_offsets"][1] > t["data_offsets"][0]
+        else np.zeros(t["shape"], dtype=_DTYPES[t["dtype"]])
+        for name, t in header.items() if name != "__metadata__"
+    }
+
+
+def load_features(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a cache file, memory-mapped read-only (pages are read as batches touch them).
+    A truncated or damaged file raises :class:`FeatureCacheError` naming it and its cache folder."""
+    try:
+        header, start = read_safetensors_header(path)
+        return _memory_maps(path, header, start, "r")
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        problem = str(err).split("; save or download it again")[0]
+        raise FeatureCacheError(f"{problem}: the frozen-encoder cache is damaged; delete {Path(path).parent} and "
+                                "the next run rebuilds it") from None
 
 
 class FeatureSplit(Dataset):
-    """Cached encoder outputs: ``[docs, hidden]`` vectors, or variable-length token states for CNN."""
+    """Cached encoder outputs (memory-mapped): ``[docs, hidden]`` vectors, or for CNN the token states
+    of all documents end to end with their ``lengths``; and the split's label node ids. The
+    DataLoader fetches a batch at once (``__getitems__``) for :class:`FeatureCollator`."""
 
-    def __init__(self, tensors: dict, targets: np.ndarray):
-        self.targets = targets
-        self.vectors = tensors.get("features")
-        self.tokens = tensors.get("token_states")
-        self.lengths = [1] * len(targets)
+    def __init__(self, arrays: dict, labels: pa.ListArray | None = None):
+        self.labels = labels
+        self.vectors = arrays.get("features")
+        self.tokens = arrays.get("token_states")
         if self.tokens is not None:
-            self.lengths = tensors["lengths"].tolist()
-            self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).tolist()
+            self.lengths = np.asarray(arrays["lengths"], dtype=np.int64)
+            self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        else:
+            self.lengths = np.ones(len(self.vectors), dtype=np.int64)
 
     def __len__(self):
-        return len(self.targets)
+        return len(self.lengths)
 
-    def __getitem__(self, i):
+    def features(self, i: int) -> np.ndarray:
         if self.tokens is not None:
-            features = self.tokens[self.offsets[i] : self.offsets[i + 1]]
-        else:
-            features = self.vectors[i]
-        return {"encoder_features": features, "labels": self.targets[i], "index": i}
+            return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+        return self.vectors[i]
+
+    def __getitems__(self, indices) -> dict:
+        index = np.asarray(indices, dtype=np.int64)
+        rows = {"index": index,
+                "encoder_features": [self.features(i) for i in index] if self.tokens is not None else self.vectors[index]}
+        if self.labels is not None:
+            rows["label_ids"] = self.labels.take(pa.array(index))
+        return rows
+
+    def __getitem__(self, i: int) -> dict:
+        return {"encoder_features": torch.from_numpy(np.array(self.features(i))), "index": i}
 
 
-def feature_collate(items):
-    feats = [it["encoder_features"] for it in items]
-    batch = {"labels": torch.from_numpy(np.stack([it["labels"] for it in items])),
-             "index": torch.tensor([it["index"] for it in items])}
-    if feats[0].ndim == 1:
-        batch["encoder_features"] = torch.stack(feats).float()
-    else:
-        longest = max(f.shape[0] for f in feats)
-        padded = feats[0].new_zeros(len(feats), longest, feats[0].shape[1])
-        mask = torch.zeros(len(feats), longest, dtype=torch.long)
-        for j, f in enumerate(feats):
-            padded[j, : f.shape[0]] = f
-            mask[j, : f.shape[0]] = 1
-        batch["encoder_features"] = padded.float()
-        batch["attention_mask"] = mask
-    return batch
+class FeatureCollator:
+    """Stacks cached vectors (or pads token states, with an attention mask) into float32 tensors and
+    builds the batch's multi-hot ``labels`` from its node ids."""
+
+    def __init__(self, taxonomy: Taxonomy | None = None):
+        self.taxonomy = taxonomy
+
+    def __call__(self, rows: dict) -> dict:
+        feats = rows["encoder_features"]
+        batch = {"index": torch.from_numpy(rows["index"])}
+        if "label_ids" in rows and self.taxonomy is not None:
+            batch["labels"] = multi_hot_rows(self.taxonomy, rows["label_ids"])
+        if isinstance(feats, np.ndarray):
+            batch["encoder_features"] = torch.from_numpy(feats.astype(np.float32, copy=False))
+            return batch
+        lengths = np.array([len(f) for f in feats])
+        padded = np.zeros((len(feats), lengths.max(), feats[0].shape[1]), dtype=feats[0].dtype)
+        mask = np.arange(lengths.max())[None, :] < lengths[:, None]
+        padded[mask] = np.concatenate(feats)
+        batch["encoder_features"] = torch.from_numpy(padded).float()
+        batch["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+        return batch
 
 
 @torch.no_grad()
 def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, max_length: int, batch_size: int,
-                    device, name: str) -> dict:
-    """Run the encoder once over a split. Documents are encoded in order of length, so that a batch
+                    device, name: str, path: Path | None = None) -> dict[str, np.ndarray]:
+    """Run the encoder once over a split: ``{"features"}`` (``[docs, hidden]`` float32) or, for CNN,
+    ``{"token_states", "lengths"}`` (each document's real tokens, float16, end to end). With ``path``
+    they are written into that safetensors file through a memory map as the batches come, in constant
+    memory; otherwise returned in memory. Documents are encoded in order of length, so that a batch
     pads to similar lengths (titles vary from 5 to 60+ word-pieces), and stored in split order."""
-    enc = tokenize_split(split, tokenizer, max_length, name)
+    data = TokenizedSplit(tokenize_split(split, tokenizer, max_length, name))
+    collate = TokenCollator(tokenizer)
     model.eval()
-    n = len(enc["input_ids"])
-    order = longest_first([len(ids) for ids in enc["input_ids"]])
-    vectors, tokens = None, [None] * n
+    n, lengths = len(data), data.lengths
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    order = longest_first(lengths)
+    out = None
     for start in range(0, n, batch_size):
         rows = order[start : start + batch_size]
-        chunk = {k: [v[i] for i in rows] for k, v in enc.items()}
-        batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
-        feats = model.encoder_features(**batch)
+        batch = collate(data.__getitems__(rows))
+        batch.pop("index")
+        feats = model.encoder_features(**{k: v.to(device) for k, v in batch.items()})
+        if out is None:
+            hidden = feats.shape[-1]
+            specs = ({"token_states": ("F16", (int(offsets[-1]), hidden)), "lengths": ("I64", (n,))}
+                     if feats.ndim == 3 else {"features": ("F32", (n, hidden))})
+            out = (create_safetensors(path, specs) if path is not None
+                   else {k: np.zeros(shape, dtype=_DTYPES[dt]) for k, (dt, shape) in specs.items()})
+            if "lengths" in out:
+                out["lengths"][:] = lengths
         if feats.ndim == 3:  # CNN input: keep each document's real tokens only, in half precision
-            for i, row, mask in zip(rows, feats, batch["attention_mask"]):
-                tokens[i] = row[: int(mask.sum())].to(torch.float16).cpu()
+            states = feats.to(torch.float16).cpu().numpy()
+            for j, i in enumerate(rows):
+                out["token_states"][offsets[i] : offsets[i + 1]] = states[j, : lengths[i]]
         else:
-            if vectors is None:
-                vectors = torch.empty(n, feats.shape[1])
-            vectors[torch.from_numpy(rows)] = feats.float().cpu()
-    if feats.ndim == 3:
-        return {"token_states": torch.cat(tokens), "lengths": torch.tensor([t.shape[0] for t in tokens])}
-    return {"features": vectors}
+            out["features"][rows] = feats.float().cpu().numpy()
+    for array in out.values():
+        if isinstance(array, np.memmap):
+            array.flush()
+    return out
 
 
 def cached_features(accelerator, model, tokenizer, splits, max_length: int, batch_size: int,
                     cache_root: Path) -> tuple[dict, Path, bool]:
-    """Encoder outputs per split, from ``cache_root/<key>/`` when present; built (by the main process) otherwise.
+    """Encoder outputs per split, memory-mapped from ``cache_root/<key>/<split>.safetensors`` when
+    present; built (by the main process) otherwise.
 
     The key covers the encoder weights, the document representation, the max length, the tokenizer
-    and the split contents, so a change to any of them builds a new cache."""
-    from safetensors.torch import load_file, save_file
-
+    and the split contents, so a change to any of them builds a new cache. ``cache_info.json`` is
+    written last: a folder without it (an interrupted build) is built again."""
     unwrapped = accelerator.unwrap_model(model)
     cfg = unwrapped.config
     key_parts = {
@@ -139,27 +236,32 @@ def cached_features(accelerator, model, tokenizer, splits, max_length: int, batc
             directory.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             for name in SPLITS:
-                tensors = encode_features(unwrapped, tokenizer, splits[name], max_length, batch_size,
-                                          accelerator.device, name)
-                save_file(tensors, str(directory / f"{name}.safetensors"))
+                encode_features(unwrapped, tokenizer, splits[name], max_length, batch_size, accelerator.device, name,
+                                path=directory / f"{name}.safetensors")
             info = {**key_parts, "key": key, "encode_seconds": round(time.perf_counter() - t0, 2),
                     "documents": {n: len(splits[n]) for n in SPLITS}}
             meta_path.write_text(json.dumps(info, indent=1), encoding="utf-8")
         accelerator.wait_for_everyone()
-    features = {name: load_file(str(directory / f"{name}.safetensors")) for name in SPLITS}
+    features = {name: load_features(directory / f"{name}.safetensors") for name in SPLITS}
     return features, directory, hit
 
 
-def split_datasets(accelerator, model, tokenizer, splits, targets: dict, *, freeze_encoder: bool, max_length: int,
-                   batch_size: int, cache_root: Path):
-    """A dataset for each split in ``targets`` and their collate function: the cached encoder outputs
-    with ``freeze_encoder``, token ids otherwise. Also the cache directory and whether it was
-    reused (both None without a cache)."""
+def split_datasets(accelerator, model, tokenizer, splits, taxonomy: Taxonomy, names=SPLITS, *, freeze_encoder: bool,
+                   max_length: int, batch_size: int, cache_root: Path, num_proc: int | None = None):
+    """A dataset for each split in ``names`` (with its label node ids over ``taxonomy``) and their
+    collate function: the cached encoder outputs with ``freeze_encoder``, Arrow token ids otherwise
+    (tokenized by the main process first, so that the others read its cache). Also the cache
+    directory and whether it was reused (both None without a feature cache)."""
+    labels = {name: label_ids(splits[name], taxonomy) for name in names}
     if not freeze_encoder:
-        datasets_ = {name: TokenizedSplit(tokenize_split(splits[name], tokenizer, max_length, name), targets[name])
-                     for name in targets}
-        return datasets_, TokenCollator(tokenizer), None, None
+        datasets_ = {}
+        for name in names:
+            with accelerator.main_process_first():
+                datasets_[name] = TokenizedSplit(tokenize_split(splits[name], tokenizer, max_length, name, num_proc),
+                                                 labels[name])
+        return datasets_, TokenCollator(tokenizer, taxonomy), None, None
     features, cache_dir, hit = cached_features(accelerator, model, tokenizer, splits, max_length, batch_size,
                                                cache_root)
     logger.info("frozen encoder: %s cached features in %s", "reusing" if hit else "built", cache_dir)
-    return {name: FeatureSplit(features[name], targets[name]) for name in targets}, feature_collate, cache_dir, hit
+    return ({name: FeatureSplit(features[name], labels[name]) for name in names}, FeatureCollator(taxonomy),
+            cache_dir, hit)

@@ -9,6 +9,13 @@ from pathlib import Path
 
 from hierarchical_metrics import write_report
 
+from .selection import SELECTION_METRICS
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
 
 def write_run_outputs(trainer, final_model) -> dict:
     """Everything under ``OUTPUT_DIR`` for a trained, tuned :class:`~thmm.trainer.Trainer`; returns the summary."""
@@ -24,7 +31,7 @@ def write_run_outputs(trainer, final_model) -> dict:
         training={"batch_size": args.batch_size, "learning_rate": args.learning_rate,
                   "head_learning_rate": args.head_learning_rate, "max_length": args.max_length,
                   "epochs": args.epochs, "patience": args.patience, "seed": args.seed,
-                  "selection_metric": "dev macro-hF1 at threshold " + str(args.threshold)},
+                  "selection_metric": SELECTION_METRICS[args.selection_metric][0]},
         thresholds=thresholds, test_metrics=results["test"], epochs_run=len(state["history"]),
         best_epoch=state["best_epoch"], model_name=output_dir.name,
     )
@@ -37,6 +44,8 @@ def write_run_outputs(trainer, final_model) -> dict:
     summary = {"thresholds": thresholds, "best_epoch": state["best_epoch"], "history": state["history"],
                "stopped_early": state["stopped_early"], "dev": results["validation"], "test": results["test"],
                f"test_at_{args.threshold}": results["test_default"],
+               "test_consistent_scores": results["test_consistent"],
+               "train_seconds_per_epoch": _mean(state.get("train_seconds", [])),
                "frozen_encoder_cache": str(trainer.cache_dir) if trainer.cache_dir else None,
                "frozen_encoder_cache_hit": trainer.cache_hit}
     (metrics_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from .data import (
 )
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import split_datasets
+from .selection import SELECTION_METRICS, EarlyStopping, dev_epoch_scores
 from .thresholds import TunedThresholds, tune_thresholds
 
 logger = logging.getLogger("thmm.train")
@@ -84,11 +86,47 @@ def check_output_dir(args: TrainingArguments) -> None:
         if finished and not has_checkpoints:
             raise ConfigError(f"--output-dir {output_dir} already holds a finished run ({SUMMARY_FILE}) and no "
                               "checkpoints to resume: pass --overwrite-output-dir to replace it")
-    probe = output_dir
+    check_writable_dir(output_dir, "--output-dir")
+    if args.freeze_encoder:
+        check_writable_dir(features_cache_root(args), "--features-cache-dir")
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """``path`` is, or can be created as, a writable directory (its nearest existing ancestor is one)."""
+    probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output-dir {output_dir}: {probe} is not a writable directory")
+        raise ConfigError(f"{option} {path}: {probe} is not a writable directory")
+
+
+def features_cache_root(args: TrainingArguments) -> Path:
+    default = Path(args.output_dir).parent / ".features_cache"
+    return Path(args.features_cache_dir) if args.features_cache_dir else default
+
+
+def check_split_overlap(args: TrainingArguments, splits) -> None:
+    """A patent in two splits makes the dev and test scores overstate the model: an error naming the
+    splits, the ids and the files, or a warning with ``--allow-split-overlap``."""
+    from dataset_script.builder import SPLIT_FILES
+
+    if any("patent_id" not in splits[name].column_names for name in SPLITS):
+        return
+    ids = {name: set(splits[name]["patent_id"]) for name in SPLITS}
+
+    def where(name):
+        file = Path(args.dataset or "", SPLIT_FILES[name])
+        return f"{name} ({file})" if args.dataset and file.is_file() else name
+
+    for first, second in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        shared = sorted(ids[first] & ids[second])
+        if not shared:
+            continue
+        message = (f"--dataset {args.dataset or 'USPTO-70k'}: {len(shared)} patent_id(s) are in both {where(first)} "
+                   f"and {where(second)}, e.g. {shared[:5]}")
+        if not args.allow_split_overlap:
+            raise ConfigError(f"{message}: remove them from one split, or pass --allow-split-overlap")
+        logger.warning("%s; kept (--allow-split-overlap): the %s scores overstate the model", message, second)
 
 
 class Trainer:
@@ -106,6 +144,10 @@ class Trainer:
         accum = args.gradient_accumulation_steps
         # A torchrun launch (accelerate launch --multi_gpu) on a machine without CUDA runs DDP on CPUs (gloo).
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if distributed_cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+            # Accelerate 1.15 shards only on accelerators: on CPUs it would run DDP under an FSDP config.
+            raise ConfigError("FSDP needs GPUs: Accelerate cannot shard over CPU processes; "
+                              "use accelerate launch --multi_gpu (DDP over gloo) on CPUs")
         self.accelerator = accelerator = Accelerator(
             cpu=distributed_cpu,
             mixed_precision=args.mixed_precision,
@@ -127,10 +169,14 @@ class Trainer:
             raise ConfigError(f"--batch-size {args.batch_size} is not divisible by {accelerator.num_processes} "
                               f"processes x {accum} accumulation steps")
         set_seed(args.seed)
+        self.resume_from = self._find_resume_checkpoint() if args.resume else None
 
         # ---- data and taxonomy
         self.splits = splits = load_splits(args)
+        check_split_overlap(args, splits)
         self.taxonomy = taxonomy = build_taxonomy(args, splits["train"]["labels"])
+        if self.resume_from and self.resume_from[1]["taxonomy_fingerprint"] != taxonomy.fingerprint:
+            raise ConfigError(f"--resume: {self.resume_from[0]} was trained for a different taxonomy")
         self.references = {name: [list(x) for x in splits[name]["labels"]] for name in SPLITS}
         for name in SPLITS:
             report_unknown_labels(taxonomy, name, self.references[name])
@@ -144,7 +190,8 @@ class Trainer:
         model = THMMForHierarchicalClassification.from_encoder(
             args.encoder, taxonomy, head_type=args.head_type, doc_representation=args.doc_representation,
             head_hidden_size=args.head_hidden_size, head_dropout=args.head_dropout, threshold=args.threshold,
-            max_length=args.max_length, label_titles=label_titles_for(args, taxonomy),
+            max_length=args.max_length, label_titles=label_titles_for(args, taxonomy), loss_type=args.loss_type,
+            focal_gamma=args.focal_gamma, consistent_scores=args.consistent_scores,
         )
         encoder_positions = getattr(model.config.encoder_config, "max_position_embeddings", None)
         if encoder_positions and args.max_length > encoder_positions:
@@ -155,11 +202,12 @@ class Trainer:
             model.to(accelerator.device)
 
         # ---- datasets and loaders
-        targets = {name: label_targets(taxonomy, self.references[name]) for name in SPLITS}
-        cache_root = Path(args.features_cache_dir) if args.features_cache_dir else output_dir.parent / ".features_cache"
+        self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
+        self.loss_columns = taxonomy.leaf_ids if args.head_type == "flat" else None  # flat: trained on leaves
         self.datasets, collate, self.cache_dir, self.cache_hit = split_datasets(
-            accelerator, model, self.tokenizer, splits, targets, freeze_encoder=args.freeze_encoder,
-            max_length=args.max_length, batch_size=args.eval_batch_size, cache_root=cache_root)
+            accelerator, model, self.tokenizer, splits, taxonomy, freeze_encoder=args.freeze_encoder,
+            max_length=args.max_length, batch_size=args.eval_batch_size, cache_root=features_cache_root(args),
+            num_proc=args.preprocessing_num_workers)
 
         # Every loader gets its own generator: a loader without one draws its base seed from the global
         # RNG whenever an iterator starts, which would shift the dropout masks of a resumed run.
@@ -200,22 +248,44 @@ class Trainer:
 
     # ---- fit ---------------------------------------------------------------------------------
 
-    def _resume(self) -> None:
-        checkpoints = ckpt.list_checkpoints(self.output_dir)
-        if not checkpoints:
-            logger.info("--resume: no checkpoint in %s, starting from scratch", self.output_dir / ckpt.CHECKPOINT_DIR)
-            return
-        saved = ckpt.load_trainer_state(checkpoints[-1])
-        differing = ckpt.resume_arg_differences(saved["args"], self.state["args"])
+    def _find_resume_checkpoint(self) -> tuple[Path, dict] | None:
+        """The checkpoint ``--resume`` continues from, chosen before any loading: the latest complete one
+        (newer damaged ones are passed over with a warning), made with the same arguments, and whose RNG
+        state can be restored (or ``--allow-nonidentical-resume``)."""
+        args = self.args
+        path, damaged = ckpt.find_resume_checkpoint(self.output_dir)
+        for problem in damaged:
+            logger.warning("--resume: passing over a damaged checkpoint: %s", problem)
+        if path is None and damaged:
+            raise ConfigError(f"--resume: no usable checkpoint in {self.output_dir / ckpt.CHECKPOINT_DIR}: "
+                              + "; ".join(damaged))
+        if path is None:
+            return None
+        if damaged:
+            logger.warning("--resume: continuing from the previous complete checkpoint %s", path)
+        saved = ckpt.load_trainer_state(path)
+        differing = ckpt.resume_arg_differences(saved["args"], ckpt.resume_args(args))
         if differing:
             listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing.items()))
-            raise ConfigError(f"--resume: {checkpoints[-1]} was made with different arguments "
-                              f"(checkpoint -> now): {listed}")
-        if saved["taxonomy_fingerprint"] != self.taxonomy.fingerprint:
-            raise ConfigError(f"--resume: {checkpoints[-1]} was trained for a different taxonomy")
-        self.accelerator.load_state(str(checkpoints[-1]))
+            raise ConfigError(f"--resume: {path} was made with different arguments (checkpoint -> now): {listed}")
+        problem = ckpt.rng_state_problem(path, self.accelerator.process_index)
+        if problem and not args.allow_nonidentical_resume:
+            raise ConfigError(f"--resume: the RNG state cannot be restored ({problem}), so the run would differ from "
+                              "an uninterrupted one; pass --allow-nonidentical-resume to continue anyway")
+        if problem:
+            logger.warning("--resume: the RNG state cannot be restored (%s); continuing without it "
+                           "(--allow-nonidentical-resume): the result will not be bit-identical to an uninterrupted "
+                           "run", problem)
+        return path, saved
+
+    def _resume(self) -> None:
+        if self.resume_from is None:
+            logger.info("--resume: no checkpoint in %s, starting from scratch", self.output_dir / ckpt.CHECKPOINT_DIR)
+            return
+        path, saved = self.resume_from
+        self.accelerator.load_state(str(path))
         self.state = saved
-        logger.info("resumed from %s (epoch %d, %d batches into it, step %d)", checkpoints[-1], saved["epoch"],
+        logger.info("resumed from %s (epoch %d, %d batches into it, step %d)", path, saved["epoch"],
                     saved["batches_done"], saved["global_step"])
 
     def fit(self) -> dict:
@@ -242,69 +312,113 @@ class Trainer:
                 batches = accelerator.skip_first_batches(train_dl, skip)
                 batches.set_epoch(epoch)
             model.train()
+            epoch_start = time.perf_counter()
             progress = tqdm(total=len(train_dl), initial=skip, desc=f"epoch {epoch + 1}/{args.epochs}",
                             disable=not accelerator.is_local_main_process)
-            for batch in batches:
-                batch.pop("index")
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                state["batches_done"] += 1
-                running_loss += loss.detach().float().item()
-                loss_count += 1
-                progress.update(1)
-                if not accelerator.sync_gradients:
-                    continue
-                state["global_step"] += 1
-                if state["global_step"] % args.logging_steps == 0:
-                    accelerator.log({"train/loss": running_loss / loss_count,
-                                     "train/lr": scheduler.get_last_lr()[0]}, step=state["global_step"])
-                    progress.set_postfix(loss=f"{running_loss / loss_count:.4f}")
-                    running_loss, loss_count = 0.0, 0
-                if args.checkpoint_every and state["global_step"] % args.checkpoint_every == 0:
-                    path = ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit)
-                    logger.info("checkpoint: %s", path)
-                if args.debug_kill_at_step and state["global_step"] >= args.debug_kill_at_step:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            progress.close()
-            self._end_epoch(epoch)
+            try:  # the bar ends its line before any error is printed
+                for batch in batches:
+                    batch.pop("index")
+                    with accelerator.accumulate(model):
+                        loss = model(**batch).loss
+                        accelerator.backward(loss)
+                        grad_norm = self._grad_norm() if accelerator.sync_gradients else None
+                        loss_value = self._finite_loss(loss, grad_norm)  # the loop's one device sync
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                    state["batches_done"] += 1
+                    running_loss += loss_value
+                    loss_count += 1
+                    progress.update(1)
+                    if not accelerator.sync_gradients:
+                        continue
+                    state["global_step"] += 1
+                    if state["global_step"] % args.logging_steps == 0:
+                        accelerator.log({"train/loss": running_loss / loss_count,
+                                         "train/lr": scheduler.get_last_lr()[0]}, step=state["global_step"])
+                        progress.set_postfix(loss=f"{running_loss / loss_count:.4f}")
+                        running_loss, loss_count = 0.0, 0
+                    if args.checkpoint_every and state["global_step"] % args.checkpoint_every == 0:
+                        path = ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit,
+                                                    model=model)
+                        logger.info("checkpoint: %s", path)
+                    if args.debug_kill_at_step and state["global_step"] >= args.debug_kill_at_step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+            finally:
+                progress.close()
+            self._end_epoch(epoch, train_seconds=time.perf_counter() - epoch_start)
         return state
 
-    def _end_epoch(self, epoch: int) -> None:
+    def _grad_norm(self) -> torch.Tensor | None:
+        """This optimizer step's gradient norm (clipping to ``--max-grad-norm`` when set); ``None`` under
+        fp16, where an overflow is the GradScaler's to handle (it skips that step and lowers the scale)."""
+        args, accelerator = self.args, self.accelerator
+        norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm) if args.max_grad_norm else None
+        if accelerator.scaler is not None:
+            return None
+        if norm is None and hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6; no clipping
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        return norm
+
+    def _finite_loss(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> float:
+        """The loss as a float, read with the gradient norm in one device sync; a NonFiniteError naming the
+        step, the epoch and the likely causes when either is NaN or infinite, before the step is applied."""
+        values = loss.detach().float().reshape(1)
+        if grad_norm is not None:
+            values = torch.cat([values, grad_norm.detach().float().reshape(1).to(values.device)])
+        loss_value, *norm = values.tolist()
+        if math.isfinite(loss_value) and all(math.isfinite(v) for v in norm):
+            return loss_value
+        args, state = self.args, self.state
+        what = f"loss ({loss_value})" if not math.isfinite(loss_value) else f"gradient norm ({norm[0]})"
+        rates = f"--learning-rate {args.learning_rate}" + (
+            f", --head-learning-rate {args.head_learning_rate}" if args.head_learning_rate else "")
+        causes = [f"a learning rate too high ({rates})", "bad input in this batch"]
+        if args.mixed_precision == "fp16":
+            causes.insert(1, "an fp16 overflow (--mixed-precision fp16; bf16 has the range of fp32)")
+        checkpoints = ckpt.list_checkpoints(self.output_dir)
+        raise ckpt.NonFiniteError(
+            f"non-finite training {what} at optimizer step {state['global_step'] + 1} (epoch {state['epoch'] + 1}, "
+            f"batch {state['batches_done'] + 1} of {len(self.train_dl)}); likely causes: {', '.join(causes[:-1])} or "
+            f"{causes[-1]}. Training stopped before this step was applied; nothing from it was written (last "
+            f"checkpoint: {checkpoints[-1] if checkpoints else 'none'})")
+
+    def _end_epoch(self, epoch: int, train_seconds: float) -> None:
         """Dev metrics, best-model saving, early stopping, and the epoch-end checkpoint."""
         args, accelerator, state = self.args, self.accelerator, self.state
         dev_probs = self.predict("validation")
         record = {"epoch": epoch + 1, "step": state["global_step"]}
+        state.setdefault("train_seconds", []).append(round(train_seconds, 2))  # timings stay out of the history
         if accelerator.is_main_process:
-            dev = evaluate_probabilities(dev_probs, self.references["validation"], self.taxonomy,
-                                         args.threshold, self.eval_taxonomy["validation"])
-            record.update({f"dev_{k}": dev[k] for k in ("macro_f1", "micro_f1", "f1_avg", "auprc")})
-            accelerator.log({f"dev/{k}": v for k, v in dev.items() if isinstance(v, (int, float))},
-                            step=state["global_step"])
-            logger.info("epoch %d: dev macro-hF1 %.4f, micro-hF1 %.4f, AUPRC %s", epoch + 1, dev["macro_f1"],
-                        dev["micro_f1"], f"{dev['auprc']:.4f}" if dev["auprc"] is not None else "n/a")
+            scores = dev_epoch_scores(dev_probs, self.references["validation"], self.taxonomy,
+                                      self.eval_taxonomy["validation"], threshold=args.threshold,
+                                      targets=self.dev_targets, loss_columns=self.loss_columns)
+            record.update({f"dev_{k}": v for k, v in scores.items()})
+            accelerator.log({f"dev/{k}": v for k, v in scores.items() if v is not None}, step=state["global_step"])
+            auprc = f"{scores['auprc']:.4f}" if scores["auprc"] is not None else "n/a"
+            logger.info("epoch %d: dev macro-hF1 %.4f at %s, %.4f at its best threshold %.2f; micro-hF1 %.4f; "
+                        "AUPRC %s; loss %.5f", epoch + 1, scores["macro_f1"], args.threshold,
+                        scores["macro_f1_tuned"], scores["macro_f1_tuned_threshold"], scores["micro_f1"], auprc,
+                        scores["loss"])
         record = _broadcast(accelerator, record)
-        improved = state["best_metric"] is None or record["dev_macro_f1"] > state["best_metric"]
+        stopping = EarlyStopping(args.selection_metric, args.patience, args.selection_only)
+        stopping.load_state_dict(state.get("selection", {}))
+        improved = stopping.update(epoch + 1, {k.removeprefix("dev_"): v for k, v in record.items()})
+        state.update(selection=stopping.state_dict(), best_metric=stopping.best, best_epoch=stopping.best_epoch,
+                     epochs_without_improvement=stopping.epochs_without_improvement, stopped_early=stopping.stop)
         if improved:
-            state.update(best_metric=record["dev_macro_f1"], best_epoch=epoch + 1, epochs_without_improvement=0)
             full_state = accelerator.get_state_dict(self.model)  # every process: under FSDP this gathers the shards
             if accelerator.is_main_process:
+                ckpt.check_finite(full_state.items(), f"the model of epoch {epoch + 1} to {self.model_dir}")
                 accelerator.unwrap_model(self.model).save_pretrained(self.model_dir, state_dict=full_state)
                 self.tokenizer.save_pretrained(self.model_dir)
-        else:
-            state["epochs_without_improvement"] += 1
-            state["stopped_early"] = state["epochs_without_improvement"] >= args.patience
         state["history"].append(record)
         state.update(epoch=epoch + 1, batches_done=0)
         accelerator.wait_for_everyone()
-        ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit)
+        ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit, model=self.model)
         if state["stopped_early"]:
-            logger.info("early stopping: no better dev macro-hF1 for %d epochs", args.patience)
+            logger.info("early stopping: no better %s%s for %d epochs", SELECTION_METRICS[args.selection_metric][0],
+                        "" if args.selection_only else " and no better dev AUPRC", args.patience)
 
     def predict(self, split: str, model=None) -> np.ndarray:
         """Node probabilities for ``validation`` or ``test`` (the model being trained, or ``model``)."""
@@ -320,6 +434,8 @@ class Trainer:
         accelerator.wait_for_everyone()
         best = accelerator.prepare(THMMForHierarchicalClassification.from_pretrained(self.model_dir))
         self.probs = {split: self.predict(split, best) for split in ("validation", "test")}
+        if args.consistent_scores:  # the saved model decodes these: tune and report on them too
+            self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
         thresholds = Thresholds(args.threshold)
         if accelerator.is_main_process:
             if args.tune_thresholds:
@@ -333,6 +449,10 @@ class Trainer:
             }
             self.results["test_default"] = evaluate_probabilities(
                 self.probs["test"], self.references["test"], self.taxonomy, args.threshold, self.eval_taxonomy["test"])
+            # consistent scores (no child above its parent) at the same thresholds, beside the raw ones
+            self.results["test_consistent"] = evaluate_probabilities(
+                self.taxonomy.min_along_path(self.probs["test"]), self.references["test"], self.taxonomy, thresholds,
+                self.eval_taxonomy["test"])
         self.thresholds = thresholds
         return thresholds
 
@@ -351,6 +471,7 @@ class Trainer:
             final.config.threshold = float(self.thresholds.global_threshold)
             final.config.level_thresholds = (list(self.thresholds.per_level)
                                              if self.thresholds.per_level is not None else None)
+            ckpt.check_finite(final.named_parameters(), f"the final model to {self.model_dir}")
             final.save_pretrained(self.model_dir)
             summary = write_run_outputs(self, final)
             if args.push_to_hub:

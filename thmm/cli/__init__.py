@@ -10,8 +10,11 @@ import sys
 import traceback
 from collections.abc import Callable
 
-# Errors that describe the user's input (their messages name the option, file, line or field).
-USER_ERRORS = (ValueError, OSError)
+from huggingface_hub.errors import StrictDataclassError
+
+# Errors that describe the user's input (their messages name the option, file, line or field);
+# StrictDataclassError: a config.json value that THMMConfig's validation refuses.
+USER_ERRORS = (ValueError, OSError, StrictDataclassError)
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:

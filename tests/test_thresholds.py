@@ -1,0 +1,190 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Tests of thmm.thresholds and of thmm.evaluation's node-matrix decoding.
+
+Threshold tuning scores candidates from count tables; here every result is checked against the
+per-call path it replaced, kept below as the reference: decode each candidate into label lists with
+``Taxonomy.decode`` and score them with ``compute_hierarchical_metrics``.
+"""
+
+import numpy as np
+import pytest
+
+from configuration_thmm import Taxonomy, TaxonomyError, Thresholds
+from hierarchical_metrics import compute_hierarchical_metrics
+from thmm.evaluation import decoded_matrix, evaluate_probabilities, evaluation_taxonomy
+from thmm.thresholds import (
+    OBJECTIVES,
+    THRESHOLD_GRID,
+    TunedThresholds,
+    _GridCounts,
+    synthetic_dev_set,
+    time_threshold_tuning,
+    tune_thresholds,
+)
+
+
+def reference_scores(probs, references, taxonomy, thresholds, eval_taxonomy, with_scores=False):
+    """The metric of the label lists Taxonomy.decode gives: the slow path tuning used to take."""
+    predictions = taxonomy.decode(probs, threshold=thresholds)
+    return compute_hierarchical_metrics(
+        predictions,
+        references,
+        scores=probs if with_scores else None,
+        score_labels=list(taxonomy.nodes) if with_scores else None,
+        taxonomy=eval_taxonomy,
+    )
+
+
+def reference_tune(probs, references, taxonomy, objective, eval_taxonomy) -> TunedThresholds:
+    """tune_thresholds as it was: the whole metric of decoded label lists for each of ~133 candidates."""
+
+    def score(thr):
+        return reference_scores(probs, references, taxonomy, thr, eval_taxonomy)[objective]
+
+    global_scores = {t: score(t) for t in THRESHOLD_GRID}
+    best_global = max(global_scores, key=lambda t: (global_scores[t], -abs(t - 0.5)))
+    levels = [best_global] * taxonomy.num_levels
+    best = global_scores[best_global]
+    for _ in range(2):
+        for lvl in range(taxonomy.num_levels):
+            for t in THRESHOLD_GRID:
+                trial = list(levels)
+                trial[lvl] = t
+                value = score(trial)
+                if value > best + 1e-12:
+                    best, levels = value, trial
+    return TunedThresholds(Thresholds(best_global, tuple(levels), objective), global_scores[best_global], best)
+
+
+def assert_same_tuning(new: TunedThresholds, old: TunedThresholds):
+    assert new.thresholds == old.thresholds
+    assert new.global_score == pytest.approx(old.global_score, abs=1e-12)
+    assert new.per_level_score == pytest.approx(old.per_level_score, abs=1e-12)
+
+
+def parent_map_case(num_docs=150, seed=0):
+    """A 4-level non-CPC hierarchy whose children are not contiguous in node order, and references."""
+    rng = np.random.default_rng(seed)
+    parents = {}
+    for top in range(3):
+        for mid in range(3):
+            parents[f"m{mid}{top}"] = f"t{top}"  # sorts by mid first: siblings interleave
+            for low in range(2):
+                parents[f"l{low}{mid}{top}"] = f"m{mid}{top}"
+                if low == 0:
+                    parents[f"x{mid}{top}"] = f"l0{mid}{top}"
+    taxonomy = Taxonomy.from_parent_map(parents)
+    nodes = list(taxonomy.nodes)
+    references = [[str(c) for c in rng.choice(nodes, rng.integers(0, 3), replace=False)] for _ in range(num_docs)]
+    probs = rng.random((num_docs, len(taxonomy)))
+    return probs, references, taxonomy, taxonomy
+
+
+@pytest.mark.parametrize(("seed", "objective"), [(0, "f1_avg"), (1, "macro_f1"), (2, "micro_f1"), (3, "micro_precision")])
+def test_tuning_equals_the_per_call_path(seed, objective):
+    probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(200, 60, seed=seed, outside_rate=0.1)
+    assert set(eval_taxonomy.nodes) > set(taxonomy.nodes)  # gold codes the model has no node for
+    new = tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy)
+    assert_same_tuning(new, reference_tune(probs, references, taxonomy, objective, eval_taxonomy))
+
+
+def test_tuning_with_probabilities_on_the_grid_values():
+    # Probabilities exactly at (and one float32 step around) grid values: p >= t decides as in float64.
+    probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(150, 40, seed=5, outside_rate=0.1)
+    rng = np.random.default_rng(5)
+    grid = np.array(THRESHOLD_GRID, dtype=np.float32)
+    near = np.concatenate([grid, np.nextafter(grid, np.float32(0)), np.nextafter(grid, np.float32(1))])
+    on_grid = rng.random(probs.shape) < 0.5
+    probs[on_grid] = rng.choice(near, int(on_grid.sum()))
+    probs[0, :3] = np.nan  # never selected, as in Taxonomy.decode
+    for values in (probs, probs.astype(np.float64), probs.astype(np.float64).round(2)):
+        new = tune_thresholds(values, references, taxonomy, "f1_avg", eval_taxonomy)
+        assert_same_tuning(new, reference_tune(values, references, taxonomy, "f1_avg", eval_taxonomy))
+
+
+def test_tuning_on_a_deeper_non_cpc_hierarchy():
+    probs, references, taxonomy, eval_taxonomy = parent_map_case()
+    assert taxonomy.num_levels == 4
+    new = tune_thresholds(probs, references, taxonomy, "f1_avg", eval_taxonomy)
+    assert_same_tuning(new, reference_tune(probs, references, taxonomy, "f1_avg", eval_taxonomy))
+
+
+@pytest.mark.parametrize("case", ["cpc", "parent_map"])
+def test_every_candidate_scores_as_the_metric(case):
+    if case == "cpc":
+        probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(120, 50, seed=7, outside_rate=0.1)
+    else:
+        probs, references, taxonomy, eval_taxonomy = parent_map_case(seed=7)
+    counts = _GridCounts(probs, references, taxonomy, eval_taxonomy)
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        grid_index = rng.integers(0, len(THRESHOLD_GRID), taxonomy.num_levels).tolist()
+        thresholds = [THRESHOLD_GRID[k] for k in grid_index]
+        expected = reference_scores(probs, references, taxonomy, thresholds, eval_taxonomy)
+        assert counts.scores(grid_index) == {key: expected[key] for key in OBJECTIVES}
+
+
+def test_tuning_errors():
+    probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(20, 30, seed=0)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        tune_thresholds(probs, references, taxonomy, "auprc", eval_taxonomy)
+    with pytest.raises(ValueError, match="19 rows of probabilities but 20 references"):
+        tune_thresholds(probs[1:], references, taxonomy, "f1_avg", eval_taxonomy)
+    with pytest.raises(TaxonomyError, match="expected scores of shape"):
+        tune_thresholds(probs[:, 1:], references, taxonomy, "f1_avg", eval_taxonomy)
+    with pytest.raises(ValueError, match="no documents"):
+        tune_thresholds(probs[:0], [], taxonomy, "f1_avg", eval_taxonomy)
+    with pytest.raises(TaxonomyError, match=r"references\[0\].*not in the taxonomy"):
+        tune_thresholds(probs, [["Y99Z"], *references[1:]], taxonomy, "f1_avg", eval_taxonomy)
+    only_gold = Taxonomy.from_codes({code for labels in references for code in labels})
+    with pytest.raises(TaxonomyError, match="lacks the model node"):
+        tune_thresholds(probs, references, taxonomy, "f1_avg", only_gold)
+    with pytest.raises(ValueError, match="no gold label"):
+        tune_thresholds(probs, [[] for _ in references], taxonomy, "macro_f1", eval_taxonomy)
+
+
+def test_time_threshold_tuning():
+    timing = time_threshold_tuning(300, num_nodes=80, seed=1)
+    assert timing["num_docs"] == 300 and timing["num_nodes"] <= 80 < timing["num_eval_nodes"] + 10
+    assert timing["seconds"] > 0 and timing["objective"] == "f1_avg"
+    assert len(timing["per_level"]) == 3 and timing["global_threshold"] in THRESHOLD_GRID
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding into a node matrix
+# --------------------------------------------------------------------------------------------------
+
+
+def test_decoded_matrix_is_the_decoded_label_sets():
+    probs, _, taxonomy, eval_taxonomy = synthetic_dev_set(100, 60, seed=3, outside_rate=0.1)
+    for values in (probs, probs.astype(np.float64), probs.astype(np.float16)):
+        for thresholds in (0.3, [0.5, 0.45, 0.2], Thresholds(per_level=(0.6, 0.1, 0.35))):
+            matrix = decoded_matrix(values, taxonomy, thresholds, eval_taxonomy)
+            decoded = taxonomy.decode(values, threshold=thresholds)
+            assert matrix.dtype == bool
+            np.testing.assert_array_equal(matrix, eval_taxonomy.multi_hot(decoded).astype(bool))
+
+
+def test_evaluate_probabilities_equals_the_label_list_path():
+    probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(150, 60, seed=4, outside_rate=0.1)
+    assert evaluation_taxonomy(taxonomy, references, "cpc") == eval_taxonomy
+    for thresholds in (0.5, Thresholds(per_level=(0.5, 0.4, 0.3))):
+        for with_scores in (True, False):
+            new = evaluate_probabilities(probs, references, taxonomy, thresholds, eval_taxonomy, with_scores)
+            old = reference_scores(probs, references, taxonomy, thresholds, eval_taxonomy, with_scores)
+            assert new.keys() == old.keys()
+            for key, value in old.items():
+                if isinstance(value, float) and key == "auprc":
+                    assert new[key] == pytest.approx(value, abs=1e-12), key
+                else:
+                    assert new[key] == value, key
+
+
+def test_evaluation_taxonomy_must_keep_the_model_parents():
+    from thmm.evaluation import model_columns
+
+    taxonomy = Taxonomy.from_parent_map({"b": "a", "c": "a"})
+    moved = Taxonomy.from_parent_map({"b": "a", "c": "b"})
+    with pytest.raises(TaxonomyError, match="another parent"):
+        model_columns(taxonomy, moved)
+    np.testing.assert_array_equal(model_columns(taxonomy, taxonomy), np.arange(3))
