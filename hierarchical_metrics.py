@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taxonomy_thmm import Taxonomy, TaxonomyError, cpc_level
+from taxonomy_thmm import Taxonomy, TaxonomyError, cpc_level, level_name
 
 __all__ = [
     "compute_hierarchical_metrics",
@@ -592,11 +592,12 @@ def plot_per_level_f1(runs: Mapping, path, metric: str = "macro_f1") -> Path:
         heights = [np.nan if value is None else value for value in values]
         bars = ax.bar(np.arange(len(levels)) + (k - (len(runs) - 1) / 2) * width, heights, width, label=name)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
-    ax.set_xticks(np.arange(len(levels)), [f"Level {lvl}" for lvl in levels])
-    ax.set_ylabel(metric.replace("_", " ").replace("f1", "F1"))
+    ax.set_xticks(np.arange(len(levels)), [f"level {lvl}: {level_name(lvl)}" for lvl in levels])
+    label = metric.replace("_", " ").replace("f1", "F1")
+    ax.set_ylabel(label)
     ax.set_ylim(0, 1.08)
-    if len(runs) > 1:
-        fig.legend(loc="outside lower center", ncols=min(len(runs), 4), fontsize=8)
+    ax.set_title(f"Per-level {label} (labels closed upwards in the taxonomy)", fontsize=9)
+    fig.legend(loc="outside lower center", ncols=min(len(runs), 4), fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=120)

@@ -23,6 +23,8 @@ from dataset_script import PatentDataError
 from modeling_thmm import TaxonomyMismatchError
 from thmm.checkpoints import NonFiniteError
 
+pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
+
 SMALL = ["--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--batch-size", "8",
          "--max-length", "32", "--head-hidden-size", "8", "--report-to", "none", "--learning-rate", "1e-3"]
 STEP1, STEP2 = "checkpoints/step_00000001", "checkpoints/step_00000002"  # 16 documents, batches of 8
@@ -226,7 +228,7 @@ class Case:
     make: Callable  # env -> argv for a command, or a zero-argument call for "api"
     expect: int | type[Exception] | None  # a command's exit code; for "api", the exception, or None: returns
     words: tuple = ()  # key words of the message ({run}, {data}, {model}, {tmp} filled in)
-    one_line: bool = True  # one "error: ..." line; False: argparse's usage block and "predict.py: error: ..."
+    one_line: bool = True  # one "error: ..." line; False: a usage block and "PROG: error: ..."
     after: Callable | None = None  # env -> None: more checks once it ran
 
 
@@ -358,16 +360,15 @@ CASES = {
         ("{model}/model.safetensors: not a complete safetensors file",)),
     "predict-config-one-node-more": Case(
         "predict", lambda env: env.predict_argv(model=one_more_node(env)), 2, ("{model}/model.safetensors",)),
-    # ---- prediction options (predict.py's own argparse errors still print its usage block first)
+    # ---- prediction options
     "predict-threshold-above-1": Case(
-        "predict", lambda env: env.predict_argv("--threshold", "2"), 2, ("--threshold", "[0, 1]"), one_line=False),
+        "predict", lambda env: env.predict_argv("--threshold", "2"), 2, ("--threshold", "[0, 1]")),
     "predict-threshold-nan": Case(
-        "predict", lambda env: env.predict_argv("--threshold", "nan"), 2, ("--threshold", "[0, 1]"), one_line=False),
+        "predict", lambda env: env.predict_argv("--threshold", "nan"), 2, ("--threshold", "[0, 1]")),
     "predict-threshold-negative": Case(
-        "predict", lambda env: env.predict_argv("--threshold", "-1"), 2, ("--threshold", "[0, 1]"), one_line=False),
+        "predict", lambda env: env.predict_argv("--threshold", "-1"), 2, ("--threshold", "[0, 1]")),
     "predict-max-length-0": Case(
-        "predict", lambda env: env.predict_argv("--max-length", "0"), 2, ("--max-length: must be at least 8",),
-        one_line=False),
+        "predict", lambda env: env.predict_argv("--max-length", "0"), 2, ("--max-length: must be at least 8",)),
     "predict-max-length-beyond-encoder": Case(
         "predict", lambda env: env.predict_argv("--max-length", "1000"), 2,
         ("--max-length: 1000 exceeds the encoder's 128 positions",)),

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import QUICKSTART_DATA, REPO_ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
+
 
 def test_heads_benchmark_runs_and_compares_both_variants():
     out = subprocess.run(

@@ -7,10 +7,8 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
-from configuration_thmm import THMMConfig
-from modeling_thmm import THMMForHierarchicalClassification
+from conftest import save_model_dir
 from pipeline_thmm import PIPELINE_TASK, HierarchicalPatentClassificationPipeline
 
 LONG_ABSTRACT = "a wireless terminal and a base station exchange packet data over a radio channel " * 4
@@ -34,21 +32,15 @@ def as_documents(inputs):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_encoder_config, small_taxonomy):
-    torch.manual_seed(0)
-    config = THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy, head_hidden_size=16,
-                        max_length=16, label_titles={"A43B": "Footwear parts"})
-    model = THMMForHierarchicalClassification(config).eval()
+def model(tiny_model):
+    model = tiny_model(max_length=16, label_titles={"A43B": "Footwear parts"})
     model.config.level_thresholds = [0.45, 0.5, 0.52]
     return model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, model, tiny_tokenizer):
-    path = tmp_path_factory.mktemp("pipeline") / "model"
-    model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+    return save_model_dir(model, tiny_tokenizer, tmp_path_factory.mktemp("pipeline") / "model")
 
 
 def expected_records(model, tokenizer, inputs, batch_size=None, **decoding):

@@ -16,6 +16,8 @@ from thmm.cli import train as train_cli
 from thmm.data import LengthGroupedSampler
 from thmm.trainer import train as run_training
 
+pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
+
 SMALL = ["--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
          "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "2",
          "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16"]

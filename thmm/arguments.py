@@ -196,9 +196,10 @@ def quickstart_paths() -> tuple[str, str]:
 def build_parser(description: str | None = None):
     from transformers import HfArgumentParser
 
+    from .cli import one_line_errors
+
     parser = HfArgumentParser(TrainingArguments, description=description)
-    # One "error: ..." line naming the option (not the usage block), like every other command-line error.
-    parser.error = lambda message: parser.exit(2, "error: " + re.sub(r"--\w+/(--[\w-]+)", r"\1", message) + "\n")
+    one_line_errors(parser)
     parser.add_argument("--config", help="JSON or YAML file of arguments (keys as the options, with underscores "
                                          "or dashes); the command line wins")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")

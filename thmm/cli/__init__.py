@@ -6,6 +6,7 @@ code 2; ``--debug`` shows the traceback instead."""
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -15,6 +16,13 @@ from huggingface_hub.errors import StrictDataclassError
 # Errors that describe the user's input (their messages name the option, file, line or field);
 # StrictDataclassError: a config.json value that THMMConfig's validation refuses.
 USER_ERRORS = (ValueError, OSError, StrictDataclassError)
+
+
+def one_line_errors(parser):
+    """Make ``parser`` report an option error as one ``error: ...`` line naming the option (not the
+    usage block), with exit code 2, like every other command-line error."""
+    parser.error = lambda message: parser.exit(2, "error: " + re.sub(r"--\w+/(--[\w-]+)", r"\1", message) + "\n")
+    return parser
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from configuration_thmm import Thresholds, check_max_length, read_label_titles
-from thmm.cli import run_cli
+from thmm.cli import one_line_errors, run_cli
 from thmm.prediction import CHUNK_SIZE, ChunkPredictor, InputError, chunked, iter_documents, world, write_predictions
 
 
@@ -49,11 +49,12 @@ def parse_threshold(value: str) -> Thresholds:
     try:
         return Thresholds.parse(value)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise argparse.ArgumentTypeError(str(err).replace("global_threshold: ", "")) from None
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--model", required=True, help="a trained model directory or Hub repo id")
     parser.add_argument("--input", required=True, help=".txt, .tsv, .jsonl or .parquet file, or - for stdin")
     parser.add_argument("--output", default="-", help="JSONL output file (default: stdout)")
