@@ -323,8 +323,8 @@ def report(results: dict, tune: dict | None, args) -> str:
     sizes = sorted(results)
     lines = [
         ("| documents | prepare (s): load + tokenize + loader + pass | docs/s | docs per CPU-s | load avg | "
-         "peak RSS GB (anon) | again, cached (s) | again: peak RSS GB | predict docs/s | "
-         "predict peak RSS GB: first 10% / half / all of the run (anon) |"),
+         "peak RSS GiB (anon) | again, cached (s) | again: peak RSS GiB | predict docs/s | "
+         "predict peak RSS GiB: first 10% / half / all of the run (anon) |"),
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n in sizes:
@@ -356,8 +356,9 @@ def report(results: dict, tune: dict | None, args) -> str:
     predict_growth = large["predict"]["peak_rss"] / small["predict"]["peak_rss"]
     lines += [
         "", "Targets:",
-        (f"- {sizes[-1]:,} documents prepared with peak RSS {gb(top['peak_rss'])} GB (target <= {TARGETS['rss_gb']} GB): "
-         f"{judge(top['peak_rss'] <= TARGETS['rss_gb'] * 2**30)}; at {rate:,.0f} docs/s (target >= "
+        (f"- {sizes[-1]:,} documents prepared with peak RSS {top['peak_rss'] / 1e9:.2f} GB = {gb(top['peak_rss'])} GiB "
+         f"(target <= {TARGETS['rss_gb']} GB): {judge(top['peak_rss'] <= TARGETS['rss_gb'] * 1e9)}; at {rate:,.0f} "
+         f"docs/s (target >= "
          f"{TARGETS['docs_per_s']:,}): {judge(rate >= TARGETS['docs_per_s'])}"),
         (f"- from {sizes[0]:,} to {sizes[-1]:,} documents ({ratio:.0f}x): peak RSS x{growth_mem:.2f} (target <= "
          f"{TARGETS['memory_growth']}): {judge(growth_mem <= TARGETS['memory_growth'])}, its anonymous part "
