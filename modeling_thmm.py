@@ -20,6 +20,7 @@ layer per level), not as hundreds of per-node modules.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import struct
@@ -54,6 +55,7 @@ __all__ = [
     "THMMForHierarchicalClassification",
     "TaxonomyMismatchError",
     "encode_documents",
+    "encoder_layer_list",
 ]
 
 
@@ -305,6 +307,36 @@ def longest_first(lengths) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+def encoder_layer_list(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's transformer layers, lowest first (BERT-family layout: ``encoder.layer``)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or not hasattr(encoder, "embeddings"):
+        raise ValueError(f"{type(encoder).__name__} has no embeddings and encoder.layer list; freezing its lower "
+                         "layers needs a BERT-family encoder")
+    return layers
+
+
+class _StatesAsEmbeddings(nn.Module):
+    """Stands in for the embeddings of a top-layers view: its ``inputs_embeds`` are cached token states."""
+
+    def forward(self, inputs_embeds=None, **kwargs):
+        return inputs_embeds
+
+
+def _top_layers_view(encoder: nn.Module, num_lower_layers: int) -> nn.Module:
+    """The encoder without its embeddings and lowest ``num_lower_layers`` layers, sharing every
+    parameter with it: ``view(inputs_embeds=states)`` runs the remaining layers (and the pooler) on
+    the output states of layer ``num_lower_layers``, through the encoder's own forward, so that the
+    attention mask is built exactly as for a whole-encoder run. Not registered as a submodule:
+    nothing is saved twice."""
+    layers = encoder_layer_list(encoder)
+    inner = copy.copy(encoder.encoder)
+    inner._modules = {**inner._modules, "layer": nn.ModuleList(list(layers)[num_lower_layers:])}
+    view = copy.copy(encoder)
+    view._modules = {**encoder._modules, "encoder": inner, "embeddings": _StatesAsEmbeddings()}
+    return view
+
+
 class THMMPreTrainedModel(PreTrainedModel):
     config: THMMConfig
     config_class = THMMConfig
@@ -435,6 +467,8 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         # Saved with the weights, so that weights meet the taxonomy they were trained for.
         self.register_buffer("taxonomy_fingerprint", _fingerprint_tensor(taxonomy))
         self.register_load_state_dict_pre_hook(self._check_state_dict_fingerprint)
+        self.frozen_lower_layers = 0  # see freeze_lower_layers (a training mode, not saved)
+        self._top_layers = None
         self.post_init()
 
     # ---- construction -----------------------------------------------------------------------
@@ -522,24 +556,66 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
     def needs_token_states(self) -> bool:
         return self.config.doc_representation == "cnn"
 
+    def freeze_lower_layers(self, num_layers: int) -> None:
+        """Freeze the encoder's embeddings and its lowest ``num_layers`` layers, so that their output
+        token states (:meth:`lower_layer_states`) can be computed once and cached; ``forward`` then
+        takes them as ``lower_layer_states`` and runs only the top layers, the document vector and
+        the heads. Raises ValueError when the encoder has no more than ``num_layers`` layers, or when
+        the CNN would sum a layer that is frozen below the cached one."""
+        layers = encoder_layer_list(self.encoder)
+        if not 1 <= num_layers < len(layers):
+            raise ValueError(f"the encoder has {len(layers)} layers: freeze between 1 and {len(layers) - 1} "
+                             f"(got {num_layers}; freezing all of them is frozen-encoder mode)")
+        summed = self.config.cnn_num_summed_layers
+        if self.needs_token_states and num_layers > len(layers) - summed + 1:
+            raise ValueError(f"the CNN sums the last {summed} of {len(layers)} layers, so at most "
+                             f"{len(layers) - summed + 1} can be frozen (got {num_layers})")
+        for module in (self.encoder.embeddings, *list(layers)[:num_layers]):
+            module.requires_grad_(False)
+        self.frozen_lower_layers = num_layers
+        # a plain attribute, not a submodule: its parameters are the encoder's, saved once
+        object.__setattr__(self, "_top_layers", _top_layers_view(self.encoder, num_layers))
+
+    def lower_layer_states(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
+        """``[batch, tokens, hidden]``: the output of the lowest ``frozen_lower_layers`` layers (what
+        the lower-layer cache holds), from the whole encoder's hidden states."""
+        if not self.frozen_lower_layers:
+            raise ValueError("call freeze_lower_layers(n) first")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        outputs = self.encoder(input_ids, attention_mask=attention_mask, output_hidden_states=True, return_dict=True,
+                               **extra, **kwargs)
+        return outputs.hidden_states[self.frozen_lower_layers]
+
     def encoder_features(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
         """What the document representation reads from the encoder: ``[batch, hidden]`` for
         ``cls``/``mean``, ``[batch, tokens, hidden]`` summed token states for ``cnn``. Frozen-encoder
         training caches exactly this."""
         return self._encode(input_ids, attention_mask, token_type_ids, **kwargs)[0]
 
-    def _encode(self, input_ids, attention_mask, token_type_ids, **kwargs):
+    def _encode(self, input_ids, attention_mask, token_type_ids, lower_layer_states=None, **kwargs):
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = torch.ones_like(input_ids if lower_layer_states is None else lower_layer_states[..., 0],
+                                             dtype=torch.long)
         encoder_kwargs = {"attention_mask": attention_mask, "return_dict": True, **kwargs}
-        if token_type_ids is not None:
+        if token_type_ids is not None and lower_layer_states is None:
             encoder_kwargs["token_type_ids"] = token_type_ids
         if self.needs_token_states:
             encoder_kwargs["output_hidden_states"] = True
-        outputs = self.encoder(input_ids, **encoder_kwargs)
+        if lower_layer_states is None:
+            outputs = self.encoder(input_ids, **encoder_kwargs)
+            hidden_states = outputs.hidden_states
+        else:  # cached output of the frozen lower layers: run the top layers only
+            if self._top_layers is None:
+                raise ValueError("lower_layer_states needs freeze_lower_layers(n) first")
+            self._top_layers.training = self._top_layers.encoder.training = self.encoder.training
+            outputs = self._top_layers(inputs_embeds=lower_layer_states, **encoder_kwargs)
+            # the view's states start at its input, layer n's output: put back the n states below it
+            hidden_states = outputs.hidden_states and (None,) * self.frozen_lower_layers + outputs.hidden_states
         rep = self.config.doc_representation
         if rep == "cnn":
-            features = torch.stack(outputs.hidden_states[-self.config.cnn_num_summed_layers :]).sum(0)
+            features = torch.stack(hidden_states[-self.config.cnn_num_summed_layers :]).sum(0)
         elif rep == "mean":
             mask = attention_mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)
             features = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -555,6 +631,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
         encoder_features: torch.Tensor | None = None,
+        lower_layer_states: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -566,18 +643,22 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         encoder_features (`torch.FloatTensor`, *optional*):
             Precomputed output of :meth:`encoder_features` (frozen-encoder training); replaces
             `input_ids`. For `cnn`, pass the matching `attention_mask`.
+        lower_layer_states (`torch.FloatTensor` of shape `(batch_size, tokens, hidden)`, *optional*):
+            Cached output of the frozen lower layers (:meth:`lower_layer_states`, after
+            :meth:`freeze_lower_layers`); replaces `input_ids`, with the matching `attention_mask`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = None
         if encoder_features is None:
-            if input_ids is None:
-                raise ValueError("pass input_ids (or precomputed encoder_features)")
+            if input_ids is None and lower_layer_states is None:
+                raise ValueError("pass input_ids (or precomputed encoder_features or lower_layer_states)")
             extra = {}
             if output_hidden_states:
                 extra["output_hidden_states"] = True
             if output_attentions:
                 extra["output_attentions"] = True
-            encoder_features, outputs = self._encode(input_ids, attention_mask, token_type_ids, **extra, **kwargs)
+            encoder_features, outputs = self._encode(input_ids, attention_mask, token_type_ids, lower_layer_states,
+                                                     **extra, **kwargs)
         if self.cnn is not None:
             if attention_mask is None:
                 attention_mask = encoder_features.new_ones(encoder_features.shape[:2], dtype=torch.long)

@@ -39,7 +39,7 @@ import numpy as np
 from configuration_thmm import Taxonomy
 from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
 from configuration_thmm import LOSS_TYPES
-from thmm.arguments import TrainingArguments
+from thmm.arguments import MIXED_PRECISION, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,8 @@ def neural_run(name, args, out_dir: Path) -> dict:
         selection_only=args.selection_only,
         loss_type=args.loss_type, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
-        freeze_encoder=not args.full_finetune,
+        freeze_encoder=not (args.full_finetune or args.freeze_lower_layers), mixed_precision=args.mixed_precision,
+        freeze_lower_layers=args.freeze_lower_layers,
         features_cache_dir=None if args.full_finetune else str(args.out / "features_cache"),
     )
     run_args.validate()
@@ -136,6 +137,8 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
         raise SystemExit(f"--retune: no trained model in {model_dir}; train it first (without --retune)")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = THMMForHierarchicalClassification.from_pretrained(model_dir).to(accelerator.device)
+    if settings.get("frozen_lower_layers"):
+        model.freeze_lower_layers(settings["frozen_lower_layers"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     taxonomy = model.taxonomy
     references = {s: [list(x) for x in splits[s]["labels"]] for s in ("validation", "test")}
@@ -176,6 +179,11 @@ def main(argv=None):
                         help="train on the first N training documents only (the small-data run); dev and test unchanged")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--full-finetune", action="store_true", help="train the encoder too (GPU)")
+    parser.add_argument("--freeze-lower-layers", type=int, default=0, metavar="N",
+                        help="fine-tune only the encoder's top layers, on cached states of its lowest N "
+                             "(train.py --freeze-lower-layers; MiniLM has 6 layers, so 4 trains the top 2)")
+    parser.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISION,
+                        help="train.py --mixed-precision (bf16 on a GPU)")
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for the SVMs")
     parser.add_argument("--force", action="store_true", help="retrain models that already have results")
     parser.add_argument("--resume", action="store_true",
@@ -235,10 +243,12 @@ def main(argv=None):
                              "best_epoch": summary["best_epoch"], "history": summary["history"],
                              "thresholds": summary["thresholds"], "test_consistent": summary["test_consistent_scores"],
                              "train_seconds_per_epoch": summary["train_seconds_per_epoch"],
-                             "settings": {"frozen_encoder": not args.full_finetune, "epochs": args.epochs,
+                             "settings": {"frozen_encoder": not (args.full_finetune or args.freeze_lower_layers),
+                                          "frozen_lower_layers": args.freeze_lower_layers, "epochs": args.epochs,
                                           "head_learning_rate": args.head_learning_rate, "batch_size": args.batch_size,
                                           "max_length": args.max_length, "selection_metric": args.selection_metric + (" only" if args.selection_only else ""),
-                                          "loss_type": args.loss_type, "max_train_samples": args.max_train_samples}}
+                                          "loss_type": args.loss_type, "max_train_samples": args.max_train_samples,
+                                          "mixed_precision": args.mixed_precision}}
         else:
             raise SystemExit(f"unknown model {name!r}; choose from svm, {', '.join(NEURAL)}")
         results_path.write_text(json.dumps(results, indent=1))
@@ -252,6 +262,15 @@ def main(argv=None):
     return 0
 
 
+def encoder_mode(args) -> str:
+    if args.full_finetune:
+        return "fine-tuned"
+    if args.freeze_lower_layers:
+        return (f"top layers fine-tuned on cached states of the lowest {args.freeze_lower_layers} "
+                "(train.py --freeze-lower-layers)")
+    return "frozen (cached encoder outputs, heads trained)"
+
+
 def render(results: dict, args, argv) -> str:
     import torch
 
@@ -261,7 +280,7 @@ def render(results: dict, args, argv) -> str:
         f"# last command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
         "# (models finished by earlier commands are reused: their settings are in the last table)",
         f"# {platform.machine()}, torch {torch.__version__}; neural models: MiniLM-L6 "
-        f"{'fine-tuned' if args.full_finetune else 'frozen (cached encoder outputs, heads trained)'}",
+        f"{encoder_mode(args)}",
         "",
         format_markdown(test),
         "",

@@ -91,10 +91,8 @@ def throughput(model, taxonomy, device, batch, seq_lengths, bf16, train: bool, w
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if train else None
     labels = (torch.rand(batch, len(taxonomy), device=device) < 0.01).float()
     gen = torch.Generator().manual_seed(0)
-    lengths = iter(list(seq_lengths) * 2)
 
-    def step():
-        length = next(lengths)
+    def step(length):
         ids = torch.randint(1000, 31000, (batch, length), generator=gen).to(device)
         mask = torch.ones_like(ids)
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
@@ -109,7 +107,14 @@ def throughput(model, taxonomy, device, batch, seq_lengths, bf16, train: bool, w
             opt.zero_grad(set_to_none=True)
 
     model.train(train)
-    times = timed(step, sync, warmup, steps)
+    if device.startswith("cuda"):
+        # Each new sequence length makes cuBLAS and SDPA choose kernels on first use; run every length
+        # once first, so that bucketed timings do not depend on which model happened to run first.
+        for length in sorted(set(seq_lengths)):
+            step(length)
+        sync()
+    lengths = iter(list(seq_lengths) * 2)
+    times = timed(lambda: step(next(lengths)), sync, warmup, steps)
     return batch / statistics.median(times), times
 
 

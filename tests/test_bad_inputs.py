@@ -288,6 +288,19 @@ CASES = {
     "features-cache-under-a-file": Case(
         "train", lambda env: env.train_argv("--freeze-encoder", "--features-cache-dir", str(env.file() / "cache")), 2,
         ("--features-cache-dir {tmp}/file.txt/cache", "not a writable directory")),
+    # ---- frozen lower layers: the tiny encoder has 4 layers
+    "freeze-lower-layers-all": Case(
+        "train", lambda env: env.train_argv("--freeze-lower-layers", "4"), 2,
+        ("--freeze-lower-layers 4: the encoder has 4 layers: freeze between 1 and 3",)),
+    "freeze-lower-layers-negative": Case(
+        "train", lambda env: env.train_argv("--freeze-lower-layers", "-1"), 2,
+        ("--freeze-lower-layers: must be non-negative",)),
+    "freeze-lower-layers-with-frozen-encoder": Case(
+        "train", lambda env: env.train_argv("--freeze-lower-layers", "2", "--freeze-encoder"), 2,
+        ("--freeze-lower-layers: cannot be combined with --freeze-encoder",)),
+    "freeze-lower-layers-below-cnn-sum": Case(
+        "train", lambda env: env.train_argv("--freeze-lower-layers", "2", "--doc-representation", "cnn"), 2,
+        ("--freeze-lower-layers 2: the CNN sums the last 4 of 4 layers, so at most 1 can be frozen",)),
     "predict-output-under-a-file": Case(
         "predict", lambda env: env.predict_argv("--output", str(env.file() / "out.jsonl")), 2,
         ("--output {tmp}/file.txt/out.jsonl",)),

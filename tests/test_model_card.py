@@ -156,3 +156,12 @@ def test_upload_folder_default_api_is_huggingface_hub_hfapi(tmp_path, monkeypatc
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda: made.append(FakeApi()) or made[-1])
     upload_folder(tmp_path, "me/thmm", api=None)
     assert [c[0] for c in made[0].calls] == ["create_repo", "upload_folder"]
+
+
+@pytest.mark.parametrize("overrides, text", [
+    ({}, "(fine-tuned)"),
+    ({"freeze_encoder": True}, "(frozen: only the heads were trained)"),
+    ({"frozen_lower_layers": 4}, "(embeddings and lowest 4 layers frozen, the layers above fine-tuned)"),
+])
+def test_card_says_how_the_encoder_was_trained(test_metrics, overrides, text):
+    assert text in make_card(test_metrics, **overrides).text

@@ -87,8 +87,11 @@ def test_thresholds_are_tuned_on_dev(trained):
     assert summary["dev"]["f1_avg"] == pytest.approx(thresholds["per_level_score"])
 
 
-@pytest.mark.parametrize("batching", [[], ["--group-by-length"]], ids=["shuffled", "grouped-by-length"])
+@pytest.mark.parametrize("batching", [[], ["--group-by-length"], ["--freeze-lower-layers", "2"]],
+                         ids=["shuffled", "grouped-by-length", "lower-layers-cached"])
 def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path, batching):
+    if "--freeze-lower-layers" in batching:  # both runs share one cache: the second reuses the first's
+        batching = [*batching, "--features-cache-dir", str(tmp_path / "cache")]
     common = ["--checkpoint-every", "2", "--save-total-limit", "3", "--keep-checkpoints", *batching]
     full = run_script(small_args(tiny_encoder_dir, tmp_path / "full", *common))
     assert full.returncode == 0, full.stderr[-3000:]
@@ -139,6 +142,12 @@ def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
         "group_by_length": (False, True)}
     assert checkpoints.resume_arg_differences({"head_type": "thmm", "epochs": 8, "group_by_length": False}, current) == {
         "head_type": ("thmm", "tmm")}
+    # ... except an option whose default is not what runs did before it existed: the old rule is named
+    selection = {"selection_metric": "macro_f1_tuned", "selection_only": False}
+    assert checkpoints.resume_arg_differences({"head_type": "tmm"}, {"head_type": "tmm", **selection}) == {
+        "selection_metric": ("macro_f1", "macro_f1_tuned"), "selection_only": (True, False)}
+    assert checkpoints.resume_arg_differences(
+        {"head_type": "tmm"}, {"head_type": "tmm", "selection_metric": "macro_f1", "selection_only": True}) == {}
 
 
 def test_two_processes_evaluate_every_example_once(tiny_encoder_dir, tmp_path):
@@ -195,6 +204,36 @@ def test_frozen_encoder_trains_only_heads(tiny_encoder_dir, tmp_path):
     saved = load_file(out / "model" / "model.safetensors")
     for name, tensor in original.items():
         assert torch.equal(saved["encoder." + name], tensor), name
+
+
+def test_lower_layers_mode_trains_only_the_top_layers_on_a_reused_cache(tiny_encoder_dir, tmp_path):
+    cache = tmp_path / "cache"
+    lower = ["--freeze-lower-layers", "3", "--features-cache-dir", str(cache), "--epochs", "1"]
+    first = run_training(parse_args(small_args(tiny_encoder_dir, tmp_path / "a", *lower)))
+    second = run_training(parse_args(small_args(tiny_encoder_dir, tmp_path / "b", *lower, "--head-type", "tmm")))
+    assert (first["frozen_encoder_cache_hit"], second["frozen_encoder_cache_hit"]) == (False, True)
+    assert first["frozen_encoder_cache"] == second["frozen_encoder_cache"]  # the heads do not change the states
+    info = json.loads((Path(first["frozen_encoder_cache"]) / "cache_info.json").read_text())
+    assert info["lower_layers"] == 3 and info["doc_representation"] is None
+    states = load_file(Path(first["frozen_encoder_cache"]) / "validation.safetensors")
+    assert states["token_states"].dtype == torch.float16 and states["token_states"].shape[1] == 32
+    assert states["token_states"].shape[0] == int(states["lengths"].sum())
+
+    from transformers import BertModel
+
+    original = BertModel.from_pretrained(tiny_encoder_dir).state_dict()
+    saved = load_file(tmp_path / "a" / "model" / "model.safetensors")
+    frozen = [n for n in original if n.startswith("embeddings.") or n.split(".")[:3] in
+              (["encoder", "layer", "0"], ["encoder", "layer", "1"], ["encoder", "layer", "2"])]
+    top = [n for n in original if n.startswith("encoder.layer.3.") and n.endswith("weight")]
+    assert frozen and top
+    for name in frozen:
+        assert torch.equal(saved["encoder." + name], original[name]), name
+    assert all(not torch.equal(saved["encoder." + name], original[name]) for name in top)
+
+    other = run_training(parse_args(small_args(tiny_encoder_dir, tmp_path / "c", "--freeze-lower-layers", "2",
+                                               "--features-cache-dir", str(cache), "--epochs", "1")))
+    assert not other["frozen_encoder_cache_hit"] and other["frozen_encoder_cache"] != first["frozen_encoder_cache"]
 
 
 @pytest.mark.parametrize(

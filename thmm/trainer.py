@@ -87,7 +87,7 @@ def check_output_dir(args: TrainingArguments) -> None:
             raise ConfigError(f"--output-dir {output_dir} already holds a finished run ({SUMMARY_FILE}) and no "
                               "checkpoints to resume: pass --overwrite-output-dir to replace it")
     check_writable_dir(output_dir, "--output-dir")
-    if args.freeze_encoder:
+    if args.freeze_encoder or args.freeze_lower_layers:
         check_writable_dir(features_cache_root(args), "--features-cache-dir")
 
 
@@ -200,6 +200,12 @@ class Trainer:
             for p in model.encoder.parameters():
                 p.requires_grad_(False)
             model.to(accelerator.device)
+        if args.freeze_lower_layers:
+            try:
+                model.freeze_lower_layers(args.freeze_lower_layers)
+            except ValueError as err:
+                raise ConfigError(f"--freeze-lower-layers {args.freeze_lower_layers}: {err}") from None
+            model.to(accelerator.device)  # the main process encodes the lower-layer cache before prepare()
 
         # ---- datasets and loaders
         self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
@@ -236,11 +242,21 @@ class Trainer:
             num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
             num_training_steps=total_steps * accelerator.num_processes,
         ))
-        self.state = {"epoch": 0, "batches_done": 0, "global_step": 0, "best_metric": None, "best_epoch": None,
-                      "epochs_without_improvement": 0, "history": [], "stopped_early": False,
+        self.state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [],
+                      "selection": self._early_stopping().state_dict(),  # best epoch, patience, stop
                       "args": ckpt.resume_args(args), "taxonomy_fingerprint": taxonomy.fingerprint}
         self.tuned: TunedThresholds | None = None
         self.results: dict = {}
+
+    def _early_stopping(self, state: dict | None = None) -> EarlyStopping:
+        """The selection rule of ``--selection-metric``/``--patience``, at ``state`` (a saved ``state_dict``)."""
+        stopping = EarlyStopping(self.args.selection_metric, self.args.patience, self.args.selection_only)
+        stopping.load_state_dict(state or {})
+        return stopping
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.state["selection"]["best_epoch"]
 
     @property
     def model_dir(self) -> Path:
@@ -284,6 +300,11 @@ class Trainer:
             return
         path, saved = self.resume_from
         self.accelerator.load_state(str(path))
+        if "selection" not in saved:  # a checkpoint from before --selection-metric (macro_f1, selection only)
+            saved["selection"] = self._early_stopping({
+                "best": saved.get("best_metric"), "best_epoch": saved.get("best_epoch"),
+                "epochs_without_improvement": saved.get("epochs_without_improvement", 0),
+                "stop": saved.get("stopped_early", False)}).state_dict()
         self.state = saved
         logger.info("resumed from %s (epoch %d, %d batches into it, step %d)", path, saved["epoch"],
                     saved["batches_done"], saved["global_step"])
@@ -303,7 +324,7 @@ class Trainer:
                     args.doc_representation, accelerator.num_processes, self.steps_per_epoch, args.epochs)
         model, optimizer, scheduler, train_dl = self.model, self.optimizer, self.scheduler, self.train_dl
         running_loss, loss_count = 0.0, 0
-        while state["epoch"] < args.epochs and not state["stopped_early"]:
+        while state["epoch"] < args.epochs and not state["selection"]["stop"]:
             epoch = state["epoch"]
             train_dl.set_epoch(epoch)
             skip = state["batches_done"]
@@ -401,11 +422,9 @@ class Trainer:
                         scores["macro_f1_tuned"], scores["macro_f1_tuned_threshold"], scores["micro_f1"], auprc,
                         scores["loss"])
         record = _broadcast(accelerator, record)
-        stopping = EarlyStopping(args.selection_metric, args.patience, args.selection_only)
-        stopping.load_state_dict(state.get("selection", {}))
+        stopping = self._early_stopping(state["selection"])
         improved = stopping.update(epoch + 1, {k.removeprefix("dev_"): v for k, v in record.items()})
-        state.update(selection=stopping.state_dict(), best_metric=stopping.best, best_epoch=stopping.best_epoch,
-                     epochs_without_improvement=stopping.epochs_without_improvement, stopped_early=stopping.stop)
+        state["selection"] = stopping.state_dict()
         if improved:
             full_state = accelerator.get_state_dict(self.model)  # every process: under FSDP this gathers the shards
             if accelerator.is_main_process:
@@ -416,7 +435,7 @@ class Trainer:
         state.update(epoch=epoch + 1, batches_done=0)
         accelerator.wait_for_everyone()
         ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit, model=self.model)
-        if state["stopped_early"]:
+        if stopping.stop:
             logger.info("early stopping: no better %s%s for %d epochs", SELECTION_METRICS[args.selection_metric][0],
                         "" if args.selection_only else " and no better dev AUPRC", args.patience)
 
@@ -432,7 +451,10 @@ class Trainer:
         (``--no-tune-thresholds`` keeps ``--threshold``). Sets the final dev and test metrics."""
         args, accelerator = self.args, self.accelerator
         accelerator.wait_for_everyone()
-        best = accelerator.prepare(THMMForHierarchicalClassification.from_pretrained(self.model_dir))
+        best = THMMForHierarchicalClassification.from_pretrained(self.model_dir)
+        if args.freeze_lower_layers:  # the eval loaders hold cached lower-layer states
+            best.freeze_lower_layers(args.freeze_lower_layers)
+        best = accelerator.prepare(best)
         self.probs = {split: self.predict(split, best) for split in ("validation", "test")}
         if args.consistent_scores:  # the saved model decodes these: tune and report on them too
             self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
@@ -450,7 +472,7 @@ class Trainer:
             self.results["test_default"] = evaluate_probabilities(
                 self.probs["test"], self.references["test"], self.taxonomy, args.threshold, self.eval_taxonomy["test"])
             # consistent scores (no child above its parent) at the same thresholds, beside the raw ones
-            self.results["test_consistent"] = evaluate_probabilities(
+            self.results["test_consistent"] = self.results["test"] if args.consistent_scores else evaluate_probabilities(
                 self.taxonomy.min_along_path(self.probs["test"]), self.references["test"], self.taxonomy, thresholds,
                 self.eval_taxonomy["test"])
         self.thresholds = thresholds

@@ -8,7 +8,9 @@ r"""Train and evaluate TMM / THMM / flat patent classifiers with Accelerate.
 
 (``python train.py`` and ``accelerate launch train.py`` in a checkout are the same command.)
 
-Each epoch evaluates dev with the hierarchical metric and stops early on dev macro-hF1. At the end,
+Each epoch evaluates dev with the hierarchical metric; ``--selection-metric`` (default: dev macro-hF1 at
+its best threshold) picks the best epoch, and a run stops early only when neither it nor dev AUPRC
+improved for ``--patience`` epochs. At the end,
 decision thresholds are tuned on dev (globally, then per level) and stored in the saved config; the
 best model is saved with its tokenizer and a model card, and test metrics are written as JSON,
 markdown and a per-level plot, with the test predictions as JSONL.
@@ -16,7 +18,9 @@ markdown and a per-level plot, with the test predictions as JSONL.
 Checkpoints are written every ``--checkpoint-every`` optimizer steps and at each epoch end;
 ``--resume`` continues from the latest one, mid-epoch included, and reaches the same weights as an
 uninterrupted run with the same seed. A finished run deletes them unless ``--keep-checkpoints``.
-``--freeze-encoder`` encodes each split once, caches the encoder's outputs, and trains only the heads.
+``--freeze-encoder`` encodes each split once, caches the encoder's outputs, and trains only the heads;
+``--freeze-lower-layers N`` caches the output states of the lowest N encoder layers instead, and
+fine-tunes the layers above them with the heads.
 """
 
 from __future__ import annotations
