@@ -19,9 +19,9 @@ Writes ``OUT/results.json``, ``OUT/results.md`` (the paper's Table 1 and Table 3
 Finished models are reused on a rerun (``--force`` retrains them); ``--resume`` continues a neural
 model that was interrupted, from its last epoch checkpoint, with the same arguments.
 
-``--retune micro_f1`` trains nothing: it reloads each named neural model that has finished, tunes its
-thresholds on dev for that objective instead, scores test once, and adds the result as
-``NAME@micro_f1`` beside the original (the objective decides which trade-off between rare-label
+``--retune micro_f1`` trains nothing: it reloads each named neural model that has finished (or the best
+epoch an interrupted run saved, with this command's settings), tunes its thresholds on dev for that
+objective instead, scores test once, and adds the result as ``NAME@micro_f1`` beside the original (the objective decides which trade-off between rare-label
 recall, i.e. macro-F1, and overall precision, i.e. micro-F1, the thresholds make).
 """
 
@@ -118,6 +118,16 @@ def neural_run(name, args, out_dir: Path) -> dict:
     summary = train(run_args)
     summary["train_seconds"] = time.perf_counter() - t0
     return summary
+
+
+def run_settings(args) -> dict:
+    """What a neural run records of this command's settings (``--retune`` reads them back)."""
+    return {"frozen_encoder": not (args.full_finetune or args.freeze_lower_layers),
+            "frozen_lower_layers": args.freeze_lower_layers, "epochs": args.epochs,
+            "head_learning_rate": args.head_learning_rate, "batch_size": args.batch_size, "max_length": args.max_length,
+            "selection_metric": args.selection_metric + (" only" if args.selection_only else ""),
+            "loss_type": args.loss_type, "max_train_samples": args.max_train_samples,
+            "mixed_precision": args.mixed_precision}
 
 
 def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
@@ -217,14 +227,19 @@ def main(argv=None):
 
     for name in args.models.split(","):
         if args.retune:
-            if name not in NEURAL or name not in results:
-                raise SystemExit(f"--retune: {name!r} is not a finished neural model in {results_path}")
+            if name in NEURAL and name in results:
+                settings = results[name]["settings"]
+            elif name in NEURAL and (args.out / "runs" / name / "model" / "config.json").exists():
+                # an interrupted run: the best epoch it saved so far, trained with this command's settings
+                settings = {**run_settings(args), "interrupted": True}
+            else:
+                raise SystemExit(f"--retune: {name!r} is not a neural model with a saved model under {args.out}")
             t0 = time.perf_counter()
-            run = retune_run(args.retune, results[name]["settings"], args, splits, args.out / "runs" / name)
+            run = retune_run(args.retune, settings, args, splits, args.out / "runs" / name)
             results[f"{name}@{args.retune}"] = {
                 "dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
-                "best_epoch": results[name].get("best_epoch"), "thresholds": run["thresholds"],
-                "settings": {**results[name]["settings"], "retuned_from": name, "threshold_objective": args.retune}}
+                "best_epoch": results.get(name, {}).get("best_epoch"), "thresholds": run["thresholds"],
+                "settings": {**settings, "retuned_from": name, "threshold_objective": args.retune}}
             results_path.write_text(json.dumps(results, indent=1))
             print(f"{name}@{args.retune}: test macro-hF1 {run['test']['macro_f1']:.4f}, "
                   f"micro-hF1 {run['test']['micro_f1']:.4f}")
@@ -243,12 +258,7 @@ def main(argv=None):
                              "best_epoch": summary["best_epoch"], "history": summary["history"],
                              "thresholds": summary["thresholds"], "test_consistent": summary["test_consistent_scores"],
                              "train_seconds_per_epoch": summary["train_seconds_per_epoch"],
-                             "settings": {"frozen_encoder": not (args.full_finetune or args.freeze_lower_layers),
-                                          "frozen_lower_layers": args.freeze_lower_layers, "epochs": args.epochs,
-                                          "head_learning_rate": args.head_learning_rate, "batch_size": args.batch_size,
-                                          "max_length": args.max_length, "selection_metric": args.selection_metric + (" only" if args.selection_only else ""),
-                                          "loss_type": args.loss_type, "max_train_samples": args.max_train_samples,
-                                          "mixed_precision": args.mixed_precision}}
+                             "settings": run_settings(args)}
         else:
             raise SystemExit(f"unknown model {name!r}; choose from svm, {', '.join(NEURAL)}")
         results_path.write_text(json.dumps(results, indent=1))

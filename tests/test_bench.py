@@ -71,7 +71,18 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     assert "tmm-mean@micro_f1" in (tmp_path / "results.md").read_text()
 
     out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "thmm-mean", "--retune", "micro_f1")
-    assert out.returncode != 0 and "'thmm-mean' is not a finished neural model" in out.stderr
+    assert out.returncode != 0 and "'thmm-mean' is not a neural model with a saved model" in out.stderr
+
+    # an interrupted run (its saved best epoch, no results entry) is scored with this command's settings;
+    # for the run's own objective that reproduces the finished run's test scores
+    (tmp_path / "results.json").write_text(json.dumps({"svm": results["svm"]}))
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "f1_avg",
+                                    "--epochs", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads((tmp_path / "results.json").read_text())["tmm-mean@f1_avg"]
+    assert run["settings"]["interrupted"] is True and run["settings"]["frozen_encoder"] is True
+    for metric in ("macro_f1", "micro_f1", "auprc"):
+        assert run["test"][metric] == pytest.approx(results["tmm-mean"]["test"][metric]), metric
 
 
 def test_quality_benchmark_skips_clearly_without_data(tmp_path):
