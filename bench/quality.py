@@ -21,8 +21,9 @@ model that was interrupted, from its last epoch checkpoint, with the same argume
 
 ``--retune micro_f1`` trains nothing: it reloads each named neural model that has finished (or the best
 epoch an interrupted run saved, with this command's settings), tunes its thresholds on dev for that
-objective instead, scores test once, and adds the result as ``NAME@micro_f1`` beside the original (the objective decides which trade-off between rare-label
-recall, i.e. macro-F1, and overall precision, i.e. micro-F1, the thresholds make).
+objective instead, scores test once, and adds the result as ``NAME@micro_f1`` beside the original
+(the objective decides which trade-off between rare-label recall, i.e. macro-F1, and overall
+precision, i.e. micro-F1, the thresholds make).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         selection_only=args.selection_only,
         loss_type=args.loss_type, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
-        freeze_encoder=not (args.full_finetune or args.freeze_lower_layers), mixed_precision=args.mixed_precision,
+        freeze_encoder=run_settings(args)["frozen_encoder"], mixed_precision=args.mixed_precision,
         freeze_lower_layers=args.freeze_lower_layers,
         features_cache_dir=None if args.full_finetune else str(args.out / "features_cache"),
     )

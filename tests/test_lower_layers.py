@@ -78,7 +78,7 @@ def test_states_without_freezing_are_refused(tiny_model, tiny_tokenizer):
 
 
 def test_cache_round_trip_through_the_collator(tiny_model, tiny_tokenizer, tmp_path, small_taxonomy):
-    """encode_features(lower_layers=True) stores each document's real tokens in fp16; the collator
+    """After freeze_lower_layers, encode_features stores each document's real tokens in fp16; the collator
     pads them back with the same mask, and the model gives the whole encoder's logits."""
     import datasets
 
@@ -88,8 +88,7 @@ def test_cache_round_trip_through_the_collator(tiny_model, tiny_tokenizer, tmp_p
         "abstract": ["", "a pad that charges", ""], "labels": [["H04L"], ["B64C"], ["H04L"]]})
     with torch.no_grad():
         model.freeze_lower_layers(2)
-        arrays = encode_features(model, tiny_tokenizer, split, 32, 2, "cpu", "test", path=tmp_path / "t.safetensors",
-                                 lower_layers=True)
+        arrays = encode_features(model, tiny_tokenizer, split, 32, 2, "cpu", "test", path=tmp_path / "t.safetensors")
         assert arrays["token_states"].dtype == np.float16
         rows = FeatureSplit(arrays).__getitems__([0, 1, 2])
         batch = FeatureCollator(key="lower_layer_states")(rows)

@@ -179,9 +179,9 @@ class FeatureCollator:
 
 @torch.no_grad()
 def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, max_length: int, batch_size: int,
-                    device, name: str, path: Path | None = None, lower_layers: bool = False) -> dict[str, np.ndarray]:
+                    device, name: str, path: Path | None = None) -> dict[str, np.ndarray]:
     """Run the encoder once over a split: ``{"features"}`` (``[docs, hidden]`` float32) or, for CNN
-    and with ``lower_layers`` (the output of the model's frozen lower layers), ``{"token_states",
+    and after ``model.freeze_lower_layers(n)`` (the output of those frozen layers), ``{"token_states",
     "lengths"}`` (each document's real tokens, float16, end to end). With ``path``
     they are written into that safetensors file through a memory map as the batches come, in constant
     memory; otherwise returned in memory. Documents are encoded in order of length, so that a batch
@@ -198,7 +198,7 @@ def encode_features(model: THMMForHierarchicalClassification, tokenizer, split, 
         batch = collate(data.__getitems__(rows))
         batch.pop("index")
         inputs = {k: v.to(device) for k, v in batch.items()}
-        feats = model.lower_layer_states(**inputs) if lower_layers else model.encoder_features(**inputs)
+        feats = model.lower_layer_states(**inputs) if model.frozen_lower_layers else model.encoder_features(**inputs)
         if out is None:
             hidden = feats.shape[-1]
             specs = ({"token_states": ("F16", (int(offsets[-1]), hidden)), "lengths": ("I64", (n,))}
@@ -254,7 +254,7 @@ def cached_features(accelerator, model, tokenizer, splits, max_length: int, batc
             t0 = time.perf_counter()
             for name in SPLITS:
                 encode_features(unwrapped, tokenizer, splits[name], max_length, batch_size, accelerator.device, name,
-                                path=directory / f"{name}.safetensors", lower_layers=bool(lower))
+                                path=directory / f"{name}.safetensors")
             info = {**key_parts, "key": key, "encode_seconds": round(time.perf_counter() - t0, 2),
                     "documents": {n: len(splits[n]) for n in SPLITS}}
             meta_path.write_text(json.dumps(info, indent=1), encoding="utf-8")
