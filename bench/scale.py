@@ -3,6 +3,7 @@
     python bench/scale.py                                   # 100k, 300k, 1M documents (about an hour on 2 CPU cores)
     python bench/scale.py --sizes 100000 --num-proc 2       # one size, tokenized by 2 processes
     python bench/scale.py --data dataset_script/quickstart --scheme cpc --sizes 300,600 --tune-docs 500   # a smoke run
+    python bench/scale.py --sizes 100000,1000000 --skip-predict --tune-docs 0   # preparation only (about 15 minutes)
 
 The corpora are sampled with a fixed seed from the real titles of ``--data`` (default
 ``../shared/data/dronesr``): each document has a real title, an abstract made of 12 random titles
@@ -328,14 +329,15 @@ def report(results: dict, tune: dict | None, args) -> str:
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n in sizes:
-        p, a, q = results[n]["prepare"], results[n]["again"], results[n]["predict"]
+        p, a, q = results[n]["prepare"], results[n]["again"], results[n].get("predict")
+        predicted = ("n/a | n/a" if q is None else
+                     f"{n / q['seconds']:,.0f} | {gb(q['peak_rss_first_tenth'])} / {gb(q['peak_rss_first_half'])} / "
+                     f"{gb(q['peak_rss'])} ({gb(q['peak_anon'])})")
         lines.append(
             f"| {n:,} | {p['total_s']:.0f} = {p['load_s']:.0f} + {p['tokenize_s']:.0f} + {p['loader_s']:.1f} + "
             f"{p['pass_s']:.0f} | {n / p['total_s']:,.0f} | {n / p['cpu_s']:,.0f} | {p['load_average']:.1f} | "
             f"{gb(p['peak_rss'])} ({gb(p['peak_anon'])}) | {a['total_s']:.0f}"
-            f"{'' if a['tokens_reused'] else ' (tokens not reused!)'} | {gb(a['peak_rss'])} | "
-            f"{n / q['seconds']:,.0f} | {gb(q['peak_rss_first_tenth'])} / {gb(q['peak_rss_first_half'])} / "
-            f"{gb(q['peak_rss'])} ({gb(q['peak_anon'])}) |")
+            f"{'' if a['tokens_reused'] else ' (tokens not reused!)'} | {gb(a['peak_rss'])} | {predicted} |")
     small, large = results[sizes[0]], results[sizes[-1]]
     top = large["prepare"]
     lines += ["", (f"Mean {small['prepare']['mean_tokens']:.0f} word-pieces per document (max length {args.max_length}), "
@@ -353,7 +355,6 @@ def report(results: dict, tune: dict | None, args) -> str:
     growth_time = top["total_s"] / small["prepare"]["total_s"]
     ratio = sizes[-1] / sizes[0]
     time_limit = TARGETS["time_growth"] * ratio / 10  # 11x for 10x the documents
-    predict_growth = large["predict"]["peak_rss"] / small["predict"]["peak_rss"]
     lines += [
         "", "Targets:",
         (f"- {sizes[-1]:,} documents prepared with peak RSS {top['peak_rss'] / 1e9:.2f} GB = {gb(top['peak_rss'])} GiB "
@@ -365,9 +366,11 @@ def report(results: dict, tune: dict | None, args) -> str:
          f"x{growth_anon:.2f}: {judge(growth_anon <= TARGETS['memory_growth'])}; time x{growth_time:.1f} (target <= "
          f"{time_limit:.1f}): {judge(growth_time <= time_limit)}, CPU time x{growth_cpu:.1f}: "
          f"{judge(growth_cpu <= time_limit)}"),
-        (f"- prediction peak RSS x{predict_growth:.2f} from {sizes[0]:,} to {sizes[-1]:,} documents (constant memory, "
-         f"within 10%): {judge(predict_growth <= 1.1)}"),
     ]
+    if "predict" in small and "predict" in large:
+        predict_growth = large["predict"]["peak_rss"] / small["predict"]["peak_rss"]
+        lines.append(f"- prediction peak RSS x{predict_growth:.2f} from {sizes[0]:,} to {sizes[-1]:,} documents "
+                     f"(constant memory, within 10%): {judge(predict_growth <= 1.1)}")
     if tune is not None:
         ok = "timeout" not in tune and tune["seconds"] <= TARGETS["tune_s"]
         lines.append(f"- threshold tuning on {args.tune_docs:,} dev documents (target <= {TARGETS['tune_s']:.0f} s): "
@@ -391,6 +394,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tune-timeout", type=float, default=1800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) and results.json here")
+    parser.add_argument("--skip-predict", action="store_true", help="skip the prediction step (its columns read n/a)")
     parser.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step:
@@ -422,9 +426,10 @@ def main(argv=None) -> int:
         print(f"  prepare: {results[n]['prepare']}", flush=True)
         results[n]["again"] = run_step("prepare", **opts)
         print(f"  again (cached): {results[n]['again']}", flush=True)
-        results[n]["predict"] = run_step("predict", model=str(model), input=str(train_file),
-                                         batch_size=args.batch_size, max_length=args.max_length)
-        print(f"  predict: {results[n]['predict']}", flush=True)
+        if not args.skip_predict:
+            results[n]["predict"] = run_step("predict", model=str(model), input=str(train_file),
+                                             batch_size=args.batch_size, max_length=args.max_length)
+            print(f"  predict: {results[n]['predict']}", flush=True)
     tune = None
     if args.tune_docs:
         tune = run_step("tune", timeout=args.tune_timeout, data=str(args.data), scheme=args.scheme,

@@ -242,9 +242,10 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path):
 
     assert pq.read_metadata(tmp_path / "work" / "docs_600_parquet" / "data" / "train-00000-of-00001.parquet").num_rows == 600
     out = run_scale(tmp_path, "--data", str(QUICKSTART_DATA), "--scheme", "cpc", "--sizes", "200", "--format", "tsv",
-                    "--eval-docs", "20", "--tune-docs", "0")  # the release format, read by the TSV builder
+                    "--eval-docs", "20", "--tune-docs", "0", "--skip-predict")  # the release format, read by the TSV builder
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| 200 |" in out.stdout and "tokens not reused" not in out.stdout
+    assert "| n/a | n/a |" in out.stdout and "prediction peak RSS" not in out.stdout  # --skip-predict
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
 
