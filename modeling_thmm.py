@@ -323,18 +323,29 @@ class _StatesAsEmbeddings(nn.Module):
         return inputs_embeds
 
 
-def _top_layers_view(encoder: nn.Module, num_lower_layers: int) -> nn.Module:
-    """The encoder without its embeddings and lowest ``num_lower_layers`` layers, sharing every
-    parameter with it: ``view(inputs_embeds=states)`` runs the remaining layers (and the pooler) on
-    the output states of layer ``num_lower_layers``, through the encoder's own forward, so that the
-    attention mask is built exactly as for a whole-encoder run. Not registered as a submodule:
+def _layers_view(encoder: nn.Module, layers: slice, embeddings: nn.Module | None = None) -> nn.Module:
+    """The encoder with only ``layers`` of its transformer layers (and ``embeddings`` in place of its
+    own, when given), sharing every parameter with it, run through the encoder's own forward so that
+    the attention mask is built exactly as for a whole-encoder run. Not registered as a submodule:
     nothing is saved twice."""
-    layers = encoder_layer_list(encoder)
     inner = copy.copy(encoder.encoder)
-    inner._modules = {**inner._modules, "layer": nn.ModuleList(list(layers)[num_lower_layers:])}
+    inner._modules = {**inner._modules, "layer": nn.ModuleList(list(encoder_layer_list(encoder))[layers])}
     view = copy.copy(encoder)
-    view._modules = {**encoder._modules, "encoder": inner, "embeddings": _StatesAsEmbeddings()}
+    view._modules = {**encoder._modules, "encoder": inner}
+    if embeddings is not None:
+        view._modules["embeddings"] = embeddings
     return view
+
+
+def _top_layers_view(encoder: nn.Module, num_lower_layers: int) -> nn.Module:
+    """``view(inputs_embeds=states)`` runs the layers above ``num_lower_layers`` (and the pooler) on
+    the output states of layer ``num_lower_layers``."""
+    return _layers_view(encoder, slice(num_lower_layers, None), embeddings=_StatesAsEmbeddings())
+
+
+def _sync_training(view: nn.Module, encoder: nn.Module) -> None:
+    """A view's shallow copies keep the mode they were made in: give them the encoder's."""
+    view.training = view.encoder.training = encoder.training
 
 
 class THMMPreTrainedModel(PreTrainedModel):
@@ -468,7 +479,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         self.register_buffer("taxonomy_fingerprint", _fingerprint_tensor(taxonomy))
         self.register_load_state_dict_pre_hook(self._check_state_dict_fingerprint)
         self.frozen_lower_layers = 0  # see freeze_lower_layers (a training mode, not saved)
-        self._top_layers = None
+        self._top_layers = self._lower_layers = None
         self.post_init()
 
     # ---- construction -----------------------------------------------------------------------
@@ -575,17 +586,20 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         self.frozen_lower_layers = num_layers
         # a plain attribute, not a submodule: its parameters are the encoder's, saved once
         object.__setattr__(self, "_top_layers", _top_layers_view(self.encoder, num_layers))
+        # the embeddings and the frozen layers alone: building the cache skips the layers above them
+        object.__setattr__(self, "_lower_layers", _layers_view(self.encoder, slice(num_layers)))
 
     def lower_layer_states(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
         """``[batch, tokens, hidden]``: the output of the lowest ``frozen_lower_layers`` layers (what
-        the lower-layer cache holds), from the whole encoder's hidden states."""
+        the lower-layer cache holds), computed by the embeddings and those layers only."""
         if not self.frozen_lower_layers:
             raise ValueError("call freeze_lower_layers(n) first")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        outputs = self.encoder(input_ids, attention_mask=attention_mask, output_hidden_states=True, return_dict=True,
-                               **extra, **kwargs)
+        _sync_training(self._lower_layers, self.encoder)
+        outputs = self._lower_layers(input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                                     return_dict=True, **extra, **kwargs)
         return outputs.hidden_states[self.frozen_lower_layers]
 
     def encoder_features(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
@@ -609,7 +623,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         else:  # cached output of the frozen lower layers: run the top layers only
             if self._top_layers is None:
                 raise ValueError("lower_layer_states needs freeze_lower_layers(n) first")
-            self._top_layers.training = self._top_layers.encoder.training = self.encoder.training
+            _sync_training(self._top_layers, self.encoder)
             outputs = self._top_layers(inputs_embeds=lower_layer_states, **encoder_kwargs)
             # the view's states start at its input, layer n's output: put back the n states below it
             hidden_states = outputs.hidden_states and (None,) * self.frozen_lower_layers + outputs.hidden_states

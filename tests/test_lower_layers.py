@@ -31,6 +31,24 @@ def test_cached_lower_states_give_the_whole_encoders_logits(tiny_model, tiny_tok
     torch.testing.assert_close(top16, whole, rtol=0, atol=2e-3)  # the cache stores fp16
 
 
+@pytest.mark.parametrize("lower", [1, 3])
+def test_lower_states_come_from_the_lower_layers_alone(tiny_model, tiny_tokenizer, lower):
+    model = tiny_model(head_type="tmm")
+    batch = _batch(tiny_tokenizer)
+    model.eval()
+    with torch.no_grad():
+        whole = model.encoder(**batch, output_hidden_states=True).hidden_states[lower]
+        model.freeze_lower_layers(lower)
+        calls = []
+        hooks = [layer.register_forward_hook(lambda *_, i=i: calls.append(i))
+                 for i, layer in enumerate(model.encoder.encoder.layer)]
+        states = model.lower_layer_states(**batch)
+        for hook in hooks:
+            hook.remove()
+    assert calls == list(range(lower))  # the layers above the cached one do not run
+    torch.testing.assert_close(states, whole, rtol=0, atol=0)
+
+
 def test_freezing_keeps_the_saved_weights_and_freezes_only_the_lower_part(tiny_model):
     model = tiny_model(head_type="thmm")
     names = set(model.state_dict())
