@@ -123,6 +123,10 @@ class THMMConfig(PretrainedConfig):
             Global decision threshold on node probabilities.
         level_thresholds (`list[float]`, *optional*):
             One threshold per level; overrides `threshold` when set (tuned on dev by `train.py`).
+        node_thresholds (`dict[str, float]`, *optional*):
+            A threshold of its own for some nodes, by code; overrides `level_thresholds` and `threshold`
+            for those nodes. `train.py` tunes them on dev for the nodes with enough dev positives
+            (`--threshold-granularity node`).
         label_titles (`dict[str, str]`, *optional*):
             Human-readable titles of the codes, e.g. from the CPC title list.
         max_length (`int`, *optional*, defaults to 256):
@@ -165,6 +169,7 @@ class THMMConfig(PretrainedConfig):
     cnn_num_summed_layers: int = 4
     threshold: float | int = 0.5
     level_thresholds: list[float] | None = None
+    node_thresholds: dict[str, float] | None = None
     label_titles: dict[str, str] | None = None
     max_length: int = 256
     consistent_scores: bool = False
@@ -207,6 +212,8 @@ class THMMConfig(PretrainedConfig):
                 thresholds.for_nodes(self.get_taxonomy())
         except ValueError as err:  # a TaxonomyError too
             values = f"threshold={self.threshold!r}, level_thresholds={self.level_thresholds!r}"
+            if self.node_thresholds:
+                values += f", node_thresholds ({len(self.node_thresholds)} nodes)"
             raise ValueError(f"{values}: {err}") from None
         check_max_length(self.max_length)
         if self.loss_type not in LOSS_TYPES:
@@ -226,12 +233,13 @@ class THMMConfig(PretrainedConfig):
 
     @property
     def thresholds(self) -> Thresholds:
-        """``threshold`` and ``level_thresholds`` as a (validated) :class:`Thresholds`."""
-        return Thresholds(self.threshold, self.level_thresholds)
+        """``threshold``, ``level_thresholds`` and ``node_thresholds`` as a (validated) :class:`Thresholds`."""
+        return Thresholds(self.threshold, self.level_thresholds, per_node=self.node_thresholds)
 
     @property
     def decision_thresholds(self) -> float | list[float]:
-        """What decoding uses: the per-level thresholds when tuned, else the global one."""
+        """The per-level thresholds when tuned, else the global one (``node_thresholds`` override
+        these for their nodes; ``thresholds.for_nodes`` gives what decoding uses for every node)."""
         decision = self.thresholds.decision
         return list(decision) if isinstance(decision, tuple) else decision
 

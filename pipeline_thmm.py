@@ -62,8 +62,9 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
 
     Call arguments (also accepted by `pipeline(...)` as defaults):
         top_k (`int`, *optional*): predict the `top_k` best leaves instead of thresholding.
-        threshold (`float` or `list[float]`, *optional*): one threshold, or one per level; defaults to
-            the model's tuned `config.level_thresholds` (else `config.threshold`).
+        threshold (`float` or `list[float]`, *optional*): one threshold, or one per level, for every node;
+            defaults to the model's tuned ones (`config.node_thresholds` over `config.level_thresholds`,
+            else `config.threshold`).
         at_least_one (`bool`, *optional*): give a document its best leaf when none reaches the threshold.
         consistent (`bool`, *optional*): cap each node's score by its ancestors' (no child above its
             parent); defaults to the model's `config.consistent_scores`.

@@ -129,7 +129,8 @@ def _threshold_values(value, where: str, probability: bool) -> float | tuple[flo
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Decision thresholds on node probabilities: one global value, or one per taxonomy level.
+    """Decision thresholds on node probabilities: one global value, or one per taxonomy level, and
+    optionally one for each of some nodes (``per_node``, by code), which overrides its level's.
 
     Every value is checked here (a finite number in [0, 1]): the config and the command lines build
     one, and :meth:`Taxonomy.decode` takes one (or plain values on any score scale, e.g. SVM decision
@@ -140,6 +141,8 @@ class Thresholds:
         (0.5, 0.4, 0.3)
         >>> Thresholds(0.4).for_nodes(Taxonomy.from_codes(["A43B"])).tolist()
         [0.4, 0.4, 0.4]
+        >>> Thresholds(0.4, per_node={"A43B": 0.3}).for_nodes(Taxonomy.from_codes(["A43B"])).tolist()
+        [0.4, 0.4, 0.3]
     """
 
     global_threshold: float = 0.5
@@ -147,6 +150,9 @@ class Thresholds:
     per_level: tuple[float, ...] | None = None
     #: the dev metric the thresholds were tuned for; ``None`` when they were not tuned
     objective: str | None = None
+    #: ``{code: threshold}`` for the nodes that have their own (tuned on dev where it had enough
+    #: positives); overrides the level's or the global threshold for those nodes
+    per_node: Mapping[str, float] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "global_threshold", _check_number(self.global_threshold, "global_threshold", True))
@@ -157,6 +163,15 @@ class Thresholds:
             object.__setattr__(self, "per_level", per_level)
         if self.objective is not None and not isinstance(self.objective, str):
             raise ValueError(f"objective: must be a metric name or None, got {self.objective!r}")
+        if self.per_node is not None:
+            if not isinstance(self.per_node, Mapping):
+                raise ValueError(f"per_node: must map codes to probabilities, got {type(self.per_node).__name__}")
+            per_node = {}
+            for code, value in self.per_node.items():
+                if not isinstance(code, str) or not code:
+                    raise ValueError(f"per_node: keys must be label codes, got {code!r}")
+                per_node[code] = _check_number(value, f"per_node[{code!r}]", True)
+            object.__setattr__(self, "per_node", dict(sorted(per_node.items())) or None)
 
     @property
     def decision(self) -> float | tuple[float, ...]:
@@ -168,18 +183,21 @@ class Thresholds:
         return taxonomy.node_thresholds(self)
 
     def to_dict(self) -> dict:
-        """Plain JSON: ``{"global_threshold", "per_level", "objective"}``."""
+        """Plain JSON: ``{"global_threshold", "per_level", "objective", "per_node"}``."""
         per_level = list(self.per_level) if self.per_level is not None else None
-        return {"global_threshold": self.global_threshold, "per_level": per_level, "objective": self.objective}
+        per_node = dict(self.per_node) if self.per_node is not None else None
+        return {"global_threshold": self.global_threshold, "per_level": per_level, "objective": self.objective,
+                "per_node": per_node}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Thresholds:
         """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error."""
         if not isinstance(data, Mapping):
             raise ValueError(f"thresholds: expected a dict, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"global_threshold", "per_level", "objective"})
+        unknown = sorted(set(data) - {"global_threshold", "per_level", "objective", "per_node"})
         if unknown:
-            raise ValueError(f"thresholds: unknown keys {unknown}; expected global_threshold, per_level, objective")
+            raise ValueError(f"thresholds: unknown keys {unknown}; expected global_threshold, per_level, objective, "
+                             "per_node")
         return cls(**data)
 
     @classmethod
@@ -555,19 +573,29 @@ class Taxonomy:
         return out
 
     def node_thresholds(self, threshold: Thresholds | float | Sequence[float]) -> np.ndarray:
-        """Per-node thresholds from a :class:`Thresholds`, or from one value or one value per level.
+        """Per-node thresholds from a :class:`Thresholds` (its ``per_node`` values over its level or
+        global ones), or from one value or one value per level.
 
         Plain values may be on any score scale (e.g. SVM decision values); they must be finite.
         """
+        per_node = None
         if isinstance(threshold, Thresholds):
-            decision = threshold.decision
+            decision, per_node = threshold.decision, threshold.per_node
         else:
             decision = _threshold_values(threshold, "threshold", probability=False)
         if not isinstance(decision, tuple):
-            return np.full(len(self), decision)
-        if len(decision) != self.num_levels:
+            values = np.full(len(self), decision)
+        elif len(decision) != self.num_levels:
             raise TaxonomyError(f"expected one threshold per level ({self.num_levels}), got {list(decision)}")
-        return np.asarray(decision)[self._levels - 1]
+        else:
+            values = np.asarray(decision)[self._levels - 1]
+        if per_node:
+            unknown = [code for code in per_node if code not in self._label2id]
+            if unknown:
+                raise TaxonomyError(f"per-node thresholds for {len(unknown)} codes outside the taxonomy, "
+                                    f"e.g. {unknown[0]!r}")
+            values[[self._label2id[code] for code in per_node]] = list(per_node.values())
+        return values
 
     def decode(
         self,

@@ -23,7 +23,9 @@ model that was interrupted, from its last epoch checkpoint, with the same argume
 epoch an interrupted run saved, with this command's settings), tunes its thresholds on dev for that
 objective instead, scores test once, and adds the result as ``NAME@micro_f1`` beside the original
 (the objective decides which trade-off between rare-label recall, i.e. macro-F1, and overall
-precision, i.e. micro-F1, the thresholds make).
+precision, i.e. micro-F1, the thresholds make). ``--threshold-granularity`` says what gets its own
+threshold (default ``node``, as ``train.py``); a retune at another granularity is added as
+``NAME@OBJECTIVE:GRANULARITY``, e.g. ``tmm-mean@f1_avg:level``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, 
 from configuration_thmm import LOSS_TYPES
 from thmm.arguments import MIXED_PRECISION, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
+from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +109,8 @@ def neural_run(name, args, out_dir: Path) -> dict:
         batch_size=args.batch_size, eval_batch_size=256, max_length=args.max_length, seed=args.seed,
         learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, checkpoint_every=0,
         save_total_limit=1, report_to="none", overwrite_output_dir=True,
-        threshold_objective=args.threshold_objective, selection_metric=args.selection_metric,
+        threshold_objective=args.threshold_objective, threshold_granularity=args.threshold_granularity,
+        selection_metric=args.selection_metric,
         selection_only=args.selection_only,
         loss_type=args.loss_type, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
@@ -128,7 +132,7 @@ def run_settings(args) -> dict:
             "head_learning_rate": args.head_learning_rate, "batch_size": args.batch_size, "max_length": args.max_length,
             "selection_metric": args.selection_metric + (" only" if args.selection_only else ""),
             "loss_type": args.loss_type, "max_train_samples": args.max_train_samples,
-            "mixed_precision": args.mixed_precision}
+            "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity}
 
 
 def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
@@ -162,7 +166,8 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     loaders = {s: accelerator.prepare(DataLoader(d, batch_size=256, collate_fn=collate)) for s, d in datasets_.items()}
     probs = {s: predict_probabilities(accelerator, model, loaders[s], len(datasets_[s])) for s in loaders}
     eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], args.scheme) for s in references}
-    tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective, eval_tax["validation"])
+    tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective, eval_tax["validation"],
+                            args.threshold_granularity)
     return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
             for s in references} | {"thresholds": tuned.to_dict()}
 
@@ -181,6 +186,8 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-5, help="encoder (with --full-finetune)")
     parser.add_argument("--head-learning-rate", type=float, default=1e-3)
     parser.add_argument("--threshold-objective", default="f1_avg", choices=("macro_f1", "micro_f1", "f1_avg"))
+    parser.add_argument("--threshold-granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
+                        help="train.py --threshold-granularity (and what --retune tunes)")
     parser.add_argument("--selection-metric", default=DEFAULT_SELECTION_METRIC, choices=tuple(SELECTION_METRICS),
                         help="dev number that chooses the best epoch (train.py --selection-metric)")
     parser.add_argument("--selection-only", action="store_true",
@@ -237,12 +244,14 @@ def main(argv=None):
                 raise SystemExit(f"--retune: {name!r} is not a neural model with a saved model under {args.out}")
             t0 = time.perf_counter()
             run = retune_run(args.retune, settings, args, splits, args.out / "runs" / name)
-            results[f"{name}@{args.retune}"] = {
+            key = f"{name}@{args.retune}" + ("" if args.threshold_granularity == "level" else f":{args.threshold_granularity}")
+            results[key] = {
                 "dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
                 "best_epoch": results.get(name, {}).get("best_epoch"), "thresholds": run["thresholds"],
-                "settings": {**settings, "retuned_from": name, "threshold_objective": args.retune}}
+                "settings": {**settings, "retuned_from": name, "threshold_objective": args.retune,
+                             "threshold_granularity": args.threshold_granularity}}
             results_path.write_text(json.dumps(results, indent=1))
-            print(f"{name}@{args.retune}: test macro-hF1 {run['test']['macro_f1']:.4f}, "
+            print(f"{key}: test macro-hF1 {run['test']['macro_f1']:.4f}, "
                   f"micro-hF1 {run['test']['micro_f1']:.4f}")
             continue
         if name in results and not args.force:
@@ -302,6 +311,8 @@ def render(results: dict, args, argv) -> str:
     for name, r in results.items():
         thr = r.get("thresholds", {}).get("per_level") or r.get("settings", {}).get("threshold", "")
         thr = ", ".join(f"{float(t):g}" for t in thr) if isinstance(thr, (list, tuple)) else thr
+        if r.get("thresholds", {}).get("per_node"):
+            thr = f"{thr} (+{len(r['thresholds']['per_node'])} nodes)"
         settings = r.get("settings", {})
         per_epoch = r.get("train_seconds_per_epoch")
         lines.append(f"| {name} | {r['dev']['macro_f1']:.4f} | {r['dev']['micro_f1']:.4f} | "
@@ -323,7 +334,7 @@ def render(results: dict, args, argv) -> str:
         for name, r in results.items():
             if name.startswith(("tmm", "thmm")):
                 # against flat with thresholds tuned for the same objective when there is one
-                rep, _, objective = name.split("-", 1)[1].partition("@")
+                rep, _, objective = name.split("-", 1)[1].partition("@")  # objective[:granularity]
                 flat_name = f"flat-{rep}@{objective}" if objective and f"flat-{rep}@{objective}" in results else f"flat-{rep}"
                 flat = results.get(flat_name, {}).get("test")
                 dm, di = r["test"]["macro_f1"] - svm["macro_f1"], r["test"]["micro_f1"] - svm["micro_f1"]

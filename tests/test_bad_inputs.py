@@ -288,6 +288,13 @@ CASES = {
     "features-cache-under-a-file": Case(
         "train", lambda env: env.train_argv("--freeze-encoder", "--features-cache-dir", str(env.file() / "cache")), 2,
         ("--features-cache-dir {tmp}/file.txt/cache", "not a writable directory")),
+    # ---- threshold tuning
+    "node-threshold-min-support-zero": Case(
+        "train", lambda env: env.train_argv("--node-threshold-min-support", "0"), 2,
+        ("--node-threshold-min-support: must be at least 1",)),
+    "threshold-granularity-unknown": Case(
+        "train", lambda env: env.train_argv("--threshold-granularity", "leaf"), 2,
+        ("--threshold-granularity", "leaf")),
     # ---- frozen lower layers: the tiny encoder has 4 layers
     "freeze-lower-layers-all": Case(
         "train", lambda env: env.train_argv("--freeze-lower-layers", "4"), 2,

@@ -59,16 +59,22 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     mtime = weights.stat().st_mtime_ns
     out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "micro_f1")
     assert out.returncode == 0, out.stderr[-3000:]
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "micro_f1",
+                                    "--threshold-granularity", "level")
+    assert out.returncode == 0, out.stderr[-3000:]
     retuned = json.loads((tmp_path / "results.json").read_text())
-    assert set(retuned) == {"svm", "flat-cls", "tmm-mean", "tmm-mean@micro_f1"}
+    assert set(retuned) == {"svm", "flat-cls", "tmm-mean", "tmm-mean@micro_f1:node", "tmm-mean@micro_f1"}
     assert retuned["tmm-mean"] == results["tmm-mean"] and weights.stat().st_mtime_ns == mtime
-    run = retuned["tmm-mean@micro_f1"]
-    assert run["thresholds"]["objective"] == "micro_f1"
-    assert run["dev"]["micro_f1"] == pytest.approx(run["thresholds"]["per_level_score"])
-    assert run["test"]["num_documents"] == 60 and run["settings"]["retuned_from"] == "tmm-mean"
-    # the same model scores the same documents: only the thresholds, not the scores, changed
-    assert run["test"]["auprc"] == pytest.approx(results["tmm-mean"]["test"]["auprc"])
-    assert "tmm-mean@micro_f1" in (tmp_path / "results.md").read_text()
+    for key, granularity in (("tmm-mean@micro_f1:node", "node"), ("tmm-mean@micro_f1", "level")):
+        run = retuned[key]
+        assert run["thresholds"]["objective"] == "micro_f1" and run["settings"]["threshold_granularity"] == granularity
+        assert run["dev"]["micro_f1"] == pytest.approx(run["thresholds"][f"per_{granularity}_score"])
+        assert run["test"]["num_documents"] == 60 and run["settings"]["retuned_from"] == "tmm-mean"
+        # the same model scores the same documents: only the thresholds, not the scores, changed
+        assert run["test"]["auprc"] == pytest.approx(results["tmm-mean"]["test"]["auprc"])
+    assert retuned["tmm-mean@micro_f1"]["thresholds"]["per_node"] is None
+    assert retuned["tmm-mean@micro_f1:node"]["dev"]["micro_f1"] >= retuned["tmm-mean@micro_f1"]["dev"]["micro_f1"]
+    assert "tmm-mean@micro_f1:node" in (tmp_path / "results.md").read_text()
 
     out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "thmm-mean", "--retune", "micro_f1")
     assert out.returncode != 0 and "'thmm-mean' is not a neural model with a saved model" in out.stderr
@@ -79,7 +85,7 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "f1_avg",
                                     "--epochs", "1")
     assert out.returncode == 0, out.stderr[-3000:]
-    run = json.loads((tmp_path / "results.json").read_text())["tmm-mean@f1_avg"]
+    run = json.loads((tmp_path / "results.json").read_text())["tmm-mean@f1_avg:node"]
     assert run["settings"]["interrupted"] is True and run["settings"]["frozen_encoder"] is True
     for metric in ("macro_f1", "micro_f1", "auprc"):
         assert run["test"][metric] == pytest.approx(results["tmm-mean"]["test"][metric]), metric

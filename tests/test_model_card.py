@@ -165,3 +165,14 @@ def test_upload_folder_default_api_is_huggingface_hub_hfapi(tmp_path, monkeypatc
 ])
 def test_card_says_how_the_encoder_was_trained(test_metrics, overrides, text):
     assert text in make_card(test_metrics, **overrides).text
+
+
+def test_card_names_per_node_and_tuned_global_thresholds(test_metrics):
+    per_node = {"thresholds": {"objective": "f1_avg", "global_threshold": 0.5, "per_level": [0.65, 0.35, 0.4],
+                               "per_node": {"A43B": 0.2, "H04W": 0.55}}}
+    card = make_card(test_metrics, **per_node)
+    assert "per level 0.65, 0.35, 0.4" in card.text.replace("[", "").replace("]", "")
+    assert "2 nodes with enough dev positives have their own (`node_thresholds`, from 0.2 to 0.55)" in card.text
+    tuned_global = make_card(test_metrics, thresholds={"objective": "micro_f1", "global_threshold": 0.35,
+                                                       "per_level": None, "per_node": None})
+    assert "one global threshold 0.35, tuned on dev for `micro_f1`" in tuned_global.text

@@ -236,7 +236,7 @@ def test_thresholds_parse_coerce_and_json(small_taxonomy):
 
     tuned = Thresholds(np.float64(0.45), [np.float32(0.5), 0.25, 0.75], "micro_f1")
     data = tuned.to_dict()
-    assert data == {"global_threshold": 0.45, "per_level": [0.5, 0.25, 0.75], "objective": "micro_f1"}
+    assert data == {"global_threshold": 0.45, "per_level": [0.5, 0.25, 0.75], "objective": "micro_f1", "per_node": None}
     assert type(data["global_threshold"]) is float and all(type(t) is float for t in data["per_level"])
     assert json.loads(json.dumps(data)) == data and Thresholds.from_dict(data) == tuned
     assert Thresholds.from_dict({}) == Thresholds()
@@ -269,6 +269,11 @@ def test_config_thresholds_and_choices(small_taxonomy):
     assert THMMConfig(taxonomy=small_taxonomy, threshold=0.4).decision_thresholds == 0.4
     with pytest.raises(Exception, match=r"level_thresholds.*per_level\[1\]: must be a probability"):
         THMMConfig(taxonomy=small_taxonomy, level_thresholds=[0.5, float("nan"), 0.3])
+    config = THMMConfig(taxonomy=small_taxonomy, level_thresholds=[0.5, 0.4, 0.3], node_thresholds={"A43B": 0.2})
+    node_values = config.thresholds.for_nodes(small_taxonomy)
+    assert node_values[small_taxonomy.index("A43B")] == 0.2 and node_values[small_taxonomy.index("A43C")] == 0.3
+    with pytest.raises(Exception, match=r"node_thresholds \(1 nodes\): per-node thresholds for 1 codes outside"):
+        THMMConfig(taxonomy=small_taxonomy, node_thresholds={"Z99Z": 0.2})
     assert HEAD_TYPES == ("tmm", "thmm", "flat") and DOC_REPRESENTATIONS == ("cls", "cnn", "mean")
     for head_type in HEAD_TYPES:
         THMMConfig(taxonomy=small_taxonomy, head_type=head_type)

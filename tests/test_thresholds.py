@@ -13,6 +13,7 @@ from configuration_thmm import Taxonomy, TaxonomyError, Thresholds
 from hierarchical_metrics import compute_hierarchical_metrics
 from thmm.evaluation import decoded_matrix, evaluate_probabilities, evaluation_taxonomy
 from thmm.thresholds import (
+    GRANULARITIES,
     OBJECTIVES,
     THRESHOLD_GRID,
     TunedThresholds,
@@ -84,7 +85,7 @@ def parent_map_case(num_docs=150, seed=0):
 def test_tuning_equals_the_per_call_path(seed, objective):
     probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(200, 60, seed=seed, outside_rate=0.1)
     assert set(eval_taxonomy.nodes) > set(taxonomy.nodes)  # gold codes the model has no node for
-    new = tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy)
+    new = tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy, "level")
     assert_same_tuning(new, reference_tune(probs, references, taxonomy, objective, eval_taxonomy))
 
 
@@ -98,14 +99,14 @@ def test_tuning_with_probabilities_on_the_grid_values():
     probs[on_grid] = rng.choice(near, int(on_grid.sum()))
     probs[0, :3] = np.nan  # never selected, as in Taxonomy.decode
     for values in (probs, probs.astype(np.float64), probs.astype(np.float64).round(2)):
-        new = tune_thresholds(values, references, taxonomy, "f1_avg", eval_taxonomy)
+        new = tune_thresholds(values, references, taxonomy, "f1_avg", eval_taxonomy, "level")
         assert_same_tuning(new, reference_tune(values, references, taxonomy, "f1_avg", eval_taxonomy))
 
 
 def test_tuning_on_a_deeper_non_cpc_hierarchy():
     probs, references, taxonomy, eval_taxonomy = parent_map_case()
     assert taxonomy.num_levels == 4
-    new = tune_thresholds(probs, references, taxonomy, "f1_avg", eval_taxonomy)
+    new = tune_thresholds(probs, references, taxonomy, "f1_avg", eval_taxonomy, "level")
     assert_same_tuning(new, reference_tune(probs, references, taxonomy, "f1_avg", eval_taxonomy))
 
 
@@ -148,6 +149,106 @@ def test_time_threshold_tuning():
     assert timing["num_docs"] == 300 and timing["num_nodes"] <= 80 < timing["num_eval_nodes"] + 10
     assert timing["seconds"] > 0 and timing["objective"] == "f1_avg"
     assert len(timing["per_level"]) == 3 and timing["global_threshold"] in THRESHOLD_GRID
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-node thresholds
+# --------------------------------------------------------------------------------------------------
+
+
+def reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, min_support) -> TunedThresholds:
+    """Per-node coordinate ascent scored by the per-call path: from the per-level result, deepest level
+    first, every node gold in at least ``min_support`` documents tries every grid value."""
+    level = reference_tune(probs, references, taxonomy, objective, eval_taxonomy)
+    base = level.thresholds
+    support = np.zeros(len(taxonomy), int)  # documents whose closed gold set holds the node
+    for labels in references:
+        closed = {a for code in labels for a in (*eval_taxonomy.ancestors(code), code) if a in taxonomy}
+        for code in closed:
+            support[taxonomy.index(code)] += 1
+    own, best = {}, level.per_level_score
+    for nodes in reversed(taxonomy.level_slices):
+        for n in range(nodes.start, nodes.stop):
+            code = taxonomy.nodes[n]
+            if support[n] < min_support:
+                continue
+            choice = own.get(code, base.per_level[int(taxonomy.levels[n]) - 1])
+            for t in THRESHOLD_GRID:
+                trial = Thresholds(base.global_threshold, base.per_level, objective, per_node={**own, code: t})
+                value = reference_scores(probs, references, taxonomy, trial, eval_taxonomy)[objective]
+                if value > best + 1e-12:
+                    best, choice = value, t
+            own[code] = choice
+    per_node = {c: t for c, t in own.items() if t != base.per_level[int(taxonomy.levels[taxonomy.index(c)]) - 1]}
+    thresholds = Thresholds(base.global_threshold, base.per_level, objective, per_node=per_node)
+    return TunedThresholds(thresholds, level.global_score, level.per_level_score, best)
+
+
+@pytest.mark.parametrize("objective", ["f1_avg", "micro_f1", "macro_f1"])
+def test_node_tuning_equals_the_per_call_path(objective):
+    for probs, references, taxonomy, eval_taxonomy, min_support in (
+        (*synthetic_dev_set(240, 40, seed=5, outside_rate=0.05), 4),
+        (*parent_map_case(120, seed=2), 6),  # 4 levels, siblings not contiguous in node order
+    ):
+        new = tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy, "node", min_support)
+        old = reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, min_support)
+        assert new.thresholds == old.thresholds
+        assert new.per_node_score == pytest.approx(old.per_node_score, abs=1e-12)
+        scored = evaluate_probabilities(probs, references, taxonomy, new.thresholds, eval_taxonomy, with_scores=False)
+        assert scored[objective] == pytest.approx(new.per_node_score, abs=1e-12)
+        assert new.per_node_score >= new.per_level_score
+
+
+def test_node_thresholds_separate_leaves_one_level_threshold_cannot():
+    taxonomy = Taxonomy.from_codes(["A01B", "A01C"])
+    rng = np.random.default_rng(0)
+    # A01B's positives score 0.3 against 0.1; A01C's 0.9 against 0.6: no one leaf threshold fits both.
+    b_gold = rng.random(200) < 0.5
+    c_gold = ~b_gold | (rng.random(200) < 0.3)  # every document has a gold leaf (A and A01 score 0.99)
+    probs = np.full((200, len(taxonomy)), 0.99)
+    probs[:, taxonomy.index("A01B")] = np.where(b_gold, 0.3, 0.1)
+    probs[:, taxonomy.index("A01C")] = np.where(c_gold, 0.9, 0.6)
+    references = [[c for c, g in (("A01B", b), ("A01C", c)) if g] for b, c in zip(b_gold, c_gold)]
+    level = tune_thresholds(probs, references, taxonomy, "micro_f1", taxonomy, "level")
+    node = tune_thresholds(probs, references, taxonomy, "micro_f1", taxonomy, "node", node_min_support=20)
+    assert level.per_level_score < 0.99 and node.per_node_score == 1.0
+    per_node = node.thresholds.per_node
+    assert 0.1 < node.thresholds.for_nodes(taxonomy)[taxonomy.index("A01B")] <= 0.3
+    assert 0.6 < node.thresholds.for_nodes(taxonomy)[taxonomy.index("A01C")] <= 0.9
+    assert set(per_node) <= {"A01B", "A01C"} and per_node
+    # a support above every node's keeps the level thresholds
+    few = tune_thresholds(probs, references, taxonomy, "micro_f1", taxonomy, "node", node_min_support=201)
+    assert few.thresholds.per_node is None and few.per_node_score == few.per_level_score
+
+
+def test_global_granularity_and_errors():
+    probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(200, 40, seed=1)
+    tuned = tune_thresholds(probs, references, taxonomy, "f1_avg", eval_taxonomy, "global")
+    assert tuned.thresholds.per_level is None and tuned.thresholds.per_node is None
+    assert tuned.global_score == tuned.per_level_score
+    assert GRANULARITIES == ("global", "level", "node")
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        tune_thresholds(probs, references, taxonomy, "f1_avg", eval_taxonomy, "leaf")
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="node_min_support must be a positive integer"):
+            tune_thresholds(probs, references, taxonomy, "f1_avg", eval_taxonomy, "node", bad)
+
+
+def test_per_node_thresholds_in_thresholds_and_decode():
+    taxonomy = Taxonomy.from_codes(["A43B", "A43C"])
+    thresholds = Thresholds(0.5, (0.5, 0.4, 0.3), "f1_avg", per_node={"A43C": 0.7, "A": 0.2})
+    assert list(thresholds.per_node) == ["A", "A43C"]  # sorted, so that equal thresholds compare equal
+    assert thresholds.for_nodes(taxonomy).tolist() == [0.2, 0.4, 0.3, 0.7]
+    assert Thresholds.from_dict(thresholds.to_dict()) == thresholds
+    assert Thresholds(0.5, per_node={}).per_node is None
+    scores = np.array([[0.1, 0.1, 0.35, 0.65]])
+    assert taxonomy.decode(scores, thresholds) == [["A", "A43", "A43B"]]  # A43C's own 0.7 is not reached
+    with pytest.raises(ValueError, match=r"per_node\['A43C'\]: must be a probability in \[0, 1\], got 1.5"):
+        Thresholds(0.5, per_node={"A43C": 1.5})
+    with pytest.raises(ValueError, match="per_node: must map codes to probabilities"):
+        Thresholds(0.5, per_node=[0.3])
+    with pytest.raises(TaxonomyError, match="per-node thresholds for 1 codes outside the taxonomy, e.g. 'B41F'"):
+        Thresholds(0.5, per_node={"B41F": 0.3}).for_nodes(taxonomy)
 
 
 # --------------------------------------------------------------------------------------------------

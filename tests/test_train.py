@@ -35,7 +35,8 @@ def run_script(args, timeout=300, launcher=None):
 def trained(tiny_encoder_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "thmm"
     summary = run_training(parse_args(small_args(tiny_encoder_dir, out, "--label-titles",
-                                                      str(REPO_ROOT / "tests" / "fixtures" / "cpc_titles.tsv"))))
+                                                      str(REPO_ROOT / "tests" / "fixtures" / "cpc_titles.tsv"),
+                                                      "--node-threshold-min-support", "2")))
     return out, summary
 
 
@@ -54,6 +55,7 @@ def test_end_to_end_outputs(trained):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["level_thresholds"] == summary["thresholds"]["per_level"]
     assert len(config["level_thresholds"]) == 3
+    assert config["node_thresholds"] == summary["thresholds"]["per_node"]
     card = (model_dir / "README.md").read_text()
     assert "model-index" in card and "Macro F1" in card and "trust_remote_code=True" in card
     assert (out / "logs").exists() is False  # --report-to none writes no tracker logs
@@ -84,7 +86,8 @@ def test_thresholds_are_tuned_on_dev(trained):
     thresholds = summary["thresholds"]
     assert thresholds["objective"] == "f1_avg"
     assert thresholds["per_level_score"] >= thresholds["global_score"]  # per-level search starts from the global
-    assert summary["dev"]["f1_avg"] == pytest.approx(thresholds["per_level_score"])
+    assert thresholds["per_node_score"] >= thresholds["per_level_score"]  # and the per-node from the per-level
+    assert summary["dev"]["f1_avg"] == pytest.approx(thresholds["per_node_score"])
 
 
 @pytest.mark.parametrize("batching", [[], ["--group-by-length"], ["--freeze-lower-layers", "2"]],

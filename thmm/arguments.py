@@ -23,6 +23,7 @@ from configuration_thmm import (
 )
 
 from .selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
+from .thresholds import DEFAULT_GRANULARITY, GRANULARITIES, NODE_MIN_SUPPORT
 
 THRESHOLD_OBJECTIVES = ("macro_f1", "micro_f1", "f1_avg")
 TRACKERS = ("tensorboard", "none")
@@ -85,8 +86,13 @@ class TrainingArguments:
                                  tuple(SELECTION_METRICS))
     selection_only: bool = _arg(False, "stop on the selection metric alone, even while dev AUPRC still improves")
     threshold: float = _arg(0.5, "decision threshold during training and evaluation before tuning")
-    tune_thresholds: bool = _arg(True, "tune global and per-level thresholds on dev at the end")
+    tune_thresholds: bool = _arg(True, "tune the thresholds on dev at the end (see --threshold-granularity)")
     threshold_objective: str = _arg("f1_avg", "dev metric the thresholds maximise", THRESHOLD_OBJECTIVES)
+    threshold_granularity: str = _arg(DEFAULT_GRANULARITY, "what gets a tuned threshold: global (one value), level (one per level), "
+                                              "node (one per level, then one for each node gold in at least "
+                                              "--node-threshold-min-support dev documents)", GRANULARITIES)
+    node_threshold_min_support: int = _arg(NODE_MIN_SUPPORT, "dev documents a node must be gold in to get its own "
+                                                             "threshold (--threshold-granularity node)")
     # frozen encoder
     freeze_encoder: bool = _arg(False, "train only the heads on cached encoder outputs")
     freeze_lower_layers: int = _arg(0, "freeze the embeddings and the lowest N encoder layers: their output token "
@@ -140,6 +146,7 @@ class TrainingArguments:
              f"must be divisible by --gradient-accumulation-steps {self.gradient_accumulation_steps}")
         need(self.max_grad_norm >= 0, "max_grad_norm", "must be non-negative")
         need(self.patience >= 1, "patience", "must be at least 1")
+        need(self.node_threshold_min_support >= 1, "node_threshold_min_support", "must be at least 1")
         need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
         need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
         need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")

@@ -111,12 +111,18 @@ def _levels(taxonomy: Taxonomy, scheme: str) -> str:
 
 def _thresholds_text(thresholds: Mapping) -> str:
     per_level = thresholds.get("per_level")
+    if per_level is None and thresholds.get("objective"):
+        return (f"one global threshold {_plain(thresholds['global_threshold'])}, tuned on dev for "
+                f"`{thresholds['objective']}` (`threshold` in `config.json`)")
     if per_level is None:
         return f"one global threshold {_plain(thresholds['global_threshold'])} (not tuned; `threshold` in `config.json`)"
     objective = thresholds.get("objective") or "n/a"
+    per_node = thresholds.get("per_node") or {}
+    node_text = (f"; {len(per_node)} nodes with enough dev positives have their own (`node_thresholds`, from "
+                 f"{_plain(min(per_node.values()))} to {_plain(max(per_node.values()))})" if per_node else "")
     return (
         f"tuned on dev for `{objective}`: per level {_plain(list(per_level))} (`level_thresholds` in "
-        f"`config.json`; global fallback {_plain(thresholds['global_threshold'])})"
+        f"`config.json`; global fallback {_plain(thresholds['global_threshold'])}){node_text}"
     )
 
 
@@ -168,7 +174,7 @@ def build_model_card(
             ``patience``, ``seed``, ...; ``None`` values are left out); ``selection_metric`` (e.g.
             ``"dev macro-hF1"``) names what chose the best epoch.
         frozen_lower_layers: with ``--freeze-lower-layers N``, the N frozen lower layers (0: none).
-        thresholds: ``Thresholds.to_dict()`` (``objective``, ``global_threshold``, ``per_level``).
+        thresholds: ``Thresholds.to_dict()`` (``objective``, ``global_threshold``, ``per_level``, ``per_node``).
         test_metrics: the dict of :func:`hierarchical_metrics.compute_hierarchical_metrics` on the test
             split; ``macro_f1``, ``micro_f1`` and ``auprc`` go into the metadata's eval results.
         epochs_run, best_epoch: epochs trained and the (1-based) epoch of the saved weights.

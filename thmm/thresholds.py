@@ -1,5 +1,6 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
-"""Decision thresholds tuned on dev: the best global value on a grid, then per level.
+"""Decision thresholds tuned on dev: the best global value on a grid, then per level, then (optionally)
+per node for the nodes with enough dev positives.
 
 Every candidate is scored exactly as :func:`thmm.evaluation.evaluate_probabilities` would score it
 (decode at the thresholds, then the hierarchical metric over the evaluation taxonomy), but from
@@ -26,27 +27,46 @@ OBJECTIVES = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", 
 _MAX_TABLE_CELLS = 1 << 24
 
 
+#: how finely :func:`tune_thresholds` tunes: one global value, one per level, or per level and then
+#: per node (each node with enough dev positives gets its own)
+GRANULARITIES = ("global", "level", "node")
+#: what training tunes (per node beat per level on dronesr dev by two-fold cross-validation, see the README)
+DEFAULT_GRANULARITY = "node"
+#: dev documents a node must be gold in before it gets a threshold of its own (fewer fit noise:
+#: chosen by two-fold cross-validation on dronesr dev, see the README)
+NODE_MIN_SUPPORT = 20
+
+
 @dataclass(frozen=True)
 class TunedThresholds:
-    """The tuned thresholds and the dev scores that chose them."""
+    """The tuned thresholds and the dev scores that chose them (``per_node_score`` is ``None``
+    unless per-node thresholds were tuned)."""
 
     thresholds: Thresholds
     global_score: float
     per_level_score: float
+    per_node_score: float | None = None
 
     def to_dict(self) -> dict:
+        node_score = None if self.per_node_score is None else float(self.per_node_score)
         return {**self.thresholds.to_dict(), "global_score": float(self.global_score),
-                "per_level_score": float(self.per_level_score)}
+                "per_level_score": float(self.per_level_score), "per_node_score": node_score}
 
 
-def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_taxonomy: Taxonomy) -> TunedThresholds:
-    """Best global threshold on the grid, then per-level coordinate ascent (two passes) from it.
+def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_taxonomy: Taxonomy,
+                    granularity: str = DEFAULT_GRANULARITY, node_min_support: int = NODE_MIN_SUPPORT) -> TunedThresholds:
+    """Best global threshold on the grid, then per-level coordinate ascent (two passes) from it, then
+    (``granularity="node"``) per-node coordinate ascent from those (:func:`_tune_node_thresholds`).
 
     ``objective`` is one of :data:`OBJECTIVES`; each candidate scores what
     ``evaluate_probabilities(probs, references, taxonomy, candidate, eval_taxonomy)[objective]`` gives.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if isinstance(node_min_support, bool) or not isinstance(node_min_support, int) or node_min_support < 1:
+        raise ValueError(f"node_min_support must be a positive integer, got {node_min_support!r}")
     counts = _GridCounts(probs, references, taxonomy, eval_taxonomy)
 
     def score(grid_index):  # one THRESHOLD_GRID index per level
@@ -60,6 +80,8 @@ def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_
     best_global = max(global_scores, key=lambda k: (global_scores[k], -abs(THRESHOLD_GRID[k] - 0.5)))
     levels = [best_global] * taxonomy.num_levels
     best = global_scores[best_global]
+    if granularity == "global":
+        return TunedThresholds(Thresholds(THRESHOLD_GRID[best_global], None, objective), best, best)
     for _ in range(2):
         for lvl in range(taxonomy.num_levels):
             for k in grid:
@@ -69,7 +91,134 @@ def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_
                 if value > best + 1e-12:
                     best, levels = value, trial
     thresholds = Thresholds(THRESHOLD_GRID[best_global], tuple(THRESHOLD_GRID[k] for k in levels), objective)
-    return TunedThresholds(thresholds, global_scores[best_global], best)
+    if granularity == "level":
+        return TunedThresholds(thresholds, global_scores[best_global], best)
+    start = np.asarray(levels)[taxonomy.levels - 1]
+    node_k, node_best = _tune_node_thresholds(probs, counts, taxonomy, objective, start, node_min_support)
+    per_node = {taxonomy.nodes[n]: THRESHOLD_GRID[node_k[n]] for n in np.flatnonzero(node_k != start)}
+    thresholds = Thresholds(thresholds.global_threshold, thresholds.per_level, objective, per_node=per_node)
+    return TunedThresholds(thresholds, global_scores[best_global], best, node_best)
+
+
+def _tune_node_thresholds(probs, counts: _GridCounts, taxonomy: Taxonomy, objective: str, start: np.ndarray,
+                          min_support: int) -> tuple[np.ndarray, float]:
+    """Per-node coordinate ascent of the dev ``objective``, one pass from the deepest level up: each
+    node that is gold in at least ``min_support`` dev documents tries every grid value (keeping its
+    own unless one scores higher), the others keep theirs. Returns the grid index of every node and
+    the objective at them.
+
+    A node's decision changes its own closed prediction and its ancestors' (a predicted node implies
+    them), nothing else, and only in the documents where its probability reaches the lowest grid
+    value. There, each node ``x`` on that path predicts the documents it predicts anyway (``x``'s
+    own score, or a closed child off the path) plus those where the tuned node's score reaches the
+    candidate: counts from one histogram of grid positions. So a node costs its candidate documents.
+    """
+    positions = _grid_positions(probs)  # [nodes, documents]; selected at grid index k when > k
+    gold = np.ascontiguousarray(counts.gold[:, counts.columns].T)  # closed, [nodes, documents]
+    parents, base = taxonomy.parent_index, len(THRESHOLD_GRID) + 1
+    k = np.array(start, dtype=np.intp)
+    own = positions > k[:, None]
+    closed = own.copy()
+    for nodes in reversed(taxonomy.level_slices[1:]):
+        for n in range(nodes.start, nodes.stop):
+            closed[parents[n]] |= closed[n]
+    # per internal node, how many of its children are predicted (closed) in each document
+    internal = np.unique(parents[parents >= 0])
+    row = np.full(len(taxonomy), -1)
+    row[internal] = np.arange(len(internal))
+    firing_children = np.zeros((len(internal), counts.num_docs), np.int32)
+    for child in np.flatnonzero(parents >= 0):
+        firing_children[row[parents[child]]] += closed[child]
+    tp = np.zeros(counts.num_eval_nodes, np.int64)
+    n_pred = np.zeros(counts.num_eval_nodes, np.int64)
+    tp[counts.columns] = np.count_nonzero(closed & gold, axis=1)
+    n_pred[counts.columns] = np.count_nonzero(closed, axis=1)
+    candidates = _CandidateScores(objective, counts.n_gold)
+    best = scores_from_counts(tp, n_pred, counts.n_gold)[objective]
+    support = np.count_nonzero(gold, axis=1)
+    for nodes in reversed(taxonomy.level_slices):
+        for n in range(nodes.start, nodes.stop):
+            docs = np.flatnonzero(positions[n])  # elsewhere no candidate selects n
+            if support[n] < min_support or not docs.size:
+                continue
+            at = positions[n, docs]
+            path = [n]
+            while parents[path[-1]] >= 0:
+                path.append(int(parents[path[-1]]))
+            columns = counts.columns[path]
+            anyway = firing_children[row[n], docs] > 0 if row[n] >= 0 else np.zeros(docs.size, bool)
+            path_anyway = []
+            cand_tp = np.empty((len(path), len(THRESHOLD_GRID)), np.int64)
+            cand_pred = np.empty_like(cand_tp)
+            for i, x in enumerate(path):
+                if i:  # x's own score, or a closed child other than the one on the path
+                    anyway = anyway | own[x, docs] | (firing_children[row[x], docs] - closed[path[i - 1], docs] > 0)
+                path_anyway.append(anyway)
+                is_gold, was = gold[x, docs], closed[x, docs]
+                free = ~anyway
+                above = np.bincount(at[free], minlength=base)[::-1].cumsum()[::-1]  # above[j]: positions >= j
+                above_gold = np.bincount(at[free & is_gold], minlength=base)[::-1].cumsum()[::-1]
+                # outside ``docs`` nothing changes; inside, candidate k selects positions > k
+                cand_pred[i] = (n_pred[columns[i]] - np.count_nonzero(was) + np.count_nonzero(anyway) + above[1:])
+                cand_tp[i] = (tp[columns[i]] - np.count_nonzero(was & is_gold)
+                              + np.count_nonzero(anyway & is_gold) + above_gold[1:])
+            choice = k[n]
+            for candidate, value in enumerate(candidates.values(tp, n_pred, columns, cand_tp, cand_pred).tolist()):
+                if value > best + 1e-12:
+                    best, choice = value, candidate
+            if choice == k[n]:
+                continue
+            k[n] = choice
+            own[n, docs] = at > choice
+            selected, previous = own[n, docs], None
+            for i, (x, anyway) in enumerate(zip(path, path_anyway)):
+                new, old = anyway | selected, closed[x, docs]
+                if previous is not None:  # x's firing-children count follows the path child's change
+                    firing_children[row[x], docs] += previous[1].astype(np.int32) - previous[0]
+                closed[x, docs] = new
+                tp[columns[i]], n_pred[columns[i]] = cand_tp[i, choice], cand_pred[i, choice]
+                previous = (old, new)
+    return k, scores_from_counts(tp, n_pred, counts.n_gold)[objective]
+
+
+class _CandidateScores:
+    """The objective for each grid candidate of one node at once, from the counts that change (those
+    of the nodes on its path): ``scores_from_counts`` vectorised over the candidates."""
+
+    def __init__(self, objective: str, n_gold: np.ndarray):
+        self.objective, self.n_gold = objective, n_gold.astype(np.float64)
+        self.in_gold = n_gold > 0
+        self.total_gold, self.num_in_gold = float(n_gold.sum()), int(self.in_gold.sum())
+
+    def _per_node(self, tp, n_pred, n_gold):
+        """Macro terms (precision, recall, F1) of nodes with gold, zero elsewhere."""
+        tp, n_pred = np.asarray(tp, np.float64), np.asarray(n_pred, np.float64)
+        gold = n_gold > 0
+        precision = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
+        recall = np.divide(tp, n_gold, out=np.zeros_like(tp), where=gold)
+        f1 = np.divide(2 * tp, n_pred + n_gold, out=np.zeros_like(tp), where=gold)
+        return np.where(gold, precision, 0.0), recall, f1
+
+    def values(self, tp, n_pred, columns, cand_tp, cand_pred) -> np.ndarray:
+        path_gold = self.n_gold[columns][:, None]
+        total_tp = tp.sum() + (cand_tp - tp[columns][:, None]).sum(axis=0)
+        total_pred = n_pred.sum() + (cand_pred - n_pred[columns][:, None]).sum(axis=0)
+        scores = {
+            "micro_precision": np.divide(total_tp, total_pred, out=np.zeros(total_tp.shape), where=total_pred > 0),
+            "micro_recall": total_tp / self.total_gold if self.total_gold else np.zeros(total_tp.shape),
+            "micro_f1": np.divide(2 * total_tp, total_pred + self.total_gold, out=np.zeros(total_tp.shape),
+                                  where=total_pred + self.total_gold > 0),
+        }
+        if self.num_in_gold:
+            now = self._per_node(tp, n_pred, self.n_gold)
+            before = self._per_node(tp[columns][:, None], n_pred[columns][:, None], path_gold)
+            after = self._per_node(cand_tp, cand_pred, path_gold)
+            for name, whole, old, new in zip(("macro_precision", "macro_recall", "macro_f1"), now, before, after):
+                scores[name] = (whole[self.in_gold].sum() + (new - old).sum(axis=0)) / self.num_in_gold
+            micro, macro = scores["micro_f1"], scores["macro_f1"]
+            scores["f1_avg"] = np.divide(2 * micro * macro, micro + macro, out=np.zeros(micro.shape),
+                                         where=micro + macro > 0)
+        return scores[self.objective]
 
 
 def global_grid_scores(probs, references, taxonomy: Taxonomy, eval_taxonomy: Taxonomy) -> dict[float, dict]:
@@ -99,7 +248,7 @@ class _GridCounts:
             raise ValueError(f"got {len(probs)} rows of probabilities but {len(gold)} references")
         if not len(gold):
             raise ValueError("no documents to tune thresholds on: the probabilities and references are empty")
-        self.columns = model_columns(taxonomy, eval_taxonomy)
+        self.gold, self.columns = gold, model_columns(taxonomy, eval_taxonomy)
         self.n_gold = np.count_nonzero(gold, axis=0).astype(np.int64, copy=False)
         self.num_docs, self.num_eval_nodes = len(gold), len(eval_taxonomy)
         self.levels = taxonomy.level_slices
@@ -167,6 +316,22 @@ def _descendant_grid_positions(probs, levels: list[slice], children) -> list[np.
     decided in float64 as ``Taxonomy.decode`` does (for float32 probabilities, against each grid
     value rounded up to float32, which decides the same). NaN reaches nothing.
     """
+    position = _grid_positions(probs)
+    best = []
+    for level, nodes in enumerate(levels):
+        level_best = np.zeros_like(position)
+        level_best[nodes] = position[nodes]
+        for child, ranges in reversed(children[:level]):
+            rows = level_best[child]
+            for parent, start, stop in ranges:  # faster than np.maximum.reduceat, which is slow on rows
+                np.maximum.reduce(rows[start:stop], axis=0, out=level_best[parent])
+        best.append(level_best)
+    return best
+
+
+def _grid_positions(probs) -> np.ndarray:
+    """uint8 ``[nodes, documents]``: the grid position of each probability of ``[documents, nodes]``
+    ``probs`` (see :func:`_descendant_grid_positions`)."""
     probs = np.asarray(probs)
     grid = comparable_thresholds(THRESHOLD_GRID, probs.dtype)
     probs = np.ascontiguousarray(probs, dtype=grid.dtype)
@@ -178,16 +343,7 @@ def _descendant_grid_positions(probs, levels: list[slice], children) -> list[np.
         exact = probs.ravel()[open_]
         position.ravel()[open_] = np.where(np.isnan(exact), 0, np.searchsorted(grid, exact, side="right"))
     position = np.ascontiguousarray(position.T)  # transposing uint8 is cheaper than transposing floats
-    best = []
-    for level, nodes in enumerate(levels):
-        level_best = np.zeros_like(position)
-        level_best[nodes] = position[nodes]
-        for child, ranges in reversed(children[:level]):
-            rows = level_best[child]
-            for parent, start, stop in ranges:  # faster than np.maximum.reduceat, which is slow on rows
-                np.maximum.reduce(rows[start:stop], axis=0, out=level_best[parent])
-        best.append(level_best)
-    return best
+    return position
 
 
 _TABLE_BITS, _OPEN = 20, 255
@@ -257,12 +413,13 @@ def synthetic_dev_set(num_docs: int, num_nodes: int = 800, seed: int = 0, outsid
     return probs, references, taxonomy, eval_taxonomy
 
 
-def time_threshold_tuning(num_docs: int, num_nodes: int = 800, seed: int = 0, objective: str = "f1_avg") -> dict:
+def time_threshold_tuning(num_docs: int, num_nodes: int = 800, seed: int = 0, objective: str = "f1_avg",
+                          granularity: str = DEFAULT_GRANULARITY) -> dict:
     """Seconds :func:`tune_thresholds` takes on ``synthetic_dev_set(num_docs, num_nodes, seed)`` (built
     before the clock starts), with the sizes and the tuned thresholds."""
     probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(num_docs, num_nodes, seed)
     start = time.perf_counter()
-    tuned = tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy)
+    tuned = tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy, granularity)
     seconds = time.perf_counter() - start
     return {"num_docs": num_docs, "num_nodes": len(taxonomy), "num_eval_nodes": len(eval_taxonomy),
-            "seconds": seconds, **tuned.to_dict()}
+            "seconds": seconds, "granularity": granularity, **tuned.to_dict()}

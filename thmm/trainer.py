@@ -462,7 +462,8 @@ class Trainer:
         if accelerator.is_main_process:
             if args.tune_thresholds:
                 self.tuned = tune_thresholds(self.probs["validation"], self.references["validation"], self.taxonomy,
-                                             args.threshold_objective, self.eval_taxonomy["validation"])
+                                             args.threshold_objective, self.eval_taxonomy["validation"],
+                                             args.threshold_granularity, args.node_threshold_min_support)
                 thresholds = self.tuned.thresholds
             self.results = {
                 split: evaluate_probabilities(self.probs[split], self.references[split], self.taxonomy, thresholds,
@@ -493,6 +494,7 @@ class Trainer:
             final.config.threshold = float(self.thresholds.global_threshold)
             final.config.level_thresholds = (list(self.thresholds.per_level)
                                              if self.thresholds.per_level is not None else None)
+            final.config.node_thresholds = self.thresholds.per_node
             ckpt.check_finite(final.named_parameters(), f"the final model to {self.model_dir}")
             final.save_pretrained(self.model_dir)
             summary = write_run_outputs(self, final)

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="-", help="JSONL output file (default: stdout)")
     parser.add_argument("--top-k", type=int, default=None, help="predict the K best leaf codes instead of thresholding")
     parser.add_argument("--threshold", type=parse_threshold, default=None,
-                        help="global threshold, or one per level like 0.5,0.4,0.3 (default: the model's tuned ones)")
+                        help="global threshold, or one per level like 0.5,0.4,0.3, for every node "
+                             "(default: the model's tuned ones, per node where it has them)")
     parser.add_argument("--at-least-one", action="store_true", help="give every document its best leaf code at least")
     parser.add_argument("--consistent-scores", action=argparse.BooleanOptionalAction, default=None,
                         help="cap each node's score by its ancestors' (no child above its parent) before decoding; "
