@@ -135,21 +135,21 @@ def run_settings(args) -> dict:
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity}
 
 
-def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
-    """Dev-tuned thresholds for another objective on a finished model, and its test scores at them."""
+def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
+    """A finished (or interrupted) run's saved model on dev and test: ``{"taxonomy", "probs",
+    "references", "eval_taxonomy"}``, the last three by split (``validation``, ``test``)."""
     import torch
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer
 
     from modeling_thmm import THMMForHierarchicalClassification
-    from thmm.evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
+    from thmm.evaluation import evaluation_taxonomy, predict_probabilities
     from thmm.features import split_datasets
-    from thmm.thresholds import tune_thresholds
 
     model_dir = run_dir / "model"
     if not (model_dir / "config.json").exists():
-        raise SystemExit(f"--retune: no trained model in {model_dir}; train it first (without --retune)")
+        raise SystemExit(f"no trained model in {model_dir}; train it first with bench/quality.py")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = THMMForHierarchicalClassification.from_pretrained(model_dir).to(accelerator.device)
     if settings.get("frozen_lower_layers"):
@@ -166,10 +166,29 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     loaders = {s: accelerator.prepare(DataLoader(d, batch_size=256, collate_fn=collate)) for s, d in datasets_.items()}
     probs = {s: predict_probabilities(accelerator, model, loaders[s], len(datasets_[s])) for s in loaders}
     eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], args.scheme) for s in references}
+    return {"taxonomy": taxonomy, "probs": probs, "references": references, "eval_taxonomy": eval_tax}
+
+
+def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
+    """Dev-tuned thresholds for another objective on a finished model, and its test scores at them."""
+    from thmm.evaluation import evaluate_probabilities
+    from thmm.thresholds import tune_thresholds
+
+    run = run_probabilities(settings, args, splits, run_dir)
+    taxonomy, probs, references, eval_tax = run["taxonomy"], run["probs"], run["references"], run["eval_taxonomy"]
     tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective, eval_tax["validation"],
                             args.threshold_granularity)
     return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
             for s in references} | {"thresholds": tuned.to_dict()}
+
+
+def saved_run_settings(results: dict, name: str) -> dict | None:
+    """The settings a neural run was trained with, from its results entry, or from a retune's entry
+    when the run was interrupted (``None`` when neither is there)."""
+    if name in results:
+        return results[name]["settings"]
+    retunes = [r["settings"] for r in results.values() if r.get("settings", {}).get("retuned_from") == name]
+    return {k: v for k, v in retunes[0].items() if k not in ("retuned_from", "threshold_objective")} if retunes else None
 
 
 def main(argv=None):

@@ -1,0 +1,118 @@
+"""Per-level against per-node thresholds on saved bench models, judged by cross-validation on dev.
+
+    python bench/thresholds.py --out bench/results/top2 --models tmm-mean
+    python bench/thresholds.py --out bench/results/small-flat40 --models flat-mean,tmm-mean,thmm-mean
+
+Each named model was trained by ``bench/quality.py --out OUT`` (finished, or interrupted with a
+retune entry that holds its settings). Its saved model scores dev and test once. Then, for
+per-level thresholds (``--threshold-granularity level``) and for per-node ones at each
+``--min-supports`` value, the thresholds are tuned on one half of dev and scored on the other half,
+both ways round (two-fold cross-validation, a fixed random split): that is the number to choose by.
+The test scores at thresholds tuned on the whole dev set are shown beside it, as the bench reports
+them, not to choose by.
+
+Writes ``OUT/thresholds.json`` and ``OUT/thresholds.md`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from quality import DEFAULT_DATA, NEURAL, run_probabilities, saved_run_settings
+
+from thmm.evaluation import evaluate_probabilities, evaluation_taxonomy
+from thmm.thresholds import NODE_MIN_SUPPORT, OBJECTIVES, tune_thresholds
+
+SHOWN = ("macro_f1", "micro_f1", "f1_avg")
+
+
+def compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int = 0) -> list[dict]:
+    """One row per setting: two-fold dev cross-validation and test scores (``probs`` and
+    ``references`` by split: ``validation``, ``test``)."""
+    dev, dev_refs = probs["validation"], references["validation"]
+    order = np.random.default_rng(seed).permutation(len(dev_refs))
+    halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
+    eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], scheme) for s in references}
+    rows = []
+    for granularity, support in [("level", NODE_MIN_SUPPORT), *(("node", m) for m in min_supports)]:
+        folds = []
+        for tune_on, score_on in ((0, 1), (1, 0)):
+            refs = {i: [dev_refs[d] for d in halves[i]] for i in (0, 1)}
+            tax = {i: evaluation_taxonomy(taxonomy, refs[i], scheme) for i in (0, 1)}
+            tuned = tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective, tax[tune_on],
+                                    granularity, support)
+            folds.append(evaluate_probabilities(dev[halves[score_on]], refs[score_on], taxonomy, tuned.thresholds,
+                                                tax[score_on], with_scores=False))
+        tuned = tune_thresholds(dev, dev_refs, taxonomy, objective, eval_tax["validation"], granularity, support)
+        test = evaluate_probabilities(probs["test"], references["test"], taxonomy, tuned.thresholds, eval_tax["test"],
+                                      with_scores=False)
+        rows.append({
+            "setting": "per level" if granularity == "level" else f"per node, support >= {support}",
+            "granularity": granularity, "min_support": support if granularity == "node" else None,
+            "cv_dev": {k: float(np.mean([f[k] for f in folds])) for k in SHOWN},
+            "test": {k: float(test[k]) for k in SHOWN},
+            "nodes_with_own_threshold": len(tuned.thresholds.per_node or {}),
+        })
+    return rows
+
+
+def render(tables: dict, objective: str) -> str:
+    lines = [f"# thresholds tuned for {objective}: two-fold cross-validation on dev (choose by this), and test",
+             "", "| model | thresholds | CV-dev macro-hF1 | CV-dev micro-hF1 | CV-dev f1_avg | test macro-hF1 "
+             "| test micro-hF1 | test f1_avg | nodes with their own |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, rows in tables.items():
+        for row in rows:
+            cv, test = row["cv_dev"], row["test"]
+            lines.append(f"| {name} | {row['setting']} | " + " | ".join(f"{cv[k]:.4f}" for k in SHOWN) + " | "
+                         + " | ".join(f"{test[k]:.4f}" for k in SHOWN) + f" | {row['nodes_with_own_threshold']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--scheme", default="ipc", choices=("cpc", "ipc"))
+    parser.add_argument("--out", type=Path, required=True, help="the bench/quality.py --out of the models")
+    parser.add_argument("--models", required=True, help="comma-separated neural models under OUT/runs")
+    parser.add_argument("--objective", default="f1_avg", choices=OBJECTIVES)
+    parser.add_argument("--min-supports", default="5,10,20,40,80",
+                        help="per-node settings to compare: dev documents a node must be gold in")
+    parser.add_argument("--seed", type=int, default=0, help="of the random halving of dev")
+    args = parser.parse_args(argv)
+    try:
+        min_supports = [int(m) for m in args.min_supports.split(",")]
+        if min(min_supports) < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--min-supports: expected positive integers like 5,10,20, got {args.min_supports!r}")
+    if not (args.data / "train.tsv").exists():
+        print(f"SKIPPED: no data at {args.data} (expected train.tsv, dev.tsv, test.tsv; see ../shared/README.md)")
+        return 0
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+
+    from dataset_script import load_patent_splits
+
+    splits = load_patent_splits(str(args.data), scheme=args.scheme)
+    tables = {}
+    for name in args.models.split(","):
+        settings = saved_run_settings(results, name) if name in NEURAL else None
+        if settings is None:
+            parser.error(f"--models: {name!r} is not a neural model with results in {results_path}")
+        run = run_probabilities(settings, args, splits, args.out / "runs" / name)
+        tables[name] = compare(run["probs"], run["references"], run["taxonomy"], args.scheme, args.objective,
+                               min_supports, args.seed)
+        print(render({name: tables[name]}, args.objective), flush=True)
+    (args.out / "thresholds.json").write_text(json.dumps(tables, indent=1))
+    report = render(tables, args.objective)
+    (args.out / "thresholds.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
