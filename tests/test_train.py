@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import QUICKSTART_DATA, REPO_ROOT, run_command
 from thmm import checkpoints, features
-from thmm.arguments import ConfigError, parse_args
+from thmm.arguments import ConfigError, TrainingArguments, parse_args
 from thmm.cli import train as train_cli
 from thmm.data import LengthGroupedSampler
 from thmm.trainer import train as run_training
@@ -151,6 +151,12 @@ def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
         "selection_metric": ("macro_f1", "macro_f1_tuned"), "selection_only": (True, False)}
     assert checkpoints.resume_arg_differences(
         {"head_type": "tmm"}, {"head_type": "tmm", "selection_metric": "macro_f1", "selection_only": True}) == {}
+    # the threshold options act after the last epoch: a resume may change them (the run ends as an
+    # uninterrupted one with them would), while the options that shape training may not
+    args = TrainingArguments(threshold_granularity="level", node_threshold_min_support=5)
+    kept = checkpoints.resume_args(args)
+    assert "threshold_granularity" not in kept and "node_threshold_min_support" not in kept
+    assert "threshold_objective" in kept and "head_type" in kept
 
 
 def test_two_processes_evaluate_every_example_once(tiny_encoder_dir, tmp_path):
