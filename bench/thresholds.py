@@ -37,12 +37,12 @@ def compare(probs, references, taxonomy, scheme: str, objective: str, min_suppor
     order = np.random.default_rng(seed).permutation(len(dev_refs))
     halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
     eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], scheme) for s in references}
+    refs = {i: [dev_refs[d] for d in halves[i]] for i in (0, 1)}  # the halves, the same for every setting
+    tax = {i: evaluation_taxonomy(taxonomy, refs[i], scheme) for i in (0, 1)}
     rows = []
     for granularity, support in [("level", NODE_MIN_SUPPORT), *(("node", m) for m in min_supports)]:
         folds = []
         for tune_on, score_on in ((0, 1), (1, 0)):
-            refs = {i: [dev_refs[d] for d in halves[i]] for i in (0, 1)}
-            tax = {i: evaluation_taxonomy(taxonomy, refs[i], scheme) for i in (0, 1)}
             tuned = tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective, tax[tune_on],
                                     granularity, support)
             folds.append(evaluate_probabilities(dev[halves[score_on]], refs[score_on], taxonomy, tuned.thresholds,
