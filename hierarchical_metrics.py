@@ -345,33 +345,45 @@ def _column_counts(matrix: np.ndarray) -> np.ndarray:
 
 
 def _prf(tp: np.ndarray, n_pred: np.ndarray, n_gold: np.ndarray) -> dict:
-    """Micro and macro (over gold nodes) P/R/F1 from per-node counts, with ``zero_division=0``."""
+    """Micro and macro (over gold nodes) P/R/F1 from per-node counts, with ``zero_division=0``.
+
+    ``tp`` and ``n_pred`` are ``[nodes]`` (floats out) or ``[nodes, candidates]`` (arrays over the
+    candidates out: threshold tuning scores a node's every grid value at once); ``n_gold`` is ``[nodes]``."""
+    tp, n_pred, n_gold = np.asarray(tp), np.asarray(n_pred), np.asarray(n_gold)
+    scalar = tp.ndim == 1
+    gold = n_gold.reshape(n_gold.shape + (1,) * (tp.ndim - 1))
+    total_tp, total_pred, total_gold = tp.sum(axis=0), n_pred.sum(axis=0), n_gold.sum()
     out = {
-        "micro_precision": _ratio(tp.sum(), n_pred.sum()),
-        "micro_recall": _ratio(tp.sum(), n_gold.sum()),
-        "micro_f1": _ratio(2 * tp.sum(), n_pred.sum() + n_gold.sum()),
+        "micro_precision": _ratio(total_tp, total_pred),
+        "micro_recall": _ratio(total_tp, total_gold),
+        "micro_f1": _ratio(2 * total_tp, total_pred + total_gold),
     }
     in_gold = n_gold > 0
-    tp, n_pred, n_gold = tp[in_gold].astype(np.float64), n_pred[in_gold], n_gold[in_gold]
     if not in_gold.any():
         return {**out, "macro_precision": None, "macro_recall": None, "macro_f1": None}
-    precision = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
-    return {
-        **out,
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float((tp / n_gold).mean()),
-        "macro_f1": float((2 * tp / (n_pred + n_gold)).mean()),
+    tp, n_pred, gold = tp[in_gold].astype(np.float64), n_pred[in_gold], gold[in_gold]
+    macro = {
+        "macro_precision": _ratio(tp, n_pred).mean(axis=0),
+        "macro_recall": (tp / gold).mean(axis=0),
+        "macro_f1": (2 * tp / (n_pred + gold)).mean(axis=0),
     }
+    out.update(macro)
+    return {key: float(value) for key, value in out.items()} if scalar else out
 
 
-def _ratio(num, den) -> float:
-    return float(num / den) if den else 0.0
+def _ratio(num, den):
+    """``num / den`` elementwise, 0 where ``den`` is 0."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, np.broadcast_to(den, num.shape), out=np.zeros(num.shape), where=den > 0)
 
 
-def _harmonic_mean(a: float | None, b: float | None) -> float | None:
+def _harmonic_mean(a, b):
+    """Of two scores (floats, or arrays over candidates); ``None`` when either is."""
     if a is None or b is None:
         return None
-    return 2 * a * b / (a + b) if a + b else 0.0
+    if np.ndim(a) == 0:
+        return 2 * a * b / (a + b) if a + b else 0.0
+    return np.divide(2 * a * b, a + b, out=np.zeros(np.shape(a)), where=(a + b) > 0)
 
 
 def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_docs: int, mode: str,

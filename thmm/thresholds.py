@@ -133,7 +133,6 @@ def _tune_node_thresholds(probs, counts: _GridCounts, taxonomy: Taxonomy, object
     n_pred = np.zeros(counts.num_eval_nodes, np.int64)
     tp[counts.columns] = np.count_nonzero(closed & gold, axis=1)
     n_pred[counts.columns] = np.count_nonzero(closed, axis=1)
-    candidates = _CandidateScores(objective, counts.n_gold)
     best = scores_from_counts(tp, n_pred, counts.n_gold)[objective]
     support = np.count_nonzero(gold, axis=1)
     for nodes in reversed(taxonomy.level_slices):
@@ -163,7 +162,8 @@ def _tune_node_thresholds(probs, counts: _GridCounts, taxonomy: Taxonomy, object
                 cand_tp[i] = (tp[columns[i]] - np.count_nonzero(was & is_gold)
                               + np.count_nonzero(anyway & is_gold) + above_gold[1:])
             choice = k[n]
-            for candidate, value in enumerate(candidates.values(tp, n_pred, columns, cand_tp, cand_pred).tolist()):
+            values = _candidate_scores(objective, tp, n_pred, counts.n_gold, columns, cand_tp, cand_pred)
+            for candidate, value in enumerate(values.tolist()):
                 if value > best + 1e-12:
                     best, choice = value, candidate
             if choice == k[n]:
@@ -181,44 +181,13 @@ def _tune_node_thresholds(probs, counts: _GridCounts, taxonomy: Taxonomy, object
     return k, scores_from_counts(tp, n_pred, counts.n_gold)[objective]
 
 
-class _CandidateScores:
-    """The objective for each grid candidate of one node at once, from the counts that change (those
-    of the nodes on its path): ``scores_from_counts`` vectorised over the candidates."""
-
-    def __init__(self, objective: str, n_gold: np.ndarray):
-        self.objective, self.n_gold = objective, n_gold.astype(np.float64)
-        self.in_gold = n_gold > 0
-        self.total_gold, self.num_in_gold = float(n_gold.sum()), int(self.in_gold.sum())
-
-    def _per_node(self, tp, n_pred, n_gold):
-        """Macro terms (precision, recall, F1) of nodes with gold, zero elsewhere."""
-        tp, n_pred = np.asarray(tp, np.float64), np.asarray(n_pred, np.float64)
-        gold = n_gold > 0
-        precision = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
-        recall = np.divide(tp, n_gold, out=np.zeros_like(tp), where=gold)
-        f1 = np.divide(2 * tp, n_pred + n_gold, out=np.zeros_like(tp), where=gold)
-        return np.where(gold, precision, 0.0), recall, f1
-
-    def values(self, tp, n_pred, columns, cand_tp, cand_pred) -> np.ndarray:
-        path_gold = self.n_gold[columns][:, None]
-        total_tp = tp.sum() + (cand_tp - tp[columns][:, None]).sum(axis=0)
-        total_pred = n_pred.sum() + (cand_pred - n_pred[columns][:, None]).sum(axis=0)
-        scores = {
-            "micro_precision": np.divide(total_tp, total_pred, out=np.zeros(total_tp.shape), where=total_pred > 0),
-            "micro_recall": total_tp / self.total_gold if self.total_gold else np.zeros(total_tp.shape),
-            "micro_f1": np.divide(2 * total_tp, total_pred + self.total_gold, out=np.zeros(total_tp.shape),
-                                  where=total_pred + self.total_gold > 0),
-        }
-        if self.num_in_gold:
-            now = self._per_node(tp, n_pred, self.n_gold)
-            before = self._per_node(tp[columns][:, None], n_pred[columns][:, None], path_gold)
-            after = self._per_node(cand_tp, cand_pred, path_gold)
-            for name, whole, old, new in zip(("macro_precision", "macro_recall", "macro_f1"), now, before, after):
-                scores[name] = (whole[self.in_gold].sum() + (new - old).sum(axis=0)) / self.num_in_gold
-            micro, macro = scores["micro_f1"], scores["macro_f1"]
-            scores["f1_avg"] = np.divide(2 * micro * macro, micro + macro, out=np.zeros(micro.shape),
-                                         where=micro + macro > 0)
-        return scores[self.objective]
+def _candidate_scores(objective: str, tp, n_pred, n_gold, columns, cand_tp, cand_pred) -> np.ndarray:
+    """The objective for each grid candidate of one node at once: only the counts of the nodes on its
+    path (``columns``) differ between candidates, ``cand_tp`` and ``cand_pred`` ([path, candidates])."""
+    tp_all = np.repeat(tp[:, None], cand_tp.shape[1], axis=1)
+    pred_all = np.repeat(n_pred[:, None], cand_tp.shape[1], axis=1)
+    tp_all[columns], pred_all[columns] = cand_tp, cand_pred
+    return scores_from_counts(tp_all, pred_all, n_gold)[objective]
 
 
 def global_grid_scores(probs, references, taxonomy: Taxonomy, eval_taxonomy: Taxonomy) -> dict[float, dict]:
