@@ -2,6 +2,7 @@
 
     python bench/thresholds.py --out bench/results/top2 --models tmm-mean
     python bench/thresholds.py --out bench/results/small-flat40 --models flat-mean,tmm-mean,thmm-mean
+    python bench/thresholds.py --out bench/results/full --models tmm-mean --min-supports 20,40 --scores raw,consistent
 
 Each named model was trained by ``bench/quality.py --out OUT`` (finished, or interrupted with a
 retune entry that holds its settings). Its saved model scores dev and test once. Then, for
@@ -9,7 +10,9 @@ per-level thresholds (``--threshold-granularity level``) and for per-node ones a
 ``--min-supports`` value, the thresholds are tuned on one half of dev and scored on the other half,
 both ways round (two-fold cross-validation, a fixed random split): that is the number to choose by.
 The test scores at thresholds tuned on the whole dev set are shown beside it, as the bench reports
-them, not to choose by.
+them, not to choose by. ``--scores raw,consistent`` repeats every setting on consistent scores
+(each node capped by its ancestors, as ``--consistent-scores`` decodes), with thresholds tuned on
+them.
 
 Writes ``OUT/thresholds.json`` and ``OUT/thresholds.md`` and prints the table.
 """
@@ -30,9 +33,22 @@ from thmm.thresholds import NODE_MIN_SUPPORT, OBJECTIVES, tune_thresholds
 SHOWN = ("macro_f1", "micro_f1", "f1_avg")
 
 
-def compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int = 0) -> list[dict]:
-    """One row per setting: two-fold dev cross-validation and test scores (``probs`` and
-    ``references`` by split: ``validation``, ``test``)."""
+def compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int = 0,
+            score_kinds=("raw",)) -> list[dict]:
+    """One row per setting and kind of scores: two-fold dev cross-validation and test scores
+    (``probs`` and ``references`` by split: ``validation``, ``test``). ``consistent`` scores are
+    capped by their ancestors (``Taxonomy.min_along_path``, what ``--consistent-scores`` decodes)
+    before the thresholds are tuned on them."""
+    rows = []
+    for kind in score_kinds:
+        scores = probs if kind == "raw" else {s: taxonomy.min_along_path(p) for s, p in probs.items()}
+        rows += [{**row, "setting": row["setting"] + ("" if kind == "raw" else ", consistent scores"),
+                  "scores": kind} for row in _compare(scores, references, taxonomy, scheme, objective,
+                                                       min_supports, seed)]
+    return rows
+
+
+def _compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int) -> list[dict]:
     dev, dev_refs = probs["validation"], references["validation"]
     order = np.random.default_rng(seed).permutation(len(dev_refs))
     halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
@@ -82,6 +98,8 @@ def main(argv=None):
     parser.add_argument("--min-supports", default="5,10,20,40,80",
                         help="per-node settings to compare: dev documents a node must be gold in")
     parser.add_argument("--seed", type=int, default=0, help="of the random halving of dev")
+    parser.add_argument("--scores", default="raw", help="comma-separated: raw, consistent (thresholds tuned on "
+                        "scores capped by their ancestors, as --consistent-scores decodes)")
     args = parser.parse_args(argv)
     try:
         min_supports = [int(m) for m in args.min_supports.split(",")]
@@ -89,6 +107,9 @@ def main(argv=None):
             raise ValueError
     except ValueError:
         parser.error(f"--min-supports: expected positive integers like 5,10,20, got {args.min_supports!r}")
+    score_kinds = args.scores.split(",")
+    if not score_kinds or set(score_kinds) - {"raw", "consistent"}:
+        parser.error(f"--scores: expected raw, consistent or both (comma-separated), got {args.scores!r}")
     if not (args.data / "train.tsv").exists():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv, dev.tsv, test.tsv; see ../shared/README.md)")
         return 0
@@ -105,7 +126,7 @@ def main(argv=None):
             parser.error(f"--models: {name!r} is not a neural model with results in {results_path}")
         run = run_probabilities(settings, args, splits, args.out / "runs" / name)
         tables[name] = compare(run["probs"], run["references"], run["taxonomy"], args.scheme, args.objective,
-                               min_supports, args.seed)
+                               min_supports, args.seed, score_kinds)
         print(render({name: tables[name]}, args.objective), flush=True)
     (args.out / "thresholds.json").write_text(json.dumps(tables, indent=1))
     report = render(tables, args.objective)

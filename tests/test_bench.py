@@ -93,11 +93,13 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     # bench/thresholds.py: per level against per node, by two-fold cross-validation on dev
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
-         "--out", str(tmp_path), "--models", "tmm-mean", "--min-supports", "2,5"],
+         "--out", str(tmp_path), "--models", "tmm-mean", "--min-supports", "2,5", "--scores", "raw,consistent"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "thresholds.json").read_text())["tmm-mean"]
-    assert [r["setting"] for r in rows] == ["per level", "per node, support >= 2", "per node, support >= 5"]
+    settings = ["per level", "per node, support >= 2", "per node, support >= 5"]
+    assert [r["setting"] for r in rows] == settings + [f"{s}, consistent scores" for s in settings]
+    assert [r["scores"] for r in rows] == ["raw"] * 3 + ["consistent"] * 3
     assert rows[0]["nodes_with_own_threshold"] == 0 and rows[1]["nodes_with_own_threshold"] >= rows[2]["nodes_with_own_threshold"]
     for row in rows:
         assert all(0 <= row[part][k] <= 1 for part in ("cv_dev", "test") for k in ("macro_f1", "micro_f1", "f1_avg"))
@@ -106,6 +108,12 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
         [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
          "--out", str(tmp_path), "--models", "thmm-mean"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode == 2 and "--models: 'thmm-mean' is not a neural model with results in" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--out", str(tmp_path), "--models", "tmm-mean", "--scores", "raw,capped"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "--scores: expected raw, consistent or both" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_quality_benchmark_skips_clearly_without_data(tmp_path):
