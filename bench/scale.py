@@ -134,10 +134,12 @@ def make_corpus(args, n: int) -> tuple[Path, Path]:
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and its children every ``interval`` seconds."""
+    """Samples the resident memory of this process and its children every ``interval`` seconds: the
+    sum of their RSS (pages a forked worker shares with its parent count once per process), of its
+    anonymous part, and of their PSS (each shared page divided among the processes that map it)."""
 
     def __init__(self, interval: float = 0.1):
-        self.interval, self.rss, self.anon, self.samples = interval, 0, 0, []
+        self.interval, self.rss, self.anon, self.pss, self.samples = interval, 0, 0, 0, []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -149,6 +151,16 @@ class PeakMemory:
         except (OSError, KeyError, ValueError):
             return 0, 0
 
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
     def sample(self) -> None:
         import psutil
 
@@ -156,6 +168,7 @@ class PeakMemory:
         pids = [me.pid] + [c.pid for c in me.children(recursive=True)]
         rss, anon = map(sum, zip(*(self._status(pid) for pid in pids)))
         self.rss, self.anon = max(self.rss, rss), max(self.anon, anon)
+        self.pss = max(self.pss, sum(self._pss(pid) for pid in pids))
         self.samples.append(rss)
 
     def peak_by_fraction(self, fraction: float) -> int:
@@ -230,7 +243,8 @@ def step_prepare(opts: dict) -> dict:
         times["total_s"] = time.perf_counter() - t0
     times["cpu_s"], times["load_average"] = cpu_seconds() - cpu0, os.getloadavg()[0]
     return {**times, "tokens_reused": reused, "documents": len(train), "batches": batches, "mean_tokens": tokens_seen / len(train),
-            "nodes": len(taxonomy), "peak_rss": memory.rss, "peak_anon": memory.anon}
+            "nodes": len(taxonomy), "peak_rss": memory.rss, "peak_anon": memory.anon,
+            "peak_pss": memory.pss}
 
 
 def step_predict(opts: dict) -> dict:
@@ -367,6 +381,10 @@ def report(results: dict, tune: dict | None, args) -> str:
          f"{time_limit:.1f}): {judge(growth_time <= time_limit)}, CPU time x{growth_cpu:.1f}: "
          f"{judge(growth_cpu <= time_limit)}"),
     ]
+    if top.get("peak_pss") and small["prepare"].get("peak_pss"):  # not judged: the targets are set in RSS
+        lines.append(f"- peak PSS (shared pages divided among the processes): {top['peak_pss'] / 1e9:.2f} GB at "
+                     f"{sizes[-1]:,} documents, x{top['peak_pss'] / small['prepare']['peak_pss']:.2f} from "
+                     f"{sizes[0]:,}")
     if "predict" in small and "predict" in large:
         predict_growth = large["predict"]["peak_rss"] / small["predict"]["peak_rss"]
         lines.append(f"- prediction peak RSS x{predict_growth:.2f} from {sizes[0]:,} to {sizes[-1]:,} documents "
