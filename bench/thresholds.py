@@ -35,44 +35,38 @@ SHOWN = ("macro_f1", "micro_f1", "f1_avg")
 
 def compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int = 0,
             score_kinds=("raw",)) -> list[dict]:
-    """One row per setting and kind of scores: two-fold dev cross-validation and test scores
+    """One row per kind of scores and setting: two-fold dev cross-validation and test scores
     (``probs`` and ``references`` by split: ``validation``, ``test``). ``consistent`` scores are
     capped by their ancestors (``Taxonomy.min_along_path``, what ``--consistent-scores`` decodes)
     before the thresholds are tuned on them."""
-    rows = []
-    for kind in score_kinds:
-        scores = probs if kind == "raw" else {s: taxonomy.min_along_path(p) for s, p in probs.items()}
-        rows += [{**row, "setting": row["setting"] + ("" if kind == "raw" else ", consistent scores"),
-                  "scores": kind} for row in _compare(scores, references, taxonomy, scheme, objective,
-                                                       min_supports, seed)]
-    return rows
-
-
-def _compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int) -> list[dict]:
-    dev, dev_refs = probs["validation"], references["validation"]
+    dev_refs = references["validation"]
     order = np.random.default_rng(seed).permutation(len(dev_refs))
     halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
     eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], scheme) for s in references}
     refs = {i: [dev_refs[d] for d in halves[i]] for i in (0, 1)}  # the halves, the same for every setting
     tax = {i: evaluation_taxonomy(taxonomy, refs[i], scheme) for i in (0, 1)}
     rows = []
-    for granularity, support in [("level", NODE_MIN_SUPPORT), *(("node", m) for m in min_supports)]:
-        folds = []
-        for tune_on, score_on in ((0, 1), (1, 0)):
-            tuned = tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective, tax[tune_on],
-                                    granularity, support)
-            folds.append(evaluate_probabilities(dev[halves[score_on]], refs[score_on], taxonomy, tuned.thresholds,
-                                                tax[score_on], with_scores=False))
-        tuned = tune_thresholds(dev, dev_refs, taxonomy, objective, eval_tax["validation"], granularity, support)
-        test = evaluate_probabilities(probs["test"], references["test"], taxonomy, tuned.thresholds, eval_tax["test"],
-                                      with_scores=False)
-        rows.append({
-            "setting": "per level" if granularity == "level" else f"per node, support >= {support}",
-            "granularity": granularity, "min_support": support if granularity == "node" else None,
-            "cv_dev": {k: float(np.mean([f[k] for f in folds])) for k in SHOWN},
-            "test": {k: float(test[k]) for k in SHOWN},
-            "nodes_with_own_threshold": len(tuned.thresholds.per_node or {}),
-        })
+    for kind in score_kinds:
+        scores = probs if kind == "raw" else {s: taxonomy.min_along_path(p) for s, p in probs.items()}
+        dev = scores["validation"]
+        for granularity, support in [("level", NODE_MIN_SUPPORT), *(("node", m) for m in min_supports)]:
+            folds = []
+            for tune_on, score_on in ((0, 1), (1, 0)):
+                tuned = tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective, tax[tune_on],
+                                        granularity, support)
+                folds.append(evaluate_probabilities(dev[halves[score_on]], refs[score_on], taxonomy,
+                                                    tuned.thresholds, tax[score_on], with_scores=False))
+            tuned = tune_thresholds(dev, dev_refs, taxonomy, objective, eval_tax["validation"], granularity, support)
+            test = evaluate_probabilities(scores["test"], references["test"], taxonomy, tuned.thresholds,
+                                          eval_tax["test"], with_scores=False)
+            setting = "per level" if granularity == "level" else f"per node, support >= {support}"
+            rows.append({
+                "setting": setting + ("" if kind == "raw" else ", consistent scores"), "scores": kind,
+                "granularity": granularity, "min_support": support if granularity == "node" else None,
+                "cv_dev": {k: float(np.mean([f[k] for f in folds])) for k in SHOWN},
+                "test": {k: float(test[k]) for k in SHOWN},
+                "nodes_with_own_threshold": len(tuned.thresholds.per_node or {}),
+            })
     return rows
 
 
