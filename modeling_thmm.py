@@ -41,9 +41,9 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds, looks_like_local_path
+    from .configuration_thmm import THMMConfig, Taxonomy, Thresholds, looks_like_local_path
 except ImportError:  # plain import when installed as a top-level module
-    from configuration_thmm import THMMConfig, Taxonomy, TaxonomyError, Thresholds, looks_like_local_path
+    from configuration_thmm import THMMConfig, Taxonomy, Thresholds, looks_like_local_path
 
 __all__ = [
     "HierarchicalClassifierOutput",

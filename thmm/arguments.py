@@ -288,8 +288,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     probe = parser.parse_args(file_argv + argv)
     if probe.quickstart:
         parser.set_defaults(**QUICKSTART_DEFAULTS)
-    (args, extra) = parser.parse_args_into_dataclasses(args=file_argv + argv, return_remaining_strings=False,
-                                                      look_for_args_file=False)
+    (args, _) = parser.parse_args_into_dataclasses(args=file_argv + argv, return_remaining_strings=False,
+                                                  look_for_args_file=False)
     if args.quickstart:
         data = quickstart_data()
         args.dataset = args.dataset or data
