@@ -102,7 +102,7 @@ def main(argv=None):
     except ValueError:
         parser.error(f"--min-supports: expected positive integers like 5,10,20, got {args.min_supports!r}")
     score_kinds = args.scores.split(",")
-    if not score_kinds or set(score_kinds) - {"raw", "consistent"}:
+    if set(score_kinds) - {"raw", "consistent"}:  # an empty --scores splits to [""], caught here
         parser.error(f"--scores: expected raw, consistent or both (comma-separated), got {args.scores!r}")
     if not (args.data / "train.tsv").exists():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv, dev.tsv, test.tsv; see ../shared/README.md)")
