@@ -291,6 +291,26 @@ def test_config_file_and_command_line(tmp_path, capsys):
     assert train_cli.cli(["--config", str(fractional)]) == 2
 
 
+TRAINING_CONFIGS = sorted(p for p in (REPO_ROOT / "configs").glob("*.yaml") if not p.name.startswith("accelerate_"))
+
+
+@pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
+def test_shipped_training_configs_parse_to_their_values(path):
+    """Every shipped training config is valid, and each of its fields reaches the arguments as written
+    (a misspelled key or a value the parser would coerce fails here)."""
+    import yaml
+
+    args = parse_args(["--config", str(path)])
+    fields = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for key, value in fields.items():
+        if value is not None:
+            assert getattr(args, key) == value, key
+
+
+def test_training_configs_found():
+    assert {p.name for p in TRAINING_CONFIGS} >= {"uspto70k_thmm_scibert.yaml", "tmm_mean_finetune.yaml"}
+
+
 @pytest.mark.parametrize("rep", ["cls", "cnn"])
 def test_length_sorted_encoding_keeps_document_order(tiny_model, small_taxonomy, tiny_tokenizer, rep):
     from modeling_thmm import encode_documents
