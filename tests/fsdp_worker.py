@@ -58,7 +58,10 @@ def train_steps(model, rows: slice) -> None:
 
 def main(out_dir: str) -> None:
     import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+    )
     from torch.distributed.fsdp import fully_shard
 
     dist.init_process_group("gloo")
