@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-from configuration_thmm import Taxonomy, THMMConfig
+from conftest import build_tiny_model  # tests/, the script's folder, is on its path
+
+from configuration_thmm import Taxonomy
 from modeling_thmm import THMMForHierarchicalClassification
 
 CODES = ["A43B", "A43C", "A47J", "B41F", "H04L", "H04W", "H01M", "Y10T"]
@@ -27,12 +29,10 @@ def build_model() -> THMMForHierarchicalClassification:
     the same function of the same data."""
     from transformers import BertConfig
 
-    torch.manual_seed(0)
     encoder = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
                          max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    config = THMMConfig(encoder_config=encoder.to_dict(), taxonomy=Taxonomy.from_codes(CODES), head_type="thmm",
-                        doc_representation="mean", head_hidden_size=16, head_dropout=0.0)
-    return THMMForHierarchicalClassification(config).train()
+    return build_tiny_model(encoder.to_dict(), Taxonomy.from_codes(CODES), seed=0, head_type="thmm",
+                            doc_representation="mean", head_dropout=0.0).train()
 
 
 def fixed_batch(num_nodes: int) -> dict[str, torch.Tensor]:
