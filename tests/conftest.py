@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Eight subclass codes over four sections: the small taxonomy most tests build (21 nodes).
+SMALL_TAXONOMY_CODES = ("A43B", "A43C", "A47J", "B41F", "H04L", "H04W", "H01M", "Y10T")
 
 TINY_WORDS = (
     "a an the of for and with to in on by is are device method system apparatus "
@@ -61,7 +63,7 @@ def tiny_encoder_config(tiny_tokenizer):
 def small_taxonomy():
     from configuration_thmm import Taxonomy
 
-    return Taxonomy.from_codes(["A43B", "A43C", "A47J", "B41F", "H04L", "H04W", "H01M", "Y10T"])
+    return Taxonomy.from_codes(SMALL_TAXONOMY_CODES)
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import torch
 
-from conftest import build_tiny_model  # tests/, the script's folder, is on its path
+from conftest import SMALL_TAXONOMY_CODES, build_tiny_model  # tests/, the script's folder, is on its path
 
 from configuration_thmm import Taxonomy
 from modeling_thmm import THMMForHierarchicalClassification
 
-CODES = ["A43B", "A43C", "A47J", "B41F", "H04L", "H04W", "H01M", "Y10T"]
 BATCH, TOKENS, STEPS = 8, 12, 3
 
 
@@ -31,7 +30,7 @@ def build_model() -> THMMForHierarchicalClassification:
 
     encoder = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
                          max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return build_tiny_model(encoder.to_dict(), Taxonomy.from_codes(CODES), seed=0, head_type="thmm",
+    return build_tiny_model(encoder.to_dict(), Taxonomy.from_codes(SMALL_TAXONOMY_CODES), seed=0, head_type="thmm",
                             doc_representation="mean", head_dropout=0.0).train()
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertModel, pipeline
 
 from configuration_thmm import THMMConfig, Taxonomy
-from conftest import build_tiny_model
+from conftest import SMALL_TAXONOMY_CODES, build_tiny_model
 from modeling_thmm import (
     FlatHead,
     HierarchicalHeads,
@@ -313,7 +313,7 @@ def test_different_taxonomy_is_refused(tmp_path, tiny_encoder_config, small_taxo
 
     model = make_model(tiny_encoder_config, small_taxonomy)
     model.save_pretrained(tmp_path)
-    same_shape = Taxonomy.from_codes([c if c != "A43C" else "A43D" for c in ["A43B", "A43C", "A47J", "B41F", "H04L", "H04W", "H01M", "Y10T"]])
+    same_shape = Taxonomy.from_codes([c if c != "A43C" else "A43D" for c in SMALL_TAXONOMY_CODES])
     smaller = Taxonomy.from_codes(["A43B", "H04W"])
     for other in (same_shape, smaller):
         config = THMMConfig(encoder_config=tiny_encoder_config, taxonomy=other, head_hidden_size=16)
