@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-# Eight subclass codes over four sections: the small taxonomy most tests build (21 nodes).
+# Eight subclass codes over four sections: the small taxonomy most tests build (18 nodes: 4, 6, 8 per level).
 SMALL_TAXONOMY_CODES = ("A43B", "A43C", "A47J", "B41F", "H04L", "H04W", "H01M", "Y10T")
 
 TINY_WORDS = (
