@@ -20,6 +20,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler as _TransformersL
 from configuration_thmm import Taxonomy, read_label_titles
 
 from .arguments import ConfigError, TrainingArguments
+from .mapped_pages import PageReleaser
 
 logger = logging.getLogger("thmm.data")
 
@@ -161,13 +162,20 @@ def tokenize_split(split, tokenizer, max_length: int, name: str, num_proc: int |
     processes) into Arrow: the columns of :func:`encode_texts`. For a split read from files (as
     :func:`load_splits` gives them) the result is a memory-mapped cache file beside the split's, named
     by a fingerprint of the split, the tokenizer and ``max_length``, and a later run reuses it. A
-    ``{"title", "abstract"}`` dict is tokenized in memory."""
+    ``{"title", "abstract"}`` dict is tokenized in memory. The split's pages already read are released
+    as it goes (:mod:`thmm.mapped_pages`), so a large corpus does not stay resident."""
     if not isinstance(split, datasets.Dataset):
         split = datasets.Dataset.from_dict({"title": list(split["title"]), "abstract": list(split["abstract"])})
     fingerprint = hashlib.sha256(json.dumps(
         [TOKENS_FORMAT, split._fingerprint, tokenizer_digest(tokenizer), max_length]).encode()).hexdigest()[:32]
+    release = PageReleaser(f["filename"] for f in split.cache_files)
+
+    def encode(titles, abstracts):
+        release(len(titles))  # the rows already read stay in the page cache, not in this process
+        return encode_texts(tokenizer, titles, abstracts, max_length)
+
     tokens = split.map(
-        lambda titles, abstracts: encode_texts(tokenizer, titles, abstracts, max_length),
+        encode,
         batched=True, input_columns=["title", "abstract"], remove_columns=split.column_names, num_proc=num_proc,
         new_fingerprint=fingerprint, desc=f"tokenizing {name}",
     )
