@@ -253,3 +253,11 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path):
 def test_scale_benchmark_skips_clearly_without_data(tmp_path):
     out = run_scale(tmp_path, "--data", str(tmp_path / "absent"))
     assert out.returncode == 0 and out.stdout.startswith("SKIPPED: no data at")
+
+
+def test_encoding_leaves_the_callers_tokenizer_state_alone(tiny_tokenizer):
+    backend = tiny_tokenizer.backend_tokenizer
+    backend.no_truncation()
+    table = data.encode_texts(tiny_tokenizer, ["shoe sole radio network"], ["ink sheet"], 5)
+    assert table.column("truncated").to_pylist() == [True] and table.column("length").to_pylist() == [5]
+    assert backend.truncation is None and backend.padding is None

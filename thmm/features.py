@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import struct
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from modeling_thmm import (
 )
 
 from .data import SPLITS, TokenCollator, TokenizedSplit, label_ids, multi_hot_rows, tokenize_split, tokenizer_digest
+from .positioned_reads import FileRanges, positioned_reads_available
 
 logger = logging.getLogger("thmm.features")
 
@@ -119,17 +121,23 @@ def load_features(path: Path) -> dict[str, np.ndarray]:
 class FeatureSplit(Dataset):
     """Cached encoder outputs (memory-mapped): ``[docs, hidden]`` vectors, or for CNN the token states
     of all documents end to end with their ``lengths``; and the split's label node ids. The
-    DataLoader fetches a batch at once (``__getitems__``) for :class:`FeatureCollator`."""
+    DataLoader fetches a batch at once (``__getitems__``) for :class:`FeatureCollator`. A batch of a
+    cache file is read with positioned reads (:class:`~thmm.positioned_reads.FileRanges`), so an
+    epoch in random order keeps one batch resident, not every page of the file it has touched."""
 
     def __init__(self, arrays: dict, labels: pa.ListArray | None = None):
         self.labels = labels
         self.vectors = arrays.get("features")
         self.tokens = arrays.get("token_states")
         if self.tokens is not None:
-            self.lengths = np.asarray(arrays["lengths"], dtype=np.int64)
+            self.lengths = np.array(arrays["lengths"], dtype=np.int64)
             self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         else:
             self.lengths = np.ones(len(self.vectors), dtype=np.int64)
+        stored = self.tokens if self.tokens is not None else self.vectors
+        # a memory map as load_features makes it (not a slice of one, whose .offset numpy leaves stale)
+        whole_map = isinstance(stored, np.memmap) and isinstance(stored.base, mmap.mmap) and stored.flags.c_contiguous
+        self.file = FileRanges(stored.filename) if whole_map and positioned_reads_available() else None
 
     def __len__(self):
         return len(self.lengths)
@@ -139,10 +147,24 @@ class FeatureSplit(Dataset):
             return self.tokens[self.offsets[i] : self.offsets[i + 1]]
         return self.vectors[i]
 
+    def _read(self, index: np.ndarray):
+        """The rows ``index`` of the memory-mapped cache file, read with positioned reads."""
+        stored = self.tokens if self.tokens is not None else self.vectors
+        row_bytes = stored.strides[0]
+        first, count = (self.offsets[index], self.lengths[index]) if self.tokens is not None else (index, np.ones_like(index))
+        buffer = self.file.read(stored.offset + first * row_bytes, count * row_bytes)
+        rows = buffer.view(stored.dtype).reshape(-1, *stored.shape[1:])
+        if self.tokens is None:
+            return rows
+        return np.split(rows, np.cumsum(count)[:-1])
+
     def __getitems__(self, indices) -> dict:
         index = np.asarray(indices, dtype=np.int64)
-        rows = {"index": index,
-                "encoder_features": [self.features(i) for i in index] if self.tokens is not None else self.vectors[index]}
+        if self.file is not None:
+            feats = self._read(index)
+        else:
+            feats = [self.features(i) for i in index] if self.tokens is not None else self.vectors[index]
+        rows = {"index": index, "encoder_features": feats}
         if self.labels is not None:
             rows["label_ids"] = self.labels.take(pa.array(index))
         return rows
