@@ -5,8 +5,9 @@ frozen lower layers (``--freeze-lower-layers N``) the cache holds the token stat
 instead, in fp16, and each epoch runs the top layers, the document vector and the heads on them.
 
 The cache files are plain safetensors (``safetensors.torch.load_file`` reads them), but they are
-written and read through numpy memory maps at the offsets their header gives, so neither building
-nor reading a cache holds a split's features in memory: a batch reads only its own rows."""
+written through numpy memory maps at the offsets their header gives, and a batch's rows are read
+back with positioned reads (:mod:`thmm.positioned_reads`), so neither building nor reading a cache
+holds a split's features in memory, and an epoch in random order does not leave the file resident."""
 
 from __future__ import annotations
 
