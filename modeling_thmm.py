@@ -567,6 +567,22 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
     def needs_token_states(self) -> bool:
         return self.config.doc_representation == "cnn"
 
+    @torch.no_grad()
+    def init_output_biases(self, priors) -> None:
+        """Set each head's output bias to the log-odds of its node's prior (``[nodes]`` probabilities in
+        taxonomy order, e.g. training-set frequencies), so that training starts from the label
+        frequencies instead of 0.5 for every node. Flat models set their leaves' biases."""
+        taxonomy = self.taxonomy
+        priors = torch.as_tensor(np.asarray(priors, dtype=np.float64))
+        if priors.shape != (len(taxonomy),) or not bool(((priors > 0) & (priors < 1)).all()):
+            raise ValueError(f"priors must be {len(taxonomy)} probabilities strictly between 0 and 1")
+        log_odds = torch.log(priors / (1 - priors)).float()
+        if isinstance(self.heads, FlatHead):
+            self.heads.classifier.bias.copy_(log_odds[self.heads.leaf_ids.cpu()])
+            return
+        for level, nodes in zip(self.heads.levels, taxonomy.level_slices):
+            level.bias_out.copy_(log_odds[nodes].view(-1, 1, 1))
+
     def freeze_lower_layers(self, num_layers: int) -> None:
         """Freeze the encoder's embeddings and its lowest ``num_layers`` layers, so that their output
         token states (:meth:`lower_layer_states`) can be computed once and cached; ``forward`` then

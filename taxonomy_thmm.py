@@ -494,6 +494,23 @@ class Taxonomy:
         out[rows, cols] = 1
         return out
 
+    def document_counts(self, label_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``[nodes]`` int64: in how many documents each node is a label, every label closed upwards (a
+        document whose two labels share an ancestor counts once for it). ``label_ids``: the node ids of
+        every document's labels end to end; ``lengths``: how many each document has (the layout of an
+        Arrow list array's values and value lengths)."""
+        cols, lengths = np.asarray(label_ids, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+        if cols.size and (cols.min() < 0 or cols.max() >= len(self)):
+            bad = cols[(cols < 0) | (cols >= len(self))][0]
+            raise TaxonomyError(f"node id {bad} is out of range for this taxonomy of {len(self)} nodes")
+        if int(lengths.sum()) != cols.size:
+            raise TaxonomyError(f"lengths add up to {int(lengths.sum())} labels, but {cols.size} label ids were given")
+        rows = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        chains = self._ancestor_table[cols]  # [labels, levels]: ancestors, the label, then -1
+        keep = chains >= 0
+        pairs = np.unique(np.broadcast_to(rows[:, None], chains.shape)[keep] * len(self) + chains[keep])
+        return np.bincount(pairs % len(self), minlength=len(self)).astype(np.int64)
+
     def ancestor_matrix(self) -> np.ndarray:
         """``A[i, j] = 1`` when ``j`` is ``i`` or an ancestor of ``i`` (float32, ``[nodes, nodes]``)."""
         return self.multi_hot_ids([[i] for i in range(len(self))], dtype=np.float32)

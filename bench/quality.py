@@ -42,7 +42,7 @@ import numpy as np
 from configuration_thmm import Taxonomy
 from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
 from configuration_thmm import LOSS_TYPES
-from thmm.arguments import MIXED_PRECISION, TrainingArguments
+from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES
 
@@ -112,7 +112,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         threshold_objective=args.threshold_objective, threshold_granularity=args.threshold_granularity,
         selection_metric=args.selection_metric,
         selection_only=args.selection_only,
-        loss_type=args.loss_type, max_train_samples=args.max_train_samples,
+        loss_type=args.loss_type, output_bias_init=args.output_bias_init, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
         freeze_encoder=run_settings(args)["frozen_encoder"], mixed_precision=args.mixed_precision,
         freeze_lower_layers=args.freeze_lower_layers,
@@ -131,7 +131,8 @@ def run_settings(args) -> dict:
             "frozen_lower_layers": args.freeze_lower_layers, "epochs": args.epochs,
             "head_learning_rate": args.head_learning_rate, "batch_size": args.batch_size, "max_length": args.max_length,
             "selection_metric": args.selection_metric + (" only" if args.selection_only else ""),
-            "loss_type": args.loss_type, "max_train_samples": args.max_train_samples,
+            "loss_type": args.loss_type, "output_bias_init": args.output_bias_init,
+            "max_train_samples": args.max_train_samples,
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity}
 
 
@@ -216,6 +217,8 @@ def main(argv=None):
     parser.add_argument("--selection-only", action="store_true",
                         help="stop on the selection metric alone (the old rule), even while dev AUPRC improves")
     parser.add_argument("--loss-type", default="bce", choices=LOSS_TYPES, help="bce (the paper's) or focal")
+    parser.add_argument("--output-bias-init", default="uniform", choices=OUTPUT_BIAS_INITS,
+                        help="train.py --output-bias-init: uniform, or prior (each head starts at its node's frequency)")
     parser.add_argument("--max-train-samples", type=int, default=None,
                         help="train on the first N training documents only (the small-data run); dev and test unchanged")
     parser.add_argument("--seed", type=int, default=42)

@@ -20,6 +20,8 @@ each size, each step runs in its own process, so that its peak memory is its own
 - **predict**: ``thmm-predict --top-k 3`` (streaming) over the training documents with a tiny random
   BERT (one layer of width 16, MiniLM's tokenizer; TMM heads over the taxonomy of ``--data``), written
   to ``/dev/null``; its peak memory over the first 10% and half of the run shows whether it grows.
+- **tokenizer** (once, on the smallest corpus): documents per CPU-second of ``thmm.data.encode_texts``
+  against a plain transformers tokenizer call with the same truncation, on ``--tokenizer-docs`` documents.
 - **tune** (once): ``thmm.thresholds.tune_thresholds`` on ``--tune-docs`` dev documents with synthetic
   probabilities over the taxonomy of ``--data``'s labels, objective ``f1_avg``.
 
@@ -305,7 +307,38 @@ def step_tune(opts: dict) -> dict:
             "thresholds": tuned.to_dict()}
 
 
-STEPS = {"prepare": step_prepare, "predict": step_predict, "model": step_model, "tune": step_tune}
+def step_tokenizer(opts: dict) -> dict:
+    """Documents per CPU-second of ``thmm.data.encode_texts`` (the fast backend's ``encode_batch_fast``)
+    and of a plain transformers tokenizer call with the same truncation, over the same documents,
+    batches of 1,000, alternated for ``rounds`` rounds (medians)."""
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from thmm.data import encode_texts, truncating_backend
+
+    table = pq.read_table(opts["train_file"], columns=["title", "abstract"]).slice(0, opts["docs"])
+    titles, abstracts = table.column("title").to_pylist(), table.column("abstract").to_pylist()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    backend, length = truncating_backend(tokenizer, opts["max_length"]), opts["max_length"]
+    paths = {
+        "encode_texts": lambda t, a: encode_texts(tokenizer, t, a, length, backend),
+        "transformers": lambda t, a: tokenizer(t, a, truncation="longest_first", max_length=length,
+                                               return_attention_mask=False),
+    }
+    rates = {name: [] for name in paths}
+    for _ in range(opts["rounds"]):
+        for name, encode in paths.items():
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
+            for start in range(0, len(titles), 1000):
+                encode(titles[start : start + 1000], abstracts[start : start + 1000])
+            rates[name].append((len(titles) / (cpu_seconds() - cpu0), len(titles) / (time.perf_counter() - t0)))
+    return {"docs": len(titles), **{f"{name}_docs_per_cpu_s": float(np.median([r[0] for r in v]))
+                                    for name, v in rates.items()},
+            **{f"{name}_docs_per_s": float(np.median([r[1] for r in v])) for name, v in rates.items()}}
+
+
+STEPS = {"prepare": step_prepare, "predict": step_predict, "model": step_model, "tune": step_tune,
+         "tokenizer": step_tokenizer}
 
 
 def run_step(name: str, timeout: float | None = None, **opts) -> dict:
@@ -358,6 +391,13 @@ def report(results: dict, tune: dict | None, args) -> str:
                    f"{small['prepare']['nodes']} taxonomy nodes; corpora as {args.format}; tokenized with num_proc="
                    f"{args.num_proc}; {platform.machine()}, {os.cpu_count()} CPUs. \"load avg\": the machine's 1-minute "
                    "load average at the end of the step (other work on the machine slows the wall-clock rates).")]
+    paths = results[sizes[0]].get("tokenizer")
+    if paths:
+        lines.append(f"Tokenizing {paths['docs']:,} of these documents (batches of 1,000, median of 3 rounds): "
+                     f"encode_texts {paths['encode_texts_docs_per_cpu_s']:,.0f} docs per CPU-s "
+                     f"({paths['encode_texts_docs_per_s']:,.0f} docs/s), a plain transformers tokenizer call "
+                     f"{paths['transformers_docs_per_cpu_s']:,.0f} ({paths['transformers_docs_per_s']:,.0f}): x"
+                     f"{paths['encode_texts_docs_per_cpu_s'] / paths['transformers_docs_per_cpu_s']:.2f} per CPU-s.")
     if tune is not None:
         took = f"more than {tune['timeout']:.0f} s (stopped)" if "timeout" in tune else f"{tune['seconds']:.1f} s"
         lines.append(f"Threshold tuning (f1_avg, {tune.get('nodes', '?')} nodes) on {args.tune_docs:,} dev documents: "
@@ -410,6 +450,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-docs", type=int, default=1000, help="documents in the dev and test splits")
     parser.add_argument("--tune-docs", type=int, default=100_000, help="dev documents for threshold tuning (0: skip)")
     parser.add_argument("--tune-timeout", type=float, default=1800)
+    parser.add_argument("--tokenizer-docs", type=int, default=20_000,
+                        help="documents for the comparison of encode_texts with a plain tokenizer call (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) and results.json here")
     parser.add_argument("--skip-predict", action="store_true", help="skip the prediction step (its columns read n/a)")
@@ -448,6 +490,11 @@ def main(argv=None) -> int:
             results[n]["predict"] = run_step("predict", model=str(model), input=str(train_file),
                                              batch_size=args.batch_size, max_length=args.max_length)
             print(f"  predict: {results[n]['predict']}", flush=True)
+    if args.tokenizer_docs:
+        tokenizer = run_step("tokenizer", train_file=str(make_corpus(args, sizes[0])[1]), docs=args.tokenizer_docs,
+                             max_length=args.max_length, rounds=3)
+        print(f"tokenizer paths: {tokenizer}", flush=True)
+        results[sizes[0]]["tokenizer"] = tokenizer
     tune = None
     if args.tune_docs:
         tune = run_step("tune", timeout=args.tune_timeout, data=str(args.data), scheme=args.scheme,

@@ -373,3 +373,31 @@ def test_focal_loss_down_weights_easy_examples(tiny_model):
     assert focal.node_loss(logits, targets) < bce.node_loss(logits, targets)
     with pytest.raises(Exception, match="loss_type must be one of"):  # huggingface_hub's strict validation
         tiny_model(loss_type="hinge")
+
+
+@pytest.mark.parametrize("head_type", ["tmm", "thmm", "flat"])
+def test_prior_output_biases_start_every_node_at_its_prior(tiny_model, small_taxonomy, head_type):
+    model = tiny_model(head_type=head_type).eval()
+    priors = np.linspace(0.01, 0.6, len(small_taxonomy))
+    model.init_output_biases(priors)
+    zeros = torch.zeros(3, model.config.encoder_config.hidden_size)  # a zero document vector:
+    for level in getattr(model.heads, "levels", []):  # silence the hidden layers, leaving the biases
+        for p in (level.bias1, level.bias2):
+            p.data.zero_()
+    if head_type == "flat":
+        for layer in model.heads.mlp:
+            if isinstance(layer, torch.nn.Linear):
+                layer.bias.data.zero_()
+        with torch.no_grad():
+            node_logits, leaf_logits = model.heads(zeros)
+        leaves = small_taxonomy.leaf_ids
+        torch.testing.assert_close(torch.sigmoid(leaf_logits[0]).double(), torch.from_numpy(priors[leaves]))
+        inner = small_taxonomy.max_from_leaves(np.broadcast_to(priors[leaves], (1, len(leaves))))[0]
+        torch.testing.assert_close(torch.sigmoid(node_logits[0]).double(), torch.from_numpy(inner))
+    else:
+        with torch.no_grad():
+            logits = model.heads(zeros)
+        torch.testing.assert_close(torch.sigmoid(logits[1]).double(), torch.from_numpy(priors))
+    for bad in (priors[:-1], np.where(np.arange(len(priors)) == 2, 1.0, priors), priors * 0):
+        with pytest.raises(ValueError, match="probabilities strictly between 0 and 1"):
+            model.init_output_biases(bad)

@@ -385,3 +385,16 @@ def test_flat_head_node_logits_are_max_over_children(seed):
     np.testing.assert_array_equal(node_logits.detach().double().numpy(), expected)
     node_logits.sum().backward()  # every leaf that is some node's max gets a gradient
     assert head.classifier.weight.grad.abs().sum() > 0
+
+
+def test_document_counts_close_labels_upwards_once_per_document(small_taxonomy):
+    ids = [["A43B", "A47J"], ["H04W"], [], ["A43B", "A43B"]]
+    flat = np.array([small_taxonomy.index(c) for labels in ids for c in labels], dtype=np.int64)
+    counts = small_taxonomy.document_counts(flat, [len(labels) for labels in ids])
+    expected = small_taxonomy.multi_hot(ids).sum(axis=0)  # the dense route
+    assert counts.dtype == np.int64 and np.array_equal(counts, expected)
+    assert counts[small_taxonomy.index("A")] == 2 and counts[small_taxonomy.index("A43B")] == 2
+    with pytest.raises(TaxonomyError, match="out of range"):
+        small_taxonomy.document_counts(np.array([len(small_taxonomy)]), [1])
+    with pytest.raises(TaxonomyError, match="lengths add up to 2 labels, but 1"):
+        small_taxonomy.document_counts(flat[:1], [1, 1])

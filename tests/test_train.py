@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import QUICKSTART_DATA, REPO_ROOT, run_command
-from thmm import checkpoints, features
+from thmm import checkpoints, data, features
 from thmm.arguments import ConfigError, TrainingArguments, parse_args
 from thmm.cli import train as train_cli
 from thmm.data import LengthGroupedSampler
@@ -215,6 +215,19 @@ def test_frozen_encoder_trains_only_heads(tiny_encoder_dir, tmp_path):
         assert torch.equal(saved["encoder." + name], tensor), name
 
 
+def test_prior_output_bias_init_starts_the_heads_at_the_training_frequencies(tiny_encoder_dir, tmp_path):
+    from thmm.trainer import Trainer
+
+    trainer = Trainer(parse_args(small_args(tiny_encoder_dir, tmp_path / "prior", "--output-bias-init", "prior",
+                                            "--head-type", "tmm")))
+    taxonomy, train = trainer.taxonomy, trainer.references["train"]
+    frequencies = (data.label_targets(taxonomy, train).sum(axis=0) + 1) / (len(train) + 2)
+    biases = torch.cat([level.bias_out.detach().flatten() for level in trainer.accelerator.unwrap_model(
+        trainer.model).heads.levels])
+    torch.testing.assert_close(torch.sigmoid(biases).double(), torch.from_numpy(frequencies.astype(np.float64)),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_lower_layers_mode_trains_only_the_top_layers_on_a_reused_cache(tiny_encoder_dir, tmp_path):
     cache = tmp_path / "cache"
     lower = ["--freeze-lower-layers", "3", "--features-cache-dir", str(cache), "--epochs", "1"]
@@ -256,6 +269,7 @@ def test_lower_layers_mode_trains_only_the_top_layers_on_a_reused_cache(tiny_enc
         (["--max-length", "4"], "--max-length: must be at least 8"),
         (["--threshold", "1.5"], "--threshold: must be a probability in [0, 1], got 1.5"),
         (["--mixed-precision", "fp8"], "--mixed-precision: invalid choice"),
+        (["--output-bias-init", "zeros"], "--output-bias-init: invalid choice: 'zeros'"),
         (["--epochs", "1.5"], "--epochs: invalid int value: '1.5'"),
         (["--taxonomy", "/nonexistent/tax.json"], "--taxonomy: file not found"),
         (["--config", "/nonexistent/run.yaml"], "--config: file not found"),

@@ -41,6 +41,9 @@ def _arg(default, help, choices=None, **kw):
     return field(default=default, metadata=metadata)
 
 
+OUTPUT_BIAS_INITS = ("uniform", "prior")
+
+
 @dataclass
 class TrainingArguments:
     # model
@@ -52,6 +55,9 @@ class TrainingArguments:
     loss_type: str = _arg("bce", "bce: binary cross-entropy over all heads (the paper's); focal: focal loss, which "
                                  "weighs rare labels' hard examples more", LOSS_TYPES)
     focal_gamma: float = _arg(2.0, "focusing parameter of --loss-type focal")
+    output_bias_init: str = _arg("uniform", "initial output bias of each head: uniform (nn.Linear's default, a "
+                                            "start near 0.5 for every node) or prior (the log-odds of the node's "
+                                            "training-set frequency)", OUTPUT_BIAS_INITS)
     consistent_scores: bool = _arg(False, "the saved model decodes consistent scores (a node's probability capped "
                                           "by its ancestors'); the test report shows both either way")
     # data

@@ -81,6 +81,13 @@ def label_targets(taxonomy: Taxonomy, label_lists) -> np.ndarray:
     return taxonomy.multi_hot([[c for c in labels if c in taxonomy] for labels in label_lists])
 
 
+def node_priors(taxonomy: Taxonomy, ids: pa.ListArray) -> np.ndarray:
+    """Each node's frequency among the documents of ``ids`` (:func:`label_ids`), ancestors included,
+    Laplace-smoothed, ``(documents + 1) / (all + 2)``, so that no node's prior is 0 or 1."""
+    counts = taxonomy.document_counts(ids.flatten().to_numpy(), ids.value_lengths().fill_null(0).to_numpy())
+    return (counts + 1) / (len(ids) + 2)
+
+
 def label_ids(split, taxonomy: Taxonomy) -> pa.ListArray:
     """Per document, the node ids (int32) of its codes, as an Arrow list array computed from the
     split's Arrow ``labels`` column without a Python object per label. Codes outside the taxonomy

@@ -28,9 +28,11 @@ from .data import (
     SPLITS,
     LengthGroupedSampler,
     build_taxonomy,
+    label_ids,
     label_targets,
     label_titles_for,
     load_splits,
+    node_priors,
     report_unknown_labels,
 )
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
@@ -193,6 +195,8 @@ class Trainer:
             max_length=args.max_length, label_titles=label_titles_for(args, taxonomy), loss_type=args.loss_type,
             focal_gamma=args.focal_gamma, consistent_scores=args.consistent_scores,
         )
+        if args.output_bias_init == "prior":  # a resumed run loads its biases from the checkpoint instead
+            model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)))
         encoder_positions = getattr(model.config.encoder_config, "max_position_embeddings", None)
         if encoder_positions and args.max_length > encoder_positions:
             raise ConfigError(f"--max-length {args.max_length} exceeds the encoder's {encoder_positions} positions")
