@@ -15,7 +15,7 @@ import torch
 from thmm import data, features
 from thmm.positioned_reads import ArrowListRows, FileRanges
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps is Linux's")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps and fork workers")
 MIB = 2**20
 
 
@@ -81,6 +81,7 @@ def test_arrow_list_rows_equal_an_arrow_take(tmp_path, num_proc):
     assert len(tokens.cache_files) == (num_proc or 1)
     reader = ArrowListRows.from_dataset(tokens, ["input_ids", "token_type_ids"])
     assert reader is not None and len(reader) == len(tokens)
+    assert reader.columns["token_type_ids"].counts is reader.columns["input_ids"].counts  # kept once
     index = np.random.default_rng(2).permutation(len(tokens))[:700]
     got = reader.take(index)
     expected = tokens.with_format("arrow")[index.tolist()]
@@ -111,6 +112,27 @@ def test_tokenized_split_reads_the_same_rows_either_way(tmp_path, tiny_tokenizer
     assert in_memory.reader is None
     assert torch.equal(collate(in_memory.__getitems__([3, 9]))["input_ids"],
                        collate(positioned.__getitems__([3, 9]))["input_ids"])
+
+
+@linux_only
+def test_tokenized_split_reads_in_loader_workers(tmp_path, tiny_tokenizer):
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    tokens = token_split(tmp_path, 400, 2)
+    split = pickle.loads(pickle.dumps(data.TokenizedSplit(tokens)))  # as a spawned worker receives it
+    assert split.reader is not None and all(f._fd is None for f in split.reader.files)
+    collate, reference = data.TokenCollator(tiny_tokenizer), data.TokenizedSplit(tokens)
+    reference.reader = None
+    loader = DataLoader(split, batch_size=32, shuffle=True, num_workers=2, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0), multiprocessing_context="fork")
+    seen = []
+    for batch in loader:
+        expected = collate(reference.__getitems__(batch["index"].numpy()))
+        assert all(torch.equal(batch[k], expected[k]) for k in expected)
+        seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(400))
 
 
 @linux_only

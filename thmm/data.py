@@ -90,19 +90,28 @@ def node_priors(taxonomy: Taxonomy, ids: pa.ListArray) -> np.ndarray:
 
 def label_ids(split, taxonomy: Taxonomy) -> pa.ListArray:
     """Per document, the node ids (int32) of its codes, as an Arrow list array computed from the
-    split's Arrow ``labels`` column without a Python object per label. Codes outside the taxonomy
-    have no head and are left out; the collators expand ancestors per batch."""
+    split's Arrow ``labels`` column without a Python object per label, one column chunk at a time
+    (a chunk's temporaries, not the whole column's). Codes outside the taxonomy have no head and are
+    left out; the collators expand ancestors per batch."""
     if isinstance(split, datasets.Dataset):
-        labels = split.select_columns(["labels"]).with_format("arrow")[:]["labels"].combine_chunks()
+        chunks = split.select_columns(["labels"]).with_format("arrow")[:]["labels"].chunks
     else:
-        labels = pa.array([list(x) for x in split["labels"]], type=pa.list_(pa.string()))
-    codes = labels.flatten()
-    nodes = pc.index_in(codes, value_set=pa.array(taxonomy.nodes, type=codes.type))
-    known = pc.is_valid(nodes).to_numpy(zero_copy_only=False)
-    docs = np.repeat(np.arange(len(labels)), labels.value_lengths().fill_null(0).to_numpy())
-    offsets = np.zeros(len(labels) + 1, dtype=np.int32)
-    np.cumsum(np.bincount(docs[known], minlength=len(labels)), out=offsets[1:])
-    ids = pa.ListArray.from_arrays(pa.array(offsets), nodes.filter(pa.array(known)).cast(pa.int32()))
+        chunks = [pa.array([list(x) for x in split["labels"]], type=pa.list_(pa.string()))]
+    value_set = None
+    counts, values = [], []
+    for labels in chunks:
+        codes = labels.flatten()
+        if value_set is None or value_set.type != codes.type:
+            value_set = pa.array(taxonomy.nodes, type=codes.type)
+        nodes = pc.index_in(codes, value_set=value_set)
+        known = pc.is_valid(nodes).to_numpy(zero_copy_only=False)
+        docs = pc.list_parent_indices(labels).to_numpy()
+        counts.append(np.bincount(docs[known], minlength=len(labels)))
+        values.append(nodes.filter(pa.array(known)).cast(pa.int32()))
+    offsets = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int32)
+    if counts:
+        np.cumsum(np.concatenate(counts), out=offsets[1:])
+    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.concat_arrays(values) if values else pa.array([], pa.int32()))
     if isinstance(split, datasets.Dataset):  # the ids are in memory now: the labels column's pages may go
         release_mapped_pages(f["filename"] for f in split.cache_files)
     return ids
@@ -227,6 +236,8 @@ def tokenize_split(split, tokenizer, max_length: int, name: str, num_proc: int |
     truncated = pc.sum(tokens.data.column("truncated")).as_py() or 0
     if truncated:
         logger.info("%s: %d of %d documents truncated to %d word-pieces", name, truncated, len(tokens), max_length)
+    # what loading the split and the cached tokens mapped in (metadata, the truncation flags) may go too
+    release_mapped_pages([f["filename"] for f in split.cache_files] + [f["filename"] for f in tokens.cache_files])
     return tokens
 
 

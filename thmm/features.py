@@ -139,6 +139,8 @@ class FeatureSplit(Dataset):
         # a memory map as load_features makes it (not a slice of one, whose .offset numpy leaves stale)
         whole_map = isinstance(stored, np.memmap) and isinstance(stored.base, mmap.mmap) and stored.flags.c_contiguous
         self.file = FileRanges(stored.filename) if whole_map and positioned_reads_available() else None
+        if self.file is not None:
+            self.file.prefetch()
 
     def __len__(self):
         return len(self.lengths)
