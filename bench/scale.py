@@ -230,7 +230,7 @@ def step_prepare(opts: dict) -> dict:
         reused = all(f["filename"] in cached for f in tokens.cache_files)
         times["tokenize_s"] = time.perf_counter() - t0 - times["load_s"]
         t1 = time.perf_counter()
-        codes = pc.unique(train.data.column("labels").combine_chunks().flatten()).to_pylist()
+        codes = pc.unique(pc.list_flatten(train.data.column("labels"))).to_pylist()  # chunk by chunk
         taxonomy = Taxonomy.from_codes(codes, scheme=opts["scheme"])
         dataset = TokenizedSplit(tokens, label_ids(train, taxonomy))
         loader = DataLoader(dataset, batch_size=opts["batch_size"], shuffle=True,
