@@ -316,8 +316,14 @@ def step_tokenizer(opts: dict) -> dict:
 
     from thmm.data import encode_texts, truncating_backend
 
-    table = pq.read_table(opts["train_file"], columns=["title", "abstract"]).slice(0, opts["docs"])
-    titles, abstracts = table.column("title").to_pylist(), table.column("abstract").to_pylist()
+    if opts["train_file"].endswith(".tsv"):
+        from dataset_script import read_patent_tsv
+
+        rows = read_patent_tsv(Path(opts["train_file"]), opts["scheme"])[: opts["docs"]]
+        titles, abstracts = [r["title"] for r in rows], [r["abstract"] for r in rows]
+    else:
+        table = pq.read_table(opts["train_file"], columns=["title", "abstract"]).slice(0, opts["docs"])
+        titles, abstracts = table.column("title").to_pylist(), table.column("abstract").to_pylist()
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     backend, length = truncating_backend(tokenizer, opts["max_length"]), opts["max_length"]
     paths = {
@@ -491,7 +497,8 @@ def main(argv=None) -> int:
                                              batch_size=args.batch_size, max_length=args.max_length)
             print(f"  predict: {results[n]['predict']}", flush=True)
     if args.tokenizer_docs:
-        tokenizer = run_step("tokenizer", train_file=str(make_corpus(args, sizes[0])[1]), docs=args.tokenizer_docs,
+        tokenizer = run_step("tokenizer", train_file=str(make_corpus(args, sizes[0])[1]), scheme=args.scheme,
+                             docs=args.tokenizer_docs,
                              max_length=args.max_length, rounds=3)
         print(f"tokenizer paths: {tokenizer}", flush=True)
         results[sizes[0]]["tokenizer"] = tokenizer

@@ -238,6 +238,7 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith(("| 300 |", "| 600 |"))]
     assert len(rows) == 2 and "not reused" not in table  # the second preparation read the cached tokens
     assert "Threshold tuning (f1_avg, 26 nodes) on 300 dev documents" in table and "Targets:" in table
+    assert "Tokenizing 300 of these documents" in table and "a plain transformers tokenizer call" in table
     import pyarrow.parquet as pq
 
     assert pq.read_metadata(tmp_path / "work" / "docs_600_parquet" / "data" / "train-00000-of-00001.parquet").num_rows == 600
@@ -245,6 +246,7 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path):
                     "--eval-docs", "20", "--tune-docs", "0", "--skip-predict")  # the release format, read by the TSV builder
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| 200 |" in out.stdout and "tokens not reused" not in out.stdout
+    assert "Tokenizing 200 of these documents" in out.stdout
     assert "| n/a | n/a |" in out.stdout and "prediction peak RSS" not in out.stdout  # --skip-predict
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
