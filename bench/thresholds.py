@@ -3,6 +3,7 @@
     python bench/thresholds.py --out bench/results/top2 --models tmm-mean
     python bench/thresholds.py --out bench/results/small-flat40 --models flat-mean,tmm-mean,thmm-mean
     python bench/thresholds.py --out bench/results/full --models tmm-mean --min-supports 20,40 --scores raw,consistent
+    python bench/thresholds.py --out bench/results/thmm3 --models thmm-mean --min-supports 20 --decodings plain,at_least_one
 
 Each named model was trained by ``bench/quality.py --out OUT`` (finished, or interrupted with a
 retune entry that holds its settings). Its saved model scores dev and test once. Then, for
@@ -12,7 +13,8 @@ both ways round (two-fold cross-validation, a fixed random split): that is the n
 The test scores at thresholds tuned on the whole dev set are shown beside it, as the bench reports
 them, not to choose by. ``--scores raw,consistent`` repeats every setting on consistent scores
 (each node capped by its ancestors, as ``--consistent-scores`` decodes), with thresholds tuned on
-them.
+them. ``--decodings plain,at_least_one`` scores every setting a second time with each document
+given at least one leaf (its best) at the same thresholds.
 
 Writes ``OUT/thresholds.json`` and ``OUT/thresholds.md`` and prints the table.
 """
@@ -34,11 +36,12 @@ SHOWN = ("macro_f1", "micro_f1", "f1_avg")
 
 
 def compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int = 0,
-            score_kinds=("raw",)) -> list[dict]:
-    """One row per kind of scores and setting: two-fold dev cross-validation and test scores
-    (``probs`` and ``references`` by split: ``validation``, ``test``). ``consistent`` scores are
+            score_kinds=("raw",), decodings=("plain",)) -> list[dict]:
+    """One row per kind of scores, setting and decoding: two-fold dev cross-validation and test
+    scores (``probs`` and ``references`` by split: ``validation``, ``test``). ``consistent`` scores are
     capped by their ancestors (``Taxonomy.min_along_path``, what ``--consistent-scores`` decodes)
-    before the thresholds are tuned on them."""
+    before the thresholds are tuned on them. The ``at_least_one`` decoding gives a document with no
+    leaf above its threshold its best leaf, at the thresholds tuned for the plain decoding."""
     dev_refs = references["validation"]
     order = np.random.default_rng(seed).permutation(len(dev_refs))
     halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
@@ -50,23 +53,26 @@ def compare(probs, references, taxonomy, scheme: str, objective: str, min_suppor
         scores = probs if kind == "raw" else {s: taxonomy.min_along_path(p) for s, p in probs.items()}
         dev = scores["validation"]
         for granularity, support in [("level", NODE_MIN_SUPPORT), *(("node", m) for m in min_supports)]:
-            folds = []
-            for tune_on, score_on in ((0, 1), (1, 0)):
-                tuned = tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective, tax[tune_on],
-                                        granularity, support)
-                folds.append(evaluate_probabilities(dev[halves[score_on]], refs[score_on], taxonomy,
-                                                    tuned.thresholds, tax[score_on], with_scores=False))
+            fold_thresholds = [tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective,
+                                               tax[tune_on], granularity, support).thresholds for tune_on in (0, 1)]
             tuned = tune_thresholds(dev, dev_refs, taxonomy, objective, eval_tax["validation"], granularity, support)
-            test = evaluate_probabilities(scores["test"], references["test"], taxonomy, tuned.thresholds,
-                                          eval_tax["test"], with_scores=False)
             setting = "per level" if granularity == "level" else f"per node, support >= {support}"
-            rows.append({
-                "setting": setting + ("" if kind == "raw" else ", consistent scores"), "scores": kind,
-                "granularity": granularity, "min_support": support if granularity == "node" else None,
-                "cv_dev": {k: float(np.mean([f[k] for f in folds])) for k in SHOWN},
-                "test": {k: float(test[k]) for k in SHOWN},
-                "nodes_with_own_threshold": len(tuned.thresholds.per_node or {}),
-            })
+            for decoding in decodings:
+                at_least_one = decoding == "at_least_one"
+                folds = [evaluate_probabilities(dev[halves[1 - i]], refs[1 - i], taxonomy, fold_thresholds[i],
+                                                tax[1 - i], with_scores=False, at_least_one=at_least_one)
+                         for i in (0, 1)]
+                test = evaluate_probabilities(scores["test"], references["test"], taxonomy, tuned.thresholds,
+                                              eval_tax["test"], with_scores=False, at_least_one=at_least_one)
+                rows.append({
+                    "setting": setting + ("" if kind == "raw" else ", consistent scores")
+                    + (", at least one leaf" if at_least_one else ""),
+                    "scores": kind, "decoding": decoding,
+                    "granularity": granularity, "min_support": support if granularity == "node" else None,
+                    "cv_dev": {k: float(np.mean([f[k] for f in folds])) for k in SHOWN},
+                    "test": {k: float(test[k]) for k in SHOWN},
+                    "nodes_with_own_threshold": len(tuned.thresholds.per_node or {}),
+                })
     return rows
 
 
@@ -94,6 +100,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="of the random halving of dev")
     parser.add_argument("--scores", default="raw", help="comma-separated: raw, consistent (thresholds tuned on "
                         "scores capped by their ancestors, as --consistent-scores decodes)")
+    parser.add_argument("--decodings", default="plain", help="comma-separated: plain, at_least_one (a document "
+                        "with no leaf above its threshold gets its best leaf, as --at-least-one decodes)")
     args = parser.parse_args(argv)
     try:
         min_supports = [int(m) for m in args.min_supports.split(",")]
@@ -104,6 +112,9 @@ def main(argv=None):
     score_kinds = args.scores.split(",")
     if set(score_kinds) - {"raw", "consistent"}:  # an empty --scores splits to [""], caught here
         parser.error(f"--scores: expected raw, consistent or both (comma-separated), got {args.scores!r}")
+    decodings = args.decodings.split(",")
+    if set(decodings) - {"plain", "at_least_one"}:
+        parser.error(f"--decodings: expected plain, at_least_one or both (comma-separated), got {args.decodings!r}")
     if not (args.data / "train.tsv").exists():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv, dev.tsv, test.tsv; see ../shared/README.md)")
         return 0
@@ -120,7 +131,7 @@ def main(argv=None):
             parser.error(f"--models: {name!r} is not a neural model with results in {results_path}")
         run = run_probabilities(settings, args, splits, args.out / "runs" / name)
         tables[name] = compare(run["probs"], run["references"], run["taxonomy"], args.scheme, args.objective,
-                               min_supports, args.seed, score_kinds)
+                               min_supports, args.seed, score_kinds, decodings)
         print(render({name: tables[name]}, args.objective), flush=True)
     (args.out / "thresholds.json").write_text(json.dumps(tables, indent=1))
     report = render(tables, args.objective)

@@ -99,14 +99,18 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     # bench/thresholds.py: per level against per node, by two-fold cross-validation on dev
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
-         "--out", str(tmp_path), "--models", "tmm-mean", "--min-supports", "2,5", "--scores", "raw,consistent"],
+         "--out", str(tmp_path), "--models", "tmm-mean", "--min-supports", "2,5", "--scores", "raw,consistent",
+         "--decodings", "plain,at_least_one"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "thresholds.json").read_text())["tmm-mean"]
-    settings = ["per level", "per node, support >= 2", "per node, support >= 5"]
-    assert [r["setting"] for r in rows] == settings + [f"{s}, consistent scores" for s in settings]
-    assert [r["scores"] for r in rows] == ["raw"] * 3 + ["consistent"] * 3
-    assert rows[0]["nodes_with_own_threshold"] == 0 and rows[1]["nodes_with_own_threshold"] >= rows[2]["nodes_with_own_threshold"]
+    assert [r["setting"] for r in rows] == [s + k + d for k in ("", ", consistent scores")
+                                            for s in ("per level", "per node, support >= 2", "per node, support >= 5")
+                                            for d in ("", ", at least one leaf")]
+    assert [r["scores"] for r in rows] == ["raw"] * 6 + ["consistent"] * 6
+    assert [r["decoding"] for r in rows] == ["plain", "at_least_one"] * 6
+    assert rows[0]["nodes_with_own_threshold"] == 0 and rows[2]["nodes_with_own_threshold"] >= rows[4]["nodes_with_own_threshold"]
+    assert all(rows[i]["nodes_with_own_threshold"] == rows[i + 1]["nodes_with_own_threshold"] for i in range(0, 12, 2))
     for row in rows:
         assert all(0 <= row[part][k] <= 1 for part in ("cv_dev", "test") for k in ("macro_f1", "micro_f1", "f1_avg"))
     assert "per node, support >= 5" in (tmp_path / "thresholds.md").read_text()
@@ -120,6 +124,11 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode == 2 and "--scores: expected raw, consistent or both" in bad.stderr
     assert "Traceback" not in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--out", str(tmp_path), "--models", "tmm-mean", "--decodings", "plain,top1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "--decodings: expected plain, at_least_one or both" in bad.stderr
 
 
 def test_quality_benchmark_skips_clearly_without_data(tmp_path):

@@ -266,6 +266,19 @@ def test_decoded_matrix_is_the_decoded_label_sets():
             np.testing.assert_array_equal(matrix, eval_taxonomy.multi_hot(decoded).astype(bool))
 
 
+def test_decoded_matrix_at_least_one_is_decode_at_least_one():
+    probs, _, taxonomy, eval_taxonomy = synthetic_dev_set(200, 60, seed=5, outside_rate=0.1)
+    for values in (probs, probs.astype(np.float16)):
+        for thresholds in (0.9, Thresholds(per_level=(0.2, 0.5, 0.95))):
+            plain = decoded_matrix(values, taxonomy, thresholds, eval_taxonomy)
+            matrix = decoded_matrix(values, taxonomy, thresholds, eval_taxonomy, block_size=64, at_least_one=True)
+            decoded = taxonomy.decode(values, threshold=thresholds, at_least_one=True)
+            np.testing.assert_array_equal(matrix, eval_taxonomy.multi_hot(decoded).astype(bool))
+            leaves = [eval_taxonomy.label2id[taxonomy.nodes[i]] for i in taxonomy.leaf_ids]
+            assert not plain[:, leaves].any(axis=1).all()  # the case is exercised: some documents were empty
+            assert matrix[:, leaves].any(axis=1).all() and (matrix | plain == matrix).all()
+
+
 def test_evaluate_probabilities_equals_the_label_list_path():
     probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(150, 60, seed=4, outside_rate=0.1)
     assert evaluation_taxonomy(taxonomy, references, "cpc") == eval_taxonomy

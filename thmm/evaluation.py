@@ -56,9 +56,10 @@ def model_columns(taxonomy: Taxonomy, eval_taxonomy: Taxonomy) -> np.ndarray:
 
 
 def decoded_matrix(probs, taxonomy: Taxonomy, thresholds: Thresholds | float, eval_taxonomy: Taxonomy,
-                   block_size: int = 4096) -> np.ndarray:
-    """The label sets ``taxonomy.decode(probs, thresholds)`` gives (a node is predicted when its
-    probability reaches its level's threshold, and implies its ancestors), as a bool
+                   block_size: int = 4096, at_least_one: bool = False) -> np.ndarray:
+    """The label sets ``taxonomy.decode(probs, thresholds, at_least_one=at_least_one)`` gives (a node
+    is predicted when its probability reaches its level's threshold, and implies its ancestors; with
+    ``at_least_one``, a document where no leaf does gets its best-scoring leaf), as a bool
     ``[documents, eval_taxonomy nodes]`` matrix for ``compute_hierarchical_metrics(predicted_matrix=)``."""
     if np.ndim(probs) != 2 or np.shape(probs)[1] != len(taxonomy):
         raise TaxonomyError(f"expected scores of shape [documents, {len(taxonomy)}], got {list(np.shape(probs))}")
@@ -68,10 +69,15 @@ def decoded_matrix(probs, taxonomy: Taxonomy, thresholds: Thresholds | float, ev
     source = np.full(len(eval_taxonomy), len(taxonomy))
     source[model_columns(taxonomy, eval_taxonomy)] = np.arange(len(taxonomy))
     selected = np.empty((len(probs), len(eval_taxonomy)), dtype=bool)
+    leaves = taxonomy.leaf_ids
     for start in range(0, len(probs), block_size):  # np.take, not a column scatter: much faster
         block = probs[start : start + block_size].astype(node_thresholds.dtype, copy=False)
         padded = np.zeros((len(block), len(taxonomy) + 1), dtype=bool)
         np.greater_equal(block, node_thresholds, out=padded[:, :-1])
+        if at_least_one:
+            empty = np.flatnonzero(~padded[:, leaves].any(axis=1))
+            # the leaf decode(at_least_one=True) picks: np.argmax on the same values (float16 too)
+            padded[empty, leaves[np.argmax(block[empty][:, leaves], axis=1)]] = True
         np.take(padded, source, axis=1, out=selected[start : start + block_size], mode="clip")
     return eval_taxonomy.close_upwards(selected)
 
@@ -90,12 +96,13 @@ def comparable_thresholds(thresholds, dtype) -> np.ndarray:
 
 
 def evaluate_probabilities(probs, references, taxonomy: Taxonomy, thresholds: Thresholds | float,
-                           eval_taxonomy: Taxonomy, with_scores: bool = True) -> dict:
-    """The hierarchical metric of the label sets decoded at ``thresholds`` (and AUPRC of the scores)."""
+                           eval_taxonomy: Taxonomy, with_scores: bool = True, at_least_one: bool = False) -> dict:
+    """The hierarchical metric of the label sets decoded at ``thresholds`` (with ``at_least_one``:
+    a document with no leaf above its threshold gets its best leaf), and AUPRC of the scores."""
     return compute_hierarchical_metrics(
         None,
         references,
-        predicted_matrix=decoded_matrix(probs, taxonomy, thresholds, eval_taxonomy),
+        predicted_matrix=decoded_matrix(probs, taxonomy, thresholds, eval_taxonomy, at_least_one=at_least_one),
         scores=probs if with_scores else None,
         score_labels=list(taxonomy.nodes) if with_scores else None,
         taxonomy=eval_taxonomy,
