@@ -292,6 +292,7 @@ def main(argv=None):
             results[name] = {"dev": summary["dev"], "test": summary["test"], "seconds": time.perf_counter() - t0,
                              "best_epoch": summary["best_epoch"], "history": summary["history"],
                              "thresholds": summary["thresholds"], "test_consistent": summary["test_consistent_scores"],
+                             "test_at_least_one": summary["test_at_least_one"],
                              "train_seconds_per_epoch": summary["train_seconds_per_epoch"],
                              "settings": run_settings(args)}
         else:

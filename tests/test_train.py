@@ -52,6 +52,9 @@ def test_end_to_end_outputs(trained):
     assert len(summary["history"]) == 2 and summary["best_epoch"] in (1, 2)
     assert summary["test"]["num_documents"] == 13 and 0.0 <= summary["test"]["micro_f1"] <= 1.0
     assert summary["test"]["auprc"] is not None
+    # at least one leaf per document, at the same thresholds: only adds predictions
+    assert summary["test_at_least_one"]["micro_recall"] >= summary["test"]["micro_recall"]
+    assert summary["test_at_least_one"]["num_documents"] == 13
     config = json.loads((model_dir / "config.json").read_text())
     assert config["level_thresholds"] == summary["thresholds"]["per_level"]
     assert len(config["level_thresholds"]) == 3

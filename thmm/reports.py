@@ -45,6 +45,7 @@ def write_run_outputs(trainer, final_model) -> dict:
                "stopped_early": state["selection"]["stop"], "dev": results["validation"], "test": results["test"],
                f"test_at_{args.threshold}": results["test_default"],
                "test_consistent_scores": results["test_consistent"],
+               "test_at_least_one": results["test_at_least_one"],
                "train_seconds_per_epoch": _mean(state.get("train_seconds", [])),
                "train_seconds": state.get("train_seconds", []),
                "frozen_encoder_cache": str(trainer.cache_dir) if trainer.cache_dir else None,

@@ -480,6 +480,10 @@ class Trainer:
             self.results["test_consistent"] = self.results["test"] if args.consistent_scores else evaluate_probabilities(
                 self.taxonomy.min_along_path(self.probs["test"]), self.references["test"], self.taxonomy, thresholds,
                 self.eval_taxonomy["test"])
+            # every document given at least its best leaf (predict --at-least-one), same scores and thresholds
+            self.results["test_at_least_one"] = evaluate_probabilities(
+                self.probs["test"], self.references["test"], self.taxonomy, thresholds, self.eval_taxonomy["test"],
+                with_scores=False, at_least_one=True)
         self.thresholds = thresholds
         return thresholds
 
