@@ -614,6 +614,14 @@ class Taxonomy:
             values[[self._label2id[code] for code in per_node]] = list(per_node.values())
         return values
 
+    def select_best_leaf_where_empty(self, selected: np.ndarray, scores: np.ndarray) -> None:
+        """In place, the ``at_least_one`` rule of :meth:`decode`: in each row of the bool
+        ``[documents, nodes]`` ``selected`` where no leaf is selected, select the leaf with the
+        best ``scores`` (same shape; the first such leaf on a tie)."""
+        leaves = self.leaf_ids
+        empty = np.flatnonzero(~selected[:, leaves].any(axis=1))
+        selected[empty, leaves[np.argmax(scores[empty][:, leaves], axis=1)]] = True
+
     def decode(
         self,
         scores: np.ndarray,
@@ -648,9 +656,7 @@ class Taxonomy:
         else:
             selected = scores >= self.node_thresholds(threshold)[None, :]
             if at_least_one:
-                empty = ~selected[:, leaves].any(axis=1)
-                best_leaf = leaves[np.argmax(scores[:, leaves], axis=1)]
-                selected[np.flatnonzero(empty), best_leaf[empty]] = True
+                self.select_best_leaf_where_empty(selected, scores)
         selected = self.close_upwards(selected)
         order = np.lexsort((-scores, np.broadcast_to(self._levels, scores.shape)), axis=1)
         return [[self._nodes[i] for i in row_order if row_sel[i]] for row_order, row_sel in zip(order, selected)]

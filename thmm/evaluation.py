@@ -69,15 +69,12 @@ def decoded_matrix(probs, taxonomy: Taxonomy, thresholds: Thresholds | float, ev
     source = np.full(len(eval_taxonomy), len(taxonomy))
     source[model_columns(taxonomy, eval_taxonomy)] = np.arange(len(taxonomy))
     selected = np.empty((len(probs), len(eval_taxonomy)), dtype=bool)
-    leaves = taxonomy.leaf_ids
     for start in range(0, len(probs), block_size):  # np.take, not a column scatter: much faster
         block = probs[start : start + block_size].astype(node_thresholds.dtype, copy=False)
         padded = np.zeros((len(block), len(taxonomy) + 1), dtype=bool)
         np.greater_equal(block, node_thresholds, out=padded[:, :-1])
         if at_least_one:
-            empty = np.flatnonzero(~padded[:, leaves].any(axis=1))
-            # the leaf decode(at_least_one=True) picks: np.argmax on the same values (float16 too)
-            padded[empty, leaves[np.argmax(block[empty][:, leaves], axis=1)]] = True
+            taxonomy.select_best_leaf_where_empty(padded[:, :-1], block)
         np.take(padded, source, axis=1, out=selected[start : start + block_size], mode="clip")
     return eval_taxonomy.close_upwards(selected)
 
