@@ -90,6 +90,8 @@ def compute_hierarchical_metrics(
           over the nodes that occur in the gold references (``num_gold_labels`` of them); nodes that
           are only predicted count in micro, not here. ``None`` if there is no gold label.
         - ``f1_avg``: harmonic mean of ``micro_f1`` and ``macro_f1`` (the paper's summary score).
+        - ``f1_mean``: arithmetic mean of ``micro_f1`` and ``macro_f1``. Unlike ``f1_avg`` it weighs a
+          point of either equally; the harmonic mean is pulled toward the lower one (usually macro).
         - ``auprc``: micro-averaged average precision of the node scores against the gold nodes
           (what ``sklearn.metrics.average_precision_score(average="micro")`` gives, computed without
           sorting the flattened matrix with its labels); ``None`` without scores
@@ -208,10 +210,11 @@ def compute_hierarchical_metrics(
 
 def scores_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_gold: np.ndarray) -> dict:
     """The overall numbers of :func:`compute_hierarchical_metrics` (``micro_*``, ``macro_*``,
-    ``f1_avg``) from per-node counts over the nodes of one taxonomy: documents where the node is
+    ``f1_avg``, ``f1_mean``) from per-node counts over the nodes of one taxonomy: documents where the node is
     predicted and gold, predicted, gold (closed label sets). Threshold tuning scores candidates this way."""
     results = _prf(tp, n_pred, n_gold)
     results["f1_avg"] = _harmonic_mean(results["micro_f1"], results["macro_f1"])
+    results["f1_mean"] = _arithmetic_mean(results["micro_f1"], results["macro_f1"])
     return results
 
 
@@ -384,6 +387,13 @@ def _harmonic_mean(a, b):
     if np.ndim(a) == 0:
         return 2 * a * b / (a + b) if a + b else 0.0
     return np.divide(2 * a * b, a + b, out=np.zeros(np.shape(a)), where=(a + b) > 0)
+
+
+def _arithmetic_mean(a, b):
+    """Of two scores (floats, or arrays over candidates); ``None`` when either is."""
+    if a is None or b is None:
+        return None
+    return (a + b) / 2
 
 
 def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_docs: int, mode: str,

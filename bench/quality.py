@@ -41,7 +41,7 @@ import numpy as np
 
 from configuration_thmm import LOSS_TYPES, Taxonomy
 from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
-from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, TrainingArguments
+from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, THRESHOLD_OBJECTIVES, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES
 
@@ -208,7 +208,8 @@ def main(argv=None):
                         help="encoder (with --full-finetune or --freeze-lower-layers); 5e-5 was measured on dronesr")
     parser.add_argument("--head-learning-rate", type=float, default=2e-3,
                         help="the heads; 2e-3 beat 1e-3 on dronesr (README, 'Head learning rate')")
-    parser.add_argument("--threshold-objective", default="f1_avg", choices=("macro_f1", "micro_f1", "f1_avg"))
+    parser.add_argument("--threshold-objective", default=TrainingArguments.threshold_objective,
+                        choices=THRESHOLD_OBJECTIVES, help="train.py --threshold-objective")
     parser.add_argument("--threshold-granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
                         help="train.py --threshold-granularity (and what --retune tunes)")
     parser.add_argument("--selection-metric", default=DEFAULT_SELECTION_METRIC, choices=tuple(SELECTION_METRICS),
@@ -231,7 +232,7 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="retrain models that already have results")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted neural model from its last checkpoint instead of restarting it")
-    parser.add_argument("--retune", choices=("macro_f1", "micro_f1", "f1_avg"), default=None,
+    parser.add_argument("--retune", choices=THRESHOLD_OBJECTIVES, default=None,
                         help="train nothing: re-tune the named finished models' dev thresholds for this objective")
     args = parser.parse_args(argv)
 

@@ -4,6 +4,7 @@
     python bench/thresholds.py --out bench/results/small-flat40 --models flat-mean,tmm-mean,thmm-mean
     python bench/thresholds.py --out bench/results/full --models tmm-mean --min-supports 20,40 --scores raw,consistent
     python bench/thresholds.py --out bench/results/thmm3 --models thmm-mean --min-supports 20 --decodings plain,at_least_one
+    python bench/thresholds.py --out bench/results/frozen --models thmm-mean --min-supports 20 --objectives f1_avg,f1_mean,micro_f1
 
 Each named model was trained by ``bench/quality.py --out OUT`` (finished, or interrupted with a
 retune entry that holds its settings). Its saved model scores dev and test once. Then, for
@@ -14,7 +15,9 @@ The test scores at thresholds tuned on the whole dev set are shown beside it, as
 them, not to choose by. ``--scores raw,consistent`` repeats every setting on consistent scores
 (each node capped by its ancestors, as ``--consistent-scores`` decodes), with thresholds tuned on
 them. ``--decodings plain,at_least_one`` scores every setting a second time with each document
-given at least one leaf (its best) at the same thresholds.
+given at least one leaf (its best) at the same thresholds. ``--objectives f1_avg,f1_mean`` repeats
+everything with the thresholds tuned for each objective in turn; where ``OUT/results.json`` holds the
+SVM, its dev and test scores are printed above the table, for the margins the bench's targets name.
 
 Writes ``OUT/thresholds.json`` and ``OUT/thresholds.md`` and prints the table.
 """
@@ -29,15 +32,16 @@ from pathlib import Path
 import numpy as np
 from quality import DEFAULT_DATA, NEURAL, run_probabilities, saved_run_settings
 
+from thmm.arguments import TrainingArguments
 from thmm.evaluation import evaluate_probabilities, evaluation_taxonomy
 from thmm.thresholds import NODE_MIN_SUPPORT, OBJECTIVES, tune_thresholds
 
-SHOWN = ("macro_f1", "micro_f1", "f1_avg")
+SHOWN = ("macro_f1", "micro_f1", "f1_avg", "f1_mean")
 
 
-def compare(probs, references, taxonomy, scheme: str, objective: str, min_supports, seed: int = 0,
+def compare(probs, references, taxonomy, scheme: str, objectives, min_supports, seed: int = 0,
             score_kinds=("raw",), decodings=("plain",)) -> list[dict]:
-    """One row per kind of scores, setting and decoding: two-fold dev cross-validation and test
+    """One row per threshold objective, kind of scores, setting and decoding: two-fold dev cross-validation and test
     scores (``probs`` and ``references`` by split: ``validation``, ``test``). ``consistent`` scores are
     capped by their ancestors (``Taxonomy.min_along_path``, what ``--consistent-scores`` decodes)
     before the thresholds are tuned on them. The ``at_least_one`` decoding gives a document with no
@@ -49,7 +53,7 @@ def compare(probs, references, taxonomy, scheme: str, objective: str, min_suppor
     refs = {i: [dev_refs[d] for d in halves[i]] for i in (0, 1)}  # the halves, the same for every setting
     tax = {i: evaluation_taxonomy(taxonomy, refs[i], scheme) for i in (0, 1)}
     rows = []
-    for kind in score_kinds:
+    for objective, kind in ((o, k) for o in objectives for k in score_kinds):
         scores = probs if kind == "raw" else {s: taxonomy.min_along_path(p) for s, p in probs.items()}
         dev = scores["validation"]
         for granularity, support in [("level", NODE_MIN_SUPPORT), *(("node", m) for m in min_supports)]:
@@ -67,7 +71,7 @@ def compare(probs, references, taxonomy, scheme: str, objective: str, min_suppor
                 rows.append({
                     "setting": setting + ("" if kind == "raw" else ", consistent scores")
                     + (", at least one leaf" if at_least_one else ""),
-                    "scores": kind, "decoding": decoding,
+                    "objective": objective, "scores": kind, "decoding": decoding,
                     "granularity": granularity, "min_support": support if granularity == "node" else None,
                     "cv_dev": {k: float(np.mean([f[k] for f in folds])) for k in SHOWN},
                     "test": {k: float(test[k]) for k in SHOWN},
@@ -76,15 +80,21 @@ def compare(probs, references, taxonomy, scheme: str, objective: str, min_suppor
     return rows
 
 
-def render(tables: dict, objective: str) -> str:
-    lines = [f"# thresholds tuned for {objective}: two-fold cross-validation on dev (choose by this), and test",
-             "", "| model | thresholds | CV-dev macro-hF1 | CV-dev micro-hF1 | CV-dev f1_avg | test macro-hF1 "
-             "| test micro-hF1 | test f1_avg | nodes with their own |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+def render(tables: dict, svm: dict | None = None) -> str:
+    lines = ["# thresholds tuned on dev: two-fold cross-validation on dev (choose by this), and test", ""]
+    if svm:
+        lines += ["SVM (threshold -0.25): " + "; ".join(
+            f"{split} " + ", ".join(f"{k} {svm[key][k]:.4f}" for k in SHOWN if svm[key].get(k) is not None)
+            for split, key in (("dev", "dev"), ("test", "test"))), ""]
+    header = " | ".join(f"{part} {k.replace('_f1', '-hF1')}" for part in ("CV-dev", "test") for k in SHOWN)
+    lines += [f"| model | objective | thresholds | {header} | nodes with their own |",
+              "|---|---|---|" + "---:|" * (2 * len(SHOWN) + 1)]
     for name, rows in tables.items():
         for row in rows:
             cv, test = row["cv_dev"], row["test"]
-            lines.append(f"| {name} | {row['setting']} | " + " | ".join(f"{cv[k]:.4f}" for k in SHOWN) + " | "
-                         + " | ".join(f"{test[k]:.4f}" for k in SHOWN) + f" | {row['nodes_with_own_threshold']} |")
+            lines.append(f"| {name} | {row['objective']} | {row['setting']} | "
+                         + " | ".join(f"{part[k]:.4f}" for part in (cv, test) for k in SHOWN)
+                         + f" | {row['nodes_with_own_threshold']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +104,9 @@ def main(argv=None):
     parser.add_argument("--scheme", default="ipc", choices=("cpc", "ipc"))
     parser.add_argument("--out", type=Path, required=True, help="the bench/quality.py --out of the models")
     parser.add_argument("--models", required=True, help="comma-separated neural models under OUT/runs")
-    parser.add_argument("--objective", default="f1_avg", choices=OBJECTIVES)
+    parser.add_argument("--objectives", default=TrainingArguments.threshold_objective,
+                        help=f"comma-separated threshold objectives to compare, of {', '.join(OBJECTIVES)} "
+                             "(default: training's)")
     parser.add_argument("--min-supports", default="5,10,20,40,80",
                         help="per-node settings to compare: dev documents a node must be gold in")
     parser.add_argument("--seed", type=int, default=0, help="of the random halving of dev")
@@ -112,6 +124,9 @@ def main(argv=None):
     score_kinds = args.scores.split(",")
     if set(score_kinds) - {"raw", "consistent"}:  # an empty --scores splits to [""], caught here
         parser.error(f"--scores: expected raw, consistent or both (comma-separated), got {args.scores!r}")
+    objectives = args.objectives.split(",")
+    if not objectives or set(objectives) - set(OBJECTIVES):
+        parser.error(f"--objectives: expected some of {', '.join(OBJECTIVES)} (comma-separated), got {args.objectives!r}")
     decodings = args.decodings.split(",")
     if set(decodings) - {"plain", "at_least_one"}:
         parser.error(f"--decodings: expected plain, at_least_one or both (comma-separated), got {args.decodings!r}")
@@ -130,11 +145,11 @@ def main(argv=None):
         if settings is None:
             parser.error(f"--models: {name!r} is not a neural model with results in {results_path}")
         run = run_probabilities(settings, args, splits, args.out / "runs" / name)
-        tables[name] = compare(run["probs"], run["references"], run["taxonomy"], args.scheme, args.objective,
+        tables[name] = compare(run["probs"], run["references"], run["taxonomy"], args.scheme, objectives,
                                min_supports, args.seed, score_kinds, decodings)
-        print(render({name: tables[name]}, args.objective), flush=True)
+        print(render({name: tables[name]}), flush=True)
     (args.out / "thresholds.json").write_text(json.dumps(tables, indent=1))
-    report = render(tables, args.objective)
+    report = render(tables, results.get("svm"))
     (args.out / "thresholds.md").write_text(report)
     print(report)
     return 0

@@ -100,20 +100,25 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
          "--out", str(tmp_path), "--models", "tmm-mean", "--min-supports", "2,5", "--scores", "raw,consistent",
-         "--decodings", "plain,at_least_one"],
+         "--decodings", "plain,at_least_one", "--objectives", "f1_avg,f1_mean"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = json.loads((tmp_path / "thresholds.json").read_text())["tmm-mean"]
-    assert [r["setting"] for r in rows] == [s + k + d for k in ("", ", consistent scores")
-                                            for s in ("per level", "per node, support >= 2", "per node, support >= 5")
-                                            for d in ("", ", at least one leaf")]
-    assert [r["scores"] for r in rows] == ["raw"] * 6 + ["consistent"] * 6
-    assert [r["decoding"] for r in rows] == ["plain", "at_least_one"] * 6
-    assert rows[0]["nodes_with_own_threshold"] == 0 and rows[2]["nodes_with_own_threshold"] >= rows[4]["nodes_with_own_threshold"]
-    assert all(rows[i]["nodes_with_own_threshold"] == rows[i + 1]["nodes_with_own_threshold"] for i in range(0, 12, 2))
-    for row in rows:
-        assert all(0 <= row[part][k] <= 1 for part in ("cv_dev", "test") for k in ("macro_f1", "micro_f1", "f1_avg"))
-    assert "per node, support >= 5" in (tmp_path / "thresholds.md").read_text()
+    all_rows = json.loads((tmp_path / "thresholds.json").read_text())["tmm-mean"]
+    assert [r["objective"] for r in all_rows] == ["f1_avg"] * 12 + ["f1_mean"] * 12
+    for rows in (all_rows[:12], all_rows[12:]):
+        assert [r["setting"] for r in rows] == [s + k + d for k in ("", ", consistent scores")
+                                                for s in ("per level", "per node, support >= 2", "per node, support >= 5")
+                                                for d in ("", ", at least one leaf")]
+        assert [r["scores"] for r in rows] == ["raw"] * 6 + ["consistent"] * 6
+        assert [r["decoding"] for r in rows] == ["plain", "at_least_one"] * 6
+        assert rows[0]["nodes_with_own_threshold"] == 0
+        assert rows[2]["nodes_with_own_threshold"] >= rows[4]["nodes_with_own_threshold"]
+        assert all(rows[i]["nodes_with_own_threshold"] == rows[i + 1]["nodes_with_own_threshold"] for i in range(0, 12, 2))
+    for row in all_rows:
+        assert all(0 <= row[part][k] <= 1 for part in ("cv_dev", "test") for k in ("macro_f1", "micro_f1", "f1_avg", "f1_mean"))
+        assert row["test"]["f1_mean"] == pytest.approx((row["test"]["macro_f1"] + row["test"]["micro_f1"]) / 2)
+    report = (tmp_path / "thresholds.md").read_text()
+    assert "per node, support >= 5" in report and "| tmm-mean | f1_mean | per level |" in report
     bad = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
          "--out", str(tmp_path), "--models", "thmm-mean"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -129,6 +134,11 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
          "--out", str(tmp_path), "--models", "tmm-mean", "--decodings", "plain,top1"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode == 2 and "--decodings: expected plain, at_least_one or both" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--out", str(tmp_path), "--models", "tmm-mean", "--objectives", "f1_avg,accuracy"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "--objectives: expected some of" in bad.stderr and "'f1_avg,accuracy'" in bad.stderr
 
 
 def test_quality_benchmark_skips_clearly_without_data(tmp_path):

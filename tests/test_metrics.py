@@ -60,6 +60,7 @@ def test_hand_case_overall(hand_results):
     assert r["macro_recall"] == approx(Fraction(11, 42))
     assert r["macro_f1"] == approx(Fraction(3, 10))
     assert r["f1_avg"] == approx(Fraction(60, 163))  # harmonic mean of 10/21 and 3/10
+    assert r["f1_mean"] == approx(Fraction(163, 420))  # arithmetic mean of 10/21 and 3/10
     assert r["auprc"] is None and r["unscored_gold_labels"] is None
     assert r["num_documents"] == 3 and r["num_nodes"] == 7 and r["num_gold_labels"] == 7
     assert r["unknown_predictions"] == r["unknown_references"] == r["unknown_score_labels"] == 0
@@ -325,7 +326,7 @@ def test_no_predictions_at_all():
     for kind in ("micro", "macro"):
         for key in ("precision", "recall", "f1"):
             assert r[f"{kind}_{key}"] == 0.0, (kind, key)
-    assert r["f1_avg"] == 0.0
+    assert r["f1_avg"] == 0.0 and r["f1_mean"] == 0.0
     for level in (1, 2, 3):
         assert r[f"level{level}_docs_without_prediction"] == 2
         assert r[f"level{level}_avg_predicted"] == 0.0
@@ -339,6 +340,7 @@ def test_no_references_at_all():
     r = compute_hierarchical_metrics([["A43B"], []], [[], []], scores=np.ones((2, 6)), taxonomy=taxonomy)
     assert r["micro_precision"] == 0.0 and r["micro_recall"] == 0.0 and r["micro_f1"] == 0.0
     assert r["macro_precision"] is None and r["macro_f1"] is None and r["f1_avg"] is None
+    assert r["f1_mean"] is None
     assert r["num_gold_labels"] == 0 and r["auprc"] is None
     assert r["fp_count"] == 1 and r["fp_without_gold"] == 1 and r["fp_hops_mean"] is None
     # Without labels anywhere there is nothing to build a default taxonomy from...
@@ -591,6 +593,7 @@ def reference_metrics(predictions, references, taxonomy, scores=None, score_labe
         for kind, values in (("micro", micro), ("macro", macro)):
             out.update({f"{prefix}{kind}_{key}": v for key, v in zip(("precision", "recall", "f1"), values)})
     out["f1_avg"] = 2 * out["micro_f1"] * out["macro_f1"] / (out["micro_f1"] + out["macro_f1"])
+    out["f1_mean"] = (out["micro_f1"] + out["macro_f1"]) / 2
     for lvl in range(1, levels.max() + 1):
         cols = levels == lvl
         out[f"level{lvl}_avg_predicted"] = pred[:, cols].sum() / num_docs

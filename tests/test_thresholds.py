@@ -81,7 +81,8 @@ def parent_map_case(num_docs=150, seed=0):
     return probs, references, taxonomy, taxonomy
 
 
-@pytest.mark.parametrize(("seed", "objective"), [(0, "f1_avg"), (1, "macro_f1"), (2, "micro_f1"), (3, "micro_precision")])
+@pytest.mark.parametrize(("seed", "objective"), [(0, "f1_avg"), (1, "macro_f1"), (2, "micro_f1"), (3, "micro_precision"),
+                                                   (4, "f1_mean")])
 def test_tuning_equals_the_per_call_path(seed, objective):
     probs, references, taxonomy, eval_taxonomy = synthetic_dev_set(200, 60, seed=seed, outside_rate=0.1)
     assert set(eval_taxonomy.nodes) > set(taxonomy.nodes)  # gold codes the model has no node for
@@ -184,7 +185,7 @@ def reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, m
     return TunedThresholds(thresholds, level.global_score, level.per_level_score, best)
 
 
-@pytest.mark.parametrize("objective", ["f1_avg", "micro_f1", "macro_f1"])
+@pytest.mark.parametrize("objective", ["f1_avg", "micro_f1", "macro_f1", "f1_mean"])
 def test_node_tuning_equals_the_per_call_path(objective):
     for probs, references, taxonomy, eval_taxonomy, min_support in (
         (*synthetic_dev_set(240, 40, seed=5, outside_rate=0.05), 4),

@@ -20,8 +20,8 @@ Pujari et al. (ECIR 2021). Gold and predicted label sets are first closed upward
 taxonomy (a subclass `A43B` also counts as class `A43` and section `A`), so that a wrong subclass
 in the right class still earns the class and the section. On these node decisions the metric gives
 micro- and macro-averaged (over the gold labels) precision, recall and F1, their harmonic mean
-`f1_avg`, the micro-averaged area under the precision-recall curve (`auprc`, when node scores are
-given), the same scores per taxonomy level, coverage per level (labels per document, documents
+`f1_avg` and arithmetic mean `f1_mean`, the micro-averaged area under the precision-recall curve
+(`auprc`, when node scores are given), the same scores per taxonomy level, coverage per level (labels per document, documents
 without a prediction) and a false-positive analysis: how many taxonomy hops each wrong label is
 from the nearest gold label of its level.
 """
@@ -50,7 +50,7 @@ Args:
 Returns:
     A flat dict of floats and ints (`None` where undefined), among them:
     `micro_precision`, `micro_recall`, `micro_f1`, `macro_precision`, `macro_recall`, `macro_f1`,
-    `f1_avg`, `auprc`; per level `l`: `level{l}_micro_precision` ... `level{l}_macro_f1`,
+    `f1_avg`, `f1_mean`, `auprc`; per level `l`: `level{l}_micro_precision` ... `level{l}_macro_f1`,
     `level{l}_avg_predicted`, `level{l}_avg_gold`, `level{l}_docs_without_prediction`;
     `fp_documents`, `fp_count`, `fp_hops_mean`, `fp_hops_std`, `fp_without_gold`;
     `num_documents`, `num_gold_labels`, `unknown_predictions`, `unknown_references`.
