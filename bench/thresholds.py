@@ -125,7 +125,7 @@ def main(argv=None):
     if set(score_kinds) - {"raw", "consistent"}:  # an empty --scores splits to [""], caught here
         parser.error(f"--scores: expected raw, consistent or both (comma-separated), got {args.scores!r}")
     objectives = args.objectives.split(",")
-    if not objectives or set(objectives) - set(OBJECTIVES):
+    if set(objectives) - set(OBJECTIVES):  # an empty --objectives splits to [""], caught here
         parser.error(f"--objectives: expected some of {', '.join(OBJECTIVES)} (comma-separated), got {args.objectives!r}")
     decodings = args.decodings.split(",")
     if set(decodings) - {"plain", "at_least_one"}:
