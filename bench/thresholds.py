@@ -83,9 +83,9 @@ def compare(probs, references, taxonomy, scheme: str, objectives, min_supports, 
 def render(tables: dict, svm: dict | None = None) -> str:
     lines = ["# thresholds tuned on dev: two-fold cross-validation on dev (choose by this), and test", ""]
     if svm:
-        lines += ["SVM (threshold -0.25): " + "; ".join(
-            f"{split} " + ", ".join(f"{k} {svm[key][k]:.4f}" for k in SHOWN if svm[key].get(k) is not None)
-            for split, key in (("dev", "dev"), ("test", "test"))), ""]
+        lines += ["SVM (threshold -0.25): " + "; ".join(  # results written before f1_mean existed lack it
+            f"{split} " + ", ".join(f"{k} {svm[split][k]:.4f}" for k in SHOWN if svm[split].get(k) is not None)
+            for split in ("dev", "test")), ""]
     header = " | ".join(f"{part} {k.replace('_f1', '-hF1')}" for part in ("CV-dev", "test") for k in SHOWN)
     lines += [f"| model | objective | thresholds | {header} | nodes with their own |",
               "|---|---|---|" + "---:|" * (2 * len(SHOWN) + 1)]

@@ -295,6 +295,9 @@ CASES = {
     "threshold-granularity-unknown": Case(
         "train", lambda env: env.train_argv("--threshold-granularity", "leaf"), 2,
         ("--threshold-granularity", "leaf")),
+    "threshold-objective-unknown": Case(
+        "train", lambda env: env.train_argv("--threshold-objective", "f1_harmonic"), 2,
+        ("--threshold-objective", "f1_harmonic")),
     # ---- frozen lower layers: the tiny encoder has 4 layers
     "freeze-lower-layers-all": Case(
         "train", lambda env: env.train_argv("--freeze-lower-layers", "4"), 2,

@@ -21,9 +21,9 @@ taxonomy (a subclass `A43B` also counts as class `A43` and section `A`), so that
 in the right class still earns the class and the section. On these node decisions the metric gives
 micro- and macro-averaged (over the gold labels) precision, recall and F1, their harmonic mean
 `f1_avg` and arithmetic mean `f1_mean`, the micro-averaged area under the precision-recall curve
-(`auprc`, when node scores are given), the same scores per taxonomy level, coverage per level (labels per document, documents
-without a prediction) and a false-positive analysis: how many taxonomy hops each wrong label is
-from the nearest gold label of its level.
+(`auprc`, when node scores are given), the same scores per taxonomy level, coverage per level
+(labels per document, documents without a prediction) and a false-positive analysis: how many
+taxonomy hops each wrong label is from the nearest gold label of its level.
 """
 
 _KWARGS_DESCRIPTION = """
