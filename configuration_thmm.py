@@ -12,6 +12,7 @@ this package installed; it therefore imports nothing but the standard library, t
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from typing import Literal
@@ -141,6 +142,19 @@ class THMMConfig(PretrainedConfig):
             rare labels weigh more.
         focal_gamma (`float`, *optional*, defaults to 2.0):
             Focusing parameter of the focal loss.
+        lexical_vocab_size (`int`, *optional*, defaults to 0):
+            Word-pieces of the lexical scorer: a linear scorer per node over the document's TF-IDF
+            vector of word-pieces (one linear SVM per node, fitted by `train.py` after the heads;
+            `thmm.lexical`). 0: no lexical scorer, the paper's model. Otherwise the tokenizer's
+            vocabulary size.
+        lexical_weight (`float`, *optional*, defaults to 0.0):
+            How much of each node's logit the lexical scorer gives, in [0, 1]: the model outputs
+            `(1 - lexical_weight) * heads + lexical_weight * (lexical_scale * svm + lexical_shift)`.
+            Chosen on dev by `train.py`; 0 leaves the heads' logits as they are.
+        lexical_scale (`float`, *optional*, defaults to 1.0):
+            Slope of the calibration that maps SVM decision values onto logits (Platt scaling, fitted on dev).
+        lexical_shift (`float`, *optional*, defaults to 0.0):
+            Intercept of that calibration.
 
     Example:
 
@@ -175,6 +189,10 @@ class THMMConfig(PretrainedConfig):
     consistent_scores: bool = False
     loss_type: Literal[LOSS_TYPES] = "bce"
     focal_gamma: float | int = 2.0
+    lexical_vocab_size: int = 0
+    lexical_weight: float | int = 0.0
+    lexical_scale: float | int = 1.0
+    lexical_shift: float | int = 0.0
 
     def __post_init__(self, **kwargs):
         if isinstance(self.taxonomy, Taxonomy):
@@ -220,6 +238,15 @@ class THMMConfig(PretrainedConfig):
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if not self.focal_gamma >= 0:
             raise ValueError(f"focal_gamma must be non-negative, got {self.focal_gamma}")
+        if self.lexical_vocab_size < 0:
+            raise ValueError(f"lexical_vocab_size must be non-negative, got {self.lexical_vocab_size}")
+        if not 0.0 <= self.lexical_weight <= 1.0:
+            raise ValueError(f"lexical_weight must be in [0, 1], got {self.lexical_weight}")
+        if self.lexical_weight > 0 and not self.lexical_vocab_size:
+            raise ValueError("lexical_weight > 0 needs a lexical scorer (lexical_vocab_size > 0)")
+        if not (math.isfinite(self.lexical_scale) and math.isfinite(self.lexical_shift)):
+            raise ValueError(f"lexical_scale and lexical_shift must be finite, got {self.lexical_scale}, "
+                             f"{self.lexical_shift}")
 
     def get_taxonomy(self) -> Taxonomy:
         """The :class:`Taxonomy` object (built once from the JSON form and cached)."""

@@ -262,6 +262,40 @@ class FlatHead(nn.Module):
         return logits, leaf_logits
 
 
+class LexicalScorer(nn.Module):
+    """One linear scorer per node over the document's TF-IDF vector of word-pieces: sublinear term
+    frequency ``1 + log(count)`` times ``idf``, L2-normalised (scikit-learn's ``TfidfVectorizer(
+    sublinear_tf=True)``). Its buffers are fitted outside backpropagation (``thmm.lexical``: one
+    linear SVM per node, as the TwistBytes baseline); a word-piece with ``idf`` 0 (special tokens,
+    padding, pieces rare in training) does not count. It reads the ``input_ids`` the encoder reads,
+    so it runs wherever the model does (``predict``, the pipeline, ``AutoModel``)."""
+
+    def __init__(self, vocab_size: int, num_nodes: int):
+        super().__init__()
+        self.register_buffer("idf", torch.zeros(vocab_size))
+        self.register_buffer("weight", torch.zeros(vocab_size, num_nodes))
+        self.register_buffer("bias", torch.zeros(num_nodes))
+
+    def tfidf(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[batch, vocab]`` TF-IDF vectors of ``input_ids`` (positions where ``attention_mask`` is 0 skipped)."""
+        present = torch.ones_like(input_ids, dtype=self.idf.dtype) if attention_mask is None else attention_mask.to(
+            self.idf.dtype)
+        counts = torch.zeros(input_ids.shape[0], self.idf.shape[0], dtype=self.idf.dtype, device=input_ids.device)
+        counts.scatter_add_(1, input_ids, present)
+        tf = torch.where(counts > 0, 1 + torch.log(counts.clamp(min=1)), torch.zeros_like(counts))
+        return F.normalize(tf * self.idf, dim=1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[batch, nodes]`` decision values (the SVMs' scale, not logits)."""
+        return self.tfidf(input_ids, attention_mask) @ self.weight + self.bias
+
+
+def fuse_lexical_logits(head_logits, decisions, weight: float, scale: float, shift: float):
+    """The fused node logits: ``(1 - weight) * head_logits + weight * (scale * decisions + shift)``
+    (torch tensors or numpy arrays); ``THMMConfig.lexical_*`` hold the numbers."""
+    return (1 - weight) * head_logits + weight * (scale * decisions + shift)
+
+
 # --------------------------------------------------------------------------------------------------
 # Tokenization shared by training and prediction
 # --------------------------------------------------------------------------------------------------
@@ -371,6 +405,9 @@ class THMMPreTrainedModel(PreTrainedModel):
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (HierarchicalHeads, FlatHead)):
             module.reset_buffers()
+        elif isinstance(module, LexicalScorer):  # fitted, not trained: zero until loaded or set
+            for buffer in (module.idf, module.weight, module.bias):
+                init.zeros_(buffer)
         elif isinstance(module, THMMForHierarchicalClassification):
             init.copy_(module.taxonomy_fingerprint, _fingerprint_tensor(module.config.get_taxonomy()))
 
@@ -475,6 +512,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
             self.heads = HierarchicalHeads(
                 taxonomy, doc_size, config.head_hidden_size, config.head_dropout, parent_links=config.head_type == "thmm"
             )
+        self.lexical = LexicalScorer(config.lexical_vocab_size, len(taxonomy)) if config.lexical_vocab_size else None
         # Saved with the weights, so that weights meet the taxonomy they were trained for.
         self.register_buffer("taxonomy_fingerprint", _fingerprint_tensor(taxonomy))
         self.register_load_state_dict_pre_hook(self._check_state_dict_fingerprint)
@@ -583,6 +621,28 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         for level, nodes in zip(self.heads.levels, taxonomy.level_slices):
             level.bias_out.copy_(log_odds[nodes].view(-1, 1, 1))
 
+    @torch.no_grad()
+    def set_lexical_scorer(self, idf, weight, bias, fusion_weight: float, scale: float, shift: float) -> None:
+        """Install a fitted lexical scorer (``idf [vocab]``, ``weight [vocab, nodes]``, ``bias [nodes]``;
+        ``thmm.lexical.fit_lexical_scorer``) and its fusion settings, in the module and the config."""
+        idf, weight, bias = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in (idf, weight, bias))
+        vocab, nodes = weight.shape
+        if nodes != len(self.taxonomy) or idf.shape != (vocab,) or bias.shape != (nodes,):
+            raise ValueError(f"a lexical scorer needs idf [vocab], weight [vocab, {len(self.taxonomy)}] and bias "
+                             f"[{len(self.taxonomy)}], got {tuple(idf.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
+        values = {"lexical_vocab_size": int(vocab), "lexical_weight": float(fusion_weight),
+                  "lexical_scale": float(scale), "lexical_shift": float(shift)}
+        try:  # validated before anything changes
+            THMMConfig(**{**self.config.to_dict(), **values})
+        except Exception as err:  # huggingface_hub's strict validation wraps the config's ValueError
+            raise ValueError(str(err.__cause__ or err)) from None
+        for key, value in values.items():
+            setattr(self.config, key, value)
+        device = self.taxonomy_fingerprint.device
+        self.lexical = LexicalScorer(vocab, nodes).to(device)
+        for name, value in (("idf", idf), ("weight", weight), ("bias", bias)):
+            getattr(self.lexical, name).copy_(value)
+
     def freeze_lower_layers(self, num_layers: int) -> None:
         """Freeze the encoder's embeddings and its lowest ``num_layers`` layers, so that their output
         token states (:meth:`lower_layer_states`) can be computed once and cached; ``forward`` then
@@ -665,6 +725,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        fuse_lexical: bool = True,
         **kwargs,
     ) -> HierarchicalClassifierOutput | tuple:
         r"""
@@ -676,7 +737,15 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         lower_layer_states (`torch.FloatTensor` of shape `(batch_size, tokens, hidden)`, *optional*):
             Cached output of the frozen lower layers (:meth:`lower_layer_states`, after
             :meth:`freeze_lower_layers`); replaces `input_ids`, with the matching `attention_mask`.
+        fuse_lexical (`bool`, *optional*, defaults to `True`):
+            With a lexical scorer (`config.lexical_weight > 0`), fuse its scores into `logits`
+            (:func:`fuse_lexical_logits`); it reads `input_ids`, so cached `encoder_features` or
+            `lower_layer_states` alone need `fuse_lexical=False` (the heads' logits alone).
         """
+        fuse = fuse_lexical and self.lexical is not None and self.config.lexical_weight > 0
+        if fuse and input_ids is None:
+            raise ValueError("this model fuses lexical scores, which read input_ids: pass input_ids (with "
+                             "attention_mask), or fuse_lexical=False for the heads' logits alone")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = None
         if encoder_features is None:
@@ -706,6 +775,10 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
             logits = self.heads(doc)
             if labels is not None:
                 loss = self.node_loss(logits, labels.to(logits.dtype))
+        if fuse:  # after the loss: the lexical scorer is fitted outside backpropagation
+            cfg = self.config
+            decisions = self.lexical(input_ids, attention_mask).to(logits.dtype)
+            logits = fuse_lexical_logits(logits, decisions, cfg.lexical_weight, cfg.lexical_scale, cfg.lexical_shift)
 
         output = HierarchicalClassifierOutput(
             loss=loss,

@@ -47,6 +47,7 @@ def run_mode(mode: str, lower: int, args, out: Path) -> dict:
         learning_rate=5e-5, head_learning_rate=1e-3, checkpoint_every=0, save_total_limit=1, report_to="none",
         overwrite_output_dir=True, max_train_samples=args.max_train_samples, tune_thresholds=False,
         freeze_encoder=mode == "frozen", freeze_lower_layers=lower, features_cache_dir=str(cache),
+        lexical_fusion=False,  # epoch times of the encoder modes, not the fitting after them
     )
     run_args.validate()
     t0 = time.perf_counter()

@@ -60,27 +60,17 @@ def texts(split) -> list[str]:
     return [f"{t} {a}".strip() for t, a in zip(split["title"], split["abstract"])]
 
 
-def _fit_node(X, y, C):
-    from sklearn.svm import LinearSVC
-
-    if y.min() == y.max():  # a node every (or no) training document carries: constant decision
-        return None, (1.0 if y[0] else -1.0)
-    clf = LinearSVC(C=C).fit(X, y)
-    return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
-
-
 def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0) -> dict:
     """TwistBytes-like: TF-IDF unigrams, a LinearSVC per node, parent gating, threshold -0.25."""
-    from joblib import Parallel, delayed
     from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from thmm.lexical import fit_node_svms
 
     t0 = time.perf_counter()
     vectorizer = TfidfVectorizer(ngram_range=(1, 1), lowercase=True, sublinear_tf=True, min_df=2)
     X_train = vectorizer.fit_transform(texts(splits["train"]))
     targets = taxonomy.multi_hot([list(x) for x in splits["train"]["labels"]])
-    fitted = Parallel(n_jobs=n_jobs)(delayed(_fit_node)(X_train, targets[:, j], C) for j in range(len(taxonomy)))
-    coef = np.stack([w if w is not None else np.zeros(X_train.shape[1], np.float32) for w, _ in fitted], axis=1)
-    intercept = np.array([b for _, b in fitted], dtype=np.float32)
+    coef, intercept = fit_node_svms(X_train, targets, C, n_jobs)
     fit_seconds = time.perf_counter() - t0
 
     def node_scores(split) -> np.ndarray:
@@ -114,7 +104,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         loss_type=args.loss_type, output_bias_init=args.output_bias_init, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
         freeze_encoder=run_settings(args)["frozen_encoder"], mixed_precision=args.mixed_precision,
-        freeze_lower_layers=args.freeze_lower_layers,
+        freeze_lower_layers=args.freeze_lower_layers, lexical_fusion=args.lexical_fusion,
         features_cache_dir=None if args.full_finetune else str(args.out / "features_cache"),
     )
     run_args.validate()
@@ -132,12 +122,14 @@ def run_settings(args) -> dict:
             "selection_metric": args.selection_metric + (" only" if args.selection_only else ""),
             "loss_type": args.loss_type, "output_bias_init": args.output_bias_init,
             "max_train_samples": args.max_train_samples,
-            "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity}
+            "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
+            "lexical_fusion": args.lexical_fusion}
 
 
 def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
-    """A finished (or interrupted) run's saved model on dev and test: ``{"taxonomy", "probs",
-    "references", "eval_taxonomy"}``, the last three by split (``validation``, ``test``)."""
+    """A finished (or interrupted) run's saved model on dev and test: ``{"taxonomy", "tokenizer", "probs",
+    "logits", "references", "eval_taxonomy"}``, the last four by split (``validation``, ``test``) and
+    from the heads alone (no lexical fusion)."""
     import torch
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
@@ -164,22 +156,45 @@ def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
                                               cache_root=args.out / "features_cache")
     # prepared loaders put each batch on the model's device (a GPU when there is one)
     loaders = {s: accelerator.prepare(DataLoader(d, batch_size=256, collate_fn=collate)) for s, d in datasets_.items()}
-    probs = {s: predict_probabilities(accelerator, model, loaders[s], len(datasets_[s])) for s in loaders}
+    # the heads' logits: a saved model with a lexical scorer fuses it from input_ids, which cached features lack
+    logits = {s: predict_probabilities(accelerator, model, loaders[s], len(datasets_[s]), logits=True,
+                                       fuse_lexical=False) for s in loaders}
+    probs = {s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in logits.items()}
     eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], args.scheme) for s in references}
-    return {"taxonomy": taxonomy, "probs": probs, "references": references, "eval_taxonomy": eval_tax}
+    return {"taxonomy": taxonomy, "probs": probs, "logits": logits, "references": references,
+            "eval_taxonomy": eval_tax, "tokenizer": tokenizer}
 
 
 def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
-    """Dev-tuned thresholds for another objective on a finished model, and its test scores at them."""
+    """Dev-tuned thresholds for another objective on a finished model, and its test scores at them;
+    with ``--lexical-fusion``, on the heads' logits fused with a lexical scorer fitted anew
+    (:func:`thmm.lexical.fit_fusion`), the heads-only scores beside them."""
+    import torch
+
     from thmm.evaluation import evaluate_probabilities
     from thmm.thresholds import tune_thresholds
 
     run = run_probabilities(settings, args, splits, run_dir)
-    taxonomy, probs, references, eval_tax = run["taxonomy"], run["probs"], run["references"], run["eval_taxonomy"]
-    tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective, eval_tax["validation"],
-                            args.threshold_granularity)
-    return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
-            for s in references} | {"thresholds": tuned.to_dict()}
+    taxonomy, references, eval_tax = run["taxonomy"], run["references"], run["eval_taxonomy"]
+
+    def tuned_scores(probs):
+        tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
+                                eval_tax["validation"], args.threshold_granularity)
+        return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
+                for s in references} | {"thresholds": tuned.to_dict()}
+
+    heads = {s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in run["logits"].items()}
+    if not args.lexical_fusion:
+        return tuned_scores(heads)
+    from thmm.lexical import fit_fusion
+    from thmm.thresholds import NODE_MIN_SUPPORT
+
+    fusion = fit_fusion(splits, run["tokenizer"], settings["max_length"], taxonomy,
+                        {"train": [list(x) for x in splits["train"]["labels"]], **references}, run["logits"],
+                        scheme=args.scheme, objective=objective, granularity=args.threshold_granularity,
+                        min_support=NODE_MIN_SUPPORT, seed=args.seed)
+    fused = tuned_scores({s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in fusion.logits.items()})
+    return fused | {"lexical_fusion": fusion.to_dict(), "test_heads_only": tuned_scores(heads)["test"]}
 
 
 def saved_run_settings(results: dict, name: str) -> dict | None:
@@ -234,6 +249,10 @@ def main(argv=None):
                         help="continue an interrupted neural model from its last checkpoint instead of restarting it")
     parser.add_argument("--retune", choices=THRESHOLD_OBJECTIVES, default=None,
                         help="train nothing: re-tune the named finished models' dev thresholds for this objective")
+    parser.add_argument("--lexical-fusion", action=argparse.BooleanOptionalAction,
+                        default=TrainingArguments.lexical_fusion,
+                        help="train.py --lexical-fusion: fuse a word-piece TF-IDF SVM per node into the heads' "
+                             "logits, weight chosen on dev (with --retune: fitted anew on the saved model)")
     args = parser.parse_args(argv)
 
     if not (args.data / "train.tsv").exists():
@@ -270,12 +289,15 @@ def main(argv=None):
                 raise SystemExit(f"--retune: {name!r} is not a neural model with a saved model under {args.out}")
             t0 = time.perf_counter()
             run = retune_run(args.retune, settings, args, splits, args.out / "runs" / name)
-            key = f"{name}@{args.retune}" + ("" if args.threshold_granularity == "level" else f":{args.threshold_granularity}")
+            key = (f"{name}@{args.retune}" + ("" if args.threshold_granularity == "level" else f":{args.threshold_granularity}")
+                   + ("+lexical" if args.lexical_fusion else ""))
             results[key] = {
                 "dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
+                "lexical_fusion": run.get("lexical_fusion"), "test_heads_only": run.get("test_heads_only"),
                 "best_epoch": results.get(name, {}).get("best_epoch"), "thresholds": run["thresholds"],
                 "settings": {**settings, "retuned_from": name, "threshold_objective": args.retune,
-                             "threshold_granularity": args.threshold_granularity}}
+                             "threshold_granularity": args.threshold_granularity,
+                             "lexical_fusion": args.lexical_fusion}}
             results_path.write_text(json.dumps(results, indent=1))
             print(f"{key}: test macro-hF1 {run['test']['macro_f1']:.4f}, "
                   f"micro-hF1 {run['test']['micro_f1']:.4f}")
@@ -295,6 +317,8 @@ def main(argv=None):
                              "thresholds": summary["thresholds"], "test_consistent": summary["test_consistent_scores"],
                              "test_at_least_one": summary["test_at_least_one"],
                              "train_seconds_per_epoch": summary["train_seconds_per_epoch"],
+                             "lexical_fusion": summary.get("lexical_fusion"),
+                             "test_heads_only": summary.get("test_heads_only"),
                              "settings": run_settings(args)}
         else:
             raise SystemExit(f"unknown model {name!r}; choose from svm, {', '.join(NEURAL)}")
@@ -355,6 +379,17 @@ def render(results: dict, args, argv) -> str:
             raw, con = r["test"], r["test_consistent"]
             lines.append(f"| {name} | {raw['macro_f1']:.4f} | {con['macro_f1']:.4f} | {raw['micro_f1']:.4f} | "
                          f"{con['micro_f1']:.4f} | {raw['auprc']:.4f} | {con['auprc']:.4f} |")
+    fused = {name: r for name, r in results.items() if r.get("lexical_fusion")}
+    if fused:
+        lines += ["", "Lexical fusion (--lexical-fusion; weight chosen by two-fold CV on dev) against the heads alone, "
+                  "each with its own dev-tuned thresholds, test:", "",
+                  "| model | weight | macro-hF1 heads | fused | micro-hF1 heads | fused | AUPRC heads | fused |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, r in fused.items():
+            heads, test = r["test_heads_only"], r["test"]
+            lines.append(f"| {name} | {r['lexical_fusion']['weight']:g} | {heads['macro_f1']:.4f} | "
+                         f"{test['macro_f1']:.4f} | {heads['micro_f1']:.4f} | {test['micro_f1']:.4f} | "
+                         f"{heads['auprc']:.4f} | {test['auprc']:.4f} |")
     if "svm" in results:
         svm = results["svm"]["test"]
         lines += ["", "Targets (test): TMM/THMM >= SVM + 0.05 macro-hF1 and + 0.03 micro-hF1, and above flat on macro-hF1:", ""]

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import QUICKSTART_DATA, REPO_ROOT
+from thmm.arguments import TrainingArguments
 
 pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
 
@@ -60,13 +61,20 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
     assert (tmp_path / "results.md").exists() and (tmp_path / "per_level_macro_f1.png").exists()
     assert "Targets (test)" in (tmp_path / "results.md").read_text()
 
-    # --retune trains nothing: the finished TMM gets dev thresholds for micro-F1 beside its f1_avg ones
+    # the run fused a lexical scorer (the default) and reports the heads alone beside it
+    assert results["tmm-mean"]["lexical_fusion"]["weight"] in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    assert results["tmm-mean"]["test_heads_only"]["num_documents"] == 60
+    assert results["tmm-mean"]["settings"]["lexical_fusion"] is True
+
+    # --retune trains nothing: the finished TMM gets dev thresholds for micro-F1 beside its own ones
     weights = tmp_path / "runs" / "tmm-mean" / "model" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
-    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "micro_f1")
+    heads_only = ("--no-lexical-fusion",)
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "micro_f1",
+                                    *heads_only)
     assert out.returncode == 0, out.stderr[-3000:]
     out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "micro_f1",
-                                    "--threshold-granularity", "level")
+                                    "--threshold-granularity", "level", *heads_only)
     assert out.returncode == 0, out.stderr[-3000:]
     retuned = json.loads((tmp_path / "results.json").read_text())
     assert set(retuned) == {"svm", "flat-cls", "tmm-mean", "tmm-mean@micro_f1:node", "tmm-mean@micro_f1"}
@@ -76,23 +84,31 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
         assert run["thresholds"]["objective"] == "micro_f1" and run["settings"]["threshold_granularity"] == granularity
         assert run["dev"]["micro_f1"] == pytest.approx(run["thresholds"][f"per_{granularity}_score"])
         assert run["test"]["num_documents"] == 60 and run["settings"]["retuned_from"] == "tmm-mean"
-        # the same model scores the same documents: only the thresholds, not the scores, changed
-        assert run["test"]["auprc"] == pytest.approx(results["tmm-mean"]["test"]["auprc"])
+        # the same heads score the same documents: only the thresholds, not the scores, changed
+        assert run["test"]["auprc"] == pytest.approx(results["tmm-mean"]["test_heads_only"]["auprc"])
     assert retuned["tmm-mean@micro_f1"]["thresholds"]["per_node"] is None
     assert retuned["tmm-mean@micro_f1:node"]["dev"]["micro_f1"] >= retuned["tmm-mean@micro_f1"]["dev"]["micro_f1"]
     assert "tmm-mean@micro_f1:node" in (tmp_path / "results.md").read_text()
+    # with lexical fusion (the default) the retune fits the scorer anew; its heads-only line is the retune above
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "micro_f1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    fused = json.loads((tmp_path / "results.json").read_text())["tmm-mean@micro_f1:node+lexical"]
+    assert fused["settings"]["lexical_fusion"] is True and fused["lexical_fusion"]["objective"] == "micro_f1"
+    assert fused["test_heads_only"] == retuned["tmm-mean@micro_f1:node"]["test"]
+    assert "| tmm-mean@micro_f1:node+lexical |" in (tmp_path / "results.md").read_text()
 
     out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "thmm-mean", "--retune", "micro_f1")
     assert out.returncode != 0 and "'thmm-mean' is not a neural model with a saved model" in out.stderr
 
     # an interrupted run (its saved best epoch, no results entry) is scored with this command's settings;
-    # for the run's own objective that reproduces the finished run's test scores
+    # for the run's own objective that reproduces the finished run's test scores, lexical fusion included
     (tmp_path / "results.json").write_text(json.dumps({"svm": results["svm"]}))
-    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune", "f1_avg",
-                                    "--epochs", "1")
+    out = run_quality_on_quickstart(tmp_path, tiny_encoder_dir, "--models", "tmm-mean", "--retune",
+                                    TrainingArguments.threshold_objective, "--epochs", "1")
     assert out.returncode == 0, out.stderr[-3000:]
-    run = json.loads((tmp_path / "results.json").read_text())["tmm-mean@f1_avg:node"]
+    run = json.loads((tmp_path / "results.json").read_text())[f"tmm-mean@{TrainingArguments.threshold_objective}:node+lexical"]
     assert run["settings"]["interrupted"] is True and run["settings"]["frozen_encoder"] is True
+    assert run["lexical_fusion"] == results["tmm-mean"]["lexical_fusion"] | {"fit_seconds": run["lexical_fusion"]["fit_seconds"]}
     for metric in ("macro_f1", "micro_f1", "auprc"):
         assert run["test"][metric] == pytest.approx(results["tmm-mean"]["test"][metric]), metric
 

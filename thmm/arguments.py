@@ -60,6 +60,9 @@ class TrainingArguments:
                                             "training-set frequency)", OUTPUT_BIAS_INITS)
     consistent_scores: bool = _arg(False, "the saved model decodes consistent scores (a node's probability capped "
                                           "by its ancestors'); the test report shows both either way")
+    lexical_fusion: bool = _arg(True, "after training, fit a TF-IDF linear SVM per node over the word-pieces and fuse "
+                                      "its scores into the model's logits, with a weight chosen on dev (0: the heads "
+                                      "alone); --no-lexical-fusion keeps the paper's model")
     # data
     dataset: str | None = _arg(None, "Hub dataset id, a dir exported by thmm-publish, or a dir of train/dev/test "
                                      "TSVs (default: the official USPTO-70k release)")

@@ -12,16 +12,18 @@ from hierarchical_metrics import compute_hierarchical_metrics
 
 
 @torch.no_grad()
-def predict_probabilities(accelerator, model, dataloader, num_docs: int) -> np.ndarray:
-    """Node probabilities for a split, gathered from every process, each document exactly once."""
+def predict_probabilities(accelerator, model, dataloader, num_docs: int, logits: bool = False,
+                          **forward_kwargs) -> np.ndarray:
+    """Node probabilities (or, with ``logits``, logits) for a split, gathered from every process, each
+    document exactly once; ``forward_kwargs`` go to the model (e.g. ``fuse_lexical=False``)."""
     model.eval()
     probs, indices = [], []
     for batch in dataloader:
         index = batch.pop("index")
         batch.pop("labels", None)
-        logits = model(**batch).logits
-        logits, index = accelerator.gather_for_metrics((logits.float(), index))
-        probs.append(torch.sigmoid(logits).cpu().numpy())
+        out = model(**batch, **forward_kwargs).logits
+        out, index = accelerator.gather_for_metrics((out.float(), index))
+        probs.append((out if logits else torch.sigmoid(out)).cpu().numpy())
         indices.append(index.cpu().numpy())
     probs, indices = np.concatenate(probs), np.concatenate(indices)
     if sorted(indices.tolist()) != list(range(num_docs)):

@@ -143,6 +143,17 @@ def _eval_results(test_metrics: Mapping, dataset_id: str, dataset_name: str) -> 
     ]
 
 
+def _lexical_text(fusion: dict | None) -> str:
+    if not fusion:
+        return "none (the heads' scores alone)"
+    if not fusion["weight"]:
+        return (f"a TF-IDF linear SVM per node over {fusion['word_pieces']} word-pieces was tried and given weight 0 "
+                f"on dev ({fusion['objective']}): the heads' scores alone")
+    return (f"each node's logit is {1 - fusion['weight']:g} x the head's plus {fusion['weight']:g} x a calibrated TF-IDF "
+            f"linear SVM over {fusion['word_pieces']} word-pieces (weight chosen on dev, {fusion['objective']}); "
+            "the model computes both from the input ids")
+
+
 def build_model_card(
     *,
     head_type: str,
@@ -160,6 +171,7 @@ def build_model_card(
     epochs_run: int,
     best_epoch: int | None,
     model_name: str,
+    lexical_fusion: dict | None = None,
 ) -> ModelCard:
     """The model card of a trained classifier.
 
@@ -179,6 +191,8 @@ def build_model_card(
             split; ``macro_f1``, ``micro_f1`` and ``auprc`` go into the metadata's eval results.
         epochs_run, best_epoch: epochs trained and the (1-based) epoch of the saved weights.
         model_name: the model's name in the metadata (a path is shortened like ``encoder``).
+        lexical_fusion: ``LexicalFusion.to_dict()`` of a ``--lexical-fusion`` run (``weight``,
+            ``word_pieces``, ``objective``); ``None`` for the heads alone.
 
     All numbers are written as plain Python numbers (``0.65``).
     """
@@ -230,6 +244,7 @@ def build_model_card(
         f"- **Document vector:** {document_vector} of {encoder_text}.",
         f"- **Data:** {data_text}.",
         f"- **Training:** {epochs_run} epoch{'s' if epochs_run != 1 else ''}{best}.",
+        f"- **Lexical scores:** {_lexical_text(lexical_fusion)}.",
         f"- **Thresholds:** {_thresholds_text(thresholds)}.\n",
         "## Training settings\n",
         "| Setting | Value |",

@@ -34,6 +34,7 @@ def write_run_outputs(trainer, final_model) -> dict:
                   "selection_metric": SELECTION_METRICS[args.selection_metric][0]},
         thresholds=thresholds, test_metrics=results["test"], epochs_run=len(state["history"]),
         best_epoch=trainer.best_epoch, model_name=output_dir.name,
+        lexical_fusion=trainer.lexical.to_dict() if trainer.lexical is not None else None,
     )
     card.save(trainer.model_dir / "README.md")
 
@@ -50,6 +51,9 @@ def write_run_outputs(trainer, final_model) -> dict:
                "train_seconds": state.get("train_seconds", []),
                "frozen_encoder_cache": str(trainer.cache_dir) if trainer.cache_dir else None,
                "frozen_encoder_cache_hit": trainer.cache_hit}
+    if trainer.lexical is not None:
+        summary["lexical_fusion"] = trainer.lexical.to_dict()
+        summary["test_heads_only"] = results["test_heads_only"]
     (metrics_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     records = final_model.label_records(trainer.probs["test"])
     with open(output_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:

@@ -250,6 +250,7 @@ class Trainer:
                       "selection": self._early_stopping().state_dict(),  # best epoch, patience, stop
                       "args": ckpt.resume_args(args), "taxonomy_fingerprint": taxonomy.fingerprint}
         self.tuned: TunedThresholds | None = None
+        self.lexical = None  # a thmm.lexical.LexicalFusion after fit_lexical_fusion
         self.results: dict = {}
 
     def _early_stopping(self, state: dict | None = None) -> EarlyStopping:
@@ -443,10 +444,23 @@ class Trainer:
             logger.info("early stopping: no better %s%s for %d epochs", SELECTION_METRICS[args.selection_metric][0],
                         "" if args.selection_only else " and no better dev AUPRC", args.patience)
 
-    def predict(self, split: str, model=None) -> np.ndarray:
-        """Node probabilities for ``validation`` or ``test`` (the model being trained, or ``model``)."""
+    def predict(self, split: str, model=None, logits: bool = False) -> np.ndarray:
+        """Node probabilities (or logits) for ``validation`` or ``test`` (the model being trained, or ``model``)."""
         return predict_probabilities(self.accelerator, model or self.model, self.eval_dls[split],
-                                     len(self.datasets[split]))
+                                     len(self.datasets[split]), logits=logits)
+
+    def fit_lexical_fusion(self, head_logits: dict) -> dict:
+        """``--lexical-fusion``: :func:`thmm.lexical.fit_fusion` on this run's splits; the fused dev and
+        test logits. Sets ``self.lexical`` for :meth:`save` and the reports."""
+        from .lexical import fit_fusion
+
+        args = self.args
+        self.lexical = fit_fusion(
+            self.splits, self.tokenizer, args.max_length, self.taxonomy, self.references, head_logits,
+            scheme=args.scheme, objective=args.threshold_objective, granularity=args.threshold_granularity,
+            min_support=args.node_threshold_min_support, seed=args.seed,
+            fixed_threshold=None if args.tune_thresholds else args.threshold)
+        return self.lexical.logits
 
     # ---- tune --------------------------------------------------------------------------------
 
@@ -459,7 +473,12 @@ class Trainer:
         if args.freeze_lower_layers:  # the eval loaders hold cached lower-layer states
             best.freeze_lower_layers(args.freeze_lower_layers)
         best = accelerator.prepare(best)
-        self.probs = {split: self.predict(split, best) for split in ("validation", "test")}
+        logits = {split: self.predict(split, best, logits=True) for split in ("validation", "test")}
+        head_probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy() for split, v in logits.items()}
+        self.probs = head_probs
+        if args.lexical_fusion and accelerator.is_main_process:
+            self.probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy()
+                          for split, v in self.fit_lexical_fusion(logits).items()}
         if args.consistent_scores:  # the saved model decodes these: tune and report on them too
             self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
         thresholds = Thresholds(args.threshold)
@@ -484,6 +503,16 @@ class Trainer:
             self.results["test_at_least_one"] = evaluate_probabilities(
                 self.probs["test"], self.references["test"], self.taxonomy, thresholds, self.eval_taxonomy["test"],
                 with_scores=False, at_least_one=True)
+            if self.lexical is not None:  # what the heads alone score, their thresholds tuned the same way
+                heads = head_probs
+                if args.consistent_scores:
+                    heads = {split: self.taxonomy.min_along_path(p) for split, p in heads.items()}
+                heads_thresholds = tune_thresholds(
+                    heads["validation"], self.references["validation"], self.taxonomy, args.threshold_objective,
+                    self.eval_taxonomy["validation"], args.threshold_granularity,
+                    args.node_threshold_min_support).thresholds if args.tune_thresholds else Thresholds(args.threshold)
+                self.results["test_heads_only"] = evaluate_probabilities(
+                    heads["test"], self.references["test"], self.taxonomy, heads_thresholds, self.eval_taxonomy["test"])
         self.thresholds = thresholds
         return thresholds
 
@@ -503,6 +532,9 @@ class Trainer:
             final.config.level_thresholds = (list(self.thresholds.per_level)
                                              if self.thresholds.per_level is not None else None)
             final.config.node_thresholds = self.thresholds.per_node
+            if self.lexical is not None and self.lexical.choice.weight > 0:
+                fit, choice = self.lexical.fit, self.lexical.choice
+                final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift)
             ckpt.check_finite(final.named_parameters(), f"the final model to {self.model_dir}")
             final.save_pretrained(self.model_dir)
             summary = write_run_outputs(self, final)

@@ -1,0 +1,181 @@
+"""Lexical fusion: the word-piece TF-IDF SVMs, their in-model scorer, the fusion weight chosen on dev,
+and a trained model that fuses by itself after saving."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import QUICKSTART_DATA, save_model_dir
+from configuration_thmm import THMMConfig
+from thmm import lexical
+from thmm.arguments import parse_args
+from thmm.trainer import train as run_training
+
+
+def _random_documents(rng, n, vocab, special=(0, 1, 2)):
+    docs = []
+    for _ in range(n):
+        body = rng.integers(3, vocab, size=rng.integers(3, 12)).tolist()
+        docs.append([special[1], *body, special[2]])
+    return docs
+
+
+def test_token_counts_skip_special_tokens_and_refuse_foreign_ids():
+    counts = lexical.token_counts([[101, 5, 5, 7, 102], [101, 102], []], vocab_size=200, ignored_ids=[101, 102])
+    assert counts.shape == (3, 200)
+    assert counts[0, 5] == 2 and counts[0, 7] == 1 and counts[0, 101] == 0 and counts[1].nnz == 0
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 50\)"):
+        lexical.token_counts([[3, 60]], vocab_size=50)
+
+
+def test_tfidf_matches_scikit_learn_vectorizer():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(0)
+    docs = _random_documents(rng, 60, 40)
+    counts = lexical.token_counts(docs, 40, ignored_ids=[0, 1, 2])
+    fit = lexical.fit_lexical_scorer(counts, rng.integers(0, 2, size=(60, 3)))
+    reference = TfidfVectorizer(analyzer=lambda d: [t for t in d if t > 2], sublinear_tf=True, min_df=2)
+    expected = reference.fit_transform(docs).toarray()
+    ours = lexical.tfidf(counts, fit.idf).toarray()
+    columns = [reference.vocabulary_[t] for t in range(40) if t in reference.vocabulary_]
+    used = [t for t in range(40) if t in reference.vocabulary_]
+    np.testing.assert_allclose(ours[:, used], expected[:, columns], atol=1e-6)
+    assert np.all(ours[:, [t for t in range(40) if t not in reference.vocabulary_]] == 0)
+
+
+def test_node_svms_separate_a_word_that_marks_the_node():
+    rng = np.random.default_rng(1)
+    docs = _random_documents(rng, 80, 29)  # word-pieces 3..28
+    targets = np.zeros((80, 2), dtype=np.int64)
+    for i in range(0, 80, 2):  # word-piece 29 marks node 0
+        docs[i].insert(1, 29)
+        targets[i, 0] = 1
+    targets[:, 1] = 1  # a node every document carries: a constant score
+    fit = lexical.fit_lexical_scorer(lexical.token_counts(docs, 30, [0, 1, 2]), targets)
+    scores = fit.decisions(lexical.token_counts(docs, 30, [0, 1, 2]))
+    assert ((scores[:, 0] > 0) == targets[:, 0].astype(bool)).all()
+    assert np.all(scores[:, 1] == 1.0) and np.all(fit.weight[:, 1] == 0)
+
+
+def test_in_model_scorer_equals_the_fitted_svms(tiny_model, tiny_tokenizer, small_taxonomy):
+    """The saved model's LexicalScorer (torch, from input_ids) gives the decision values of the fit (scipy)."""
+    rng = np.random.default_rng(2)
+    vocab = len(tiny_tokenizer)
+    docs = _random_documents(rng, 50, vocab, special=(tiny_tokenizer.pad_token_id, tiny_tokenizer.cls_token_id,
+                                                       tiny_tokenizer.sep_token_id))
+    special = tiny_tokenizer.all_special_ids
+    counts = lexical.token_counts(docs, vocab, special)
+    fit = lexical.fit_lexical_scorer(counts, rng.integers(0, 2, size=(50, len(small_taxonomy))))
+    model = tiny_model()
+    model.set_lexical_scorer(fit.idf, fit.weight, fit.bias, fusion_weight=0.4, scale=3.0, shift=-0.5)
+    width = max(map(len, docs))
+    input_ids = torch.tensor([d + [tiny_tokenizer.pad_token_id] * (width - len(d)) for d in docs])
+    mask = torch.tensor([[1] * len(d) + [0] * (width - len(d)) for d in docs])
+    np.testing.assert_allclose(model.lexical(input_ids, mask).numpy(), fit.decisions(counts), atol=1e-5)
+
+
+def test_fused_model_saves_reloads_and_fuses_in_forward(tiny_model, tiny_tokenizer, small_taxonomy, tmp_path):
+    from transformers import AutoModel
+
+    rng = np.random.default_rng(3)
+    vocab = len(tiny_tokenizer)
+    fit = lexical.LexicalScorerFit(rng.random(vocab).astype(np.float32),
+                                   rng.normal(size=(vocab, len(small_taxonomy))).astype(np.float32),
+                                   rng.normal(size=len(small_taxonomy)).astype(np.float32), 0.0, vocab)
+    model = tiny_model()
+    titles = ["a wireless network node", "a shoe sole with a spring"]
+    heads = model.predict_proba(tiny_tokenizer, titles)
+    model.set_lexical_scorer(fit.idf, fit.weight, fit.bias, fusion_weight=0.3, scale=2.0, shift=0.25)
+    enc = tiny_tokenizer(titles, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        decisions = model.lexical(enc["input_ids"], enc["attention_mask"]).numpy()
+    head_logits = np.log(heads / (1 - heads))
+    expected = 1 / (1 + np.exp(-(0.7 * head_logits + 0.3 * (2.0 * decisions + 0.25))))
+    np.testing.assert_allclose(model.predict_proba(tiny_tokenizer, titles), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="fuses lexical scores, which read input_ids"):
+        model(encoder_features=torch.zeros(2, model.config.encoder_config.hidden_size))
+    heads_only = model(encoder_features=torch.zeros(2, model.config.encoder_config.hidden_size), fuse_lexical=False)
+    assert heads_only.logits.shape == (2, len(small_taxonomy))
+
+    save_model_dir(model, tiny_tokenizer, tmp_path / "fused")
+    config = json.loads((tmp_path / "fused" / "config.json").read_text())
+    assert (config["lexical_vocab_size"], config["lexical_weight"], config["lexical_scale"]) == (vocab, 0.3, 2.0)
+    reloaded = AutoModel.from_pretrained(tmp_path / "fused")
+    np.testing.assert_allclose(reloaded.predict_proba(tiny_tokenizer, titles), expected, atol=1e-4)
+    np.testing.assert_array_equal(reloaded.lexical.weight.numpy(), fit.weight)
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"lexical_weight": 1.5, "lexical_vocab_size": 10}, "lexical_weight must be in [0, 1]"),
+    ({"lexical_weight": 0.2}, "needs a lexical scorer"),
+    ({"lexical_vocab_size": -1}, "lexical_vocab_size must be non-negative"),
+])
+def test_config_refuses_bad_lexical_settings(small_taxonomy, values, fragment):
+    with pytest.raises(Exception, match=fragment.replace("[", r"\[").replace("]", r"\]")):  # strict validation
+        THMMConfig(taxonomy=small_taxonomy, **values)
+
+
+def test_fusion_weight_is_chosen_by_cross_validation_on_dev(small_taxonomy):
+    """Heads that know nothing and SVM scores that know the labels: the weight goes to the SVMs; the
+    other way round, it stays 0."""
+    rng = np.random.default_rng(4)
+    leaves = [c for c in small_taxonomy.nodes if small_taxonomy.level(c) == 3]
+    references = [[leaves[i % len(leaves)]] for i in range(80)]
+    targets = small_taxonomy.multi_hot(references).astype(np.float64)
+    informative, noise = 4 * targets - 2, rng.normal(size=targets.shape)
+    kwargs = dict(references=references, taxonomy=small_taxonomy, scheme="cpc", objective="f1_mean",
+                  granularity="level", min_support=20, scale=1.0, shift=0.0, weights=(0.0, 0.5, 0.7))
+    to_svm = lexical.choose_fusion_weight(noise, informative, **kwargs)
+    assert to_svm.weight > 0 and to_svm.cv_dev[to_svm.weight] > to_svm.cv_dev[0.0]
+    to_heads = lexical.choose_fusion_weight(informative, noise, **kwargs)
+    assert to_heads.weight == 0.0
+    assert set(to_heads.to_dict()["cv_dev"]) == {"0", "0.5", "0.7"}
+
+
+@pytest.mark.slow
+def test_training_fuses_and_the_saved_model_predicts_the_reported_scores(tiny_encoder_dir, tmp_path, monkeypatch):
+    """A run whose fusion weight is forced above 0: the saved model fuses by itself, and its predictions
+    are the run's test predictions; the report has the heads-only scores beside the fused ones."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from dataset_script import read_patent_tsv
+
+    choose = lexical.choose_fusion_weight
+    monkeypatch.setattr(lexical, "choose_fusion_weight", lambda *a, **kw: choose(*a, **{**kw, "weights": (0.5,)}))
+    out = tmp_path / "fused"
+    summary = run_training(parse_args([
+        "--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
+        "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "1",
+        "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16",
+        "--encoder", str(tiny_encoder_dir), "--output-dir", str(out)]))
+    assert summary["lexical_fusion"]["weight"] == 0.5 and summary["lexical_fusion"]["word_pieces"] > 0
+    assert summary["test_heads_only"]["num_documents"] == summary["test"]["num_documents"] == 13
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["lexical_weight"] == 0.5 and config["lexical_vocab_size"] > 0
+    card = (out / "model" / "README.md").read_text()
+    assert "**Lexical scores:** each node's logit is 0.5 x the head's plus 0.5 x a calibrated TF-IDF" in card
+    model = AutoModel.from_pretrained(out / "model")
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    rows = read_patent_tsv(QUICKSTART_DATA / "test.tsv")[:13]
+    predicted = model.predict(tokenizer, [r["title"] for r in rows], [r["abstract"] for r in rows])
+    saved = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
+    for before, after in zip(saved, predicted):
+        assert [p["code"] for p in before["predicted"]] == [p["code"] for p in after]
+        for p, q in zip(before["predicted"], after):
+            assert abs(p["score"] - q["score"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_no_lexical_fusion_keeps_the_heads(tiny_encoder_dir, tmp_path):
+    out = tmp_path / "heads"
+    summary = run_training(parse_args([
+        "--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
+        "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "1",
+        "--report-to", "none", "--head-hidden-size", "16", "--encoder", str(tiny_encoder_dir),
+        "--output-dir", str(out), "--no-lexical-fusion"]))
+    assert "lexical_fusion" not in summary and "test_heads_only" not in summary
+    assert json.loads((out / "model" / "config.json").read_text())["lexical_vocab_size"] == 0
+    assert "**Lexical scores:** none" in (out / "model" / "README.md").read_text()

@@ -1,0 +1,237 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Lexical fusion: a TF-IDF linear SVM per node over the encoder's word-pieces, fitted after the
+heads are trained, and how much of each node's logit it gets, chosen on dev.
+
+The SVMs see the words themselves, which a frozen or briefly fine-tuned encoder's document vector
+blurs; on dronesr the fused scores rank better than either alone (README, "Lexical fusion"). The
+scorer reads the same ``input_ids`` as the encoder, so the saved model fuses by itself
+(``modeling_thmm.LexicalScorer``). Steps, each a function here:
+
+1. :func:`fit_lexical_scorer`: TF-IDF of the training word-pieces (scikit-learn's
+   ``TfidfTransformer``, sublinear tf, pieces in fewer than 2 training documents dropped) and one
+   ``LinearSVC`` per node (C = 1, as the TwistBytes baseline).
+2. :func:`calibrate`: one Platt scaling (slope and intercept) of the dev decision values onto logits.
+3. :func:`choose_fusion_weight`: the weight of the fused logits
+   (``modeling_thmm.fuse_lexical_logits``) with the best threshold objective on dev, judged by
+   two-fold cross-validation on dev (thresholds tuned on one half, scored on the other).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from configuration_thmm import Taxonomy
+from modeling_thmm import fuse_lexical_logits
+
+from .data import label_targets, tokenize_split
+from .evaluation import evaluate_probabilities, evaluation_taxonomy
+from .thresholds import tune_thresholds
+
+logger = logging.getLogger(__name__)
+
+FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # the grid choose_fusion_weight searches
+SVM_C = 1.0  # the TwistBytes baseline's
+MIN_DOCUMENT_FREQUENCY = 2  # word-pieces in fewer training documents get no weight
+
+
+def token_counts(input_ids, vocab_size: int, ignored_ids=()) -> sp.csr_matrix:
+    """``[documents, vocab_size]`` counts of each word-piece per document, from a list column of
+    token ids (a pyarrow (chunked) list array, or a list of lists); ``ignored_ids`` (special tokens)
+    are not counted."""
+    if not isinstance(input_ids, (pa.Array, pa.ChunkedArray)):
+        input_ids = pa.array(input_ids, type=pa.list_(pa.int64()))
+    if isinstance(input_ids, pa.ChunkedArray):
+        input_ids = input_ids.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(input_ids), 0).to_numpy(zero_copy_only=False)
+    ids = pc.list_flatten(input_ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got {ids.min()}..{ids.max()}")
+    if len(ignored_ids):
+        keep = ~np.isin(ids, np.asarray(list(ignored_ids), dtype=np.int64))
+        rows, ids = rows[keep], ids[keep]
+    counts = sp.csr_matrix((np.ones(ids.size), (rows, ids)), shape=(len(lengths), vocab_size))
+    counts.sum_duplicates()
+    return counts
+
+
+def tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """Sublinear TF-IDF, L2-normalised per row: what ``LexicalScorer.tfidf`` computes in torch."""
+    from sklearn.preprocessing import normalize
+
+    weighted = counts.copy().astype(np.float64)
+    weighted.data = 1 + np.log(weighted.data)
+    weighted = weighted @ sp.diags(np.asarray(idf, dtype=np.float64))
+    weighted.eliminate_zeros()
+    return normalize(weighted, norm="l2", copy=False).tocsr()
+
+
+def fit_node_svm(X, y, C: float = SVM_C) -> tuple[np.ndarray | None, float]:
+    """One node's ``LinearSVC`` on ``X``: ``(coef, intercept)``; ``(None, +-1)`` for a node every (or
+    no) training document carries, which scores that constant."""
+    from sklearn.svm import LinearSVC
+
+    if y.min() == y.max():
+        return None, (1.0 if y[0] else -1.0)
+    clf = LinearSVC(C=C).fit(X, y)
+    return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
+
+
+def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A ``LinearSVC`` per column of ``targets`` (``[documents, nodes]`` 0/1) on ``X``:
+    ``(coef [features, nodes], intercept [nodes])``. liblinear releases the GIL, so ``n_jobs``
+    threads (default: the CPUs, at most 8) share ``X`` without copying it."""
+    from joblib import Parallel, delayed
+
+    n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
+    fitted = Parallel(n_jobs=n_jobs, prefer="threads")(
+        delayed(fit_node_svm)(X, targets[:, j], C) for j in range(targets.shape[1]))
+    coef = np.stack([w if w is not None else np.zeros(X.shape[1], np.float32) for w, _ in fitted], axis=1)
+    return coef, np.array([b for _, b in fitted], dtype=np.float32)
+
+
+@dataclass
+class LexicalScorerFit:
+    """A fitted lexical scorer: the buffers of ``modeling_thmm.LexicalScorer``."""
+
+    idf: np.ndarray  # [vocab]; 0 for ignored and rare word-pieces
+    weight: np.ndarray  # [vocab, nodes]
+    bias: np.ndarray  # [nodes]
+    seconds: float
+    vocabulary: int  # word-pieces with a weight
+
+    def decisions(self, counts: sp.csr_matrix) -> np.ndarray:
+        """``[documents, nodes]`` SVM decision values of documents given as :func:`token_counts`."""
+        return np.asarray(tfidf(counts, self.idf) @ self.weight, dtype=np.float64) + self.bias
+
+
+def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SVM_C,
+                       n_jobs: int | None = None) -> LexicalScorerFit:
+    """TF-IDF over the training word-pieces (``counts``, from :func:`token_counts`) and a
+    ``LinearSVC`` per node (``targets``: ``[documents, nodes]`` 0/1, ancestors included)."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    t0 = time.perf_counter()
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    used = np.flatnonzero(df >= MIN_DOCUMENT_FREQUENCY)
+    transformer = TfidfTransformer(sublinear_tf=True).fit(counts[:, used])
+    idf = np.zeros(counts.shape[1], dtype=np.float64)
+    idf[used] = transformer.idf_
+    X = tfidf(counts, idf)[:, used]
+    coef, intercept = fit_node_svms(X, np.asarray(targets), C, n_jobs)
+    weight = np.zeros((counts.shape[1], targets.shape[1]), dtype=np.float32)
+    weight[used] = coef
+    return LexicalScorerFit(idf.astype(np.float32), weight, intercept, time.perf_counter() - t0, len(used))
+
+
+def calibrate(decisions: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """One Platt scaling for all nodes: ``(scale, shift)`` with ``sigmoid(scale * decision + shift)``
+    the probability of a node, fitted on dev by logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(targets).reshape(-1)
+    if y.min() == y.max():
+        raise ValueError("calibrating the lexical scores needs dev documents with and without some node")
+    model = LogisticRegression(C=100.0).fit(np.asarray(decisions).reshape(-1, 1), y)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
+
+
+@dataclass
+class FusionChoice:
+    """The chosen weight and, per weight tried, its two-fold CV-dev threshold objective."""
+
+    weight: float
+    scale: float
+    shift: float
+    objective: str
+    cv_dev: dict[float, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"weight": self.weight, "scale": self.scale, "shift": self.shift, "objective": self.objective,
+                "cv_dev": {f"{w:g}": v for w, v in self.cv_dev.items()}}
+
+
+def choose_fusion_weight(head_logits: np.ndarray, decisions: np.ndarray, references, taxonomy: Taxonomy,
+                         scheme: str, objective: str, granularity: str, min_support: int,
+                         scale: float, shift: float, weights=FUSION_WEIGHTS, seed: int = 0,
+                         fixed_threshold: float | None = None) -> FusionChoice:
+    """The fusion weight whose dev threshold objective is best by two-fold cross-validation on dev
+    (the dev documents halved at random; thresholds tuned as ``train.py`` tunes them on one half,
+    the objective scored on the other, both ways round). With ``fixed_threshold`` (``train.py
+    --no-tune-thresholds``) nothing is tuned: each weight is scored at that threshold. Ties go to
+    the smaller weight."""
+    order = np.random.default_rng(seed).permutation(len(references))
+    halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
+    refs = [[references[i] for i in half] for half in halves]
+    eval_tax = [evaluation_taxonomy(taxonomy, r, scheme) for r in refs]
+    cv = {}
+    for weight in weights:
+        probs = _sigmoid(fuse_lexical_logits(head_logits, decisions, weight, scale, shift))
+        scores = []
+        for tune_on in (0, 1):
+            score_on = 1 - tune_on
+            thresholds = fixed_threshold if fixed_threshold is not None else tune_thresholds(
+                probs[halves[tune_on]], refs[tune_on], taxonomy, objective, eval_tax[tune_on], granularity,
+                min_support).thresholds
+            metrics = evaluate_probabilities(probs[halves[score_on]], refs[score_on], taxonomy, thresholds,
+                                             eval_tax[score_on], with_scores=False)
+            scores.append(metrics[objective] or 0.0)
+        cv[float(weight)] = float(np.mean(scores))
+        logger.info("lexical fusion weight %.2f: two-fold CV-dev %s %.4f", weight, objective, cv[float(weight)])
+    best = max(cv, key=lambda w: (cv[w], -w))
+    return FusionChoice(best, scale, shift, objective, cv)
+
+
+def fused_probabilities(head_logits: np.ndarray, decisions: np.ndarray, choice: FusionChoice) -> np.ndarray:
+    """Node probabilities of the fused logits, as the saved model computes them."""
+    return _sigmoid(fuse_lexical_logits(head_logits, decisions, choice.weight, choice.scale, choice.shift))
+
+
+@dataclass
+class LexicalFusion:
+    """What :func:`fit_fusion` returns: the fitted scorer, the chosen weight and the fused logits by split."""
+
+    fit: LexicalScorerFit
+    choice: FusionChoice
+    logits: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict:
+        return {**self.choice.to_dict(), "word_pieces": self.fit.vocabulary, "fit_seconds": self.fit.seconds}
+
+
+def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, references: dict, head_logits: dict, *,
+               scheme: str, objective: str, granularity: str, min_support: int, seed: int = 0,
+               fixed_threshold: float | None = None) -> LexicalFusion:
+    """The whole of ``--lexical-fusion`` after the heads are trained: the scorer fitted on the
+    ``train`` split's word-pieces (as ``tokenizer`` cuts them at ``max_length``, what the model
+    reads), calibrated and its weight chosen on ``validation`` (:func:`choose_fusion_weight`), and
+    the fused logits of every split in ``head_logits`` (``validation`` and any others)."""
+    from modeling_thmm import fuse_lexical_logits
+
+    names = ["train", *head_logits]
+    counts = {name: token_counts(tokenize_split(splits[name], tokenizer, max_length, name).data.column("input_ids"),
+                                 len(tokenizer), tokenizer.all_special_ids) for name in names}
+    fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, references["train"]))
+    decisions = {name: fit.decisions(counts[name]) for name in head_logits}
+    scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
+    choice = choose_fusion_weight(head_logits["validation"], decisions["validation"], references["validation"],
+                                  taxonomy, scheme, objective, granularity, min_support, scale, shift, seed=seed,
+                                  fixed_threshold=fixed_threshold)
+    logger.info("lexical fusion: %d word-pieces, SVMs fitted in %.0f s; weight %.1f chosen on dev (two-fold CV %s by "
+                "weight: %s)", fit.vocabulary, fit.seconds, choice.weight, objective,
+                ", ".join(f"{w:g}: {v:.4f}" for w, v in choice.cv_dev.items()))
+    fused = {name: fuse_lexical_logits(logits, decisions[name], choice.weight, scale, shift)
+             for name, logits in head_logits.items()}
+    return LexicalFusion(fit, choice, fused)
