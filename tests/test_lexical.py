@@ -179,3 +179,41 @@ def test_no_lexical_fusion_keeps_the_heads(tiny_encoder_dir, tmp_path):
     assert "lexical_fusion" not in summary and "test_heads_only" not in summary
     assert json.loads((out / "model" / "config.json").read_text())["lexical_vocab_size"] == 0
     assert "**Lexical scores:** none" in (out / "model" / "README.md").read_text()
+
+
+def test_saved_pipeline_of_a_fused_model_gives_the_fused_scores(tiny_model, tiny_tokenizer, small_taxonomy, tmp_path):
+    from transformers import pipeline
+
+    rng = np.random.default_rng(5)
+    vocab = len(tiny_tokenizer)
+    model = tiny_model()
+    model.set_lexical_scorer(rng.random(vocab), rng.normal(size=(vocab, len(small_taxonomy))),
+                             rng.normal(size=len(small_taxonomy)), fusion_weight=0.6, scale=1.5, shift=0.0)
+    save_model_dir(model, tiny_tokenizer, tmp_path / "fused")
+    pipe = pipeline(model=str(tmp_path / "fused"), trust_remote_code=True)
+    titles = ["wireless packet radio network", "shoe sole with heel"]
+    got = pipe([{"title": t} for t in titles], top_k=3)
+    expected = model.label_records(model.predict_proba(tiny_tokenizer, titles), top_k=3)
+    for g, e in zip(got, expected):
+        assert [r["code"] for r in g] == [r["code"] for r in e]
+        assert all(abs(r["score"] - q["score"]) < 1e-5 for r, q in zip(g, e))
+    # the fusion matters here: the heads alone score otherwise
+    enc = tiny_tokenizer(titles, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        fused, heads = model(**enc).logits, model(**enc, fuse_lexical=False).logits
+    assert not torch.allclose(fused, heads)
+
+
+def test_fit_fusion_falls_back_to_the_heads_when_dev_cannot_calibrate(tiny_tokenizer, small_taxonomy, caplog):
+    """Dev documents whose codes are all outside the taxonomy: no calibration is possible, so the
+    weight is 0 (the heads alone), with a warning, instead of a failure at the end of a run."""
+    leaves = [c for c in small_taxonomy.nodes if small_taxonomy.level(c) == 3]
+    titles = ["wireless packet radio network", "shoe sole with heel", "printing press ink", "battery cell"] * 5
+    splits = {"train": {"title": titles, "abstract": [""] * 20}, "validation": {"title": titles[:6], "abstract": [""] * 6}}
+    references = {"train": [[leaves[i % len(leaves)]] for i in range(20)], "validation": [["Z99Z"]] * 6}
+    head_logits = {"validation": np.zeros((6, len(small_taxonomy)))}
+    with caplog.at_level("WARNING", logger="thmm.lexical"):
+        fusion = lexical.fit_fusion(splits, tiny_tokenizer, 16, small_taxonomy, references, head_logits, scheme="cpc",
+                                    objective="f1_mean", granularity="level", min_support=20)
+    assert fusion.choice.weight == 0.0 and fusion.logits["validation"] is head_logits["validation"]
+    assert "lexical fusion: weight 0 (the heads alone)" in caplog.text

@@ -157,9 +157,10 @@ def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
         {"head_type": "tmm"}, {"head_type": "tmm", "selection_metric": "macro_f1", "selection_only": True}) == {}
     # the threshold options act after the last epoch: a resume may change them (the run ends as an
     # uninterrupted one with them would), while the options that shape training may not
-    args = TrainingArguments(threshold_granularity="level", node_threshold_min_support=5)
+    args = TrainingArguments(threshold_granularity="level", node_threshold_min_support=5, lexical_fusion=False)
     kept = checkpoints.resume_args(args)
     assert "threshold_granularity" not in kept and "node_threshold_min_support" not in kept
+    assert "lexical_fusion" not in kept  # fitted after the last epoch too
     assert "threshold_objective" in kept and "head_type" in kept
 
 

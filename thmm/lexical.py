@@ -37,7 +37,9 @@ from .thresholds import tune_thresholds
 
 logger = logging.getLogger(__name__)
 
-FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # the grid choose_fusion_weight searches
+# The grid choose_fusion_weight searches: 0 is the heads alone, 1 the calibrated SVMs alone (where the
+# heads have learnt little, e.g. from a few hundred documents, the model then does what the SVMs do).
+FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 SVM_C = 1.0  # the TwistBytes baseline's
 MIN_DOCUMENT_FREQUENCY = 2  # word-pieces in fewer training documents get no weight
 
@@ -221,11 +223,18 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
     from modeling_thmm import fuse_lexical_logits
 
     names = ["train", *head_logits]
-    counts = {name: token_counts(tokenize_split(splits[name], tokenizer, max_length, name).data.column("input_ids"),
-                                 len(tokenizer), tokenizer.all_special_ids) for name in names}
+    def input_ids(name):  # the Arrow list column, in the dataset's row order (zero-copy without an indices map)
+        tokens = tokenize_split(splits[name], tokenizer, max_length, name)
+        return tokens.select_columns(["input_ids"]).with_format("arrow")[:]["input_ids"]
+
+    counts = {name: token_counts(input_ids(name), len(tokenizer), tokenizer.all_special_ids) for name in names}
     fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, references["train"]))
     decisions = {name: fit.decisions(counts[name]) for name in head_logits}
-    scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
+    try:
+        scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
+    except ValueError as err:  # e.g. no dev document carries a code of the taxonomy: nothing to choose by
+        logger.warning("lexical fusion: weight 0 (the heads alone): %s", err)
+        return LexicalFusion(fit, FusionChoice(0.0, 1.0, 0.0, objective), dict(head_logits))
     choice = choose_fusion_weight(head_logits["validation"], decisions["validation"], references["validation"],
                                   taxonomy, scheme, objective, granularity, min_support, scale, shift, seed=seed,
                                   fixed_threshold=fixed_threshold)
