@@ -192,7 +192,8 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     fusion = fit_fusion(splits, run["tokenizer"], settings["max_length"], taxonomy,
                         {"train": [list(x) for x in splits["train"]["labels"]], **references}, run["logits"],
                         scheme=args.scheme, objective=objective, granularity=args.threshold_granularity,
-                        min_support=NODE_MIN_SUPPORT, seed=args.seed)
+                        min_support=NODE_MIN_SUPPORT, max_train_documents=TrainingArguments.lexical_max_train_documents,
+                        seed=args.seed)
     fused = tuned_scores({s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in fusion.logits.items()})
     return fused | {"lexical_fusion": fusion.to_dict(), "test_heads_only": tuned_scores(heads)["test"]}
 

@@ -298,6 +298,9 @@ CASES = {
     "threshold-objective-unknown": Case(
         "train", lambda env: env.train_argv("--threshold-objective", "f1_harmonic"), 2,
         ("--threshold-objective", "f1_harmonic")),
+    "lexical-max-train-documents-negative": Case(
+        "train", lambda env: env.train_argv("--lexical-max-train-documents", "-5"), 2,
+        ("--lexical-max-train-documents", "must be non-negative")),
     # ---- frozen lower layers: the tiny encoder has 4 layers
     "freeze-lower-layers-all": Case(
         "train", lambda env: env.train_argv("--freeze-lower-layers", "4"), 2,

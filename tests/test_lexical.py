@@ -84,7 +84,7 @@ def test_fused_model_saves_reloads_and_fuses_in_forward(tiny_model, tiny_tokeniz
     vocab = len(tiny_tokenizer)
     fit = lexical.LexicalScorerFit(rng.random(vocab).astype(np.float32),
                                    rng.normal(size=(vocab, len(small_taxonomy))).astype(np.float32),
-                                   rng.normal(size=len(small_taxonomy)).astype(np.float32), 0.0, vocab)
+                                   rng.normal(size=len(small_taxonomy)).astype(np.float32), 0.0, vocab, 0)
     model = tiny_model()
     titles = ["a wireless network node", "a shoe sole with a spring"]
     heads = model.predict_proba(tiny_tokenizer, titles)
@@ -214,6 +214,25 @@ def test_fit_fusion_falls_back_to_the_heads_when_dev_cannot_calibrate(tiny_token
     head_logits = {"validation": np.zeros((6, len(small_taxonomy)))}
     with caplog.at_level("WARNING", logger="thmm.lexical"):
         fusion = lexical.fit_fusion(splits, tiny_tokenizer, 16, small_taxonomy, references, head_logits, scheme="cpc",
-                                    objective="f1_mean", granularity="level", min_support=20)
+                                    objective="f1_mean", granularity="level", min_support=20,
+                                    max_train_documents=0)
     assert fusion.choice.weight == 0.0 and fusion.logits["validation"] is head_logits["validation"]
     assert "lexical fusion: weight 0 (the heads alone)" in caplog.text
+    assert fusion.fit.documents == 20
+
+
+def test_fit_fusion_samples_the_training_documents_beyond_the_cap(tiny_tokenizer, small_taxonomy, caplog):
+    leaves = [c for c in small_taxonomy.nodes if small_taxonomy.level(c) == 3]
+    titles = [f"{w} device number {i}" for i, w in enumerate(["radio", "shoe", "ink", "battery"] * 10)]
+    splits = {"train": {"title": titles, "abstract": [""] * 40}, "validation": {"title": titles[:12], "abstract": [""] * 12}}
+    references = {"train": [[leaves[i % 4]] for i in range(40)], "validation": [[leaves[i % 4]] for i in range(12)]}
+    head_logits = {"validation": np.zeros((12, len(small_taxonomy)))}
+    kwargs = dict(scheme="cpc", objective="f1_mean", granularity="level", min_support=20, seed=3)
+    with caplog.at_level("INFO", logger="thmm.lexical"):
+        capped = lexical.fit_fusion(splits, tiny_tokenizer, 16, small_taxonomy, references, head_logits,
+                                    max_train_documents=25, **kwargs)
+    assert capped.fit.documents == 25 and capped.to_dict()["train_documents"] == 25
+    assert "fitted on a random 25 of the 40 training documents" in caplog.text
+    whole = lexical.fit_fusion(splits, tiny_tokenizer, 16, small_taxonomy, references, head_logits,
+                               max_train_documents=0, **kwargs)
+    assert whole.fit.documents == 40

@@ -63,6 +63,8 @@ class TrainingArguments:
     lexical_fusion: bool = _arg(True, "after training, fit a TF-IDF linear SVM per node over the word-pieces and fuse "
                                       "its scores into the model's logits, with a weight chosen on dev (0: the heads "
                                       "alone); --no-lexical-fusion keeps the paper's model")
+    lexical_max_train_documents: int = _arg(200_000, "--lexical-fusion fits its SVMs on at most this many training "
+                                                     "documents, a random sample beyond (0: all of them)")
     # data
     dataset: str | None = _arg(None, "Hub dataset id, a dir exported by thmm-publish, or a dir of train/dev/test "
                                      "TSVs (default: the official USPTO-70k release)")
@@ -163,6 +165,7 @@ class TrainingArguments:
         need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
         need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
         need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")
+        need(self.lexical_max_train_documents >= 0, "lexical_max_train_documents", "must be non-negative (0: all)")
         need(self.freeze_lower_layers >= 0, "freeze_lower_layers", "must be non-negative")
         need(not (self.freeze_lower_layers and self.freeze_encoder), "freeze_lower_layers",
              "cannot be combined with --freeze-encoder (which freezes every layer)")

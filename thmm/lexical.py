@@ -109,6 +109,7 @@ class LexicalScorerFit:
     bias: np.ndarray  # [nodes]
     seconds: float
     vocabulary: int  # word-pieces with a weight
+    documents: int  # training documents the SVMs were fitted on
 
     def decisions(self, counts: sp.csr_matrix) -> np.ndarray:
         """``[documents, nodes]`` SVM decision values of documents given as :func:`token_counts`."""
@@ -131,7 +132,8 @@ def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SV
     coef, intercept = fit_node_svms(X, np.asarray(targets), C, n_jobs)
     weight = np.zeros((counts.shape[1], targets.shape[1]), dtype=np.float32)
     weight[used] = coef
-    return LexicalScorerFit(idf.astype(np.float32), weight, intercept, time.perf_counter() - t0, len(used))
+    return LexicalScorerFit(idf.astype(np.float32), weight, intercept, time.perf_counter() - t0, len(used),
+                            counts.shape[0])
 
 
 def calibrate(decisions: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -210,25 +212,37 @@ class LexicalFusion:
     logits: dict[str, np.ndarray]
 
     def to_dict(self) -> dict:
-        return {**self.choice.to_dict(), "word_pieces": self.fit.vocabulary, "fit_seconds": self.fit.seconds}
+        return {**self.choice.to_dict(), "word_pieces": self.fit.vocabulary, "train_documents": self.fit.documents,
+                "fit_seconds": self.fit.seconds}
 
 
 def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, references: dict, head_logits: dict, *,
-               scheme: str, objective: str, granularity: str, min_support: int, seed: int = 0,
-               fixed_threshold: float | None = None) -> LexicalFusion:
+               scheme: str, objective: str, granularity: str, min_support: int, max_train_documents: int,
+               seed: int = 0, fixed_threshold: float | None = None) -> LexicalFusion:
     """The whole of ``--lexical-fusion`` after the heads are trained: the scorer fitted on the
     ``train`` split's word-pieces (as ``tokenizer`` cuts them at ``max_length``, what the model
-    reads), calibrated and its weight chosen on ``validation`` (:func:`choose_fusion_weight`), and
-    the fused logits of every split in ``head_logits`` (``validation`` and any others)."""
+    reads; on a random ``max_train_documents`` of them when there are more, 0: all), calibrated and
+    its weight chosen on ``validation`` (:func:`choose_fusion_weight`), and the fused logits of
+    every split in ``head_logits`` (``validation`` and any others)."""
     from modeling_thmm import fuse_lexical_logits
 
     names = ["train", *head_logits]
+    train_rows = None
+    train_size = len(references["train"])
+    if max_train_documents and train_size > max_train_documents:  # the SVMs' time grows with the corpus
+        train_rows = np.sort(np.random.default_rng(seed).choice(train_size, max_train_documents, replace=False))
+        logger.info("lexical fusion: the SVMs are fitted on a random %d of the %d training documents "
+                    "(--lexical-max-train-documents)", max_train_documents, train_size)
+
     def input_ids(name):  # the Arrow list column, in the dataset's row order (zero-copy without an indices map)
         tokens = tokenize_split(splits[name], tokenizer, max_length, name)
+        if name == "train" and train_rows is not None:
+            tokens = tokens.select(train_rows)
         return tokens.select_columns(["input_ids"]).with_format("arrow")[:]["input_ids"]
 
     counts = {name: token_counts(input_ids(name), len(tokenizer), tokenizer.all_special_ids) for name in names}
-    fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, references["train"]))
+    train_refs = references["train"] if train_rows is None else [references["train"][i] for i in train_rows]
+    fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, train_refs))
     decisions = {name: fit.decisions(counts[name]) for name in head_logits}
     try:
         scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))

@@ -458,8 +458,8 @@ class Trainer:
         self.lexical = fit_fusion(
             self.splits, self.tokenizer, args.max_length, self.taxonomy, self.references, head_logits,
             scheme=args.scheme, objective=args.threshold_objective, granularity=args.threshold_granularity,
-            min_support=args.node_threshold_min_support, seed=args.seed,
-            fixed_threshold=None if args.tune_thresholds else args.threshold)
+            min_support=args.node_threshold_min_support, max_train_documents=args.lexical_max_train_documents,
+            seed=args.seed, fixed_threshold=None if args.tune_thresholds else args.threshold)
         return self.lexical.logits
 
     # ---- tune --------------------------------------------------------------------------------
