@@ -181,8 +181,11 @@ def test_no_lexical_fusion_keeps_the_heads(tiny_encoder_dir, tmp_path):
     assert "**Lexical scores:** none" in (out / "model" / "README.md").read_text()
 
 
-def test_saved_pipeline_of_a_fused_model_gives_the_fused_scores(tiny_model, tiny_tokenizer, small_taxonomy, tmp_path):
-    from transformers import pipeline
+def test_pipeline_of_a_saved_fused_model_gives_the_fused_scores(tiny_model, tiny_tokenizer, small_taxonomy, tmp_path):
+    # the pipeline class in process: trust_remote_code would register the saved copy's classes for
+    # every later test (tests/test_pipeline.py runs the remote-code route in a subprocess)
+    from modeling_thmm import THMMForHierarchicalClassification
+    from pipeline_thmm import HierarchicalPatentClassificationPipeline
 
     rng = np.random.default_rng(5)
     vocab = len(tiny_tokenizer)
@@ -190,7 +193,8 @@ def test_saved_pipeline_of_a_fused_model_gives_the_fused_scores(tiny_model, tiny
     model.set_lexical_scorer(rng.random(vocab), rng.normal(size=(vocab, len(small_taxonomy))),
                              rng.normal(size=len(small_taxonomy)), fusion_weight=0.6, scale=1.5, shift=0.0)
     save_model_dir(model, tiny_tokenizer, tmp_path / "fused")
-    pipe = pipeline(model=str(tmp_path / "fused"), trust_remote_code=True)
+    pipe = HierarchicalPatentClassificationPipeline(
+        model=THMMForHierarchicalClassification.from_pretrained(tmp_path / "fused"), tokenizer=tiny_tokenizer)
     titles = ["wireless packet radio network", "shoe sole with heel"]
     got = pipe([{"title": t} for t in titles], top_k=3)
     expected = model.label_records(model.predict_proba(tiny_tokenizer, titles), top_k=3)

@@ -32,9 +32,17 @@ def as_documents(inputs):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model):
+def model(tiny_model, tiny_tokenizer):
+    """A saved model with everything a trained one may carry: tuned thresholds, titles and a fused
+    lexical scorer (so that the remote-code route is shown to fuse it too)."""
+    import numpy as np
+
     model = tiny_model(max_length=16, label_titles={"A43B": "Footwear parts"})
     model.config.level_thresholds = [0.45, 0.5, 0.52]
+    rng = np.random.default_rng(0)
+    vocab, nodes = len(tiny_tokenizer), len(model.taxonomy)
+    model.set_lexical_scorer(rng.random(vocab), rng.normal(size=(vocab, nodes)), rng.normal(size=nodes),
+                             fusion_weight=0.3, scale=2.0, shift=-0.5)
     return model
 
 
