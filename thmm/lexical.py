@@ -83,18 +83,19 @@ def fit_node_svm(X, y, C: float = SVM_C) -> tuple[np.ndarray | None, float]:
 
     if y.min() == y.max():
         return None, (1.0 if y[0] else -1.0)
-    clf = LinearSVC(C=C).fit(X, y)
+    clf = LinearSVC(C=C, random_state=0).fit(X, y)  # liblinear shuffles: seeded, so a fit repeats exactly
     return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
 
 
 def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A ``LinearSVC`` per column of ``targets`` (``[documents, nodes]`` 0/1) on ``X``:
-    ``(coef [features, nodes], intercept [nodes])``. liblinear releases the GIL, so ``n_jobs``
-    threads (default: the CPUs, at most 8) share ``X`` without copying it."""
+    ``(coef [features, nodes], intercept [nodes])``, fitted by ``n_jobs`` processes (default: the
+    CPUs, at most 8; joblib memory-maps ``X`` for them). Not threads: liblinear draws its shuffles
+    from one generator per process, so concurrent fits in one process would not repeat exactly."""
     from joblib import Parallel, delayed
 
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
-    fitted = Parallel(n_jobs=n_jobs, prefer="threads")(
+    fitted = Parallel(n_jobs=n_jobs)(
         delayed(fit_node_svm)(X, targets[:, j], C) for j in range(targets.shape[1]))
     coef = np.stack([w if w is not None else np.zeros(X.shape[1], np.float32) for w, _ in fitted], axis=1)
     return coef, np.array([b for _, b in fitted], dtype=np.float32)
