@@ -18,6 +18,8 @@ them. ``--decodings plain,at_least_one`` scores every setting a second time with
 given at least one leaf (its best) at the same thresholds. ``--objectives f1_avg,f1_mean`` repeats
 everything with the thresholds tuned for each objective in turn; where ``OUT/results.json`` holds the
 SVM, its dev and test scores are printed above the table, for the margins the bench's targets name.
+The scores are the heads' alone: a model saved with lexical fusion is compared without it
+(``bench/quality.py --retune`` fits and reports the fusion).
 
 Writes ``OUT/thresholds.json`` and ``OUT/thresholds.md`` and prints the table.
 """
