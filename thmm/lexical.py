@@ -199,11 +199,6 @@ def choose_fusion_weight(head_logits: np.ndarray, decisions: np.ndarray, referen
     return FusionChoice(best, scale, shift, objective, cv)
 
 
-def fused_probabilities(head_logits: np.ndarray, decisions: np.ndarray, choice: FusionChoice) -> np.ndarray:
-    """Node probabilities of the fused logits, as the saved model computes them."""
-    return _sigmoid(fuse_lexical_logits(head_logits, decisions, choice.weight, choice.scale, choice.shift))
-
-
 @dataclass
 class LexicalFusion:
     """What :func:`fit_fusion` returns: the fitted scorer, the chosen weight and the fused logits by split."""
