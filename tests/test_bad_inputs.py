@@ -6,18 +6,29 @@ file, line, field or option."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from bad_input_table import (
+    SMALL,
+    STEP1,
+    STEP2,
+    Case,
+    Env,
+    edit_json,
+    load_model,
+    model_with,
+    trainer,
+    truncate,
+)
 from conftest import QUICKSTART_DATA, REPO_ROOT
 from dataset_script import PatentDataError
 from modeling_thmm import TaxonomyMismatchError
@@ -25,20 +36,18 @@ from thmm.checkpoints import NonFiniteError
 
 pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
 
-SMALL = ["--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--batch-size", "8",
-         "--max-length", "32", "--head-hidden-size", "8", "--report-to", "none", "--learning-rate", "1e-3"]
-STEP1, STEP2 = "checkpoints/step_00000001", "checkpoints/step_00000002"  # 16 documents, batches of 8
-
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_encoder_dir, tmp_path_factory):
-    """One finished run that kept a checkpoint after each of its 2 steps (the cases copy it)."""
+    """A run that kept a checkpoint after each of its 2 steps and stopped before its final save (its
+    model/ removed, as a kill before the rename leaves it); the cases copy it."""
     from thmm.arguments import parse_args
     from thmm.trainer import train
 
     out = tmp_path_factory.mktemp("bad-inputs") / "run"
     train(parse_args(["--dataset", str(QUICKSTART_DATA), "--encoder", str(tiny_encoder_dir), "--output-dir",
                       str(out), *SMALL, "--checkpoint-every", "1", "--keep-checkpoints"]))
+    shutil.rmtree(out / "model")
     return out
 
 
@@ -52,66 +61,12 @@ def restore_logging():
     root.setLevel(level)
 
 
-class Env:
-    """Paths for one case: copies of the trained run, the quickstart data and a saved model, made on
-    demand under ``tmp``; ``names`` fills the ``{run}``, ``{data}``, ``{model}``, ``{tmp}`` of the key words."""
-
-    def __init__(self, tmp: Path, encoder: Path, run: Path, model: Path):
-        self.tmp, self.encoder, self.sources = tmp, encoder, {"run": run, "data": QUICKSTART_DATA, "model": model}
-        self.run, self.data, self.model = tmp / "run", tmp / "data", tmp / "model"
-        self.names = {"run": self.run, "data": self.data, "model": self.model, "tmp": tmp}
-
-    def copy(self, name: str) -> Path:
-        target = self.tmp / name
-        if not target.exists():
-            shutil.copytree(self.sources[name], target)
-        return target
-
-    def train_argv(self, *extra, dataset=QUICKSTART_DATA, out=None) -> list[str]:
-        return ["--dataset", str(dataset), "--encoder", str(self.encoder), "--output-dir", str(out or self.tmp / "out"),
-                *SMALL, *extra]
-
-    def resume_argv(self, *extra) -> list[str]:
-        self.copy("run")
-        return self.train_argv("--resume", "--checkpoint-every", "1", "--keep-checkpoints", *extra, out=self.run)
-
-    def predict_argv(self, *extra, model=None) -> list[str]:
-        documents = self.tmp / "documents.txt"
-        documents.write_text("Shoe sole with a heel\tAn insole for a boot.\n", encoding="utf-8")
-        return ["--model", str(model or self.sources["model"]), "--input", str(documents), *extra]
-
-    def file(self) -> Path:
-        """A regular file, so that a path under it cannot be a directory (as root, os.access lies about modes)."""
-        path = self.tmp / "file.txt"
-        path.write_text("not a directory\n")
-        return path
-
-
 @pytest.fixture
 def env(tmp_path, tiny_encoder_dir, trained_run, saved_model_dir):
     return Env(tmp_path, tiny_encoder_dir, trained_run, saved_model_dir)
 
 
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
-
-
-def edit_json(path: Path, **changes) -> None:
-    """Set keys of a JSON file; ``None`` removes one."""
-    data = {**json.loads(path.read_text()), **changes}
-    path.write_text(json.dumps({k: v for k, v in data.items() if v is not None or k not in changes}))
-
-
 # ---- the setups ---------------------------------------------------------------------------------
-
-
-def trainer(argv):
-    """A call that builds a Trainer (no training) and returns it."""
-    from thmm.arguments import parse_args
-    from thmm.trainer import Trainer
-
-    return lambda: Trainer(parse_args(argv))
 
 
 def damaged(env, *files):
@@ -160,28 +115,12 @@ def parses_1e_3_as_float(env):
     return call
 
 
-def model_with(env, weights_keep=None, **config):
-    """A copy of the saved tiny model with a truncated weights file and/or config.json changes."""
-    env.copy("model")
-    if weights_keep is not None:
-        truncate(env.model / "model.safetensors", weights_keep)
-    if config:
-        edit_json(env.model / "config.json", **config)
-    return env.model
-
-
 def one_more_node(env):
     saved = json.loads((env.sources["model"] / "config.json").read_text())["taxonomy"]
     nodes, parents = saved["nodes"], saved["parents"]
     at = nodes.index("A43C") + 1  # a new subclass A43D under A43, in the canonical (level, code) order
     return model_with(env, taxonomy={**saved, "nodes": nodes[:at] + ["A43D"] + nodes[at:],
                                      "parents": parents[:at] + ["A43"] + parents[at:]}, id2label=None, label2id=None)
-
-
-def load_model(path_of):
-    from modeling_thmm import THMMForHierarchicalClassification
-
-    return lambda env: (lambda: THMMForHierarchicalClassification.from_pretrained(path_of(env)))
 
 
 def wipo_document(env, xml: str, encoding: str):
@@ -217,19 +156,6 @@ def missing_data(env, name):
     from dataset_script import load_patent_splits
 
     return lambda: load_patent_splits(name)
-
-
-# ---- the table ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Case:
-    entry: str  # "train" / "predict": the command, in process; "api": a Python call
-    make: Callable  # env -> argv for a command, or a zero-argument call for "api"
-    expect: int | type[Exception] | None  # a command's exit code; for "api", the exception, or None: returns
-    words: tuple = ()  # key words of the message ({run}, {data}, {model}, {tmp} filled in)
-    one_line: bool = True  # one "error: ..." line; False: a usage block and "PROG: error: ..."
-    after: Callable | None = None  # env -> None: more checks once it ran
 
 
 def resume_change(option, value, before, after):
@@ -300,7 +226,7 @@ CASES = {
         ("--threshold-objective", "f1_harmonic")),
     "lexical-max-train-documents-negative": Case(
         "train", lambda env: env.train_argv("--lexical-max-train-documents", "-5"), 2,
-        ("--lexical-max-train-documents", "must be non-negative")),
+        ("--lexical-max-train-documents", "must be 0 (all of them) or at least 2")),
     # ---- frozen lower layers: the tiny encoder has 4 layers
     "freeze-lower-layers-all": Case(
         "train", lambda env: env.train_argv("--freeze-lower-layers", "4"), 2,
@@ -400,9 +326,16 @@ CASES = {
         ("--max-length: 1000 exceeds the encoder's 128 positions",)),
 }
 
+# Rows by area, one module each (tests/bad_inputs_*.py defines CASES); a name may appear once.
+for _module in sorted(Path(__file__).parent.glob("bad_inputs_*.py")):
+    _rows = importlib.import_module(_module.stem).CASES
+    assert not set(_rows) & set(CASES), f"{_module.name} repeats {set(_rows) & set(CASES)}"
+    CASES.update(_rows)
+
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, env, capsys):
+    from thmm import cli as commands
     from thmm.cli import predict as predict_cli
     from thmm.cli import train as train_cli
 
@@ -416,7 +349,8 @@ def test_bad_input(name, env, capsys):
         target()
         message = capsys.readouterr().out
     else:
-        command = {"train": train_cli.cli, "predict": predict_cli.cli}[case.entry]
+        command = {"train": train_cli.cli, "predict": predict_cli.cli, "publish": commands.publish,
+                   "stats": commands.stats}[case.entry]
         try:
             code = command([str(a) for a in target])
         except SystemExit as exit_:  # argparse

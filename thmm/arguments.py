@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class TrainingArguments:
     head_type: str = _arg("thmm", "heads: tmm, thmm or flat", HEAD_TYPES)
     doc_representation: str = _arg("cls", "document vector: cls (pooler), cnn, or mean", DOC_REPRESENTATIONS)
     encoder: str = _arg(SCIBERT_NAME, "encoder: a Hub name or a local directory")
+    trust_remote_code: bool = _arg(False, "let --encoder run code from its folder or Hub repo (an auto_map in its "
+                                          "config or tokenizer); without it such an encoder is refused")
     head_hidden_size: int = _arg(256, "hidden size of each node head")
     head_dropout: float = _arg(0.25, "dropout in the heads")
     loss_type: str = _arg("bce", "bce: binary cross-entropy over all heads (the paper's); focal: focal loss, which "
@@ -144,6 +147,10 @@ class TrainingArguments:
             choices = f.metadata.get("choices")
             if choices:
                 need(getattr(self, f.name) in choices, f.name, f"must be one of {', '.join(choices)}")
+            value = getattr(self, f.name)
+            if isinstance(value, float):  # argparse's float() takes "inf" and "nan"
+                need(math.isfinite(value), f.name, "must be a finite number")
+        need(bool(str(self.output_dir).strip()), "output_dir", "must name a folder")
         try:  # the rules the saved config and prediction apply too, declared once
             check_max_length(self.max_length, "--max-length")
             Thresholds(self.threshold)
@@ -165,7 +172,8 @@ class TrainingArguments:
         need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
         need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
         need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")
-        need(self.lexical_max_train_documents >= 0, "lexical_max_train_documents", "must be non-negative (0: all)")
+        need(self.lexical_max_train_documents == 0 or self.lexical_max_train_documents >= 2,
+             "lexical_max_train_documents", "must be 0 (all of them) or at least 2")
         need(self.freeze_lower_layers >= 0, "freeze_lower_layers", "must be non-negative")
         need(not (self.freeze_lower_layers and self.freeze_encoder), "freeze_lower_layers",
              "cannot be combined with --freeze-encoder (which freezes every layer)")

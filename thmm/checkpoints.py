@@ -6,6 +6,7 @@ finite (:func:`check_finite`)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,7 +31,7 @@ RESUME_EXEMPT = frozenset({
     "output_dir", "resume", "overwrite_output_dir", "keep_checkpoints", "checkpoint_every", "save_total_limit",
     "logging_steps", "report_to", "num_workers", "preprocessing_num_workers", "push_to_hub", "hub_private",
     "features_cache_dir", "eval_batch_size", "debug_kill_at_step", "quickstart", "allow_nonidentical_resume",
-    "allow_split_overlap",
+    "allow_split_overlap", "trust_remote_code",
 })
 
 
@@ -49,6 +50,22 @@ def check_finite(named_tensors, what: str) -> None:
     if bad:
         raise NonFiniteError(f"refusing to write {what}: {len(bad)} tensors hold NaN or infinite values "
                              f"(e.g. {bad[:3]}); nothing was written")
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Writing ``path`` (a checkpoint or a model folder): a failed write (a full disk, a lost mount)
+    becomes one ``OSError`` naming the path, whichever library was writing."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not isinstance(err, SafetensorError) and "writ" not in str(err).lower():
+            raise  # not an I/O failure (torch reports a failed write as "PytorchStreamWriter failed writing ...")
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise OSError(f"{path}: cannot write ({reason}); free some space or choose another --output-dir, then "
+                      "resume with --resume") from None
 
 
 def resume_args(args: TrainingArguments) -> dict:
@@ -110,9 +127,37 @@ def checkpoint_problem(path: Path) -> str | None:
                 read_safetensors_header(file)
             except OSError as err:
                 return str(err)
-        elif file.suffix == ".bin" and file.is_file() and not zipfile.is_zipfile(file):
-            return f"{file}: truncated or damaged (not a complete torch archive)"
+        elif file.suffix == ".bin" and file.is_file():
+            problem = torch_archive_problem(file)
+            if problem:
+                return f"{file}: {problem}"
     return None
+
+
+def torch_archive_problem(file: Path) -> str | None:
+    """Why an optimizer or scheduler state file cannot be used: not a complete archive, not loadable
+    as plain tensors and numbers (no code runs: ``weights_only``), or holding NaN or infinite values."""
+    if not zipfile.is_zipfile(file):
+        return "truncated or damaged (not a complete torch archive)"
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # any failure to read it back means it is damaged
+        return f"damaged ({type(err).__name__}: {(str(err).strip() or '-').splitlines()[0][:200]})"
+    tensors = [t for t in _tensors(state) if t.is_floating_point()]
+    if tensors and not all(bool(torch.isfinite(t).all()) for t in tensors):
+        return "holds NaN or infinite values"
+    return None
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
 
 
 def find_resume_checkpoint(output_dir: Path) -> tuple[Path | None, list[str]]:
@@ -152,9 +197,11 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int, *, m
     path = Path(output_dir) / CHECKPOINT_DIR / f"step_{state['global_step']:08d}"
     if accelerator.is_main_process and (path / TRAINER_STATE).exists():  # a damaged one that resume passed over
         (path / TRAINER_STATE).unlink()
-    accelerator.save_state(str(path))
+    with writing(path):
+        accelerator.save_state(str(path))
+        if accelerator.is_main_process:
+            write_json_atomic(path / TRAINER_STATE, state)
     if accelerator.is_main_process:
-        write_json_atomic(path / TRAINER_STATE, state)
         for old in list_checkpoints(output_dir)[:-limit]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

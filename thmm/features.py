@@ -57,11 +57,14 @@ def encoder_digest(encoder: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def split_digest(split, batch_size: int = 10_000) -> str:
-    """``_digest([patent_ids, titles, abstracts])``, with the JSON fed to the hash a batch of rows at a
-    time: the same key, without the split's columns as Python lists."""
+SPLIT_TEXT_COLUMNS = ("patent_id", "title", "abstract")
+
+
+def split_digest(split, batch_size: int = 10_000, columns=SPLIT_TEXT_COLUMNS) -> str:
+    """``_digest([patent_ids, titles, abstracts])`` (or of other ``columns``), with the JSON fed to the
+    hash a batch of rows at a time: the same key, without the split's columns as Python lists."""
     h = hashlib.sha256(b"[")
-    for k, column in enumerate(("patent_id", "title", "abstract")):
+    for k, column in enumerate(columns):
         h.update(b", [" if k else b"[")
         if isinstance(split, datasets.Dataset):
             batches = (b[column] for b in split.select_columns([column]).iter(batch_size=batch_size))
@@ -273,6 +276,12 @@ def cached_features(accelerator, model, tokenizer, splits, max_length: int, batc
     directory = cache_root / key
     meta_path = directory / CACHE_INFO
     hit = meta_path.exists()
+    if hit and accelerator.is_main_process:
+        problem = cache_problem(directory, key_parts, {name: len(splits[name]) for name in SPLITS})
+        if problem:  # another run's or a damaged cache under this key: never trusted, built again
+            logger.warning("the feature cache %s does not match this run (%s): building it again", directory, problem)
+            meta_path.unlink()
+    hit = _broadcast_flag(accelerator, meta_path.exists())
     if not hit:
         if accelerator.is_main_process:
             directory.mkdir(parents=True, exist_ok=True)
@@ -286,6 +295,38 @@ def cached_features(accelerator, model, tokenizer, splits, max_length: int, batc
         accelerator.wait_for_everyone()
     features = {name: load_features(directory / f"{name}.safetensors") for name in SPLITS}
     return features, directory, hit
+
+
+def cache_problem(directory: Path, key_parts: dict, documents: dict) -> str | None:
+    """Why the cache in ``directory`` cannot serve a run with these ``key_parts`` and split sizes
+    (its ``cache_info.json`` describes other inputs, or its files hold other row counts); ``None`` if it can."""
+    try:
+        info = json.loads((directory / CACHE_INFO).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{CACHE_INFO} unreadable: {err}"
+    expected = json.loads(json.dumps(key_parts, default=str))
+    differing = sorted(k for k in expected if info.get(k) != expected[k])
+    if differing:
+        return f"{CACHE_INFO} was written for other {', '.join(differing)}"
+    for name, count in documents.items():
+        try:
+            header, _ = read_safetensors_header(directory / f"{name}.safetensors")
+        except OSError as err:
+            return str(err)
+        rows = header.get("features", header.get("lengths", {})).get("shape", [None])[0]
+        if rows != count:
+            return f"{name}.safetensors holds {rows} documents, the {name} split {count}"
+        if "token_states" in header and "lengths" not in header:
+            return f"{name}.safetensors lacks the token lengths"
+    return None
+
+
+def _broadcast_flag(accelerator, flag: bool) -> bool:
+    if accelerator.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([flag], from_process=0)[0]
 
 
 def split_datasets(accelerator, model, tokenizer, splits, taxonomy: Taxonomy, names=SPLITS, *, freeze_encoder: bool,

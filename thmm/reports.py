@@ -17,8 +17,9 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-def write_run_outputs(trainer, final_model) -> dict:
-    """Everything under ``OUTPUT_DIR`` for a trained, tuned :class:`~thmm.trainer.Trainer`; returns the summary."""
+def write_run_outputs(trainer, final_model, model_dir: Path) -> dict:
+    """Everything under ``OUTPUT_DIR`` for a trained, tuned :class:`~thmm.trainer.Trainer` (the model
+    card into ``model_dir``, where the model is being saved); returns the summary."""
     from .model_card import build_model_card
 
     args, results, state = trainer.args, trainer.results, trainer.state
@@ -36,7 +37,7 @@ def write_run_outputs(trainer, final_model) -> dict:
         best_epoch=trainer.best_epoch, model_name=output_dir.name,
         lexical_fusion=trainer.lexical.to_dict() if trainer.lexical is not None else None,
     )
-    card.save(trainer.model_dir / "README.md")
+    card.save(model_dir / "README.md")
 
     metrics_dir = output_dir / "metrics"
     write_report({"dev": results["validation"]}, metrics_dir, name="dev_metrics")

@@ -5,7 +5,9 @@ with its card and the test reports."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -36,14 +38,21 @@ from .data import (
     report_unknown_labels,
 )
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
-from .features import split_datasets
+from .features import split_datasets, split_digest
+from .run_folder import RunFolder, resume_command
 from .selection import SELECTION_METRICS, EarlyStopping, dev_epoch_scores
 from .thresholds import TunedThresholds, tune_thresholds
 
 logger = logging.getLogger("thmm.train")
 
-MODEL_DIR = "model"
-SUMMARY_FILE = "metrics/summary.json"
+DEBUG_KILL_AT = "THMM_DEBUG_KILL_AT"  # tests: SIGKILL this process when the run reaches this phase
+
+
+def debug_kill_point(phase: str) -> None:
+    """A point where a test may kill the run (``THMM_DEBUG_KILL_AT=phase``), to check what an
+    interrupted run leaves behind."""
+    if os.environ.get(DEBUG_KILL_AT) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def make_optimizer(model, args: TrainingArguments):
@@ -77,20 +86,58 @@ def _broadcast(accelerator, obj):
 
 
 def check_output_dir(args: TrainingArguments) -> None:
-    """Refuse to mix a new run into an old one, and find an unwritable location before any work."""
-    output_dir = Path(args.output_dir)
-    has_checkpoints = bool(ckpt.list_checkpoints(output_dir))
-    finished = (output_dir / SUMMARY_FILE).exists()
-    if not args.overwrite_output_dir:
-        if has_checkpoints and not args.resume:
-            raise ConfigError(f"--output-dir {output_dir} already has checkpoints: pass --resume to continue "
-                              "or --overwrite-output-dir to start over")
-        if finished and not has_checkpoints:
-            raise ConfigError(f"--output-dir {output_dir} already holds a finished run ({SUMMARY_FILE}) and no "
-                              "checkpoints to resume: pass --overwrite-output-dir to replace it")
-    check_writable_dir(output_dir, "--output-dir")
+    """Refuse to mix a new run into an old one or into a user's folder, and find an unwritable
+    location before any work (:meth:`RunFolder.check`)."""
+    RunFolder(args.output_dir).check(args)
+    check_writable_dir(Path(args.output_dir), "--output-dir")
     if args.freeze_encoder or args.freeze_lower_layers:
         check_writable_dir(features_cache_root(args), "--features-cache-dir")
+
+
+def finished_run_notice(args: TrainingArguments) -> str | None:
+    """With ``--resume`` on a run that already finished: what to tell the user (its leftover resume
+    checkpoints are removed unless ``--keep-checkpoints``); ``None`` otherwise."""
+    run = RunFolder(args.output_dir)
+    if not (args.resume and not args.overwrite_output_dir and run.finished()):
+        return None
+    run.check(args)
+    latest, _ = ckpt.find_resume_checkpoint(run.path)
+    differing = ckpt.resume_arg_differences(ckpt.load_trainer_state(latest)["args"], ckpt.resume_args(args)) \
+        if latest else {}
+    if differing:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing.items()))
+        raise ConfigError(f"--resume: {latest} was made with different arguments (checkpoint -> now): {listed}")
+    if ckpt.list_checkpoints(run.path) and not args.keep_checkpoints:
+        ckpt.delete_checkpoints(run.path)
+    return (f"--resume: {run.path} holds a finished run ({run.model}); nothing to resume (pass "
+            "--overwrite-output-dir to train it again)")
+
+
+@contextlib.contextmanager
+def encoder_loading(args: TrainingArguments):
+    """Loading ``--encoder``: an encoder whose code would have to run is refused naming ``--trust-remote-code``."""
+    try:
+        yield
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ConfigError(f"--encoder {args.encoder}: loading it runs code from its folder or repo; pass "
+                          "--trust-remote-code if you trust that code") from None
+
+
+def check_split_sizes(args: TrainingArguments, splits) -> None:
+    """Splits too small for what the run is asked to do are refused before training, not after it."""
+    dev = len(splits["validation"])
+    if args.lexical_fusion and dev < 2:
+        raise ConfigError(f"--lexical-fusion: the validation split has {dev} document(s); choosing the fusion weight "
+                          "by two-fold cross-validation needs at least 2 (add dev documents, or pass "
+                          "--no-lexical-fusion)")
+
+
+def data_digest(splits) -> dict:
+    """Each split's content (ids, texts and labels), so that ``--resume`` refuses changed data."""
+    return {name: split_digest(splits[name], columns=("patent_id", "title", "abstract", "labels"))
+            for name in SPLITS}
 
 
 def check_writable_dir(path: Path, option: str) -> None:
@@ -158,9 +205,7 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         )
-        if accelerator.is_main_process and args.overwrite_output_dir and output_dir.exists() and not args.resume:
-            shutil.rmtree(output_dir)
-        accelerator.wait_for_everyone()
+        self.run = RunFolder(output_dir)  # claimed (an old run's entries removed) only when training starts
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                             force=True, stream=sys.stdout)
         logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
@@ -179,6 +224,14 @@ class Trainer:
         self.taxonomy = taxonomy = build_taxonomy(args, splits["train"]["labels"])
         if self.resume_from and self.resume_from[1]["taxonomy_fingerprint"] != taxonomy.fingerprint:
             raise ConfigError(f"--resume: {self.resume_from[0]} was trained for a different taxonomy")
+        self.data_digest = data_digest(splits)
+        saved_digest = self.resume_from[1].get("data_digest") if self.resume_from else None
+        if saved_digest and saved_digest != self.data_digest:
+            changed = [name for name in SPLITS if saved_digest.get(name) != self.data_digest[name]]
+            raise ConfigError(f"--resume: the training data changed since {self.resume_from[0]} was written "
+                              f"(split(s) {', '.join(changed)} of --dataset {args.dataset or 'USPTO-70k'} differ); "
+                              "resume with the same data, or pass --overwrite-output-dir to start over")
+        check_split_sizes(args, splits)
         self.references = {name: [list(x) for x in splits[name]["labels"]] for name in SPLITS}
         for name in SPLITS:
             report_unknown_labels(taxonomy, name, self.references[name])
@@ -188,13 +241,16 @@ class Trainer:
                     len(splits["validation"]), len(splits["test"]))
 
         # ---- model
-        self.tokenizer = AutoTokenizer.from_pretrained(args.encoder)
-        model = THMMForHierarchicalClassification.from_encoder(
-            args.encoder, taxonomy, head_type=args.head_type, doc_representation=args.doc_representation,
-            head_hidden_size=args.head_hidden_size, head_dropout=args.head_dropout, threshold=args.threshold,
-            max_length=args.max_length, label_titles=label_titles_for(args, taxonomy), loss_type=args.loss_type,
-            focal_gamma=args.focal_gamma, consistent_scores=args.consistent_scores,
-        )
+        trust = {"trust_remote_code": args.trust_remote_code}  # never None: transformers would prompt on stdin
+        with encoder_loading(args):
+            self.tokenizer = AutoTokenizer.from_pretrained(args.encoder, **trust)
+            model = THMMForHierarchicalClassification.from_encoder(
+                args.encoder, taxonomy, encoder_kwargs=trust, head_type=args.head_type,
+                doc_representation=args.doc_representation, head_hidden_size=args.head_hidden_size,
+                head_dropout=args.head_dropout, threshold=args.threshold, max_length=args.max_length,
+                label_titles=label_titles_for(args, taxonomy), loss_type=args.loss_type, focal_gamma=args.focal_gamma,
+                consistent_scores=args.consistent_scores,
+            )
         if args.output_bias_init == "prior":  # a resumed run loads its biases from the checkpoint instead
             model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)))
         encoder_positions = getattr(model.config.encoder_config, "max_position_embeddings", None)
@@ -248,7 +304,8 @@ class Trainer:
         ))
         self.state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [],
                       "selection": self._early_stopping().state_dict(),  # best epoch, patience, stop
-                      "args": ckpt.resume_args(args), "taxonomy_fingerprint": taxonomy.fingerprint}
+                      "args": ckpt.resume_args(args), "taxonomy_fingerprint": taxonomy.fingerprint,
+                      "data_digest": self.data_digest}
         self.tuned: TunedThresholds | None = None
         self.lexical = None  # a thmm.lexical.LexicalFusion after fit_lexical_fusion
         self.results: dict = {}
@@ -265,7 +322,8 @@ class Trainer:
 
     @property
     def model_dir(self) -> Path:
-        return self.output_dir / MODEL_DIR
+        """Where the finished model appears (renamed into place whole, by :meth:`save`)."""
+        return self.run.model
 
     # ---- fit ---------------------------------------------------------------------------------
 
@@ -304,6 +362,11 @@ class Trainer:
             logger.info("--resume: no checkpoint in %s, starting from scratch", self.output_dir / ckpt.CHECKPOINT_DIR)
             return
         path, saved = self.resume_from
+        legacy_best = self.run.model  # a run from before the atomic save kept its best epoch in model/
+        if self.accelerator.is_main_process and not self.run.best_model.exists() and legacy_best.is_dir() \
+                and not self.run.finished():
+            os.replace(legacy_best, self.run.best_model)
+        self.accelerator.wait_for_everyone()
         self.accelerator.load_state(str(path))
         if "selection" not in saved:  # a checkpoint from before --selection-metric (macro_f1, selection only)
             saved["selection"] = self._early_stopping({
@@ -315,10 +378,14 @@ class Trainer:
                     saved["batches_done"], saved["global_step"])
 
     def fit(self) -> dict:
-        """Train until ``--epochs`` or early stopping; the best epoch's model is saved in ``model/``."""
+        """Train until ``--epochs`` or early stopping; the best epoch's model is kept in
+        ``checkpoints/best_model`` (marked unfinished until :meth:`save`)."""
         from tqdm.auto import tqdm
 
         args, accelerator, state = self.args, self.accelerator, self.state
+        if accelerator.is_main_process:  # the first write: an old run's entries go only now, after every check
+            self.run.claim(fresh=self.resume_from is None)
+        accelerator.wait_for_everyone()
         if args.resume:
             self._resume()
             state = self.state
@@ -433,16 +500,25 @@ class Trainer:
         if improved:
             full_state = accelerator.get_state_dict(self.model)  # every process: under FSDP this gathers the shards
             if accelerator.is_main_process:
-                ckpt.check_finite(full_state.items(), f"the model of epoch {epoch + 1} to {self.model_dir}")
-                accelerator.unwrap_model(self.model).save_pretrained(self.model_dir, state_dict=full_state)
-                self.tokenizer.save_pretrained(self.model_dir)
+                self._save_best_model(epoch, full_state)
         state["history"].append(record)
         state.update(epoch=epoch + 1, batches_done=0)
         accelerator.wait_for_everyone()
+        debug_kill_point("best_model_saved")
         ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit, model=self.model)
         if stopping.stop:
             logger.info("early stopping: no better %s%s for %d epochs", SELECTION_METRICS[args.selection_metric][0],
                         "" if args.selection_only else " and no better dev AUPRC", args.patience)
+
+    def _save_best_model(self, epoch: int, full_state: dict) -> None:
+        """The best epoch so far, in ``checkpoints/best_model``, marked unfinished (thresholds not tuned)."""
+        best = self.run.best_model
+        ckpt.check_finite(full_state.items(), f"the model of epoch {epoch + 1} to {best}")
+        with ckpt.writing(best):
+            self.accelerator.unwrap_model(self.model).save_pretrained(best, state_dict=full_state)
+            self.tokenizer.save_pretrained(best)
+            self.run.mark_unfinished(best, f"the best epoch so far (epoch {epoch + 1}), before threshold tuning, "
+                                           "lexical fusion and the model card", resume_command(self.args))
 
     def predict(self, split: str, model=None, logits: bool = False) -> np.ndarray:
         """Node probabilities (or logits) for ``validation`` or ``test`` (the model being trained, or ``model``)."""
@@ -469,7 +545,7 @@ class Trainer:
         (``--no-tune-thresholds`` keeps ``--threshold``). Sets the final dev and test metrics."""
         args, accelerator = self.args, self.accelerator
         accelerator.wait_for_everyone()
-        best = THMMForHierarchicalClassification.from_pretrained(self.model_dir)
+        best = THMMForHierarchicalClassification.from_pretrained(self.run.best_model, allow_unfinished=True)
         if args.freeze_lower_layers:  # the eval loaders hold cached lower-layer states
             best.freeze_lower_layers(args.freeze_lower_layers)
         best = accelerator.prepare(best)
@@ -479,6 +555,7 @@ class Trainer:
         if args.lexical_fusion and accelerator.is_main_process:
             self.probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy()
                           for split, v in self.fit_lexical_fusion(logits).items()}
+            debug_kill_point("lexical_fitted")
         if args.consistent_scores:  # the saved model decodes these: tune and report on them too
             self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
         thresholds = Thresholds(args.threshold)
@@ -514,20 +591,22 @@ class Trainer:
                 self.results["test_heads_only"] = evaluate_probabilities(
                     heads["test"], self.references["test"], self.taxonomy, heads_thresholds, self.eval_taxonomy["test"])
         self.thresholds = thresholds
+        debug_kill_point("thresholds_tuned")
         return thresholds
 
     # ---- save --------------------------------------------------------------------------------
 
     def save(self) -> dict:
-        """The final model (tuned thresholds in its config, model card), the dev/test reports and the
-        test predictions; resume checkpoints are deleted unless ``--keep-checkpoints``. Returns the
-        run summary (on the main process; ``{}`` elsewhere)."""
+        """The final model (tuned thresholds in its config, lexical scorer, model card), the dev/test
+        reports and the test predictions, built in ``.model.partial`` and renamed to ``model`` only when
+        all of it is written; resume checkpoints are deleted after that unless ``--keep-checkpoints``.
+        Returns the run summary (on the main process; ``{}`` elsewhere)."""
         from .reports import write_run_outputs
 
-        args, accelerator = self.args, self.accelerator
+        args, accelerator, run = self.args, self.accelerator, self.run
         summary = {}
         if accelerator.is_main_process:
-            final = THMMForHierarchicalClassification.from_pretrained(self.model_dir)
+            final = THMMForHierarchicalClassification.from_pretrained(run.best_model, allow_unfinished=True)
             final.config.threshold = float(self.thresholds.global_threshold)
             final.config.level_thresholds = (list(self.thresholds.per_level)
                                              if self.thresholds.per_level is not None else None)
@@ -535,15 +614,23 @@ class Trainer:
             if self.lexical is not None and self.lexical.choice.weight > 0:
                 fit, choice = self.lexical.fit, self.lexical.choice
                 final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift)
-            ckpt.check_finite(final.named_parameters(), f"the final model to {self.model_dir}")
-            final.save_pretrained(self.model_dir)
-            summary = write_run_outputs(self, final)
+            ckpt.check_finite(final.named_parameters(), f"the final model to {run.model}")
+            with ckpt.writing(run.partial_model):
+                if run.partial_model.exists():  # an interrupted save's: ours, and incomplete
+                    shutil.rmtree(run.partial_model)
+                final.save_pretrained(run.partial_model)
+                self.tokenizer.save_pretrained(run.partial_model)
+                summary = write_run_outputs(self, final, run.partial_model)
+                debug_kill_point("model_written")
+                os.replace(run.partial_model, run.model)  # the model appears whole, or not at all
+            debug_kill_point("model_renamed")
+            logger.info("saved the model to %s", run.model)
             if args.push_to_hub:
                 from .hub import upload_folder
 
-                url = upload_folder(self.model_dir, args.push_to_hub, private=args.hub_private,
+                url = upload_folder(run.model, args.push_to_hub, private=args.hub_private,
                                     commit_message="Upload THMM patent classifier")
-                logger.info("pushed %s to %s", self.model_dir, url)
+                logger.info("pushed %s to %s", run.model, url)
             self.final_model = final
         accelerator.wait_for_everyone()
         if accelerator.is_main_process and not args.keep_checkpoints:
@@ -553,7 +640,12 @@ class Trainer:
 
 
 def train(args: TrainingArguments) -> dict:
-    """Build, fit, tune and save; the run summary (``metrics/summary.json``)."""
+    """Build, fit, tune and save; the run summary (``metrics/summary.json``). ``--resume`` on a finished
+    run logs so and returns its summary."""
+    notice = finished_run_notice(args)
+    if notice:
+        logger.warning(notice)
+        return json.loads(RunFolder(args.output_dir).summary.read_text(encoding="utf-8"))
     trainer = Trainer(args)
     trainer.fit()
     trainer.tune_thresholds()

@@ -38,8 +38,8 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
             message = f"{err.filename}: {message}"
         print(f"error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
     return int(code or 0)
 

@@ -25,6 +25,7 @@ fine-tunes the layers above them with the heads.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -60,19 +61,35 @@ def print_outputs(output_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from hierarchical_metrics import format_markdown
-    from thmm.trainer import Trainer
+    from thmm.run_folder import resume_command
+    from thmm.trainer import Trainer, finished_run_notice
 
     args = parse_args(argv, description=__doc__)         # parse
+    notice = finished_run_notice(args)
+    if notice:
+        print(notice, file=sys.stderr)
+        return 0
     trainer = Trainer(args)                              # build: data, taxonomy, model, loaders
-    trainer.fit()                                        # fit: epochs, checkpoints, early stopping
-    trainer.tune_thresholds()                            # tune: thresholds on dev, dev/test scores
-    trainer.save()                                       # save: model, card, reports, predictions
+    # A stop (Ctrl-C, or SIGTERM from a scheduler) leaves checkpoints and no model: say how to go on.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        trainer.fit()                                    # fit: epochs, checkpoints, early stopping
+        trainer.tune_thresholds()                        # tune: thresholds on dev, dev/test scores
+        trainer.save()                                   # save: model, card, reports, predictions
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{args.output_dir} holds no model yet; resume with: {resume_command(args)}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if trainer.accelerator.is_main_process:
         print("\nTest set (thresholds tuned on dev):\n" + format_markdown({"test": trainer.results["test"]}))
         if args.quickstart:
             print_example_predictions(trainer.final_model, trainer.tokenizer)
         print_outputs(Path(args.output_dir))
     return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cli(argv: list[str] | None = None) -> int:

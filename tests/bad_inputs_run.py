@@ -1,0 +1,179 @@
+"""Bad-input rows for a training run's options, folders, caches, resume and faults (see test_bad_inputs.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from unittest import mock
+
+import torch
+
+from bad_input_table import STEP1, STEP2, Case, trainer
+from conftest import QUICKSTART_DATA
+
+
+def train_call(argv):
+    """A call that runs a whole training run in process (no command-line error mapping)."""
+    from thmm.arguments import parse_args
+    from thmm.trainer import train
+
+    return lambda: train(parse_args(argv))
+
+
+def one_dev_document(env):
+    env.copy("data")
+    rows = (QUICKSTART_DATA / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (env.data / "dev.tsv").write_text("".join(rows[:2]), encoding="utf-8")
+    return env.train_argv(dataset=env.data)
+
+
+def changed_training_text(env):
+    """--resume of the run on a copy of its data whose first training title was edited."""
+    env.copy("data")
+    lines = (env.data / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    pid, title, rest = lines[1].split("\t", 2)
+    lines[1] = "\t".join([pid, title + " (edited)", rest])
+    (env.data / "train.tsv").write_text("".join(lines), encoding="utf-8")
+    argv = env.resume_argv()
+    return [*argv[: argv.index("--dataset") + 1], str(env.data), *argv[argv.index("--dataset") + 2 :]]
+
+
+def finished_then_resumed(env):
+    from thmm.arguments import parse_args
+    from thmm.trainer import train
+
+    argv = env.resume_argv()
+    train(parse_args(argv))  # finishes the copied run
+    return argv
+
+
+def disk_full(env):
+    from safetensors import SafetensorError
+
+    def fail(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                              "\"No space left on device\" })")
+
+    run = train_call(env.train_argv("--checkpoint-every", "1"))
+
+    def call():
+        with mock.patch("accelerate.Accelerator.save_state", fail):
+            run()
+
+    return call
+
+
+def damaged_zip(env, name="optimizer.bin"):
+    """A complete zip archive that is not a torch state: passes a size check, fails to load."""
+    argv = env.resume_argv()
+    with zipfile.ZipFile(env.run / STEP2 / name, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x05not a pickle")
+    return trainer(argv)
+
+
+def nonfinite_optimizer(env):
+    argv = env.resume_argv()
+    path = env.run / STEP2 / "optimizer.bin"
+    state = torch.load(path, weights_only=True)
+    for tensors in state["state"].values():
+        for value in tensors.values():
+            if value.is_floating_point() and value.ndim:
+                value.fill_(float("nan"))
+    torch.save(state, path)
+    return trainer(argv)
+
+
+def cache_tampered(env, tamper):
+    """Build a frozen-encoder cache, damage it with ``tamper(cache_folder)``, then build the run again."""
+    cache = env.tmp / "cache"
+    argv = env.train_argv("--freeze-encoder", "--features-cache-dir", str(cache))
+    trainer(argv)()
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    tamper(folder)
+    return trainer(argv)
+
+
+def other_encoder_weights(folder):
+    info = json.loads((folder / "cache_info.json").read_text())
+    info["encoder_weights"] = "0" * 64
+    (folder / "cache_info.json").write_text(json.dumps(info))
+
+
+def other_row_count(folder):
+    shutil.copy(folder / "train.safetensors", folder / "validation.safetensors")
+
+
+def encoder_with_code(env):
+    """A copy of the tiny encoder whose config names code of its own (an unknown model type with an auto_map)."""
+    encoder = env.tmp / "encoder"
+    shutil.copytree(env.encoder, encoder)
+    config = json.loads((encoder / "config.json").read_text())
+    config.update(model_type="custom-bert", auto_map={"AutoConfig": "custom.Config", "AutoModel": "custom.Model"})
+    (encoder / "config.json").write_text(json.dumps(config))
+    (encoder / "custom.py").write_text(f"open({str(env.tmp / 'ran')!r}, 'w').write('ran')\n")
+    return [*env.train_argv(), "--encoder", str(encoder)]
+
+
+def no_code_ran(env):
+    assert not (env.tmp / "ran").exists()
+
+
+def user_files_intact(env):
+    assert (env.tmp / "mine" / "notes.txt").read_text() == "mine"
+
+
+def users_folder(env, *extra):
+    (env.tmp / "mine").mkdir()
+    (env.tmp / "mine" / "notes.txt").write_text("mine")
+    return env.train_argv(*extra, out=env.tmp / "mine")
+
+
+CASES = {
+    # ---- numbers: finite, and sizes the run can use
+    "run-weight-decay-inf": Case("train", lambda env: env.train_argv("--weight-decay", "inf"), 2,
+                                 ("--weight-decay: must be a finite number (got inf)",)),
+    "run-focal-gamma-inf": Case("train", lambda env: env.train_argv("--loss-type", "focal", "--focal-gamma", "inf"), 2,
+                                ("--focal-gamma: must be a finite number",)),
+    "run-learning-rate-nan": Case("train", lambda env: env.train_argv("--learning-rate", "nan"), 2,
+                                  ("--learning-rate: must be a finite number",)),
+    "run-warmup-ratio-nan": Case("train", lambda env: env.train_argv("--warmup-ratio", "nan"), 2,
+                                 ("--warmup-ratio: must be a finite number",)),
+    "run-lexical-max-train-documents-1": Case(
+        "train", lambda env: env.train_argv("--lexical-max-train-documents", "1"), 2,
+        ("--lexical-max-train-documents: must be 0 (all of them) or at least 2 (got 1)",)),
+    "run-one-dev-document-with-fusion": Case(
+        "train", one_dev_document, 2, ("--lexical-fusion: the validation split has 1 document(s)", "--no-lexical-fusion")),
+    # ---- output folders: never one the package did not write
+    "run-output-dir-empty-string": Case("train", lambda env: env.train_argv(out=""), 2,
+                                        ("--output-dir: must name a folder",)),
+    "run-output-dir-users-folder": Case(
+        "train", lambda env: users_folder(env), 2, ("--output-dir {tmp}/mine", "did not write", "notes.txt"),
+        after=user_files_intact),
+    "run-output-dir-users-folder-overwrite": Case(
+        "train", lambda env: users_folder(env, "--overwrite-output-dir"), 2, ("--output-dir {tmp}/mine", "did not write"),
+        after=user_files_intact),
+    # ---- resume: the same data, and a finished run says so
+    "run-resume-changed-data": Case(
+        "train", changed_training_text, 2, ("--resume: the training data changed", "split(s) train")),
+    "run-resume-finished": Case("train", finished_then_resumed, 0, ("holds a finished run", "nothing to resume")),
+    # ---- faults while writing, and damaged optimizer state
+    "run-disk-full-at-checkpoint": Case(
+        "api", disk_full, OSError, ("{tmp}/out/checkpoints/step_00000001: cannot write", "No space left on device")),
+    "run-optimizer-not-a-torch-state": Case(
+        "api", damaged_zip, None, ("WARNING", "{run}/" + STEP2 + "/optimizer.bin: damaged",
+                                   "previous complete checkpoint {run}/" + STEP1)),
+    "run-optimizer-nonfinite": Case(
+        "api", nonfinite_optimizer, None, ("{run}/" + STEP2 + "/optimizer.bin: holds NaN or infinite values",
+                                           "previous complete checkpoint {run}/" + STEP1)),
+    # ---- caches: a cache that does not match the run is built again, never trusted
+    "run-cache-other-encoder": Case(
+        "api", lambda env: cache_tampered(env, other_encoder_weights), None,
+        ("does not match this run", "written for other encoder_weights", "building it again")),
+    "run-cache-other-row-count": Case(
+        "api", lambda env: cache_tampered(env, other_row_count), None,
+        ("does not match this run", "validation.safetensors holds 16 documents, the validation split 8")),
+    # ---- code: an encoder that would run code of its own is refused unless trusted
+    "run-encoder-needs-remote-code": Case(
+        "train", encoder_with_code, 2, ("--encoder {tmp}/encoder", "--trust-remote-code"), after=no_code_ran),
+}
