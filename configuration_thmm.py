@@ -12,21 +12,46 @@ this package installed; it therefore imports nothing but the standard library, t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import math
 import numbers
 import os
+import re
+import types
+import typing
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .taxonomy_thmm import Taxonomy, TaxonomyError, Thresholds, cpc_ancestors, cpc_level, read_label_titles
+    from .taxonomy_thmm import (
+        Taxonomy,
+        TaxonomyError,
+        ThresholdError,
+        Thresholds,
+        cpc_ancestors,
+        cpc_level,
+        read_label_titles,
+    )
 except ImportError:  # plain import when installed as a top-level module
-    from taxonomy_thmm import Taxonomy, TaxonomyError, Thresholds, cpc_ancestors, cpc_level, read_label_titles
+    from taxonomy_thmm import (
+        Taxonomy,
+        TaxonomyError,
+        ThresholdError,
+        Thresholds,
+        cpc_ancestors,
+        cpc_level,
+        read_label_titles,
+    )
 
 __all__ = [
+    "ConfigFieldError",
     "DOC_REPRESENTATIONS",
     "HEAD_TYPES",
     "LOSS_TYPES",
@@ -35,9 +60,14 @@ __all__ = [
     "TaxonomyError",
     "THMMConfig",
     "Thresholds",
+    "UNFINISHED_MARKER",
+    "UnfinishedModelError",
     "check_max_length",
     "cpc_ancestors",
+    "hub_snapshot_id",
     "looks_like_local_path",
+    "portable_model_name",
+    "refuse_unfinished",
     "cpc_level",
     "read_label_titles",
 ]
@@ -68,6 +98,173 @@ def looks_like_local_path(name) -> bool:
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
         return True
     return "/" in name and os.path.exists(name.split("/", 1)[0])
+
+
+def portable_model_name(name) -> str:
+    """``name`` as a saved file may hold it: a Hub id as is; a local path as a name without its
+    folders, so that no local path is published (``/home/me/encoders/scibert`` -> ``scibert``), or
+    as the Hub id of a Hub cache snapshot (``.../models--allenai--scibert/snapshots/<sha>`` ->
+    ``allenai/scibert``)."""
+    name = os.fspath(name)
+    if not (looks_like_local_path(name) or os.path.isabs(name) or os.path.exists(name)):
+        return name
+    parts = [part for part in re.split(r"[\\/]", os.path.expanduser(name)) if part not in ("", ".")]
+    last = parts[-1] if parts and parts[-1] != ".." else os.path.basename(os.path.abspath(os.path.expanduser(name)))
+    return hub_snapshot_id(name) or last or "local"
+
+
+def hub_snapshot_id(path) -> str | None:
+    """The Hub id a Hub cache folder holds (``.../models--org--name/snapshots/<sha>`` -> ``org/name``;
+    ``datasets--org--name`` likewise), or ``None`` for any other path."""
+    for part in reversed(re.split(r"[\\/]", os.fspath(path))):
+        kind, _, repo = part.partition("--")
+        if kind in ("models", "datasets") and repo:
+            return repo.replace("--", "/", 1)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Unfinished training runs
+# --------------------------------------------------------------------------------------------------
+
+# Written by the trainer into a model folder until the run is complete (thresholds tuned, card
+# written): JSON {"reason": ..., "resume": <the command that finishes the run>}.
+UNFINISHED_MARKER = "thmm_unfinished.json"
+
+
+class UnfinishedModelError(OSError):
+    """A folder holds the model of a training run that has not finished."""
+
+
+def refuse_unfinished(folder, subfolder: str = "") -> None:
+    """An :class:`UnfinishedModelError` naming ``folder``, why and the command that finishes the run,
+    when the (local) folder holds :data:`UNFINISHED_MARKER`."""
+    if not isinstance(folder, (str, os.PathLike)):
+        return
+    marker = os.path.join(os.fspath(folder), subfolder or "", UNFINISHED_MARKER)
+    if not os.path.isfile(marker):
+        return
+    try:
+        with open(marker, encoding="utf-8") as f:
+            info = json.load(f)
+        reason, resume = str(info["reason"]), str(info["resume"])
+    except (OSError, ValueError, KeyError, TypeError):
+        reason, resume = f"its {UNFINISHED_MARKER} is unreadable", "the training command with --resume"
+    raise UnfinishedModelError(f"{os.path.dirname(marker)}: an unfinished training run's model ({reason}); "
+                               f"finish the run with: {resume}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Field validation
+# --------------------------------------------------------------------------------------------------
+
+
+class ConfigFieldError(ValueError):
+    """A config value no model can be built from, as one line: ``<source>, field '<name>': <rule>
+    (got <value>)``; ``source`` is the config.json it was read from (``THMMConfig`` when built in code)."""
+
+    def __init__(self, field: str, rule: str, value, source: str = "THMMConfig"):
+        self.field, self.rule, self.value, self.source = field, rule, value, source
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        super().__init__(f"{source}, field {field!r}: {rule} (got {shown})")
+
+    def at(self, source: str) -> ConfigFieldError:
+        """The same error, naming ``source`` (the file it was read from)."""
+        return ConfigFieldError(self.field, self.rule, self.value, source)
+
+
+_TYPE_NAMES = {bool: ("a boolean", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+               str: ("a string", "strings"), type(None): ("null", "nulls"), dict: ("a dict", "dicts"),
+               list: ("a list", "lists")}
+
+
+def _describe(annotation, plural: bool = False) -> str:
+    """How a field's type reads in an error: ``float | int`` -> "a number", ``list[int] | None`` ->
+    "a list of integers or null" (JSON's names)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if not (a is int and float in args)]  # an integer is a number
+        return " or ".join(dict.fromkeys(_describe(a, plural) for a in options))
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, tuple, dict):
+        item = f" of {_describe(args[-1 if origin is dict else 0], True)}" if args else ""
+        return ("dicts" if plural else "a dict") + item if origin is dict else ("lists" if plural else "a list") + item
+    name = _TYPE_NAMES.get(annotation) or (f"a {annotation.__name__}", f"{annotation.__name__}s")
+    return name[plural]
+
+
+def _matches(value, annotation) -> bool:
+    """Whether ``value`` has the type ``annotation`` declares (a bool is no number; JSON has no tuples)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(
+            _matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items()))
+    if annotation in (int, float):
+        return isinstance(value, annotation) and not isinstance(value, bool)
+    return annotation is typing.Any or isinstance(value, annotation)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(config_class) -> dict:
+    """``{field: type}`` of a config dataclass (this module's annotations are strings, which
+    ``@strict`` cannot check, so :meth:`THMMConfig.validate_fields` does); ``{}`` if they do not resolve."""
+    import torch  # named by PretrainedConfig's ``dtype`` annotation
+
+    try:
+        hints = typing.get_type_hints(config_class, localns={"torch": torch})
+    except (NameError, TypeError, AttributeError):
+        return {}
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_class) if f.name in hints}
+
+
+def _check_types(values, config_class, prefix: str = "") -> None:
+    """A :class:`ConfigFieldError` for the first of ``values`` (a config, or a dict of its fields)
+    whose type is not the one ``config_class`` declares."""
+    get = values.get if isinstance(values, dict) else lambda name, default: getattr(values, name, default)
+    for name, annotation in _field_types(config_class).items():
+        value = get(name, _MISSING)
+        if value is not _MISSING and not _matches(value, annotation):
+            raise ConfigFieldError(prefix + name, f"must be {_describe(annotation)}", value)
+
+
+_MISSING = object()
+
+
+def _is_dtype_name(value) -> bool:
+    import torch
+
+    return not isinstance(value, str) or isinstance(getattr(torch, value, None), torch.dtype)
+
+
+# Rules on the values of fields whose type is right, one per field: (rule, check).
+_VALUE_RULES = {
+    "head_hidden_size": ("must be at least 1", lambda v: v >= 1),
+    "flat_hidden_size": ("must be at least 1", lambda v: v >= 1),
+    "cnn_num_filters": ("must be at least 1", lambda v: v >= 1),
+    "cnn_num_summed_layers": ("must be at least 1", lambda v: v >= 1),
+    "cnn_kernel_sizes": ("must be a non-empty list of sizes of at least 1", lambda v: len(v) > 0 and min(v) >= 1),
+    "head_dropout": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "max_length": (f"must be at least {MIN_MAX_LENGTH}", lambda v: v >= MIN_MAX_LENGTH),
+    "focal_gamma": ("must be finite and at least 0", lambda v: 0 <= v < math.inf),
+    "lexical_vocab_size": ("must be at least 0", lambda v: v >= 0),
+    "lexical_weight": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "lexical_scale": ("must be finite", math.isfinite),
+    "lexical_shift": ("must be finite", math.isfinite),
+    "dtype": ("must name a torch dtype, such as 'float32'", _is_dtype_name),
+}
+# The encoder's sizes that must be at least 1, where its config has them.
+_ENCODER_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "max_position_embeddings", "type_vocab_size")
+# Names of the fields that Thresholds calls global_threshold, per_level and per_node.
+_THRESHOLD_FIELDS = {"global_threshold": "threshold", "per_level": "level_thresholds", "per_node": "node_thresholds"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,8 +379,8 @@ class THMMConfig(PretrainedConfig):
     cnn_kernel_sizes: list[int] | tuple[int, ...] = (2, 3, 4, 5)
     cnn_num_summed_layers: int = 4
     threshold: float | int = 0.5
-    level_thresholds: list[float] | None = None
-    node_thresholds: dict[str, float] | None = None
+    level_thresholds: list[float | int] | None = None
+    node_thresholds: dict[str, float | int] | None = None
     label_titles: dict[str, str] | None = None
     max_length: int = 256
     consistent_scores: bool = False
@@ -197,56 +394,125 @@ class THMMConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         if isinstance(self.taxonomy, Taxonomy):
             self.taxonomy = self.taxonomy.to_dict()
-        self.cnn_kernel_sizes = [int(k) for k in self.cnn_kernel_sizes]
+        self.validate_fields()  # before anything here or in transformers reads the values
+        self.cnn_kernel_sizes = list(self.cnn_kernel_sizes)
         if self.taxonomy is not None:
-            taxonomy = Taxonomy.from_dict(self.taxonomy)
-            # id2label always mirrors the taxonomy's node order, whatever a stale file said.
-            kwargs.pop("num_labels", None)
+            taxonomy = self.get_taxonomy()
+            kwargs.pop("num_labels", None)  # the taxonomy gives it
             self.id2label = taxonomy.id2label
             self.label2id = taxonomy.label2id
         self.problem_type = "multi_label_classification"
         kwargs.setdefault("auto_map", dict(_AUTO_MAP))
         super().__post_init__(**kwargs)
 
-    def validate_heads(self):
-        """Part of `@strict` validation: values a model can be built from."""
-        if self.head_type not in HEAD_TYPES:
-            raise ValueError(f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}")
-        if self.doc_representation not in DOC_REPRESENTATIONS:
-            raise ValueError(
-                f"doc_representation must be one of {DOC_REPRESENTATIONS}, got {self.doc_representation!r}"
-            )
-        if self.head_hidden_size < 1 or self.flat_hidden_size < 1 or self.cnn_num_filters < 1:
-            raise ValueError("head_hidden_size, flat_hidden_size and cnn_num_filters must be positive")
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
-        if not self.cnn_kernel_sizes or min(self.cnn_kernel_sizes) < 1:
-            raise ValueError(f"cnn_kernel_sizes must be positive integers, got {self.cnn_kernel_sizes}")
-        if self.cnn_num_summed_layers < 1:
-            raise ValueError(f"cnn_num_summed_layers must be at least 1, got {self.cnn_num_summed_layers}")
+    def validate_fields(self):
+        """Part of `@strict` validation (run by `__post_init__` first, and again at save): values a
+        model can be built from. The first bad field raises a :class:`ConfigFieldError`."""
+        _check_types(self, type(self))
+        for name, (rule, check) in _VALUE_RULES.items():
+            if not check(getattr(self, name)):
+                raise ConfigFieldError(name, rule, getattr(self, name))
+        self._check_encoder_config()
+        self._check_taxonomy()
+        self._check_thresholds()
+        self._check_limits()
+
+    def _encoder_setting(self, name: str):
+        """A setting of the encoder's config (a config, a dict, or ``None`` for the default one), or
+        its config class's default when the dict leaves it out."""
+        encoder = self.encoder_config
+        if isinstance(encoder, PretrainedConfig):
+            return getattr(encoder, name, None)
+        encoder = encoder if encoder is not None else _SCIBERT_CONFIG
+        if name in encoder:
+            return encoder[name]
+        return getattr(CONFIG_MAPPING.get(encoder.get("model_type", "bert")), name, None)
+
+    def _check_encoder_config(self) -> None:
+        encoder = self.encoder_config
+        if isinstance(encoder, dict):
+            model_type = encoder.get("model_type", "bert")
+            if model_type not in CONFIG_MAPPING:
+                raise ConfigFieldError("encoder_config.model_type", "must be a transformers model type such as "
+                                       "'bert'", model_type)
+            _check_types(encoder, CONFIG_MAPPING[model_type], "encoder_config.")
+        for name in _ENCODER_SIZES:
+            value = self._encoder_setting(name)
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigFieldError(f"encoder_config.{name}", "must be an integer of at least 1", value)
+        heads, hidden = self._encoder_setting("num_attention_heads"), self._encoder_setting("hidden_size")
+        if heads and hidden and hidden % heads:
+            raise ConfigFieldError("encoder_config.hidden_size", f"must be a multiple of num_attention_heads "
+                                   f"({heads})", hidden)
+
+    def _check_taxonomy(self) -> None:
+        if self.taxonomy is None:
+            return
+        try:
+            taxonomy = self.get_taxonomy()
+        except TaxonomyError as err:
+            raise ConfigFieldError("taxonomy", str(err), self.taxonomy) from None
+        for field, derived in (("id2label", taxonomy.id2label), ("label2id", taxonomy.label2id)):
+            given = getattr(self, field)  # JSON keys are strings: compare them as such
+            if given is not None and {str(k): v for k, v in given.items()} != {str(k): v for k, v in derived.items()}:
+                raise ConfigFieldError(field, "must follow the taxonomy's node order, or be left out (the taxonomy "
+                                       "gives it)", given)
+
+    def _check_thresholds(self) -> None:
         try:
             thresholds = self.thresholds
-            if self.taxonomy is not None:
-                thresholds.for_nodes(self.get_taxonomy())
-        except ValueError as err:  # a TaxonomyError too
-            values = f"threshold={self.threshold!r}, level_thresholds={self.level_thresholds!r}"
-            if self.node_thresholds:
-                values += f", node_thresholds ({len(self.node_thresholds)} nodes)"
-            raise ValueError(f"{values}: {err}") from None
-        check_max_length(self.max_length)
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if not self.focal_gamma >= 0:
-            raise ValueError(f"focal_gamma must be non-negative, got {self.focal_gamma}")
-        if self.lexical_vocab_size < 0:
-            raise ValueError(f"lexical_vocab_size must be non-negative, got {self.lexical_vocab_size}")
-        if not 0.0 <= self.lexical_weight <= 1.0:
-            raise ValueError(f"lexical_weight must be in [0, 1], got {self.lexical_weight}")
+        except ThresholdError as err:  # named like Thresholds' own fields: per_level[1], per_node['A43B']
+            name, bracket, rest = err.where.partition("[")
+            raise ConfigFieldError(_THRESHOLD_FIELDS.get(name, name) + bracket + rest, err.rule, err.value) from None
+        if self.taxonomy is None:
+            return
+        taxonomy = self.get_taxonomy()
+        if thresholds.per_level is not None and len(thresholds.per_level) != taxonomy.num_levels:
+            raise ConfigFieldError("level_thresholds", f"must hold one threshold per taxonomy level "
+                                   f"({taxonomy.num_levels})", self.level_thresholds)
+        unknown = [code for code in thresholds.per_node or {} if code not in taxonomy]
+        if unknown:
+            raise ConfigFieldError("node_thresholds", f"must name taxonomy nodes ({len(unknown)} do not, e.g. "
+                                   f"{unknown[0]!r})", self.node_thresholds)
+
+    def _check_limits(self) -> None:
+        """Rules between fields: what the encoder can take, and what the lexical scorer needs."""
+        positions = self._encoder_setting("max_position_embeddings")
+        if positions and self.max_length > positions:
+            raise ConfigFieldError("max_length", f"must be at most the encoder's {positions} positions "
+                                   "(encoder_config.max_position_embeddings)", self.max_length)
+        layers = self._encoder_setting("num_hidden_layers")
+        if self.doc_representation == "cnn" and layers and self.cnn_num_summed_layers > layers + 1:
+            raise ConfigFieldError("cnn_num_summed_layers", f"must be at most the encoder's {layers + 1} hidden "
+                                   "states (its layers and embeddings)", self.cnn_num_summed_layers)
         if self.lexical_weight > 0 and not self.lexical_vocab_size:
-            raise ValueError("lexical_weight > 0 needs a lexical scorer (lexical_vocab_size > 0)")
-        if not (math.isfinite(self.lexical_scale) and math.isfinite(self.lexical_shift)):
-            raise ValueError(f"lexical_scale and lexical_shift must be finite, got {self.lexical_scale}, "
-                             f"{self.lexical_shift}")
+            raise ConfigFieldError("lexical_weight", "must be 0 without a lexical scorer (lexical_vocab_size 0)",
+                                   self.lexical_weight)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PretrainedConfig.from_pretrained`, naming config.json in a bad field's error: ``<folder>/config.json,
+        field '<name>': <rule> (got <value>)`` (a :class:`ConfigFieldError`)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (ConfigFieldError, StrictDataclassError) as err:
+            source = config_file_name(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
+            raise _named(err, source) from None
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PretrainedConfig.from_dict`; a bad field's error names config.json when ``name_or_path``
+        says where it was read, as `AutoConfig.from_pretrained` does. That is also how the Auto
+        classes and pipeline() read a folder first (and pipeline() hides the model's loading errors
+        behind its own), so an unfinished training run's folder is refused here too, unless
+        ``allow_unfinished=True`` (left in the kwargs, for the model's ``from_pretrained``)."""
+        name = kwargs.get("name_or_path")
+        if name and not kwargs.get("allow_unfinished"):
+            refuse_unfinished(name)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        except (ConfigFieldError, StrictDataclassError) as err:
+            raise _named(err, config_file_name(name) if name else "THMMConfig") from None
 
     def get_taxonomy(self) -> Taxonomy:
         """The :class:`Taxonomy` object (built once from the JSON form and cached)."""
@@ -271,9 +537,31 @@ class THMMConfig(PretrainedConfig):
         return list(decision) if isinstance(decision, tuple) else decision
 
     def to_dict(self):
+        """`PretrainedConfig.to_dict`, holding no local path (the encoder's is kept as a name only:
+        :func:`portable_model_name`), so that a saved or published config.json leaks none."""
         output = super().to_dict()
         output.pop("_taxonomy_cache", None)
+        output["encoder_name_or_path"] = portable_model_name(output["encoder_name_or_path"])
+        for names in (output, output.get("encoder_config") or {}):
+            if names.get("_name_or_path"):
+                names["_name_or_path"] = portable_model_name(names["_name_or_path"])
         return output
+
+
+def _named(err: Exception, source: str) -> ValueError:
+    """A config's validation error (ours, or one that ``@strict`` wraps) as one line naming ``source``."""
+    cause = err if isinstance(err, ConfigFieldError) else err.__cause__
+    if isinstance(cause, ConfigFieldError):
+        return cause.at(source)
+    return ValueError(f"{source}: {cause or err}")
+
+
+def config_file_name(name_or_path, subfolder: str = "") -> str:
+    """What a model's config.json is called in messages: its path in a local folder, ``repo/config.json`` for a Hub id."""
+    name = os.fspath(name_or_path)
+    if os.path.isfile(name):
+        return name
+    return os.path.join(name, subfolder or "", "config.json")
 
 
 THMMConfig.register_for_auto_class()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import numbers
 import os
 import struct
 from collections.abc import Sequence
@@ -35,15 +36,40 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
+    PretrainedConfig,
     PreTrainedModel,
 )
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .configuration_thmm import THMMConfig, Taxonomy, Thresholds, looks_like_local_path
+    from .configuration_thmm import (
+        UNFINISHED_MARKER,
+        ConfigFieldError,
+        THMMConfig,
+        Taxonomy,
+        ThresholdError,
+        Thresholds,
+        UnfinishedModelError,
+        check_max_length,
+        config_file_name,
+        looks_like_local_path,
+        refuse_unfinished,
+    )
 except ImportError:  # plain import when installed as a top-level module
-    from configuration_thmm import THMMConfig, Taxonomy, Thresholds, looks_like_local_path
+    from configuration_thmm import (
+        UNFINISHED_MARKER,
+        ConfigFieldError,
+        THMMConfig,
+        Taxonomy,
+        ThresholdError,
+        Thresholds,
+        UnfinishedModelError,
+        check_max_length,
+        config_file_name,
+        looks_like_local_path,
+        refuse_unfinished,
+    )
 
 __all__ = [
     "HierarchicalClassifierOutput",
@@ -54,6 +80,10 @@ __all__ = [
     "THMMPreTrainedModel",
     "THMMForHierarchicalClassification",
     "TaxonomyMismatchError",
+    "UNFINISHED_MARKER",
+    "UnfinishedModelError",
+    "WeightsMismatchError",
+    "check_documents",
     "encode_documents",
     "encoder_layer_list",
 ]
@@ -61,6 +91,11 @@ __all__ = [
 
 class TaxonomyMismatchError(ValueError):
     """Weights were trained for a different taxonomy than the one they are being loaded into."""
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file does not hold the tensors its config describes (other shapes, tensors the
+    model has no place for, or missing ones), or holds values that are not finite."""
 
 
 @dataclass
@@ -330,6 +365,32 @@ def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] 
     return encoded
 
 
+def document_problem(title, abstract) -> str | None:
+    """Why one document cannot be classified, or ``None``: its title and abstract must be strings,
+    not both empty or blank (the model would score an empty text like any other)."""
+    for field, value in (("title", title), ("abstract", abstract)):
+        if not isinstance(value, str):
+            return f"field {field!r}: expected a string, got {type(value).__name__}"
+    if not title.strip() and not abstract.strip():
+        return "fields 'title' and 'abstract': empty document"
+    return None
+
+
+def check_documents(titles: Sequence[str], abstracts: Sequence[str] | None = None) -> list[str]:
+    """The abstracts (``""`` each when ``None``), once every document can be classified
+    (:func:`document_problem`); a ValueError naming the first bad document's index otherwise."""
+    for name, texts in (("titles", titles), ("abstracts", abstracts)):
+        if texts is not None and (isinstance(texts, (str, bytes)) or not hasattr(texts, "__len__")):
+            raise ValueError(f"{name}: expected a list of strings, got {type(texts).__name__}")
+    abstracts = [""] * len(titles) if abstracts is None else list(abstracts)
+    if len(abstracts) != len(titles):
+        raise ValueError(f"{len(titles)} titles but {len(abstracts)} abstracts")
+    for i, (title, abstract) in enumerate(zip(titles, abstracts)):
+        if (problem := document_problem(title, abstract)) is not None:
+            raise ValueError(f"document {i}: {problem}")
+    return abstracts
+
+
 def longest_first(lengths) -> np.ndarray:
     """Document indices, longest first (stable): batches cut from this order pad little, and the
     largest batch comes first. Callers put results back by index."""
@@ -456,38 +517,86 @@ def _safetensors_files(name_or_path, hub_kwargs: dict) -> list[str]:
     return [single] if single else []
 
 
-def _check_weights_match_config(cls, name_or_path, config: THMMConfig, config_source: str, hub_kwargs: dict) -> None:
+def _expected_shapes(cls, config: THMMConfig, config_source: str) -> dict[str, tuple]:
+    """Every tensor the model of ``config`` saves, with its shape (built on the meta device: nothing allocated)."""
+    try:
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ZeroDivisionError) as err:
+        raise ValueError(f"{config_source}: describes no model that can be built ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def _check_weights_match_config(cls, name_or_path, config: THMMConfig, config_source: str,
+                                hub_kwargs: dict) -> dict[str, str]:
     """Before transformers loads anything: every safetensors file of ``name_or_path`` is complete, its
-    taxonomy fingerprint is the config's (else :class:`TaxonomyMismatchError`), and every tensor has
-    the shape the config gives it. Each error names the file."""
+    taxonomy fingerprint is the config's (else :class:`TaxonomyMismatchError`), and it holds exactly
+    the tensors the config's model has, in their shapes (else :class:`WeightsMismatchError`: a
+    ``head_type`` edited from thmm to tmm would silently drop the parent links). Each error names
+    the file. Returns the file of every tensor."""
     files = _safetensors_files(name_or_path, hub_kwargs)
     if not files:
-        return
-    with torch.device("meta"):  # the shapes the config implies, without allocating weights
-        expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
-    taxonomy = config.get_taxonomy()
+        return {}
+    expected = _expected_shapes(cls, config, config_source)
+    file_of = {}
     for file in files:
         header, data_start = read_safetensors_header(file)
-        entry = header.get("taxonomy_fingerprint")
-        if entry is not None:
-            start, stop = entry["data_offsets"]
-            with open(file, "rb") as f:
-                f.seek(data_start + start)
-                saved = f.read(stop - start)
-            if saved != bytes.fromhex(taxonomy.fingerprint):
-                heads = [k for k in header if k.startswith("heads.") and k.endswith(("bias_out", "classifier.bias"))]
-                outputs = sum(header[k]["shape"][0] for k in heads)
-                raise TaxonomyMismatchError(
-                    f"{file}: these weights were trained for another taxonomy than the {len(taxonomy)} nodes of "
-                    f"{config_source} (their heads have {outputs} outputs); load them with their own config.json"
-                )
+        _check_fingerprint(file, header, data_start, config.get_taxonomy(), config_source)
         for key, tensor in header.items():
+            if key == "__metadata__":
+                continue
+            file_of[key] = file
             if key in expected and tuple(tensor["shape"]) != expected[key]:
-                raise ValueError(
+                raise WeightsMismatchError(
                     f"{file}: tensor {key!r} has shape {tuple(tensor['shape'])} but {config_source} gives it "
                     f"{expected[key]}: the weights do not match the config (head_type, head_hidden_size, "
                     "doc_representation or encoder_config differ)"
                 )
+    _check_same_tensors(file_of, expected, config, config_source, files)
+    return file_of
+
+
+def _check_fingerprint(file, header: dict, data_start: int, taxonomy: Taxonomy, config_source: str) -> None:
+    entry = header.get("taxonomy_fingerprint")
+    if entry is None:
+        return
+    start, stop = entry["data_offsets"]
+    with open(file, "rb") as f:
+        f.seek(data_start + start)
+        saved = f.read(stop - start)
+    if saved != bytes.fromhex(taxonomy.fingerprint):
+        heads = [k for k in header if k.startswith("heads.") and k.endswith(("bias_out", "classifier.bias"))]
+        outputs = sum(header[k]["shape"][0] for k in heads)
+        raise TaxonomyMismatchError(
+            f"{file}: these weights were trained for another taxonomy than the {len(taxonomy)} nodes of "
+            f"{config_source} (their heads have {outputs} outputs); load them with their own config.json"
+        )
+
+
+def _check_same_tensors(file_of: dict, expected: dict, config: THMMConfig, config_source: str, files) -> None:
+    """The weights hold every tensor the config's model has, and no other (the fingerprint may be
+    absent from older files)."""
+    unexpected = sorted(set(file_of) - set(expected))
+    missing = sorted(set(expected) - set(file_of) - {"taxonomy_fingerprint"})
+    if not unexpected and not missing:
+        return
+    found = [f"{len(unexpected)} tensors it has no place for (e.g. {', '.join(unexpected[:3])})"] if unexpected else []
+    found += [f"{len(missing)} tensors it needs are missing (e.g. {', '.join(missing[:3])})"] if missing else []
+    file = file_of[unexpected[0]] if unexpected else files[0]
+    raise WeightsMismatchError(
+        f"{file}: the weights do not match {config_source} (head_type {config.head_type!r}, doc_representation "
+        f"{config.doc_representation!r}, lexical_vocab_size {config.lexical_vocab_size}): {'; '.join(found)}; "
+        "head_type and the other settings must match the tensors: load them with the config.json saved with them"
+    )
+
+
+def _check_finite(model: nn.Module, file_of: dict, weights: str) -> None:
+    """Every floating-point weight and buffer of a loaded model is finite; else a WeightsMismatchError
+    naming the file and the tensor (NaN weights would give NaN scores and empty predictions)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            raise WeightsMismatchError(f"{file_of.get(name, weights)}: tensor {name!r} holds NaN or infinite values; "
+                                       "the weights are damaged: save or download them again")
 
 
 class THMMForHierarchicalClassification(THMMPreTrainedModel):
@@ -548,30 +657,52 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         return model
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
-            name = os.fspath(pretrained_model_name_or_path)
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_unfinished: bool = False, **kwargs):
+        """`PreTrainedModel.from_pretrained` (every standard keyword works), refusing a saved model that
+        is not whole before anything is loaded: a config.json field no model can be built from
+        (:class:`ConfigFieldError`), weights of another taxonomy (:class:`TaxonomyMismatchError`),
+        of other tensors or shapes, or not finite (:class:`WeightsMismatchError`). Each error is
+        one line naming the file.
+
+        A folder holding :data:`UNFINISHED_MARKER` (an unfinished training run's model) is refused
+        with an :class:`UnfinishedModelError` saying how to finish the run; the trainer, which writes
+        it, loads it with ``allow_unfinished=True``."""
+        name, subfolder = pretrained_model_name_or_path, kwargs.get("subfolder", "")
+        if isinstance(name, (str, os.PathLike)):
+            name = os.fspath(name)
             if not os.path.exists(os.path.expanduser(name)) and looks_like_local_path(name):
                 raise OSError(f"{name}: no such directory")
-        config = kwargs.get("config")
-        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-        if isinstance(config, THMMConfig) and pretrained_model_name_or_path is not None:
-            saved = THMMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-            _check_same_taxonomy(saved.get_taxonomy(), config.get_taxonomy(), str(pretrained_model_name_or_path))
-        if pretrained_model_name_or_path is not None and kwargs.get("state_dict") is None:
-            own_config = not isinstance(config, THMMConfig)
-            _check_weights_match_config(
-                cls, pretrained_model_name_or_path,
-                THMMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs) if own_config else config,
-                f"{pretrained_model_name_or_path}/config.json" if own_config else "the config passed", hub_kwargs)
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        expected = _fingerprint_tensor(model.config.get_taxonomy())
-        if not torch.equal(model.taxonomy_fingerprint.cpu(), expected):
+            if not allow_unfinished:
+                refuse_unfinished(name, subfolder)
+        file_of = cls._check_saved_model(name, kwargs) if name is not None and kwargs.get("state_dict") is None else {}
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+        if not torch.equal(model.taxonomy_fingerprint.cpu(), _fingerprint_tensor(model.config.get_taxonomy())):
             raise TaxonomyMismatchError(
-                f"the weights in {pretrained_model_name_or_path} were trained for a different taxonomy than the one "
-                "in the config they are loaded with; load them with their own config.json"
+                f"the weights in {name} were trained for a different taxonomy than the one in the config they are "
+                "loaded with; load them with their own config.json"
             )
-        return model
+        _check_finite(model, file_of, f"the weights of {name}")
+        return loaded
+
+    @classmethod
+    def _check_saved_model(cls, name, kwargs: dict) -> dict[str, str]:
+        """The checks ``from_pretrained`` makes before transformers loads anything: the config (the
+        one passed, else config.json) can build a model, and the weights files match it. Returns
+        the file of every tensor."""
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        config = kwargs.get("config")
+        saved_source = config_file_name(name, hub_kwargs.get("subfolder", ""))
+        if isinstance(config, PretrainedConfig):  # (a THMMConfig, maybe of the folder's own code)
+            saved = THMMConfig.from_pretrained(name, **hub_kwargs)
+            _check_same_taxonomy(saved.get_taxonomy(), config.get_taxonomy(), str(name))
+            source = saved_source if config.to_dict() == saved.to_dict() else "the config passed"
+        else:  # config.json, or the folder or file given as config
+            source = saved_source if config is None else config_file_name(config)
+            config = THMMConfig.from_pretrained(name if config is None else config, **hub_kwargs)
+        if config.taxonomy is None:
+            raise ConfigFieldError("taxonomy", "must be given: the model has one head per taxonomy node", None, source)
+        return _check_weights_match_config(cls, name, config, source, hub_kwargs)
 
     def _check_state_dict_fingerprint(self, module, state_dict, prefix, *args, **kwargs):
         incoming = state_dict.get(prefix + "taxonomy_fingerprint")
@@ -632,10 +763,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
                              f"[{len(self.taxonomy)}], got {tuple(idf.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
         values = {"lexical_vocab_size": int(vocab), "lexical_weight": float(fusion_weight),
                   "lexical_scale": float(scale), "lexical_shift": float(shift)}
-        try:  # validated before anything changes
-            THMMConfig(**{**self.config.to_dict(), **values})
-        except Exception as err:  # huggingface_hub's strict validation wraps the config's ValueError
-            raise ValueError(str(err.__cause__ or err)) from None
+        type(self.config)(**{**self.config.to_dict(), **values})  # validated before anything changes
         for key, value in values.items():
             setattr(self.config, key, value)
         device = self.taxonomy_fingerprint.device
@@ -810,6 +938,27 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         consistent = self.config.consistent_scores if consistent is None else consistent
         return self.taxonomy.min_along_path(probabilities) if consistent else np.asarray(probabilities)
 
+    def check_decoding(self, threshold=None, top_k: int | None = None, at_least_one: bool = False,
+                       consistent: bool | None = None) -> Thresholds | None:
+        """The decoding options of :meth:`decode`, :meth:`predict` and the pipeline, checked before
+        any work; ``threshold`` as :class:`Thresholds` (``None``: the config's). A ValueError names
+        the option: thresholds are probabilities in [0, 1] (one per taxonomy level when a list), top_k
+        is at least 1, at_least_one and consistent are booleans (consistent may be ``None``)."""
+        if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1):
+            raise ValueError(f"top_k: must be an integer of at least 1 (got {top_k!r})")
+        for option, value in (("at_least_one", at_least_one), ("consistent", consistent)):
+            if not isinstance(value, bool) and not (option == "consistent" and value is None):
+                raise ValueError(f"{option}: must be True or False (got {value!r})")
+        if threshold is None:
+            return None
+        try:
+            thresholds = Thresholds.coerce(threshold)
+        except ThresholdError as err:  # Thresholds' names: global_threshold, per_level[1]
+            index = err.where[err.where.find("["):] if "[" in err.where else ""
+            raise ValueError(f"threshold{index}: {err.rule} (got {err.value!r})") from None
+        thresholds.for_nodes(self.taxonomy)  # one per level, when a list
+        return thresholds
+
     def decode(
         self,
         probabilities,
@@ -820,23 +969,41 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
     ) -> list[list[str]]:
         """Label sets from node probabilities; see :meth:`Taxonomy.decode`. ``threshold`` defaults
         to the config's (per-level when tuned); ``consistent`` to ``config.consistent_scores``."""
+        threshold = self.check_decoding(threshold, top_k, at_least_one, consistent) or self.config.thresholds
         probabilities = self.scores_for_decoding(probabilities, consistent)
-        threshold = self.config.thresholds if threshold is None else threshold
         return self.taxonomy.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+
+    def check_tokenizer(self, tokenizer, where: str | None = None) -> None:
+        """A ValueError naming ``where`` (default: the tokenizer's folder) when ``tokenizer`` has more
+        word-pieces than the model's tables have rows (the encoder's embeddings, the lexical scorer's
+        vocabulary): its ids past them would index out of range. Use the tokenizer saved with the model."""
+        if tokenizer is None:
+            raise ValueError(f"{where or self.name_or_path or 'the model'}: no tokenizer; use the one saved with the "
+                             "model (AutoTokenizer.from_pretrained of its folder)")
+        tables = {"encoder embeddings": self.encoder.get_input_embeddings().num_embeddings}
+        if self.lexical is not None:
+            tables["lexical scorer"] = self.lexical.idf.shape[0]
+        table, rows = min(tables.items(), key=lambda item: item[1])
+        if len(tokenizer) > rows:
+            where = where or getattr(tokenizer, "name_or_path", None) or "the tokenizer"
+            raise ValueError(f"{where}: the tokenizer has {len(tokenizer)} word-pieces, more than the {rows} rows of "
+                             f"this model's {table}: it is not the model's tokenizer (use the one saved with it)")
 
     @torch.no_grad()
     def predict_proba(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,
                       batch_size: int = 32, max_length: int | None = None, return_truncated: bool = False):
         """Node probabilities ``[documents, nodes]`` for raw patent texts; with ``return_truncated``,
-        also a per-document flag telling which texts were cut to ``max_length`` word-pieces."""
+        also a per-document flag telling which texts were cut to ``max_length`` word-pieces. A
+        ValueError names a bad argument or the index of a bad document (not a string, or empty)."""
+        abstracts = check_documents(titles, abstracts)
+        self._check_batching(batch_size, max_length)
+        self.check_tokenizer(tokenizer)
         if len(titles) == 0:
             empty = np.zeros((0, len(self.taxonomy)), dtype=np.float32)
             return (empty, []) if return_truncated else empty
         was_training = self.training
         self.eval()
-        max_length = max_length or self.config.max_length
-        abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
-        enc = encode_documents(tokenizer, list(titles), abstracts, max_length)
+        enc = encode_documents(tokenizer, list(titles), abstracts, max_length or self.config.max_length)
         truncated = enc.pop("truncated")
         order = longest_first([len(ids) for ids in enc["input_ids"]])
         probs = np.zeros((len(titles), len(self.taxonomy)), dtype=np.float32)
@@ -847,11 +1014,23 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         self.train(was_training)
         return (probs, truncated) if return_truncated else probs
 
+    def _check_batching(self, batch_size, max_length) -> None:
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size: must be an integer of at least 1 (got {batch_size!r})")
+        if max_length is None:
+            return
+        check_max_length(max_length)
+        positions = getattr(self.config.encoder_config, "max_position_embeddings", None)
+        if positions and max_length > positions:
+            raise ValueError(f"max_length: must be at most the encoder's {positions} positions (got {max_length})")
+
     def predict(self, tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None = None,
                 threshold=None, top_k: int | None = None, at_least_one: bool = False, batch_size: int = 32,
                 consistent: bool | None = None):
         """Predicted codes for raw patent texts: per document, a list of
-        ``{"code", "score", "level", "title"}`` dicts, ordered by level then score."""
+        ``{"code", "score", "level", "title"}`` dicts, ordered by level then score. Bad options
+        (see :meth:`check_decoding`) are refused before any work."""
+        threshold = self.check_decoding(threshold, top_k, at_least_one, consistent)
         probs = self.predict_proba(tokenizer, titles, abstracts, batch_size=batch_size)
         return self.label_records(probs, threshold=threshold, top_k=top_k, at_least_one=at_least_one,
                                   consistent=consistent)
@@ -860,6 +1039,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
                       consistent: bool | None = None):
         """Decode node probabilities into ``{"code", "score", "level", "title"}`` records per document
         (scores made consistent first when ``consistent``, default ``config.consistent_scores``)."""
+        self.check_decoding(threshold, top_k, at_least_one, consistent)
         probabilities = self.scores_for_decoding(probabilities, consistent)
         label_sets = self.decode(probabilities, threshold=threshold, top_k=top_k, at_least_one=at_least_one,
                                  consistent=False)
@@ -879,7 +1059,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
 
 
 def _check_same_taxonomy(saved: Taxonomy, wanted: Taxonomy, where: str) -> None:
-    if saved == wanted:
+    if saved.fingerprint == wanted.fingerprint:  # (their classes may come from two copies of this code)
         return
     missing = sorted(set(saved.nodes) - set(wanted.nodes))
     extra = sorted(set(wanted.nodes) - set(saved.nodes))

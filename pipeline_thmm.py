@@ -20,9 +20,9 @@ from transformers import AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .modeling_thmm import encode_documents
+    from .modeling_thmm import document_problem, encode_documents
 except ImportError:  # plain import when installed as a top-level module
-    from modeling_thmm import encode_documents
+    from modeling_thmm import document_problem, encode_documents
 
 __all__ = ["PIPELINE_TASK", "HierarchicalPatentClassificationPipeline", "add_pipeline_to_config"]
 
@@ -41,18 +41,16 @@ def title_and_abstract(document) -> tuple[str, str]:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}: a document dict has 'title' and optional 'abstract'")
         if "title" not in document:
             raise ValueError("field 'title': missing (a document dict has 'title' and optional 'abstract')")
-        title, abstract = document["title"], document.get("abstract") or ""
-        for field, value in zip(DOCUMENT_FIELDS, (title, abstract)):
-            if not isinstance(value, str):
-                raise ValueError(f"field {field!r}: expected a string, got {type(value).__name__}")
+        title, abstract = document["title"], document.get("abstract", "")
     else:
         raise ValueError(
             "expected a string or a dict with 'title' and optional 'abstract' (or a list of those), "
             f"got {type(document).__name__}"
         )
-    if not title.strip() and not abstract.strip():
-        raise ValueError("fields 'title' and 'abstract': empty document")
-    return title, abstract
+    problem = document_problem(title, "" if abstract is None else abstract)
+    if problem is not None:
+        raise ValueError(problem)
+    return title, abstract or ""
 
 
 class HierarchicalPatentClassificationPipeline(Pipeline):
@@ -71,6 +69,11 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
 
     Documents are tokenized as in training (`modeling_thmm.encode_documents`, ``title [SEP] abstract``)
     and truncated to the model's `config.max_length`. `batch_size` and `device` work as for any pipeline.
+
+    Bad input is refused before any work, with a ValueError: a document that is not a string or a
+    title/abstract dict, or is empty (naming its index in a list), a decoding option out of range
+    (`THMMForHierarchicalClassification.check_decoding`), a `batch_size` below 1, or a tokenizer with
+    more word-pieces than the model's embeddings have rows.
     """
 
     _load_processor = False
@@ -81,20 +84,38 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
 
     DECODING_PARAMS = ("top_k", "threshold", "at_least_one", "consistent")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model.check_tokenizer(self.tokenizer, where=getattr(self.model, "name_or_path", None) or None)
+        self._check_batch_size(self._batch_size)
+
     def _sanitize_parameters(self, **kwargs):
         unknown = sorted(set(kwargs) - set(self.DECODING_PARAMS))
         if unknown:
             raise TypeError(f"unexpected argument(s) {unknown}; this pipeline takes {list(self.DECODING_PARAMS)}")
+        self.model.check_decoding(**kwargs)
         return {}, {}, kwargs
 
     def __call__(self, inputs, **kwargs):
         """``inputs``: a string or a ``{"title", "abstract"}`` dict (returns one list of codes), or a
-        list of those (returns one list per document)."""
+        list of those (returns one list per document). Every document is checked before any is run."""
         if isinstance(inputs, tuple):
             inputs = list(inputs)
         if isinstance(inputs, list) and not inputs:
             return []
+        for index, document in enumerate(inputs if isinstance(inputs, list) else [inputs]):
+            try:
+                title_and_abstract(document)
+            except ValueError as err:
+                raise ValueError(f"document {index}: {err}") from None
+        self._check_batch_size(kwargs.get("batch_size"))
         return super().__call__(inputs, **kwargs)
+
+    @staticmethod
+    def _check_batch_size(batch_size) -> None:
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size: must be an integer of at least 1 (got {batch_size!r})")
 
     def preprocess(self, document):
         title, abstract = title_and_abstract(document)

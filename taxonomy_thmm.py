@@ -30,6 +30,7 @@ __all__ = [
     "LEVEL_NAMES",
     "Taxonomy",
     "TaxonomyError",
+    "ThresholdError",
     "Thresholds",
     "cpc_ancestors",
     "cpc_level",
@@ -102,13 +103,22 @@ def level_name(level: int, plural: bool = False) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+class ThresholdError(ValueError):
+    """A threshold value that cannot be used: ``where`` (``per_level[1]``), the ``rule`` it breaks
+    and the ``value``, so that callers can name it as their own field or argument."""
+
+    def __init__(self, where: str, rule: str, value, shown: str | None = None):
+        self.where, self.rule, self.value = where, rule, value
+        shown = shown or (str(value) if isinstance(value, numbers.Real) else repr(value))
+        super().__init__(f"{where}: {rule}, got {shown}")
+
+
 def _check_number(value, where: str, probability: bool) -> float:
     """``value`` as a float: a finite real number (not a bool), in [0, 1] for a ``probability``."""
     finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if not finite or (probability and not 0.0 <= value <= 1.0):
-        wanted = "a probability in [0, 1]" if probability else "a finite number"
-        shown = value if isinstance(value, numbers.Real) else repr(value)
-        raise ValueError(f"{where}: must be {wanted}, got {shown}")
+        raise ThresholdError(where, "must be a probability in [0, 1]" if probability else "must be a finite number",
+                             value)
     return float(value)
 
 
@@ -123,7 +133,7 @@ def _threshold_values(value, where: str, probability: bool) -> float | tuple[flo
         return _check_number(value, where, probability)
     values = tuple(_check_number(v, f"{where}[{i}]", probability) for i, v in enumerate(value))
     if not values:
-        raise ValueError(f"{where}: must hold one threshold per level, got none")
+        raise ThresholdError(where, "must hold one threshold per level", [], shown="none")
     return values
 
 
@@ -159,17 +169,18 @@ class Thresholds:
         if self.per_level is not None:
             per_level = _threshold_values(self.per_level, "per_level", True)
             if not isinstance(per_level, tuple):
-                raise ValueError(f"per_level: must be a sequence with one probability per level, got {per_level}")
+                raise ThresholdError("per_level", "must be a sequence with one probability per level", per_level)
             object.__setattr__(self, "per_level", per_level)
         if self.objective is not None and not isinstance(self.objective, str):
             raise ValueError(f"objective: must be a metric name or None, got {self.objective!r}")
         if self.per_node is not None:
             if not isinstance(self.per_node, Mapping):
-                raise ValueError(f"per_node: must map codes to probabilities, got {type(self.per_node).__name__}")
+                raise ThresholdError("per_node", "must map codes to probabilities", self.per_node,
+                                     shown=type(self.per_node).__name__)
             per_node = {}
             for code, value in self.per_node.items():
                 if not isinstance(code, str) or not code:
-                    raise ValueError(f"per_node: keys must be label codes, got {code!r}")
+                    raise ThresholdError("per_node", "keys must be label codes", code)
                 per_node[code] = _check_number(value, f"per_node[{code!r}]", True)
             object.__setattr__(self, "per_node", dict(sorted(per_node.items())) or None)
 
@@ -259,6 +270,8 @@ class Taxonomy:
                 parents[parent] = None  # a parent that is nobody's child is a root
         if not parents:
             raise TaxonomyError("a taxonomy needs at least one node")
+        if scheme is not None and not (isinstance(scheme, str) and scheme in _CPC_PATTERNS):
+            raise TaxonomyError(f"unknown code scheme {scheme!r}; expected 'cpc', 'ipc' or none")
 
         depth: dict[str, int] = {}
         for start in parents:
@@ -327,14 +340,24 @@ class Taxonomy:
     @classmethod
     def from_dict(cls, data: Mapping) -> Taxonomy:
         """Inverse of :meth:`to_dict`; validates that the stored node order is the canonical one."""
-        try:
-            nodes, parents, scheme = list(data["nodes"]), list(data["parents"]), data.get("scheme")
-        except (KeyError, TypeError) as err:
-            raise TaxonomyError(f"a serialized taxonomy needs 'nodes' and 'parents' lists, got {data!r:.200}") from err
+        if not isinstance(data, Mapping) or not all(isinstance(data.get(k), list) for k in ("nodes", "parents")):
+            raise TaxonomyError("a serialized taxonomy needs 'nodes' and 'parents' lists")
+        unknown = sorted(map(str, set(data) - {"nodes", "parents", "scheme"}))
+        if unknown:
+            raise TaxonomyError(f"a serialized taxonomy has 'nodes', 'parents' and 'scheme', not {unknown}")
+        nodes, parents, scheme = data["nodes"], data["parents"], data.get("scheme")
         if len(nodes) != len(parents):
             raise TaxonomyError(f"serialized taxonomy has {len(nodes)} nodes but {len(parents)} parents")
+        for node in nodes:
+            cls._check_name(node)
         if len(set(nodes)) != len(nodes):
             raise TaxonomyError("serialized taxonomy lists a node twice")
+        if isinstance(scheme, str) and scheme in _CPC_PATTERNS:  # the codes and their parents follow the prefix rule
+            for node, parent in zip(nodes, parents):
+                expected = (cpc_ancestors(node, scheme) or [None])[-1]
+                if parent != expected:
+                    raise TaxonomyError(f"node {node!r} has parent {parent!r}, but the {scheme.upper()} prefix rule "
+                                        f"gives {expected!r}")
         taxonomy = cls(dict(zip(nodes, parents)), scheme=scheme)
         if list(taxonomy.nodes) != nodes:
             raise TaxonomyError("serialized taxonomy nodes are not in canonical (level, code) order")

@@ -223,7 +223,7 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=5e-5,
                         help="encoder (with --full-finetune or --freeze-lower-layers); 5e-5 was measured on dronesr")
     parser.add_argument("--head-learning-rate", type=float, default=2e-3,
-                        help="the heads; 2e-3 beat 1e-3 on dronesr (README, 'Head learning rate')")
+                        help="the heads; 2e-3 beat 1e-3 on dronesr (docs/experiments.md, 'Head learning rate')")
     parser.add_argument("--threshold-objective", default=TrainingArguments.threshold_objective,
                         choices=THRESHOLD_OBJECTIVES, help="train.py --threshold-objective")
     parser.add_argument("--threshold-granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,

@@ -29,16 +29,27 @@ import configuration_thmm
 from thmm.hub import CITATION_BIBTEX
 
 from . import readers, upsample
-from .readers import PatentDataError, read_patent_tsv, read_wipo_alpha
+from .readers import (
+    PatentDataError,
+    PatentRowValidator,
+    iter_patent_batches,
+    iter_patent_jsonl,
+    iter_patent_parquet,
+    iter_patent_tsv,
+    read_wipo_alpha,
+)
 from .upsample import upsample_dataset, upsample_indices
 
-__all__ = ["PatentConfig", "Uspto70k", "load_patent_splits", "RELEASE_URL", "SPLIT_FILES"]
+__all__ = ["PatentConfig", "Uspto70k", "load_patent_splits", "local_split_files", "RELEASE_URL", "SPLIT_FILES"]
 
 logger = logging.getLogger(__name__)
 
 RELEASE_URL = "https://raw.githubusercontent.com/boschresearch/hierarchical_patent_classification_ecir2021/main/data/uspto-release"
 HOMEPAGE = "https://github.com/boschresearch/hierarchical_patent_classification_ecir2021"
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+JSONL_SPLIT_FILES = {split: name.replace(".tsv", ".jsonl") for split, name in SPLIT_FILES.items()}
+# How the files of a split are read, by suffix; every reader checks rows with PatentRowValidator.
+FILE_READERS = {".tsv": iter_patent_tsv, ".jsonl": iter_patent_jsonl}
 SUMMARY_FILE = "build_summary.json"
 
 CITATION = CITATION_BIBTEX + "\n"
@@ -120,6 +131,64 @@ def _local_path(url_or_path: str) -> str | None:
     return None if "://" in url_or_path else url_or_path
 
 
+def _file_reader(source: str):
+    """The reader of a split file, by its suffix (of the path or URL the user gave)."""
+    suffix = os.path.splitext(source.split("?", 1)[0])[1].lower()
+    if suffix not in FILE_READERS:
+        raise PatentDataError(source, None, None, f"unknown file type {suffix or '(no suffix)'!r}: split files are "
+                              f"{' or '.join(FILE_READERS)} (the release's TSV format, or JSON Lines)")
+    return FILE_READERS[suffix]
+
+
+EXPECTED_FOLDER = ("train.tsv, dev.tsv and test.tsv (release format), train.jsonl, dev.jsonl and test.jsonl "
+                   "(JSON Lines), or a folder exported by thmm-publish (README.md + parquet)")
+_FORMAT_NAMES = {"tsv": "TSV splits", "jsonl": "JSONL splits", "parquet": "a parquet export"}
+
+
+def _folder_formats(folder: Path) -> dict[str, list[Path]]:
+    """The training data a folder holds, by format: the TSV and JSONL split files present, and the
+    parquet files under it (outside hidden folders, which ``datasets`` skips too)."""
+    parquet = sorted(
+        file for file in folder.rglob("*.parquet")
+        if not any(part.startswith((".", "__")) for part in file.relative_to(folder).parts)
+    )
+    found = {
+        "tsv": [folder / name for name in SPLIT_FILES.values() if (folder / name).is_file()],
+        "jsonl": [folder / name for name in JSONL_SPLIT_FILES.values() if (folder / name).is_file()],
+        "parquet": parquet,
+    }
+    return {data_format: files for data_format, files in found.items() if files}
+
+
+def local_split_files(folder: str | os.PathLike) -> tuple[str, dict[str, Path] | None]:
+    """The format of a local data folder, ``"tsv"``, ``"jsonl"`` or ``"parquet"``, and for the first
+    two its split files (``{"train": folder/"train.tsv", ...}``; ``None`` for parquet).
+
+    A folder holding more than one format (say the release TSVs and a stale parquet export) is
+    refused naming both, rather than one being picked silently; so are a folder with none and a
+    TSV/JSONL folder that lacks a split file (``FileNotFoundError``)."""
+    folder = Path(folder)
+    found = _folder_formats(folder)
+    if len(found) > 1:
+        held = " and ".join(
+            f"{_FORMAT_NAMES[data_format]} ({', '.join(f.relative_to(folder).as_posix() for f in files[:3])}"
+            f"{', ...' if len(files) > 3 else ''})"
+            for data_format, files in found.items()
+        )
+        raise PatentDataError(folder, None, None, f"holds {held}; it is unclear which to read: keep one format in "
+                                                  "this folder (move the other files to a folder of their own)")
+    if not found:
+        raise FileNotFoundError(f"{folder} has no {', '.join(SPLIT_FILES.values())}: expected {EXPECTED_FOLDER}")
+    (data_format,) = found
+    if data_format == "parquet":
+        return data_format, None
+    names = SPLIT_FILES if data_format == "tsv" else JSONL_SPLIT_FILES
+    missing = [name for name in names.values() if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} has no {', '.join(missing)}: expected {EXPECTED_FOLDER}")
+    return data_format, {split: folder / name for split, name in names.items()}
+
+
 class Uspto70k(datasets.GeneratorBasedBuilder):
     """USPTO-70k: patents with CPC subclass labels and their section/class ancestors.
 
@@ -184,7 +253,8 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
         if kwargs.get("data_files") is not None:
             sources = [f for split in sorted(kwargs["data_files"]) for f in kwargs["data_files"][split]]
         elif kwargs.get("data_dir"):
-            sources = [os.path.join(kwargs["data_dir"], name) for name in SPLIT_FILES.values()]
+            found = _folder_formats(Path(kwargs["data_dir"])) if os.path.isdir(kwargs["data_dir"]) else {}
+            sources = [str(f) for data_format in ("tsv", "jsonl") for f in found.get(data_format, [])]
         else:
             sources = [f"{option('base_url').rstrip('/')}/{name}" for name in SPLIT_FILES.values()]
         for source in sources:
@@ -216,17 +286,20 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
             unknown = sorted(set(config.data_files) - set(SPLIT_FILES))
             if unknown:
                 raise ValueError(f"data_files has split(s) {unknown}; use {list(SPLIT_FILES)}")
-            return {split: list(config.data_files[split]) for split in SPLIT_FILES if split in config.data_files}
-        if config.data_dir:
-            sources = {split: [os.path.join(config.data_dir, name)] for split, name in SPLIT_FILES.items()}
-            missing = [files[0] for files in sources.values() if not os.path.isfile(files[0])]
-            if missing:
-                raise FileNotFoundError(
-                    f"data_dir {config.data_dir} lacks {missing}; expected {', '.join(SPLIT_FILES.values())} "
-                    "in the USPTO-70k release format"
+            sources = {split: list(config.data_files[split]) for split in SPLIT_FILES if split in config.data_files}
+        elif config.data_dir:
+            data_format, files = local_split_files(config.data_dir)
+            if files is None:
+                raise PatentDataError(
+                    config.data_dir, None, None, "is a parquet export (as thmm-publish writes): read it with "
+                    "load_patent_splits(folder) or datasets.load_dataset(folder); the builder reads TSV or JSONL files"
                 )
-            return sources
-        return {split: [f"{config.base_url.rstrip('/')}/{name}"] for split, name in SPLIT_FILES.items()}
+            sources = {split: [str(file)] for split, file in files.items()}
+        else:
+            sources = {split: [f"{config.base_url.rstrip('/')}/{name}"] for split, name in SPLIT_FILES.items()}
+        for source in (s for split_sources in sources.values() for s in split_sources):
+            _file_reader(source)  # an unknown file type fails before anything is downloaded or read
+        return sources
 
     def _split_generators(self, dl_manager):
         if self.config.source == "wipo_alpha":
@@ -246,41 +319,19 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
 
     # ---- reading --------------------------------------------------------------------------------
 
-    def _read_tsv_split(self, sources: list[str], files: list[str]) -> tuple[list[dict], dict]:
-        config, rows = self.config, []
-        counts = {"rows_read": 0, "dropped_empty_labels": 0, "dropped_duplicate_ids": 0}
-        first_source: dict[str, str] = {}
+    def _iter_split_rows(self, sources: list[str], files: list[str], validator: PatentRowValidator):
+        """The validated rows of a split's files in order (one validator: a patent_id repeated in another
+        file of the split is caught too); ``None`` for a row an explicit filter option drops."""
         for source, file in zip(sources, files, strict=True):
-            report: dict = {}
             try:
-                part = read_patent_tsv(
-                    file,
-                    config.scheme,
-                    empty_labels=config.empty_labels,
-                    duplicate_ids=config.duplicate_ids,
-                    report=report,
-                )
+                yield from _file_reader(source)(file, validator)
             except PatentDataError as err:
                 if os.path.abspath(file) == os.path.abspath(_local_path(source) or ""):
                     raise
                 # Name the URL the user knows, not the download cache's hashed file name.
                 raise PatentDataError(
-                    source, err.line, err.field, f"{err.problem} (downloaded copy: {file})"
+                    source, err.line, err.field, f"{err.problem} (downloaded copy: {file})", unit=err.unit
                 ) from None
-            for key in counts:
-                counts[key] += report[key]
-            if len(files) > 1 and config.duplicate_ids != "keep":  # the reader checks within one file only
-                for row in part:
-                    if row["patent_id"] in first_source:
-                        raise PatentDataError(
-                            source,
-                            None,
-                            "patent_id",
-                            f"patent_id {row['patent_id']!r} is also in {first_source[row['patent_id']]}",
-                        )
-                    first_source[row["patent_id"]] = source
-            rows.extend(part)
-        return rows, counts
 
     def _read_wipo_split(self, split: str) -> list[dict]:
         """Train/validation/test of WIPO-alpha; train is read once and split by a seeded hash."""
@@ -304,10 +355,17 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
         if config.source == "wipo_alpha":
             rows = self._read_wipo_split(split)
             summary = {"rows_read": len(rows), "dropped_empty_labels": 0, "dropped_duplicate_ids": 0}
+            where = f"{config.data_dir} ({split} split, validation_fraction={config.validation_fraction})"
         else:
-            rows, summary = self._read_tsv_split(sources, files)
+            validator = PatentRowValidator(
+                config.scheme, empty_labels=config.empty_labels, duplicate_ids=config.duplicate_ids
+            )
+            rows = (row for row in self._iter_split_rows(sources, files, validator) if row is not None)
+            summary = validator.counts  # complete once the rows are read; streamed unless up-sampled
+            where = ", ".join(sources)
         added = 0
         if split == "train" and config.upsample:
+            rows = list(rows)
             extra = upsample_indices([r["labels"] for r in rows], min_count=config.min_label_count, seed=config.seed)
             rows, added = rows + [rows[i] for i in extra], len(extra)
             logger.info(
@@ -315,8 +373,16 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
                 added,
                 config.min_label_count,
             )
-        self._summary[split] = {**summary, "upsampled_rows_added": added, "rows": len(rows)}
-        yield from enumerate(rows)  # key: the row's position
+        count = 0
+        for count, row in enumerate(rows, start=1):
+            yield count - 1, row  # key: the row's position
+        if config.source != "wipo_alpha":
+            validator.log_filters(where)
+        if not count:  # datasets would only say 'Instruction "validation" corresponds to no data!' later
+            dropped = summary["dropped_empty_labels"] + summary["dropped_duplicate_ids"]
+            raise PatentDataError(where, None, None, f"no documents left: the explicit filter options dropped all "
+                                                     f"{dropped}" if dropped else "no documents")
+        self._summary[split] = {**summary, "upsampled_rows_added": added, "rows": count}
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
         try:
@@ -348,18 +414,110 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
 # --------------------------------------------------------------------------------------------------
 
 
-def _is_parquet_export(path: Path) -> bool:
-    return (path / "README.md").is_file() and any(path.rglob("*.parquet"))
+def _no_documents(where, validator: PatentRowValidator) -> PatentDataError:
+    dropped = validator.counts["dropped_empty_labels"] + validator.counts["dropped_duplicate_ids"]
+    if dropped:
+        return PatentDataError(where, None, None,
+                               f"no documents left: the explicit filter options dropped all {dropped}")
+    return PatentDataError(where, None, None, "no documents")
 
 
-def _load_parquet_export(path: Path, cache_dir):
-    """``load_dataset`` on a local parquet export, without pyarrow's read-ahead of whole row groups
-    (``pre_buffer``): it roughly halves the anonymous memory of loading a 1M-document export (752
-    against 357 MB, ``bench/scale.py``) and the rows are the same."""
+def _declared_copies(path: Path) -> dict[str, int]:
+    """Per split, the up-sampling copies a ``thmm-publish`` export declares in its card's YAML
+    (``thmm: {upsampled_rows_added: {train: N}}``): the last N rows repeat earlier patents on purpose."""
+    from huggingface_hub import DatasetCard
+
+    card = path / "README.md"
+    if not card.is_file():
+        return {}
+    declared = (DatasetCard.load(card).data.to_dict().get("thmm") or {}).get("upsampled_rows_added") or {}
+    return {split: n for split, n in declared.items() if isinstance(n, int) and n > 0}
+
+
+def _parquet_metadata(file: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(file)
+    except (pa.ArrowException, OSError) as err:
+        raise PatentDataError(file, None, None, f"not a readable parquet file ({err})") from None
+
+
+def _check_parquet_export(path: Path, data_files, scheme: str, policies: dict) -> dict[str, list[int]]:
+    """Every row of every split's parquet files through :class:`PatentRowValidator` (record batch by
+    record batch, so memory stays bounded); returns, per split, the positions of the rows an explicit
+    filter option drops. The up-sampling copies an export declares must repeat an earlier patent_id."""
+    dropped, copies, first_columns = {}, _declared_copies(path), None
+    for split, files in data_files.items():
+        files = list(files)
+        other = [f for f in files if not f.endswith(".parquet")]
+        if other:
+            raise PatentDataError(path, None, None, f"its {split} split lists files that are not parquet: {other[:3]}")
+        metadata = [_parquet_metadata(file) for file in files]
+        for file, meta in zip(files, metadata):  # datasets reads every file with the first one's columns
+            columns = sorted(meta.schema.names)
+            if not meta.num_rows:  # an empty file's columns do not matter (nor exist, when written from [])
+                continue
+            first_columns = first_columns or (file, columns)
+            if columns != first_columns[1]:
+                raise PatentDataError(file, None, None, f"has the columns {columns}, but {first_columns[0]} has "
+                                                        f"{first_columns[1]}; all files of an export need the same")
+        validator = PatentRowValidator(scheme, **policies)
+        sizes = [meta.num_rows for meta in metadata]
+        first_copy = sum(sizes) - copies.get(split, 0)  # position (0-based, in the split) of the first copy
+        dropped[split], position = [], 0
+        for file, size in zip(files, sizes):
+            in_tail = split in copies and first_copy < position + size
+            copies_from = max(1, first_copy - position + 1) if in_tail else None
+            for row in iter_patent_parquet(file, validator, copies_from=copies_from):
+                if row is None:
+                    dropped[split].append(position)
+                position += 1
+        if not validator.counts["rows"]:
+            raise _no_documents(files[0] if len(files) == 1 else f"{path} ({split} split)", validator)
+        validator.log_filters(f"{path} ({split} split)")
+    return dropped
+
+
+def _check_loaded_splits(splits: datasets.DatasetDict, name: str, scheme: str, policies: dict) -> dict[str, list[int]]:
+    """:class:`PatentRowValidator` over loaded splits (a Hub dataset: its files are not ours to name),
+    Arrow batch by batch; errors name ``<name> (<split> split), row N``."""
+    dropped = {}
+    for split, dataset in splits.items():
+        where = f"{name} ({split} split)"
+        validator = PatentRowValidator(scheme, **policies)
+        batches = dataset.with_format("arrow").iter(batch_size=1024)
+        dropped[split] = [i for i, row in enumerate(iter_patent_batches(batches, where, validator)) if row is None]
+        if not validator.counts["rows"]:
+            raise _no_documents(where, validator)
+        validator.log_filters(where)
+    return dropped
+
+
+def _load_parquet_export(path: Path, cache_dir, scheme: str, policies: dict) -> datasets.DatasetDict:
+    """A local parquet export: every row checked first (:func:`_check_parquet_export`), then
+    ``load_dataset``'s builder, without pyarrow's read-ahead of whole row groups (``pre_buffer``): it
+    roughly halves the anonymous memory of loading a 1M-document export (752 against 357 MB,
+    ``bench/scale.py``) and the rows are the same."""
     import pyarrow.dataset
 
-    return datasets.load_dataset(str(path), cache_dir=cache_dir,
-                                 fragment_scan_options=pyarrow.dataset.ParquetFragmentScanOptions(pre_buffer=False))
+    builder = datasets.load_dataset_builder(
+        str(path), cache_dir=cache_dir,
+        fragment_scan_options=pyarrow.dataset.ParquetFragmentScanOptions(pre_buffer=False),
+    )
+    dropped = _check_parquet_export(path, builder.config.data_files, scheme, policies)
+    builder.download_and_prepare()
+    return _without_rows(builder.as_dataset(), dropped)
+
+
+def _without_rows(splits: datasets.DatasetDict, dropped: dict[str, list[int]]) -> datasets.DatasetDict:
+    """``splits`` less the rows an explicit filter option dropped (usually none)."""
+    for split, positions in dropped.items():
+        if positions:
+            gone = set(positions)
+            splits[split] = splits[split].select([i for i in range(len(splits[split])) if i not in gone])
+    return splits
 
 
 def load_patent_splits(
@@ -375,48 +533,54 @@ def load_patent_splits(
 ) -> datasets.DatasetDict:
     """Train/validation/test splits of a patent classification data set, as a ``DatasetDict``.
 
+    Every source passes the same row checks (:class:`~dataset_script.readers.PatentRowValidator`),
+    whatever its format, and an empty split is refused naming its file.
+
     Args:
         source:
             - ``None``: the public USPTO-70k release, downloaded by :class:`Uspto70k`;
-            - a folder with ``train.tsv``, ``dev.tsv``, ``test.tsv`` (release format): built by
-              :class:`Uspto70k` with ``data_dir`` (with ``config_name="wipo_alpha"``: a WIPO-alpha folder);
-            - a folder written by ``python -m dataset_script.publish`` (``README.md`` + parquet):
-              ``load_dataset(folder)``;
-            - any other string: a Hugging Face Hub dataset id, ``load_dataset(source)``. Strings that
+            - a folder with ``train.tsv``, ``dev.tsv``, ``test.tsv`` (release format) or ``train.jsonl``,
+              ``dev.jsonl``, ``test.jsonl`` (one JSON object per line): built by :class:`Uspto70k` with
+              ``data_dir`` (with ``config_name="wipo_alpha"``: a WIPO-alpha folder);
+            - a folder written by ``thmm-publish`` (``README.md`` + parquet): each parquet file checked
+              row by row, then ``load_dataset(folder)``;
+            - any other string: a Hub dataset id, ``load_dataset(source)``, then checked. Strings that
               look like paths (:func:`configuration_thmm.looks_like_local_path`: starting with ``/``,
               ``.`` or ``~``, with more than one ``/``, or whose first part exists) are always local paths.
-        scheme: ``"cpc"`` or ``"ipc"``: how label codes are validated when building from TSVs.
+
+            A folder holding more than one of these formats is refused (:func:`local_split_files`).
+        scheme: ``"cpc"`` or ``"ipc"``: how label codes are validated.
         upsample: up-sample infrequent training labels to ``min_label_count`` (the paper's
             preprocessing; see :mod:`dataset_script.upsample`). Only train changes; the number of added
             rows is logged. On an already up-sampled export it adds nothing.
         cache_dir: the ``datasets`` cache folder.
         config_name, min_label_count, seed, **builder_kwargs: passed to :class:`Uspto70k` (e.g.
-            ``base_url``, ``empty_labels``, ``duplicate_ids``, ``data_files``).
+            ``base_url``, ``empty_labels``, ``duplicate_ids``, ``data_files``); ``empty_labels`` and
+            ``duplicate_ids`` apply to parquet and Hub sources too.
     """
     data_dir = None
+    policies = {key: builder_kwargs[key] for key in ("empty_labels", "duplicate_ids") if key in builder_kwargs}
     if source is not None:
         source = os.fspath(source)
         path = Path(source).expanduser()
-        if path.is_dir() and _is_parquet_export(path):
-            splits = _load_parquet_export(path, cache_dir)
-            return _finish_loaded(splits, str(path), upsample, min_label_count, seed)
-        if path.is_dir():
-            missing = [name for name in SPLIT_FILES.values() if not (path / name).is_file()]
-            if config_name != "wipo_alpha" and missing:
-                raise FileNotFoundError(
-                    f"{source} has no {', '.join(missing)}: expected train.tsv, dev.tsv and test.tsv (release format) "
-                    "or a folder exported by dataset_script.publish (README.md + parquet)"
-                )
+        if path.is_dir() and config_name != "wipo_alpha":
+            data_format, _ = local_split_files(path)
+            if data_format == "parquet":
+                splits = _load_parquet_export(path, cache_dir, scheme, policies)
+                return _finish_loaded(splits, str(path), scheme, upsample, min_label_count, seed)
+            data_dir = str(path)
+        elif path.is_dir():
             data_dir = str(path)
         elif path.exists():
-            raise FileNotFoundError(
-                f"{source} is not a folder with train.tsv/dev.tsv/test.tsv nor one exported by dataset_script.publish"
-            )
+            raise FileNotFoundError(f"{source} is not a folder: expected one with {EXPECTED_FOLDER}")
         elif configuration_thmm.looks_like_local_path(source):
             raise FileNotFoundError(f"{source}: no such directory")
         else:
             splits = datasets.load_dataset(source, cache_dir=cache_dir)
-            return _finish_loaded(splits, source, upsample, min_label_count, seed)
+            if "validation" not in splits and "dev" in splits:
+                splits["validation"] = splits.pop("dev")
+            splits = _without_rows(splits, _check_loaded_splits(splits, source, scheme, policies))
+            return _finish_loaded(splits, source, scheme, upsample, min_label_count, seed)
 
     options = {
         "scheme": scheme,
@@ -440,14 +604,32 @@ def load_patent_splits(
     return datasets.DatasetDict({split: built[split] for split in SPLIT_FILES if split in built})
 
 
-def _finish_loaded(splits, name: str, upsample: bool, min_label_count: int, seed: int) -> datasets.DatasetDict:
+def _finish_loaded(
+    splits, name: str, scheme: str, upsample: bool, min_label_count: int, seed: int
+) -> datasets.DatasetDict:
+    """Checked splits loaded by ``datasets``: named train/validation/test, with the builder's
+    features (``sections``/``classes`` derived when the source lacks them), optionally up-sampled."""
     if "validation" not in splits and "dev" in splits:
         splits["validation"] = splits.pop("dev")
     missing = [split for split in SPLIT_FILES if split not in splits]
     if missing:
         raise ValueError(f"{name} has splits {list(splits)}; expected {list(SPLIT_FILES)}")
-    splits = datasets.DatasetDict({split: splits[split] for split in SPLIT_FILES})
+    splits = datasets.DatasetDict({split: _with_features(splits[split], scheme) for split in SPLIT_FILES})
     if upsample:
         splits["train"], added = upsample_dataset(splits["train"], min_count=min_label_count, seed=seed)
         logger.info("up-sampling added %d training rows to %s", added, name)
     return splits
+
+
+def _with_features(dataset: datasets.Dataset, scheme: str) -> datasets.Dataset:
+    """``dataset`` with exactly :data:`FEATURES`: the derived columns added when missing (the rows
+    passed the validator, so the labels are valid codes), the types cast when they differ."""
+    missing = [name for name in readers.DERIVED_COLUMNS if name not in dataset.column_names]
+    if missing:
+        def derive(labels):
+            fields = [readers.hierarchy_fields(codes, scheme) for codes in labels]
+            return {name: [f[name] for f in fields] for name in missing}
+
+        dataset = dataset.map(derive, batched=True, input_columns=["labels"], desc="deriving sections and classes")
+    dataset = dataset.select_columns(list(FEATURES))
+    return dataset if dataset.features == FEATURES else dataset.cast(FEATURES)

@@ -10,18 +10,28 @@ builds the data with :class:`~dataset_script.builder.Uspto70k`, then writes::
                                            citation and label statistics
     DIR/data/{split}-00000-of-0000N.parquet
     DIR/stats.json, DIR/label_distribution.png
+    DIR/.thmm-output.json                  the marker: what thmm-publish wrote here (thmm.outputs)
 
 ``load_dataset(DIR)`` (or ``load_dataset(REPO_ID)`` after the push) returns exactly the built rows,
 in the same order, with the same features.
+
+``DIR`` must be new, empty, or an earlier ``thmm-publish`` output (it has the marker); anything else is
+refused before the build. The export is built in a temporary sibling folder and moved into place only
+when complete; in an earlier output only the files the marker lists are replaced or removed (stale
+shards included), and files a user added stay (and are not pushed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -29,7 +39,9 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
+from thmm.cli import one_line_errors
 from thmm.hub import CITATION_BIBTEX, upload_folder
+from thmm.outputs import check_output_dir, staged_output_dir
 
 from .builder import Uspto70k
 from .stats import format_markdown, label_statistics, plot_label_distribution
@@ -39,6 +51,9 @@ __all__ = ["export_splits", "publish", "main"]
 logger = logging.getLogger(__name__)
 
 _LICENSE_IDS = {"CC BY 4.0": "cc-by-4.0"}
+COMMAND = "thmm-publish"
+# What an export writes (relative glob patterns): a file of these that thmm did not write is refused.
+EXPORT_FILES = ("README.md", "data/*.parquet", "stats.json", "label_distribution.png")
 LOCAL_DESCRIPTION = """\
 Patents (title, abstract) with their subclass labels, in the format of the USPTO-70k release of Pujari et al.
 (ECIR 2021). `labels` are the subclass codes as given in the source files; `sections` and `classes` are their
@@ -79,19 +94,35 @@ def export_splits(
     build_summary: dict | None = None,
     max_shard_rows: int = 100_000,
     stats: bool = True,
+    option: str = "out_dir",
 ) -> dict:
     """Write ``splits`` as parquet shards plus ``README.md`` (and the statistics) to ``out_dir``.
 
-    Existing ``data/*.parquet`` shards in ``out_dir`` are removed first, so that a re-export never
-    leaves stale shards behind for the ``data/{split}-*.parquet`` patterns to pick up.
+    ``out_dir`` must be new, empty or an earlier export (:mod:`thmm.outputs`; ``option`` names it in a
+    refusal). The export is built in a temporary sibling folder and moved into place when complete;
+    the shards an earlier export wrote and this one does not are removed, so that the
+    ``data/{split}-*.parquet`` patterns never pick up a stale one. Files the package did not write stay.
 
     Returns a summary: the folder, the rows per split and the files written.
     """
     out_dir = Path(out_dir)
+    with staged_output_dir(out_dir, option, COMMAND, EXPORT_FILES) as staging:
+        files = _write_export(splits, staging, config_name, info, pretty_name, source, build_summary,
+                              max_shard_rows, stats)
+    return {
+        "out_dir": str(out_dir),
+        "config": config_name,
+        "rows": {split: len(d) for split, d in splits.items()},
+        "files": files,
+        "build_summary": build_summary or {},
+    }
+
+
+def _write_export(splits, out_dir: Path, config_name, info, pretty_name, source, build_summary, max_shard_rows,
+                  stats) -> list[str]:
+    """The export's files in ``out_dir`` (a fresh folder); returns their relative paths."""
     data_dir = out_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for stale in data_dir.glob("*.parquet"):
-        stale.unlink()
     info = info or datasets.DatasetInfo()
     files, split_infos, download_size = [], datasets.SplitDict(), 0
     for split, dataset in splits.items():
@@ -127,6 +158,10 @@ def export_splits(
         tags=["patents", "cpc", "ipc", "hierarchical-classification"],
         **(_other_license(info) if license_id == "other" else {}),
     )
+    copies = {split: s["upsampled_rows_added"] for split, s in (build_summary or {}).items()
+              if s.get("upsampled_rows_added")}
+    if copies:  # the loader's check then knows these last rows repeat patents on purpose
+        card_data.thmm = {"upsampled_rows_added": copies}
     MetadataConfigs(
         {
             config_name: {
@@ -141,13 +176,7 @@ def export_splits(
     )
     card.save(out_dir / "README.md")
     files.insert(0, "README.md")
-    return {
-        "out_dir": str(out_dir),
-        "config": config_name,
-        "rows": {split: len(d) for split, d in splits.items()},
-        "files": files,
-        "build_summary": build_summary or {},
-    }
+    return files
 
 
 def _card_body(splits, info, pretty_name, source, report, build_summary) -> str:
@@ -207,6 +236,7 @@ def publish(
     license: str | None = None,
     max_shard_rows: int = 100_000,
     stats: bool = True,
+    option: str = "out_dir",
     **builder_kwargs,
 ) -> dict:
     """Build with :class:`Uspto70k`, export to ``out_dir`` (see :func:`export_splits`), optionally push.
@@ -216,10 +246,15 @@ def publish(
     USPTO-70k release and get licence ``unknown`` unless ``license`` (e.g. ``"cc-by-4.0"``) is given.
     Returns the export summary, with the builder's
     ``build_summary`` (rows read, dropped by explicit options, up-sampled rows added) and, after a
-    push, ``repo_id`` and ``commit_url``. The push (:func:`thmm.hub.upload_folder`) deletes old
+    push, ``repo_id`` and ``commit_url``. The push (:func:`thmm.hub.upload_folder`) uploads the files
+    the export wrote (not the marker, nor files a user added to the folder) and deletes old
     ``data/*.parquet`` shards on the Hub in the same commit, so a re-publish with fewer shards leaves
     no stale ones behind.
+
+    ``out_dir`` is checked before the build (:func:`thmm.outputs.check_output_dir`; ``option`` names it
+    in a refusal): nothing is built, written or deleted for a folder the export may not use.
     """
+    check_output_dir(out_dir, option, COMMAND, EXPORT_FILES)
     options = {k: v for k, v in {"upsample": upsample or None, **builder_kwargs}.items() if v is not None}
     builder = Uspto70k(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
     builder.download_and_prepare()
@@ -246,24 +281,46 @@ def publish(
         build_summary=builder.build_summary,
         max_shard_rows=max_shard_rows,
         stats=stats,
+        option=option,
     )
     if push_to_hub:
         summary["repo_id"] = push_to_hub
-        summary["commit_url"] = upload_folder(
-            out_dir,
-            push_to_hub,
-            repo_type="dataset",
-            private=private,
-            commit_message="Publish patent classification splits (dataset_script.publish)",
-            delete_patterns=["data/*.parquet"],
-            api=HfApi(token=token),
-        )
+        with _only(Path(out_dir), summary["files"]) as folder:
+            summary["commit_url"] = upload_folder(
+                folder,
+                push_to_hub,
+                repo_type="dataset",
+                private=private,
+                commit_message="Publish patent classification splits (dataset_script.publish)",
+                delete_patterns=["data/*.parquet"],
+                api=HfApi(token=token),
+            )
     return summary
 
 
+@contextlib.contextmanager
+def _only(folder: Path, files: list[str]):
+    """A temporary sibling of ``folder`` holding just ``files`` (hard links, else copies), so that an
+    upload takes what the export wrote and nothing a user put beside it."""
+    with tempfile.TemporaryDirectory(prefix=f".thmm-upload-{folder.name}-", dir=folder.absolute().parent) as tmp:
+        for name in files:
+            target = Path(tmp, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(folder / name, target)
+            except OSError:
+                shutil.copy2(folder / name, target)
+        yield tmp
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description="Build and publish patent splits as parquet with a dataset card.")
-    parser.add_argument("--out", required=True, help="output folder (README.md, data/*.parquet, statistics)")
+    parser = one_line_errors(
+        argparse.ArgumentParser(description="Build and publish patent splits as parquet with a dataset card.")
+    )
+    parser.add_argument(
+        "--out", required=True,
+        help="output folder (README.md, data/*.parquet, statistics): new, empty, or an earlier thmm-publish output",
+    )
     parser.add_argument(
         "--data-dir", help="local train.tsv/dev.tsv/test.tsv (or WIPO-alpha) folder; default: the public release"
     )
@@ -297,8 +354,11 @@ def main(argv=None) -> dict:
         license=args.license,
         scheme=args.scheme,
         base_url=args.base_url,
+        option="--out",
     )
     print(json.dumps(summary, indent=1))
+    pushed = f", pushed to {summary['repo_id']}" if summary.get("repo_id") else ""
+    print(f"wrote {len(summary['files'])} files to {args.out}{pushed}")
     return summary
 
 

@@ -1,10 +1,13 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
-"""Strict readers for patent classification data: the USPTO-70k TSV release format and WIPO-alpha XML.
+"""Strict readers for patent classification data: the USPTO-70k TSV release format, JSON Lines,
+parquet (record batches) and WIPO-alpha XML.
 
-Every problem in the input raises :class:`PatentDataError`, whose message names the file, the line and
-the field, so that a person can open the file and fix it. Nothing is dropped silently: the only
-filters are explicit options (``empty_labels="drop"``, ``duplicate_ids="drop"``) and their counts are
-logged and returned through ``report``.
+Every format goes through one row validator, :class:`PatentRowValidator`, so a row passes the same
+checks whatever file it comes from. Every problem in the input raises :class:`PatentDataError`, whose
+message names the file, the line (or parquet row) and the field, so that a person can open the file
+and fix it. Nothing is dropped or changed silently: the only filters are explicit options
+(``empty_labels="drop"``, ``duplicate_ids="drop"``) and their counts are logged and returned through
+``report``.
 
 The hierarchy logic (code validation, ancestors, level names) comes from :mod:`taxonomy_thmm`.
 """
@@ -14,10 +17,13 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import logging
 import os
 import re
+import unicodedata
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from defusedxml import DefusedXmlException, EntitiesForbidden
@@ -27,10 +33,17 @@ from taxonomy_thmm import LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, 
 
 __all__ = [
     "COLUMNS",
+    "MAX_FIELD_CHARS",
     "PatentDataError",
+    "PatentRowValidator",
     "hierarchy_fields",
     "ipc_subclass",
+    "iter_patent_batches",
+    "iter_patent_jsonl",
+    "iter_patent_parquet",
+    "iter_patent_tsv",
     "parse_label_list",
+    "read_patent_jsonl",
     "read_patent_tsv",
     "read_wipo_alpha",
 ]
@@ -39,17 +52,33 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ("patent_id", "title", "abstract", "labels")
 _LABEL_LEVEL = max(LEVEL_NAMES)  # labels are codes of the deepest named level: CPC/IPC subclasses
+# The fields derived from the labels (``sections``, ``classes``); an export may carry them.
+DERIVED_COLUMNS = tuple(level_name(level, plural=True) for level in range(1, _LABEL_LEVEL))
 _POLICIES = ("error", "keep", "drop")
+
+MAX_FIELD_CHARS = 1_000_000
+"""The longest value, in characters, that any field of a patent (``patent_id``, ``title``, ``abstract``,
+``labels``) may have in any input format; a longer one is refused naming the file, the line and the
+field. Abstracts are about a thousand characters; the limit leaves room for whole descriptions while
+keeping a broken quote from swallowing a file. (Python's ``csv`` module alone stops at 131,072.)"""
+
+# Python's csv module refuses fields over a process-wide limit (131,072 by default) with a message
+# that names no field. The readers here hold the whole file in memory anyway, so csv's limit is
+# raised past any field and MAX_FIELD_CHARS is checked per field, with the field's name.
+_CSV_FIELD_LIMIT = 2**31 - 1
+_LABEL_CACHE_SIZE = 100_000  # label sets whose checks PatentRowValidator remembers (a few MB at most)
 
 
 class PatentDataError(ValueError):
-    """Malformed input data; ``path``, ``line`` (1-based, ``None`` when unknown) and ``field`` say where."""
+    """Malformed input data; ``path``, ``line`` (1-based position, ``None`` when unknown) and ``field``
+    say where. ``unit`` names what ``line`` counts: ``"line"`` (text files) or ``"row"`` (parquet rows,
+    rows of a loaded dataset)."""
 
-    def __init__(self, path, line: int | None, field: str | None, problem: str):
-        self.path, self.line, self.field, self.problem = str(path), line, field, problem
+    def __init__(self, path, line: int | None, field: str | None, problem: str, *, unit: str = "line"):
+        self.path, self.line, self.field, self.problem, self.unit = str(path), line, field, problem, unit
         where = str(path)
         if line is not None:
-            where += f", line {line}"
+            where += f", {unit} {line}"
         if field is not None:
             where += f", field {field!r}"
         super().__init__(f"{where}: {problem}")
@@ -59,7 +88,9 @@ class PatentDataError(ValueError):
 # Labels
 # --------------------------------------------------------------------------------------------------
 
-_QUOTED_ITEM = re.compile(r"\s*'([^'\"\\\[\],]*)'\s*")
+# Only plain spaces around items: other white space (tabs, form feeds, non-breaking spaces) in the
+# notation is refused rather than skipped.
+_QUOTED_ITEM = re.compile(r" *'([^'\"\\\[\],]*)' *")
 
 
 def parse_label_list(text: str) -> list[str]:
@@ -71,7 +102,7 @@ def parse_label_list(text: str) -> list[str]:
     if not (text.startswith("[") and text.endswith("]")):
         raise ValueError(f"expected a list of quoted codes like ['A43B', 'Y10T'], got {text!r}")
     inner = text[1:-1]
-    if not inner.strip():
+    if not inner.strip(" "):
         return []
     codes = []
     for item in inner.split(","):
@@ -98,6 +129,13 @@ def _check_labels(codes: list[str], scheme: str) -> None:
     """Subclass codes only, each once; raises ``ValueError``/``TaxonomyError`` naming the code."""
     seen = set()
     for code in codes:
+        if not isinstance(code, str):
+            raise ValueError(f"label {code!r} is a {_json_type(code)}; labels are strings like 'A43B'")
+        if not code.isascii():  # the code pattern's \d would take other scripts' digits, e.g. 'A٤3B'
+            odd = next(ch for ch in code if not ch.isascii())
+            raise ValueError(
+                f"code {code!r} has the non-ASCII character {_describe_char(odd)}; codes are ASCII like 'A43B'"
+            )
         level = cpc_level(code, scheme)
         if level != _LABEL_LEVEL:
             raise TaxonomyError(
@@ -113,27 +151,233 @@ def _check_policy(name: str, value: str) -> None:
         raise ValueError(f"{name} must be one of {_POLICIES}, got {value!r}")
 
 
+def _json_type(value) -> str:
+    """What ``value`` is, in the words of the formats it comes from: ``"number 12"``, ``"null"``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    return {list: "list", tuple: "list", dict: "object", str: "string", bytes: "binary value"}.get(
+        type(value), type(value).__name__
+    )
+
+
+_CONTROL_NAMES = {"\x00": "NUL", "\x0b": "vertical tab", "\x0c": "form feed", "\x1b": "escape", "\x7f": "DEL",
+                  "\x85": "next line", "\t": "tab", "\n": "line feed", "\r": "carriage return"}
+
+
+def _describe_char(ch: str) -> str:
+    """``U+000C (form feed)``, ``U+0664 (ARABIC-INDIC DIGIT FOUR)``."""
+    name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
+
+
+_CHAR_KINDS = {"Cc": "control character", "Cs": "lone surrogate (half of a UTF-16 pair, not a character)",
+               "Cf": "invisible format character", "Zl": "line separator", "Zp": "paragraph separator"}
+# Text may hold tab and line ends (white space to a tokenizer), but no other control character and no
+# lone surrogate (which no UTF-8 file can hold: Arrow would fail on it later, naming nothing).
+_TEXT_REFUSED = ("Cc", "Cs")
+# An id is compared character by character: invisible characters (a BOM, a zero-width space, a line
+# separator) would make two ids that look the same differ, so it may hold none.
+_ID_REFUSED = ("Cc", "Cs", "Cf", "Zl", "Zp")
+
+
+# The characters of _TEXT_REFUSED but tab, LF and CR, as one regular expression: titles and abstracts
+# are long, and a search in C is ~50x faster than asking unicodedata about each character.
+_TEXT_REFUSED_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _odd_character(text: str, refused: tuple, allowed: str = "") -> str | None:
+    """``"control character U+000C (form feed) at character 7"`` for the first refused character."""
+    if refused == _TEXT_REFUSED and allowed == "\t\n\r":
+        match = _TEXT_REFUSED_RE.search(text)
+        candidates = [(match.start(), match.group())] if match else []
+    else:
+        candidates = enumerate(text)
+    for at, ch in candidates:
+        category = unicodedata.category(ch)
+        if category in refused and ch not in allowed:
+            return f"{_CHAR_KINDS[category]} {_describe_char(ch)} at character {at + 1}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The row validator every format goes through
+# --------------------------------------------------------------------------------------------------
+
+
+class PatentRowValidator:
+    """The checks every patent row passes, whatever format it comes from (TSV, JSON Lines, parquet,
+    a loaded ``datasets`` split, WIPO-alpha XML): one instance per split, fed its rows in order.
+
+    A row is a mapping with exactly ``patent_id``, ``title``, ``abstract`` and ``labels``, and
+    optionally the derived ``sections`` and ``classes`` (as an export carries them). The rules:
+
+    - ``patent_id``, ``title``, ``abstract`` are strings (not numbers, lists or null) of at most
+      :data:`MAX_FIELD_CHARS` characters; ``patent_id`` is non-empty, without surrounding white space
+      or control characters, and unique in the split (``duplicate_ids``);
+    - ``title`` and ``abstract`` hold no control characters other than tab, line feed and carriage
+      return (a NUL, form feed or escape is refused, not dropped), and are not both empty;
+    - ``labels`` is a list of distinct ASCII subclass codes of ``scheme`` (``'A43B'``; a class like
+      ``'A43'``, lower case or inner spaces are refused), non-empty (``empty_labels``);
+    - ``sections``/``classes``, when given, equal the labels' ancestors.
+
+    :meth:`validate` returns the row as stored (the four fields plus ``sections`` and ``classes``),
+    or ``None`` when an explicit filter option drops it, and raises :class:`PatentDataError` naming
+    the file, the line or row, and the field. ``counts`` holds ``rows_read``, ``dropped_empty_labels``,
+    ``dropped_duplicate_ids`` and ``rows``.
+    """
+
+    def __init__(self, scheme: str = "cpc", *, empty_labels: str = "error", duplicate_ids: str = "error"):
+        _check_policy("empty_labels", empty_labels)
+        _check_policy("duplicate_ids", duplicate_ids)
+        cpc_level("A", scheme)  # fails early on an unknown scheme
+        self.scheme, self.empty_labels, self.duplicate_ids = scheme, empty_labels, duplicate_ids
+        # patent_id -> index into self.places << 40 | (position + 1, 0 for none): one int per document
+        self.first_seen: dict[str, int] = {}
+        self.places: list[tuple[str, str]] = []  # (path, unit) of the files seen
+        # label list -> its derived fields: label sets repeat across documents, their checks need not
+        self._checked_labels: dict[tuple, dict[str, list[str]]] = {}
+        self.counts = {"rows_read": 0, "dropped_empty_labels": 0, "dropped_duplicate_ids": 0, "rows": 0}
+
+    def validate(
+        self, values: Mapping, path, position: int | None, unit: str = "line", *, copy: bool = False
+    ) -> dict | None:
+        """The checked row (see the class); ``copy``: the row is declared a copy of an earlier one (the
+        up-sampled tail of an export's train split), so its ``patent_id`` must have been seen already."""
+
+        def fail(field, problem):
+            raise PatentDataError(path, position, field, problem, unit=unit)
+
+        self.counts["rows_read"] += 1
+        for field in values:
+            if field not in COLUMNS and field not in DERIVED_COLUMNS:
+                fail(field, f"unknown field {field!r}; a patent has {list(COLUMNS)} "
+                            f"(and optionally {list(DERIVED_COLUMNS)})")
+        for field in COLUMNS:
+            if field not in values:
+                fail(field, f"missing field {field!r}; a patent has {list(COLUMNS)}")
+        for field in ("patent_id", "title", "abstract"):
+            value = values[field]
+            if not isinstance(value, str):
+                fail(field, f"expected a string, got {_json_type(value)}")
+            if len(value) > MAX_FIELD_CHARS:
+                fail(field, f"{len(value):,} characters, more than the limit of {MAX_FIELD_CHARS:,} per field")
+
+        patent_id = values["patent_id"]
+        if not patent_id or patent_id != patent_id.strip():
+            fail("patent_id", f"patent_id must be non-empty without surrounding spaces, got {patent_id[:80]!r}")
+        odd = None if patent_id.isprintable() else _odd_character(patent_id, _ID_REFUSED)
+        if odd:
+            fail("patent_id", f"{odd} of {patent_id[:80]!r}; remove it")
+        for field in ("title", "abstract"):
+            odd = _odd_character(values[field], _TEXT_REFUSED, allowed="\t\n\r")
+            if odd:
+                fail(field, f"{odd}; remove it (or replace it by a space)")
+        if not values["title"].strip() and not values["abstract"].strip():
+            fail("title", "title and abstract are both empty; a patent needs some text")
+
+        labels = values["labels"]
+        if isinstance(labels, tuple):
+            labels = list(labels)
+        if not isinstance(labels, list):
+            fail("labels", f"expected a list of subclass codes like ['A43B', 'Y10T'], got {_json_type(labels)} "
+                           f"{str(labels)[:80]!r}")
+        key = tuple(labels) if all(isinstance(code, str) for code in labels) else None
+        derived = self._checked_labels.get(key)
+        if derived is None:
+            try:
+                _check_labels(labels, self.scheme)
+            except ValueError as err:  # TaxonomyError is a ValueError
+                fail("labels", str(err))
+            derived = hierarchy_fields(labels, self.scheme)
+            if key is not None and len(self._checked_labels) < _LABEL_CACHE_SIZE:
+                self._checked_labels[key] = derived
+
+        if not labels:
+            if self.empty_labels == "error":
+                fail("labels", "empty label list []; every patent needs at least one label "
+                               "(or pass empty_labels='keep'/'drop')")
+            if self.empty_labels == "drop":
+                self.counts["dropped_empty_labels"] += 1
+                return None
+        first = self.first_seen.get(patent_id)
+        if copy:
+            if first is None:
+                fail("patent_id", f"this row is declared an up-sampling copy, but patent_id {patent_id!r} is not "
+                                  "among the rows before the copies")
+        elif first is not None:
+            if self.duplicate_ids == "error":
+                (first_path, first_unit), first_position = self.places[first >> 40], (first & (1 << 40) - 1) - 1
+                first_position = None if first_position < 0 else first_position
+                where = f"on {first_unit} {first_position}" if first_path == str(path) else (
+                    f"in {first_path}" + (f", {first_unit} {first_position}" if first_position is not None else ""))
+                fail("patent_id",
+                     f"patent_id {patent_id!r} already appears {where} (or pass duplicate_ids='keep'/'drop')")
+            if self.duplicate_ids == "drop":
+                self.counts["dropped_duplicate_ids"] += 1
+                return None
+        else:
+            if not self.places or self.places[-1] != (str(path), unit):
+                self.places.append((str(path), unit))
+            self.first_seen[patent_id] = (len(self.places) - 1) << 40 | (0 if position is None else position + 1)
+        for field in DERIVED_COLUMNS:
+            given = values.get(field, derived[field])
+            if (list(given) if isinstance(given, tuple) else given) != derived[field]:
+                fail(field, f"{given!r} is not the labels' {field} {derived[field]!r}")
+        self.counts["rows"] += 1
+        return {"patent_id": patent_id, "title": values["title"], "abstract": values["abstract"],
+                "labels": labels, **{field: list(codes) for field, codes in derived.items()}}
+
+    def log_filters(self, name) -> None:
+        for key in ("dropped_empty_labels", "dropped_duplicate_ids"):
+            if self.counts[key]:
+                logger.warning("%s: %s = %d (explicit filter option)", name, key, self.counts[key])
+
+
+def _read_all(path, reader: Iterator[dict | None], validator: PatentRowValidator, report: dict | None) -> list[dict]:
+    rows = [row for row in reader if row is not None]
+    validator.log_filters(path)
+    if report is not None:
+        report.update(validator.counts)
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # TSV (USPTO-70k release format)
 # --------------------------------------------------------------------------------------------------
 
 
-def _decode_utf8(path, raw: bytes) -> str:
+def _field_at(text: str, offset: int, header: list[str] | None = None) -> tuple[int, str]:
+    """``(line, field name)`` of a character offset in TSV text (the column counted by tabs)."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    if header is None:
+        header = re.split(r"\r\n|\n|\r", text, maxsplit=1)[0].split("\t")
+    column = text.count("\t", line_start, offset)
+    return text.count("\n", 0, offset) + 1, header[column] if column < len(header) else f"column {column + 1}"
+
+
+def _decode_utf8(path, raw: bytes, first_field: str | None = COLUMNS[0], tsv: bool = True) -> str:
     """UTF-8 text of ``raw``; a BOM or an invalid byte raises an error naming line and column."""
     if raw.startswith(codecs.BOM_UTF8):
         raise PatentDataError(
-            path, 1, COLUMNS[0], "the file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM"
+            path, 1, first_field, "the file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM"
         )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line_start = raw.rfind(b"\n", 0, err.start) + 1
-        header = raw.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split("\t")
-        column = raw.count(b"\t", line_start, err.start)
-        field = header[column] if column < len(header) else f"column {column + 1}"
+        lineno = raw.count(b"\n", 0, err.start) + 1
+        field = None
+        if tsv:
+            header = raw.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split("\t")
+            column = raw.count(b"\t", line_start, err.start)
+            field = header[column] if column < len(header) else f"column {column + 1}"
         raise PatentDataError(
             path,
-            raw.count(b"\n", 0, err.start) + 1,
+            lineno,
             field,
             f"byte(s) {raw[err.start : err.end]!r} are not valid UTF-8 ({err.reason}); re-encode the file as UTF-8",
         ) from None
@@ -149,6 +393,68 @@ def _quoting_field(text: str, lineno: int, header: list[str]) -> str:
     return header[0]
 
 
+_BARE_CR = re.compile(r"\r(?!\n)")
+
+
+def iter_patent_tsv(path: str | os.PathLike, validator: PatentRowValidator) -> Iterator[dict | None]:
+    """The rows of a TSV file of the release format (see :func:`read_patent_tsv`), each checked by
+    ``validator``, in file order; ``None`` for a row an explicit filter option drops."""
+    text = _decode_utf8(path, Path(path).read_bytes())
+    bare_cr = _BARE_CR.search(text)
+    if bare_cr:  # csv would take it for a line end and split the row (or read an old Mac file silently)
+        line, field = _field_at(text, bare_cr.start())
+        raise PatentDataError(path, line, field, "a carriage return (\\r) that is not part of a CRLF line end; "
+                                                 "line ends must be LF or CRLF, and values cannot hold a lone \\r")
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # see _CSV_FIELD_LIMIT: MAX_FIELD_CHARS is checked per field
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar='"', doublequote=True, strict=True)
+
+    header = next(reader, None)
+    if not header:
+        raise PatentDataError(path, 1, COLUMNS[0], f"no header line; expected {chr(9).join(COLUMNS)!r}")
+    for column in COLUMNS:
+        if column not in header:
+            raise PatentDataError(
+                path, 1, column, f"missing column {column!r}; the header is {header}, expected {list(COLUMNS)}"
+            )
+    for column in header:
+        if column not in COLUMNS or header.count(column) > 1:
+            problem = "appears twice" if column in COLUMNS else f"is not one of {list(COLUMNS)}"
+            raise PatentDataError(path, 1, column, f"header column {column!r} {problem}")
+    index = {column: header.index(column) for column in COLUMNS}
+
+    documents = 0
+    while True:
+        lineno = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise PatentDataError(
+                path, lineno, _quoting_field(text, lineno, header), f"bad CSV quoting ({err})"
+            ) from None
+        if len(fields) != len(header):
+            if not fields:
+                raise PatentDataError(path, lineno, COLUMNS[0], "empty line; remove it")
+            field = header[len(fields)] if len(fields) < len(header) else f"column {len(header) + 1}"
+            raise PatentDataError(
+                path, lineno, field, f"expected {len(header)} tab-separated fields, got {len(fields)}"
+            )
+        documents += 1
+        values = {column: fields[index[column]] for column in COLUMNS}
+        if len(values["labels"]) > MAX_FIELD_CHARS:
+            raise PatentDataError(path, lineno, "labels", f"{len(values['labels']):,} characters, more than the "
+                                                          f"limit of {MAX_FIELD_CHARS:,} per field")
+        try:  # the release's notation; the codes themselves are the validator's
+            values["labels"] = parse_label_list(values["labels"])
+        except ValueError as err:
+            raise PatentDataError(path, lineno, "labels", str(err)) from None
+        yield validator.validate(values, path, lineno)
+    if not documents:
+        raise PatentDataError(path, None, None, "no documents (only a header)")
+
+
 def read_patent_tsv(
     path: str | os.PathLike,
     scheme: str = "cpc",
@@ -160,9 +466,12 @@ def read_patent_tsv(
     """Read a TSV file of the USPTO-70k release format, strictly.
 
     The file is UTF-8 (no BOM), tab-separated, with the header ``patent_id	title	abstract	labels``
-    and one patent per line; LF or CRLF line ends; values may use CSV quoting (``"a ""b"" c"``).
-    ``labels`` is a list like ``['A43B', 'Y10T']`` of subclass codes of ``scheme`` (``"cpc"`` or
-    ``"ipc"``). The abstract may be empty, but not title and abstract both.
+    and one patent per line; LF or CRLF line ends (a lone CR is refused); values may use CSV quoting
+    (``"a ""b"" c"``). ``labels`` is a list like ``['A43B', 'Y10T']`` of subclass codes of ``scheme``
+    (``"cpc"`` or ``"ipc"``), with only plain spaces around the items. Each row then passes
+    :class:`PatentRowValidator` (the abstract may be empty, but not title and abstract both; no
+    control characters; at most :data:`MAX_FIELD_CHARS` characters per field). A file with a header
+    and no documents is refused.
 
     Args:
         path: the TSV file.
@@ -181,96 +490,120 @@ def read_patent_tsv(
     Raises:
         PatentDataError: naming the file, the line and the field of the first problem.
     """
-    _check_policy("empty_labels", empty_labels)
-    _check_policy("duplicate_ids", duplicate_ids)
-    cpc_level("A", scheme)  # fails early on an unknown scheme
-    text = _decode_utf8(path, Path(path).read_bytes())
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar='"', doublequote=True, strict=True)
+    validator = PatentRowValidator(scheme, empty_labels=empty_labels, duplicate_ids=duplicate_ids)
+    return _read_all(path, iter_patent_tsv(path, validator), validator, report)
 
-    header = next(reader, None)
-    if not header:
-        raise PatentDataError(path, 1, COLUMNS[0], f"no header line; expected {chr(9).join(COLUMNS)!r}")
-    for column in COLUMNS:
-        if column not in header:
-            raise PatentDataError(
-                path, 1, column, f"missing column {column!r}; the header is {header}, expected {list(COLUMNS)}"
-            )
-    for column in header:
-        if column not in COLUMNS or header.count(column) > 1:
-            problem = "appears twice" if column in COLUMNS else f"is not one of {list(COLUMNS)}"
-            raise PatentDataError(path, 1, column, f"header column {column!r} {problem}")
-    index = {column: header.index(column) for column in COLUMNS}
 
-    rows, first_line_of_id = [], {}
-    counts = {"rows_read": 0, "dropped_empty_labels": 0, "dropped_duplicate_ids": 0}
-    while True:
-        lineno = reader.line_num + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise PatentDataError(
-                path, lineno, _quoting_field(text, lineno, header), f"bad CSV quoting ({err})"
-            ) from None
-        if len(fields) != len(header):
-            if not fields:
-                raise PatentDataError(path, lineno, COLUMNS[0], "empty line; remove it")
-            field = header[len(fields)] if len(fields) < len(header) else f"column {len(header) + 1}"
-            raise PatentDataError(
-                path, lineno, field, f"expected {len(header)} tab-separated fields, got {len(fields)}"
-            )
-        counts["rows_read"] += 1
-        row = {column: fields[index[column]] for column in COLUMNS}
+# --------------------------------------------------------------------------------------------------
+# JSON Lines
+# --------------------------------------------------------------------------------------------------
 
-        patent_id = row["patent_id"]
-        if not patent_id or patent_id != patent_id.strip():
-            raise PatentDataError(
-                path, lineno, "patent_id", f"patent_id must be non-empty without surrounding spaces, got {patent_id!r}"
-            )
-        if not row["title"].strip() and not row["abstract"].strip():
-            raise PatentDataError(path, lineno, "title", "title and abstract are both empty; a patent needs some text")
-        try:
-            row["labels"] = parse_label_list(row["labels"])
-            _check_labels(row["labels"], scheme)
-        except ValueError as err:  # TaxonomyError is a ValueError
-            raise PatentDataError(path, lineno, "labels", str(err)) from None
 
-        if not row["labels"]:
-            if empty_labels == "error":
+def _json_object(pairs):
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:  # json.loads would keep the last value silently
+        raise ValueError(f"key {repeated[0]!r} appears twice in one object")
+    return dict(pairs)
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def iter_patent_jsonl(path: str | os.PathLike, validator: PatentRowValidator) -> Iterator[dict | None]:
+    """The rows of a JSON Lines file, each checked by ``validator``, in file order (read line by
+    line); ``None`` for a row an explicit filter option drops.
+
+    One JSON object per line, UTF-8 without BOM, LF or CRLF line ends (lines are split on ``\\n``
+    only, so U+2028 inside a string is text), e.g.
+    ``{"patent_id": "9000001", "title": "...", "abstract": "...", "labels": ["A43B", "Y10T"]}``.
+    Values must have their JSON types: strings, and ``labels`` a list of strings; nothing is
+    converted. A key given twice, an empty line and a file without documents are refused."""
+    documents = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raise PatentDataError(path, 1, None, "the file starts with a UTF-8 byte-order mark (BOM); "
+                                                     "save it as UTF-8 without BOM")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
                 raise PatentDataError(
-                    path,
-                    lineno,
-                    "labels",
-                    "empty label list []; every patent needs at least one label (or pass empty_labels='keep'/'drop')",
-                )
-            if empty_labels == "drop":
-                counts["dropped_empty_labels"] += 1
-                continue
-        if patent_id in first_line_of_id:
-            if duplicate_ids == "error":
-                raise PatentDataError(
-                    path,
-                    lineno,
-                    "patent_id",
-                    f"patent_id {patent_id!r} already appears on line {first_line_of_id[patent_id]} "
-                    "(or pass duplicate_ids='keep'/'drop')",
-                )
-            if duplicate_ids == "drop":
-                counts["dropped_duplicate_ids"] += 1
-                continue
-        else:
-            first_line_of_id[patent_id] = lineno
-        row.update(hierarchy_fields(row["labels"], scheme))
-        rows.append(row)
+                    path, lineno, None, f"byte(s) {raw[err.start : err.end]!r} at byte {err.start + 1} are not "
+                    f"valid UTF-8 ({err.reason}); re-encode the file as UTF-8"
+                ) from None
+            if not line.strip():
+                raise PatentDataError(path, lineno, None, "empty line; remove it")
+            try:
+                values = json.loads(line, object_pairs_hook=_json_object, parse_constant=_no_constant)
+            except json.JSONDecodeError as err:
+                raise PatentDataError(path, lineno, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
+            except RecursionError:
+                raise PatentDataError(path, lineno, None, "not a patent: JSON nested too deeply") from None
+            except ValueError as err:
+                raise PatentDataError(path, lineno, None, f"not valid JSON ({err})") from None
+            if not isinstance(values, dict):
+                raise PatentDataError(path, lineno, None, f"expected a JSON object with {list(COLUMNS)}, "
+                                                          f"got a {_json_type(values)}")
+            documents += 1
+            yield validator.validate(values, path, lineno)
+    if not documents:
+        raise PatentDataError(path, None, None, "no documents (an empty file)")
 
-    counts["rows"] = len(rows)
-    for key in ("dropped_empty_labels", "dropped_duplicate_ids"):
-        if counts[key]:
-            logger.warning("%s: %s = %d (explicit filter option)", path, key, counts[key])
-    if report is not None:
-        report.update(counts)
-    return rows
+
+def read_patent_jsonl(
+    path: str | os.PathLike,
+    scheme: str = "cpc",
+    *,
+    empty_labels: str = "error",
+    duplicate_ids: str = "error",
+    report: dict | None = None,
+) -> list[dict]:
+    """Read a JSON Lines file of patents (see :func:`iter_patent_jsonl`), strictly; arguments and
+    result as for :func:`read_patent_tsv`."""
+    validator = PatentRowValidator(scheme, empty_labels=empty_labels, duplicate_ids=duplicate_ids)
+    return _read_all(path, iter_patent_jsonl(path, validator), validator, report)
+
+
+# --------------------------------------------------------------------------------------------------
+# Arrow record batches: parquet files and loaded datasets
+# --------------------------------------------------------------------------------------------------
+
+
+def iter_patent_batches(
+    batches: Iterable, path, validator: PatentRowValidator, *, copies_from: int | None = None
+) -> Iterator[dict | None]:
+    """The rows of Arrow record batches (or tables), each checked by ``validator`` and named
+    ``path, row N`` (1-based); ``None`` for a row an explicit filter option drops. Rows from number
+    ``copies_from`` on are declared up-sampling copies (see :meth:`PatentRowValidator.validate`). One
+    batch at a time is turned into Python values, so memory stays bounded."""
+    row = 1
+    for batch in batches:
+        for values in batch.to_pylist():
+            copy = copies_from is not None and row >= copies_from
+            yield validator.validate(values, path, row, unit="row", copy=copy)
+            row += 1
+
+
+def iter_patent_parquet(
+    path: str | os.PathLike, validator: PatentRowValidator, *, batch_rows: int = 1024, copies_from: int | None = None
+) -> Iterator[dict | None]:
+    """The rows of a parquet file, read in record batches of ``batch_rows``, each checked by
+    ``validator`` (errors name ``path, row N``, 1-based); ``None`` for a row an explicit filter option
+    drops; ``copies_from`` as for :func:`iter_patent_batches`. Columns are the validator's fields
+    (``patent_id``, ``title``, ``abstract`` strings, ``labels`` a list of strings;
+    ``sections``/``classes`` optional)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise PatentDataError(path, None, None, f"not a readable parquet file ({err})") from None
+    with parquet:
+        yield from iter_patent_batches(parquet.iter_batches(batch_size=batch_rows), path, validator,
+                                       copies_from=copies_from)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,6 +724,7 @@ def read_wipo_alpha(directory: str | os.PathLike, scheme: str = "ipc", *, langua
     if not files:
         raise FileNotFoundError(f"no *.xml documents under {directory}")
     rows, first_file = [], {}
+    validator = PatentRowValidator(scheme, duplicate_ids="keep")  # the same content checks as every format
     for path in files:
         row = _read_wipo_document(path, scheme, language)
         if row["patent_id"] in first_file:
@@ -398,5 +732,5 @@ def read_wipo_alpha(directory: str | os.PathLike, scheme: str = "ipc", *, langua
                 path, None, "record/@pn", f"patent_id {row['patent_id']!r} also in {first_file[row['patent_id']]}"
             )
         first_file[row["patent_id"]] = path
-        rows.append(row)
+        rows.append(validator.validate(row, path, None))
     return rows

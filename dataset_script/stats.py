@@ -5,7 +5,10 @@
 
 ``DIR`` is anything :func:`~dataset_script.builder.load_patent_splits` takes (a TSV folder, a
 published folder, a Hub id). Writes ``OUT/stats.json``, ``OUT/stats.md`` and
-``OUT/label_distribution.png`` (label frequency by rank on a log scale, as in the paper's Fig. 3).
+``OUT/label_distribution.png`` (label frequency by rank on a log scale, as in the paper's Fig. 3), and
+the marker ``OUT/.thmm-output.json``. ``OUT`` must be new, empty or an earlier ``thmm-stats`` output
+(:mod:`thmm.outputs`), checked before the data are read; the files are written in a temporary sibling
+folder and moved into place when complete, and files a user added to ``OUT`` stay.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from taxonomy_thmm import LEVEL_NAMES, Taxonomy, level_name
+from thmm.outputs import check_output_dir, staged_output_dir
 
 __all__ = ["label_statistics", "format_markdown", "plot_label_distribution", "write_report"]
+
+COMMAND = "thmm-stats"
+REPORT_FILES = ("stats.json", "stats.md", "label_distribution.png")
 
 
 def label_statistics(splits: Mapping[str, Iterable], min_count: int = 10) -> dict:
@@ -116,21 +123,32 @@ def plot_label_distribution(report: dict, path: str | Path) -> Path:
     return path
 
 
-def write_report(splits: Mapping[str, Iterable], out_dir: str | Path, min_count: int = 10) -> dict:
-    """Write ``stats.json``, ``stats.md`` and ``label_distribution.png`` to ``out_dir``; return the report."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_report(
+    splits: Mapping[str, Iterable], out_dir: str | Path, min_count: int = 10, *, option: str = "out_dir"
+) -> dict:
+    """Write ``stats.json``, ``stats.md`` and ``label_distribution.png`` to ``out_dir``; return the report.
+
+    ``out_dir`` must be new, empty or an earlier ``thmm-stats`` output (``option`` names it in a refusal);
+    the files appear together when complete (:func:`thmm.outputs.staged_output_dir`)."""
     report = label_statistics(splits, min_count=min_count)
-    (out_dir / "stats.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    (out_dir / "stats.md").write_text(format_markdown(report) + "\n", encoding="utf-8")
-    plot_label_distribution(report, out_dir / "label_distribution.png")
+    with staged_output_dir(out_dir, option, COMMAND, REPORT_FILES) as staging:
+        (staging / "stats.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        (staging / "stats.md").write_text(format_markdown(report) + "\n", encoding="utf-8")
+        plot_label_distribution(report, staging / "label_distribution.png")
     return report
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", help="TSV folder, published folder or Hub id (default: the USPTO-70k release)")
-    parser.add_argument("--out", required=True, help="folder for stats.json, stats.md and label_distribution.png")
+    from thmm.cli import one_line_errors
+
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    parser.add_argument(
+        "--data-dir", help="TSV or JSONL folder, published folder or Hub id (default: the USPTO-70k release)"
+    )
+    parser.add_argument(
+        "--out", required=True,
+        help="folder for stats.json, stats.md and label_distribution.png: new, empty, or an earlier thmm-stats output",
+    )
     parser.add_argument("--config", default="uspto70k", choices=["uspto70k", "wipo_alpha"])
     parser.add_argument(
         "--scheme", choices=["cpc", "ipc"], help="code scheme (default: the config's, cpc for uspto70k)"
@@ -141,12 +159,14 @@ def main(argv=None) -> dict:
 
     from .builder import Uspto70k, load_patent_splits
 
+    check_output_dir(args.out, "--out", COMMAND, REPORT_FILES)  # before the data are read
     scheme = args.scheme or Uspto70k.builder_configs[args.config].scheme
     splits = load_patent_splits(
         args.data_dir, scheme=scheme, upsample=args.upsample, cache_dir=args.cache_dir, config_name=args.config
     )
-    report = write_report(splits, args.out)
+    report = write_report(splits, args.out, option="--out")
     print(format_markdown(report))
+    print(f"wrote {', '.join(REPORT_FILES)} to {args.out}")
     return report
 
 

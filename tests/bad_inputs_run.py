@@ -29,14 +29,20 @@ def one_dev_document(env):
 
 
 def changed_training_text(env):
-    """--resume of the run on a copy of its data whose first training title was edited."""
+    """--resume, with the same options, of a run on a copy of the data whose first training title
+    was edited after the run stopped (before its final save)."""
+    from thmm.arguments import parse_args
+    from thmm.trainer import train
+
     env.copy("data")
+    argv = env.train_argv("--checkpoint-every", "1", "--keep-checkpoints", "--no-lexical-fusion", dataset=env.data)
+    train(parse_args(argv))
+    shutil.rmtree(env.tmp / "out" / "model")
     lines = (env.data / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
     pid, title, rest = lines[1].split("\t", 2)
     lines[1] = "\t".join([pid, title + " (edited)", rest])
     (env.data / "train.tsv").write_text("".join(lines), encoding="utf-8")
-    argv = env.resume_argv()
-    return [*argv[: argv.index("--dataset") + 1], str(env.data), *argv[argv.index("--dataset") + 2 :]]
+    return [*argv, "--resume"]
 
 
 def finished_then_resumed(env):

@@ -242,8 +242,7 @@ def test_upsample_indices_rarest_first_and_deterministic():
 
 def test_publish_then_load_dataset_round_trip(tmp_path, cache_dir):
     out = tmp_path / "export"
-    (out / "data").mkdir(parents=True)
-    (out / "data" / "train-00009-of-00010.parquet").write_bytes(b"stale")  # must not survive
+    publish(out, data_dir=str(RELEASE), cache_dir=cache_dir, max_shard_rows=2, stats=False)  # 6 train shards
     summary = publish(out, data_dir=str(RELEASE), cache_dir=cache_dir, max_shard_rows=5, license="cc-by-4.0")
     assert summary["rows"] == {"train": 12, "validation": 4, "test": 4}
     assert sorted(p.name for p in (out / "data").glob("train-*")) == [
@@ -320,7 +319,8 @@ def test_push_to_hub_uploads_the_export(tmp_path, cache_dir, monkeypatch):
     assert calls[1] == ("create_repo", "me/uspto", {"repo_type": "dataset", "private": False, "exist_ok": True})
     _, kwargs, uploaded = calls[2]
     assert kwargs["repo_id"] == "me/uspto" and kwargs["repo_type"] == "dataset"
-    assert kwargs["folder_path"] == str(tmp_path / "out")
+    assert uploaded == sorted(summary["files"])  # what the export wrote: not the marker, nothing else
+    assert not Path(kwargs["folder_path"]).exists()  # a temporary folder of links, removed after the upload
     assert "README.md" in uploaded and "data/train-00000-of-00001.parquet" in uploaded
     assert "data/test-00000-of-00001.parquet" in uploaded and kwargs["delete_patterns"] == ["data/*.parquet"]
 
@@ -360,7 +360,8 @@ def test_statistics_report(tmp_path, release_splits):
     assert dev["subclass"] == {"distinct": 7, "cardinality": 2.0}
     assert report["train"]["label_frequency"]["A43B"] == 4
     stats_main(["--data-dir", str(RELEASE), "--out", str(tmp_path / "stats"), "--cache-dir", str(tmp_path / "cache")])
-    assert {p.name for p in (tmp_path / "stats").iterdir()} == {"stats.json", "stats.md", "label_distribution.png"}
+    assert {p.name for p in (tmp_path / "stats").iterdir()} == {
+        "stats.json", "stats.md", "label_distribution.png", ".thmm-output.json"}
 
 
 # ---- WIPO-alpha ----------------------------------------------------------------------------------

@@ -176,3 +176,13 @@ def test_card_names_per_node_and_tuned_global_thresholds(test_metrics):
     tuned_global = make_card(test_metrics, thresholds={"objective": "micro_f1", "global_threshold": 0.35,
                                                        "per_level": None, "per_node": None})
     assert "one global threshold 0.35, tuned on dev for `micro_f1`" in tuned_global.text
+
+
+def test_card_names_a_hub_snapshot_by_its_hub_id(test_metrics, tmp_path):
+    """An encoder given as a Hub cache folder is shown and linked as the Hub model it holds."""
+    snapshot = tmp_path / "hub" / "models--allenai--scibert_scivocab_uncased" / "snapshots" / "24f92d32b1bf"
+    snapshot.mkdir(parents=True)
+    card = make_card(test_metrics, encoder=str(snapshot))
+    assert str(tmp_path) not in str(card) and "snapshots" not in card.text
+    assert card.data.base_model == "allenai/scibert_scivocab_uncased"
+    assert "[`allenai/scibert_scivocab_uncased`](https://huggingface.co/allenai/scibert_scivocab_uncased)" in card.text

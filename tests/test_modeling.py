@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertModel, pipeline
 
-from configuration_thmm import THMMConfig, Taxonomy
+from configuration_thmm import ConfigFieldError, THMMConfig, Taxonomy
 from conftest import SMALL_TAXONOMY_CODES, build_tiny_model
 from modeling_thmm import (
     FlatHead,
@@ -23,8 +23,11 @@ HEAD_TYPES = ["tmm", "thmm", "flat"]
 REPRESENTATIONS = ["cls", "cnn", "mean"]
 
 
+MAX_LENGTH = 64  # word-pieces: within the tiny encoder's 128 positions, as the config requires
+
+
 def make_model(encoder_config, taxonomy, seed=0, **kwargs):
-    return build_tiny_model(encoder_config, taxonomy, seed, **kwargs).train()
+    return build_tiny_model(encoder_config, taxonomy, seed, **{"max_length": MAX_LENGTH, **kwargs}).train()
 
 
 def make_batch(tokenizer):
@@ -214,7 +217,8 @@ def test_from_encoder_loads_pretrained_weights(tmp_path, tiny_encoder_config, sm
     torch.manual_seed(3)
     encoder = BertModel(AutoConfig.for_model(**tiny_encoder_config))
     encoder.save_pretrained(tmp_path / "enc")
-    model = THMMForHierarchicalClassification.from_encoder(str(tmp_path / "enc"), small_taxonomy, head_type="tmm")
+    model = THMMForHierarchicalClassification.from_encoder(str(tmp_path / "enc"), small_taxonomy, head_type="tmm",
+                                                           max_length=MAX_LENGTH)
     for name, tensor in encoder.state_dict().items():
         assert torch.equal(model.encoder.state_dict()[name], tensor), name
     assert model.config.encoder_name_or_path == str(tmp_path / "enc")
@@ -291,7 +295,7 @@ def test_predict_and_decode(tiny_encoder_config, small_taxonomy, tiny_tokenizer)
     top = model.predict(tiny_tokenizer, ["shoe sole", "radio"], top_k=1)
     assert [sum(d["level"] == 3 for d in doc) for doc in top] == [1, 1]
     probs = model.predict_proba(tiny_tokenizer, ["shoe sole"])
-    assert model.decode(probs, threshold=1.01) == [[]]
+    assert model.decode(probs, threshold=1.0) == [[]]
 
 
 def test_encode_documents_is_batch_independent(tiny_tokenizer):
@@ -316,7 +320,8 @@ def test_different_taxonomy_is_refused(tmp_path, tiny_encoder_config, small_taxo
     same_shape = Taxonomy.from_codes([c if c != "A43C" else "A43D" for c in SMALL_TAXONOMY_CODES])
     smaller = Taxonomy.from_codes(["A43B", "H04W"])
     for other in (same_shape, smaller):
-        config = THMMConfig(encoder_config=tiny_encoder_config, taxonomy=other, head_hidden_size=16)
+        config = THMMConfig(encoder_config=tiny_encoder_config, taxonomy=other, head_hidden_size=16,
+                            max_length=MAX_LENGTH)
         with pytest.raises(TaxonomyMismatchError, match="A43"):
             THMMForHierarchicalClassification.from_pretrained(tmp_path, config=config)
         fresh = THMMForHierarchicalClassification(config)
@@ -336,7 +341,7 @@ def test_flat_head_buffers_survive_loading(tmp_path, tiny_encoder_config, small_
 
 
 def test_consistent_scores_never_let_a_child_exceed_its_parent(tiny_model, tiny_tokenizer):
-    model = tiny_model()
+    model = tiny_model(max_length=MAX_LENGTH)
     taxonomy = model.taxonomy
     rng = np.random.default_rng(0)
     probs = rng.random((50, len(taxonomy))).astype(np.float32)
@@ -363,7 +368,8 @@ def test_consistent_scores_never_let_a_child_exceed_its_parent(tiny_model, tiny_
 
 
 def test_focal_loss_down_weights_easy_examples(tiny_model):
-    bce, focal = tiny_model(), tiny_model(loss_type="focal", focal_gamma=2.0)
+    bce = tiny_model(max_length=MAX_LENGTH)
+    focal = tiny_model(max_length=MAX_LENGTH, loss_type="focal", focal_gamma=2.0)
     logits = torch.tensor([[4.0, -4.0, 0.0]])
     targets = torch.tensor([[1.0, 0.0, 1.0]])
     plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -371,13 +377,13 @@ def test_focal_loss_down_weights_easy_examples(tiny_model):
     p_t = torch.tensor([[torch.sigmoid(torch.tensor(4.0)), torch.sigmoid(torch.tensor(4.0)), 0.5]])
     torch.testing.assert_close(focal.node_loss(logits, targets), ((1 - p_t) ** 2 * plain).mean())
     assert focal.node_loss(logits, targets) < bce.node_loss(logits, targets)
-    with pytest.raises(Exception, match="loss_type must be one of"):  # huggingface_hub's strict validation
-        tiny_model(loss_type="hinge")
+    with pytest.raises(ConfigFieldError, match=r"field 'loss_type': must be one of 'bce', 'focal' \(got 'hinge'\)"):
+        tiny_model(max_length=MAX_LENGTH, loss_type="hinge")
 
 
 @pytest.mark.parametrize("head_type", ["tmm", "thmm", "flat"])
 def test_prior_output_biases_start_every_node_at_its_prior(tiny_model, small_taxonomy, head_type):
-    model = tiny_model(head_type=head_type).eval()
+    model = tiny_model(max_length=MAX_LENGTH, head_type=head_type).eval()
     priors = np.linspace(0.01, 0.6, len(small_taxonomy))
     model.init_output_biases(priors)
     zeros = torch.zeros(3, model.config.encoder_config.hidden_size)  # a zero document vector:

@@ -138,8 +138,10 @@ def test_uses_the_models_tuned_thresholds(pipe, model, tiny_tokenizer):
         ({"title": "shoe", "abstact": "typo"}, "unknown field.*'abstact'"),
         ({"title": 7}, "field 'title': expected a string, got int"),
         ({"title": "shoe", "abstract": ["a", "b"]}, "field 'abstract': expected a string, got list"),
-        ("  ", "empty document"),
-        (["shoe sole", None], "got NoneType"),
+        ("  ", "^document 0: fields 'title' and 'abstract': empty document"),
+        (["shoe sole", {"title": " ", "abstract": "\n"}], "^document 1: fields 'title' and 'abstract': empty document"),
+        (["shoe sole", None], "^document 1: .*got NoneType"),
+        ({"title": "shoe", "abstract": 0}, "field 'abstract': expected a string, got int"),
     ],
 )
 def test_bad_input_raises_a_clear_error(pipe, bad, match):
@@ -147,8 +149,37 @@ def test_bad_input_raises_a_clear_error(pipe, bad, match):
         pipe(bad)
 
 
-def test_bad_arguments(pipe):
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"threshold": [0.5, 0.5]}, "one threshold per level"),
+        ({"threshold": -3}, r"^threshold: must be a probability in \[0, 1\] \(got -3\)"),
+        ({"threshold": float("nan")}, r"^threshold: must be a probability in \[0, 1\]"),
+        ({"threshold": [0.5, 2, 0.4]}, r"^threshold\[1\]: must be a probability in \[0, 1\] \(got 2\)"),
+        ({"top_k": 0}, r"^top_k: must be an integer of at least 1 \(got 0\)"),
+        ({"top_k": 1.5}, "^top_k: must be an integer"),
+        ({"at_least_one": "yes"}, "^at_least_one: must be True or False"),
+        ({"consistent": "false"}, "^consistent: must be True or False"),
+        ({"batch_size": 0}, r"^batch_size: must be an integer of at least 1 \(got 0\)"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pipe(["shoe sole", "radio"], **kwargs)
+
+
+def test_unknown_argument(pipe):
     with pytest.raises(TypeError, match="top_n"):
         pipe("shoe sole", top_n=2)
-    with pytest.raises(ValueError, match="one threshold per level"):
-        pipe("shoe sole", threshold=[0.5, 0.5])
+
+
+def test_pipeline_refuses_a_tokenizer_bigger_than_the_embeddings(model, tiny_tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    tiny_tokenizer.save_pretrained(tmp_path)
+    bigger = AutoTokenizer.from_pretrained(tmp_path)
+    bigger.add_tokens(["zzfirst"])
+    with pytest.raises(ValueError, match="the tokenizer has 146 word-pieces, more than the 145 rows"):
+        HierarchicalPatentClassificationPipeline(model=model, tokenizer=bigger)
+    with pytest.raises(ValueError, match="^batch_size: must be an integer of at least 1"):
+        HierarchicalPatentClassificationPipeline(model=model, tokenizer=tiny_tokenizer, batch_size=-1)

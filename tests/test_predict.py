@@ -268,3 +268,151 @@ def test_consistent_scores_option(model_dir, tmp_path):
         assert all(len(c) == 1 or score[c] <= score[c[:1] if len(c) == 3 else c[:3]] for c in score)
     code, raw = run(model_dir, tmp_path, "--input", str(txt), "--threshold", "0.0", "--no-consistent-scores")
     assert code == 0 and [r["id"] for r in raw] == [r["id"] for r in records]
+
+
+# ---- one strict path per format: what still works ---------------------------------------------------
+
+
+def test_txt_lines_end_at_newline_only(model_dir, tmp_path):
+    """Form feeds, vertical tabs, \\x1c-\\x1e, NEL and the Unicode separators stay in their line (str.splitlines
+    would split there and shift every later id); a CRLF's \\r is dropped."""
+    from thmm.prediction import iter_documents
+
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe\x0csole\x0bheel\x1c\x1d\x1e\x85boot\u2028lace\u2029upper\tan insole\r\nradio\r\nnetwork\n",
+                   encoding="utf-8", newline="")
+    docs = list(iter_documents(str(txt)))
+    assert [(d["id"], d["title"], d["abstract"]) for d in docs] == [
+        (1, "shoe\x0csole\x0bheel\x1c\x1d\x1e\x85boot\u2028lace\u2029upper", "an insole"), (2, "radio", ""),
+        (3, "network", "")]
+    code, records = run(model_dir, tmp_path, "--input", str(txt))
+    assert code == 0 and [r["id"] for r in records] == [1, 2, 3]
+
+
+def test_jsonl_ids_keep_their_type(model_dir, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": 7, "title": "shoe"}\n{"id": "7", "title": "radio"}\n{"title": "sole", "abstract": null}\n'
+                    '{"patent_id": 12345678901234567890, "text": "boot"}\n')
+    code, records = run(model_dir, tmp_path, "--input", str(path))
+    assert code == 0 and [r["id"] for r in records] == [7, "7", 3, 12345678901234567890]
+
+
+@pytest.mark.parametrize("input_format, text", [
+    ("tsv", "patent_id\ttitle\tabstract\nP1\tshoe sole\tan insole\nP2\tradio network\t\n"),
+    ("jsonl", '{"id": "P1", "title": "shoe sole", "abstract": "an insole"}\n{"id": "P2", "title": "radio network"}\n'),
+    ("txt", "shoe sole\tan insole\nradio network\n"),
+])
+def test_format_option_reads_stdin_and_any_suffix(model_dir, tmp_path, monkeypatch, input_format, text):
+    import io
+    import sys
+
+    ids = [1, 2] if input_format == "txt" else ["P1", "P2"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    code, from_stdin = run(model_dir, tmp_path, "--input", "-", "--format", input_format, "--threshold", "0")
+    assert code == 0 and [r["id"] for r in from_stdin] == ids
+    other = tmp_path / "documents.export"  # a suffix of no format: --format says which
+    other.write_text(text)
+    code, from_file = run(model_dir, tmp_path, "--input", str(other), "--format", input_format, "--threshold", "0")
+    assert code == 0 and from_file == from_stdin
+
+
+def test_tsv_fields_longer_than_csv_default_limit(model_dir, tmp_path):
+    """A 150 KB abstract is read (csv's own limit is 131072), and csv's process-wide limit is put back."""
+    import csv
+
+    limit = csv.field_size_limit()
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("patent_id\ttitle\tabstract\nP1\tshoe\t" + "sole " * 30_000 + "\nP2\tradio\t\n")
+    code, records = run(model_dir, tmp_path, "--input", str(tsv))
+    assert code == 0 and [(r["id"], r["truncated"]) for r in records] == [("P1", True), ("P2", False)]
+    assert csv.field_size_limit() == limit
+
+
+def test_tsv_quoted_fields_as_in_the_release_format(tmp_path):
+    from thmm.prediction import iter_documents
+
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text('patent_id\ttitle\tabstract\nP1\t"A ""smart"" shoe"\t"two\nlines"\nP2\t5" disk\t\n')
+    docs = list(iter_documents(str(tsv)))
+    assert [(d["id"], d["title"], d["abstract"], d["where"]) for d in docs] == [
+        ("P1", 'A "smart" shoe', "two\nlines", "line 2"), ("P2", '5" disk', "", "line 4")]
+
+
+def test_parquet_integer_ids_and_dictionary_strings(model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": pa.array([3, 1], pa.int32()),
+                             "title": pa.array(["shoe sole", "radio"]).dictionary_encode(),
+                             "abstract": pa.array(["an insole", None], pa.large_string())}), tmp_path / "in.parquet")
+    code, records = run(model_dir, tmp_path, "--input", str(tmp_path / "in.parquet"))
+    assert code == 0 and [r["id"] for r in records] == [3, 1]
+
+
+def test_help_documents_formats_limits_and_options(capsys):
+    from thmm.prediction import MAX_FIELD_CHARS, MAX_LINE_BYTES, SUFFIXES
+
+    with pytest.raises(SystemExit):
+        predict.cli(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"at most {MAX_FIELD_CHARS:,} characters" in text and f"at most {MAX_LINE_BYTES // 2**20} MiB" in text
+    assert all(f"``{suffix}``" in text for suffix in SUFFIXES)
+    assert "--format" in text and "--trust-remote-code" in text
+
+
+# ---- the model's side: scores, tokenizer, device -----------------------------------------------------
+
+
+def test_nonfinite_scores_stop_and_leave_no_output(model_dir, tmp_path, monkeypatch, capsys):
+    """Scores that are not finite name the model and the first such document; no file is written."""
+    import numpy as np
+
+    from thmm import prediction
+
+    real = prediction.ChunkPredictor.__call__
+
+    def nan_for_radio(self, docs):
+        probs, truncated = real(self, docs)
+        probs[[d["title"] == "radio" for d in docs], 2] = np.nan
+        return probs, truncated
+
+    monkeypatch.setattr(prediction.ChunkPredictor, "__call__", nan_for_radio)
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe\nsole\nradio\nboot\n")
+    code, records = run(model_dir, tmp_path, "--input", str(txt), "--chunk-size", "2")
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: --model {model_dir}: non-finite scores for {txt}, line 3 (id 3)")
+    assert records is None and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_tokenizer_is_checked_against_the_model(model_dir, tmp_path, monkeypatch, capsys):
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    def refuse(self, tokenizer):
+        raise ValueError(f"{model_dir}: the tokenizer does not fit")
+
+    monkeypatch.setattr(THMMForHierarchicalClassification, "check_tokenizer", refuse, raising=False)
+    txt = tmp_path / "in.txt"
+    txt.write_text("shoe\n")
+    code, records = run(model_dir, tmp_path, "--input", str(txt))
+    assert code == 2 and capsys.readouterr().err == f"error: {model_dir}: the tokenizer does not fit\n"
+
+
+def test_device_problems(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert [predict.device_problem(d) for d in ("auto", "cpu", "cuda", "cuda:0", "cuda:1")] == [None] * 5
+    assert predict.device_problem("cuda:2") == ("--device: must be auto, cpu, cuda or cuda:N for N < 2 on this machine "
+                                                "(got 'cuda:2')")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert predict.device_problem("mps") is None
+    assert predict.device_problem("meta") == ("--device: must be auto, cpu, cuda, cuda:N for N < 2 or mps on this "
+                                              "machine (got 'meta')")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0", "mps", "meta", "banana", "cuda:x", ""):
+        assert predict.device_problem(device) == ("--device: must be auto or cpu on this machine, which has no CUDA "
+                                                  f"device (got {device!r})")

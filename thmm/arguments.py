@@ -102,7 +102,7 @@ class TrainingArguments:
     threshold: float = _arg(0.5, "decision threshold during training and evaluation before tuning")
     tune_thresholds: bool = _arg(True, "tune the thresholds on dev at the end (see --threshold-granularity)")
     # f1_mean, not the paper's f1_avg: the harmonic mean values a macro-hF1 point about 4x a micro one at
-    # dronesr's levels, and on dronesr dev f1_mean met the micro targets f1_avg missed (README, "Threshold objective")
+    # dronesr's levels, and on dronesr dev f1_mean met the micro targets f1_avg missed (docs/experiments.md, "Threshold objective")
     threshold_objective: str = _arg("f1_mean", "dev metric the thresholds maximise: f1_mean (mean of micro- and "
                                     "macro-hF1), f1_avg (their harmonic mean, the paper's summary), micro_f1 or "
                                     "macro_f1", THRESHOLD_OBJECTIVES)

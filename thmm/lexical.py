@@ -3,7 +3,7 @@
 heads are trained, and how much of each node's logit it gets, chosen on dev.
 
 The SVMs see the words themselves, which a frozen or briefly fine-tuned encoder's document vector
-blurs; on dronesr the fused scores rank better than either alone (README, "Lexical fusion"). The
+blurs; on dronesr the fused scores rank better than either alone (docs/experiments.md, "Lexical fusion"). The
 scorer reads the same ``input_ids`` as the encoder, so the saved model fuses by itself
 (``modeling_thmm.LexicalScorer``). Steps, each a function here:
 
@@ -126,6 +126,9 @@ def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SV
     t0 = time.perf_counter()
     df = np.bincount(counts.indices, minlength=counts.shape[1])
     used = np.flatnonzero(df >= MIN_DOCUMENT_FREQUENCY)
+    if not used.size:
+        raise ValueError(f"no word-piece occurs in {MIN_DOCUMENT_FREQUENCY} or more of the {counts.shape[0]} "
+                         "training documents")
     transformer = TfidfTransformer(sublinear_tf=True).fit(counts[:, used])
     idf = np.zeros(counts.shape[1], dtype=np.float64)
     idf[used] = transformer.idf_
@@ -238,13 +241,16 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
 
     counts = {name: token_counts(input_ids(name), len(tokenizer), tokenizer.all_special_ids) for name in names}
     train_refs = references["train"] if train_rows is None else [references["train"][i] for i in train_rows]
-    fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, train_refs))
-    decisions = {name: fit.decisions(counts[name]) for name in head_logits}
-    try:
+    fit = None
+    try:  # too few training documents for a vocabulary, or no dev document with a code of the taxonomy
+        fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, train_refs))
+        decisions = {name: fit.decisions(counts[name]) for name in head_logits}
         scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
-    except ValueError as err:  # e.g. no dev document carries a code of the taxonomy: nothing to choose by
+    except ValueError as err:
         logger.warning("lexical fusion: weight 0 (the heads alone): %s", err)
-        return LexicalFusion(fit, FusionChoice(0.0, 1.0, 0.0, objective), dict(head_logits))
+        unused = LexicalScorerFit(np.zeros(0, np.float32), np.zeros((0, 0), np.float32), np.zeros(0, np.float32),
+                                  0.0, 0, len(train_refs))  # nothing of it is saved at weight 0
+        return LexicalFusion(fit or unused, FusionChoice(0.0, 1.0, 0.0, objective), dict(head_logits))
     choice = choose_fusion_weight(head_logits["validation"], decisions["validation"], references["validation"],
                                   taxonomy, scheme, objective, granularity, min_support, scale, shift, seed=seed,
                                   fixed_threshold=fixed_threshold)

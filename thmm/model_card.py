@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from configuration_thmm import hub_snapshot_id
 from taxonomy_thmm import level_name
 
 from .hub import CITATION_BIBTEX
@@ -60,6 +61,11 @@ model.predict_proba(tokenizer, [title], [abstract])  # a probability for every t
 def _is_local_path(name: str) -> bool:
     """Whether ``name`` names a filesystem path rather than a Hub id (``"owner/name"`` or ``"name"``)."""
     return os.path.isabs(name) or name.startswith(("~", ".")) or "\\" in name or os.path.exists(name)
+
+
+def _hub_name(name: str) -> str:
+    """A Hub cache snapshot (``.../models--org--name/snapshots/<sha>``) as the Hub id it holds; any other name as is."""
+    return (hub_snapshot_id(name) or name) if _is_local_path(name) else name
 
 
 def portable_name(name: str) -> str:
@@ -199,6 +205,7 @@ def build_model_card(
     from hierarchical_metrics import format_markdown
 
     model_name = portable_name(model_name)
+    encoder, dataset = _hub_name(encoder), dataset if dataset is None else _hub_name(dataset)
     local_encoder, local_data = _is_local_path(encoder), dataset is not None and _is_local_path(dataset)
     if dataset is None:
         dataset_id, dataset_name = RELEASE

@@ -1,6 +1,11 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
-"""Streaming prediction: documents are read in chunks from ``.txt``, ``.tsv``, ``.jsonl`` or
+r"""Streaming prediction: documents are read in chunks from ``.txt``, ``.tsv``, ``.jsonl`` or
 ``.parquet``, predicted, and written as they come, so memory stays constant whatever the input size.
+
+Reading is strict, one path per format: the format comes from the suffix (:data:`FORMATS`) or is
+named; ``.txt`` lines are split on ``"\n"`` only; titles and abstracts must be strings of at most
+:data:`MAX_FIELD_CHARS` characters, ids strings or integers; anything else raises
+:class:`InputError` naming the file, the line (or row) and the field, when the reading gets there.
 
 Under ``accelerate launch --num_processes N`` every process reads (and checks) the whole input, but
 predicts only the chunks ``i`` with ``i % N == rank``, into its own part file; the main process then
@@ -19,54 +24,205 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dataset_script import MAX_FIELD_CHARS  # the training readers' limit: one limit per field, whatever the command
 from modeling_thmm import longest_first
 
 from .data import Rows, TokenCollator, encode_texts
 
 CHUNK_SIZE = 1024
-SUFFIXES = (".txt", ".tsv", ".jsonl", ".parquet")
+# Input formats by file suffix; ``--format`` names one for any other file, or for stdin (``-``, text lines by default).
+FORMATS = {".txt": "txt", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+SUFFIXES = tuple(FORMATS)
+# The longest line, in bytes: three fields at their limit fit, even as JSON \u escapes; it keeps a
+# file without line breaks from being read into memory whole.
+MAX_LINE_BYTES = 64 * 2**20
 
 
 class InputError(ValueError):
     """Unusable input; the message names the file, the line and the field."""
 
 
+def field_error(name: str, where: str, field: str, problem: str) -> InputError:
+    return InputError(f"{name}, {where}, field {field!r}: {problem}")
+
+
 # ---- reading -------------------------------------------------------------------------------------
 
 
-def _lines(path: str, name: str) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a UTF-8 file (or stdin), one line at a time: lines split as
-    ``str.splitlines`` splits them, a leading BOM dropped, bytes that are not UTF-8 an error naming
-    the line."""
+def input_format(path: str, named: str | None = None) -> str:
+    """The format of ``path``: ``named`` (``--format``) if given, else by its suffix; ``-`` (stdin)
+    holds text lines unless named. Any other suffix is refused rather than guessed."""
+    if named is not None:
+        if named not in FORMATS.values():
+            raise InputError(f"--format: must be one of {', '.join(FORMATS.values())} (got {named!r})")
+        if named == "parquet" and path == "-":
+            raise InputError("--input -: parquet cannot be read from stdin (it is read by columns); give a file")
+        return named
     if path == "-":
-        yield from _decoded_lines(sys.stdin.buffer, name)
-        return
+        return "txt"
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        got = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise InputError(f"{path}: unsupported input ({got}); the supported suffixes are {', '.join(SUFFIXES)} and - "
+                         f"for stdin, or name the format with --format {{{','.join(FORMATS.values())}}}")
+    return FORMATS[suffix]
+
+
+def input_name(path: str) -> str:
+    """``path`` as messages name it: ``<stdin>`` for ``-``."""
+    return "<stdin>" if path == "-" else path
+
+
+def iter_documents(path: str, named_format: str | None = None) -> Iterator[dict]:
+    """``{"id", "title", "abstract", "where"}`` per document of a .txt, .tsv, .jsonl or .parquet file
+    (``-``: stdin), read lazily; title and abstract stripped. The format (:func:`input_format`) and
+    the file are checked now; an unusable line, row or field raises :class:`InputError` naming it
+    when the reading gets there."""
+    name = input_name(path)
+    kind = input_format(path, named_format)
+    if kind == "parquet":
+        docs = _parquet_documents(_open_parquet(path, name), name)
+    else:
+        reader = {"txt": _txt_documents, "tsv": _tsv_documents, "jsonl": _jsonl_documents}[kind]
+        docs = reader(_lines(_open_bytes(path, name), name), name)
+    return _stripped_and_counted(docs, name)
+
+
+def _stripped_and_counted(docs: Iterator[dict], name: str) -> Iterator[dict]:
+    count = 0
+    for doc in docs:
+        doc["title"], doc["abstract"] = doc["title"].strip(), doc["abstract"].strip()
+        if not doc["title"] and not doc["abstract"]:
+            _empty(name, doc["where"])
+        count += 1
+        yield doc
+    if not count:
+        raise InputError(f"{name}: no documents")
+
+
+def _open_bytes(path: str, name: str):
+    """A binary stream of the file, or stdin's, taken now: whatever replaces ``sys.stdin`` later
+    (see ``thmm.cli.predict``) does not change where the documents come from."""
+    if path == "-":
+        if sys.stdin is None:
+            raise InputError("--input -: there is no stdin to read")
+        return nullcontext(sys.stdin.buffer)  # not closed: stdin is not ours
     try:
-        stream = open(path, "rb")  # noqa: SIM115 (closed below; the error is about opening it)
+        return open(path, "rb")  # noqa: SIM115 (closed by _lines)
     except FileNotFoundError:
         raise InputError(f"{name}: file not found") from None
-    with stream:
-        yield from _decoded_lines(stream, name)
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory") from None
 
 
-def _decoded_lines(stream, name: str) -> Iterator[tuple[int, str]]:
-    lineno = 0
-    for physical, raw in enumerate(stream, start=1):
+def _lines(source, name: str) -> Iterator[tuple[int, str]]:
+    r"""``(line number, text)`` of a UTF-8 stream, one line at a time: split on ``"\n"`` only (a form
+    feed, a vertical tab or a Unicode line separator stays in its line, so the numbers are those of
+    ``wc -l`` and any editor), a ``"\r"`` before it dropped (CRLF files), a leading BOM dropped. A
+    line that is not UTF-8, holds a NUL byte or is longer than :data:`MAX_LINE_BYTES` is an error
+    naming it."""
+    with source as stream:
+        for lineno in itertools.count(1):
+            raw = stream.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise InputError(f"{name}, line {lineno}: longer than {MAX_LINE_BYTES:,} bytes")
+            if b"\0" in raw:
+                raise InputError(f"{name}, line {lineno}: a NUL byte (not a text file, or UTF-16?)")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{name}, line {lineno}: not UTF-8 ({err.reason})") from None
+            if lineno == 1:
+                text = text.removeprefix("\ufeff")
+            yield lineno, text.removesuffix("\n").removesuffix("\r")
+
+
+def _text(value, name: str, where: str, field: str) -> str:
+    r"""``value`` if it is a usable title or abstract: a string, within :data:`MAX_FIELD_CHARS`, no
+    NUL and no lone surrogate (a JSON ``\ud800``), which the tokenizer could not take."""
+    if not isinstance(value, str):
+        raise field_error(name, where, field, f"must be a string (got {_kind(value)})")
+    _check_size(value, name, where, field)
+    if "\0" in value:
+        raise field_error(name, where, field, "holds a NUL character")
+    if not value.isascii():
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"{name}, line {physical}: not UTF-8 ({err.reason})") from None
-        if physical == 1:
-            text = text.removeprefix("\ufeff")
-        for line in text.splitlines():
-            lineno += 1
-            yield lineno, line
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise field_error(name, where, field, "holds a lone surrogate (not a Unicode character)") from None
+    return value
+
+
+def _identifier(value, name: str, where: str, field: str) -> str | int:
+    """``value`` if it is a usable id: a string (within :data:`MAX_FIELD_CHARS`) or an integer, kept as it is."""
+    if isinstance(value, str):
+        return _check_size(value, name, where, field)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise field_error(name, where, field, f"must be a string or an integer (got {_kind(value)})")
+
+
+def _check_size(value: str, name: str, where: str, field: str) -> str:
+    if len(value) > MAX_FIELD_CHARS:
+        raise field_error(name, where, field, f"{len(value):,} characters, more than the limit of {MAX_FIELD_CHARS:,}")
+    return value
+
+
+def _kind(value) -> str:
+    """What a JSON (or parquet) value is, in JSON's words, with the value if short: ``a number: 42``."""
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{kinds.get(type(value), type(value).__name__)}: {shown}"
+
+
+def _one_of(record: dict, fields: tuple[str, str], name: str, where: str) -> str | None:
+    """The one of two alternative field names that ``record`` has (``title``/``text``,
+    ``id``/``patent_id``); both is an error, since one of them would be ignored."""
+    present = [f for f in fields if f in record]
+    if len(present) > 1:
+        raise InputError(f"{name}, {where}, fields {fields[0]!r} and {fields[1]!r}: give one, not both")
+    return present[0] if present else None
+
+
+def _document(record: dict, default_id: int, name: str, where: str) -> dict:
+    """The document of one JSON object or parquet row: ``title`` (or ``text``) a string, ``abstract``
+    a string or absent/null, ``id`` (or ``patent_id``) a string or an integer, or ``default_id``."""
+    title = _one_of(record, ("title", "text"), name, where)
+    if title is None:
+        raise field_error(name, where, "title", "missing (or give 'text')")
+    ident = _one_of(record, ("id", "patent_id"), name, where)
+    abstract = record.get("abstract")
+    return {"id": default_id if ident is None else _identifier(record[ident], name, where, ident),
+            "title": _text(record[title], name, where, title),
+            "abstract": "" if abstract is None else _text(abstract, name, where, "abstract"), "where": where}
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict:
+    """An object of a JSON line; a key given twice is an error (``json`` would keep the last one)."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _NotJSON(f"the key {key!r} appears twice in one object")
+        obj[key] = value
+    return obj
+
+
+def _not_a_json_constant(constant: str):
+    raise _NotJSON(f"{constant} is not JSON")
 
 
 def _jsonl_documents(lines, name: str) -> Iterator[dict]:
@@ -74,29 +230,66 @@ def _jsonl_documents(lines, name: str) -> Iterator[dict]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_json_object, parse_constant=_not_a_json_constant)
         except json.JSONDecodeError as err:
             raise InputError(f"{name}, line {lineno}: invalid JSON ({err.msg})") from None
+        except ValueError as err:  # _NotJSON, an integer of too many digits
+            raise InputError(f"{name}, line {lineno}: invalid JSON ({err})") from None
+        except RecursionError:
+            raise InputError(f"{name}, line {lineno}: invalid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
-            raise InputError(f"{name}, line {lineno}: expected a JSON object")
-        title = obj.get("title", obj.get("text"))
-        if title is None:
-            raise InputError(f"{name}, line {lineno}, field 'title': missing (or give 'text')")
-        yield {"id": obj.get("id", obj.get("patent_id", lineno)), "title": str(title),
-               "abstract": str(obj.get("abstract") or ""), "where": f"line {lineno}"}
+            raise InputError(f"{name}, line {lineno}: expected a JSON object (got {_kind(obj)})")
+        yield _document(obj, lineno, name, f"line {lineno}")
 
 
 def _tsv_documents(lines, name: str) -> Iterator[dict]:
-    rows = csv.reader((line for _, line in lines), delimiter="\t")
-    header = next(rows, None)
+    fed = {"line": 0}
+
+    def text_lines():  # csv needs the line ends, to keep a line break inside a quoted field
+        for lineno, line in lines:
+            fed["line"] = lineno
+            yield line + "\n"
+
+    # The dialect of the release format (dataset_script.readers): a quote opens a quoted field only
+    # at its start, and anything else about quotes is an error rather than a guess.
+    rows = csv.reader(text_lines(), delimiter="\t", quotechar='"', doublequote=True, strict=True)
+    header = _tsv_row(rows, fed, name)
     if not header or "title" not in header:
         raise InputError(f"{name}, line 1: the header needs a 'title' column (got {header or []})")
-    for lineno, row in enumerate(rows, start=2):
+    for column in ("patent_id", "title", "abstract"):
+        if header.count(column) > 1:
+            raise InputError(f"{name}, line 1, field {column!r}: the header has it twice")
+    while (row := _tsv_row(rows, fed, name)) is not None:
+        lineno = row.start
         if len(row) != len(header):
             raise InputError(f"{name}, line {lineno}: {len(row)} fields, the header has {len(header)}")
-        rec = dict(zip(header, row))
-        yield {"id": rec.get("patent_id", lineno), "title": rec["title"], "abstract": rec.get("abstract", ""),
-               "where": f"line {lineno}"}
+        rec, where = dict(zip(header, row)), f"line {lineno}"
+        yield {"id": _identifier(rec["patent_id"], name, where, "patent_id") if "patent_id" in rec else lineno,
+               "title": _text(rec["title"], name, where, "title"),
+               "abstract": _text(rec.get("abstract", ""), name, where, "abstract"), "where": where}
+
+
+class _Row(list):
+    start: int  # the line it starts on
+
+
+def _tsv_row(rows, fed: dict, name: str) -> _Row | None:
+    """The next row, csv's field limit raised to :data:`MAX_LINE_BYTES` meanwhile (its default,
+    131072, is below :data:`MAX_FIELD_CHARS`; it is a process-wide setting, so it is put back)."""
+    start = fed["line"] + 1
+    limit = csv.field_size_limit(MAX_LINE_BYTES)
+    try:
+        row = _Row(next(rows))
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        problem = "a quoted field runs past the size limit (a quote not closed?)" if "field limit" in str(err) \
+            else f"bad TSV quoting ({err})"
+        raise InputError(f"{name}, line {start}: {problem}") from None
+    finally:
+        csv.field_size_limit(limit)
+    row.start = start
+    return row
 
 
 def _txt_documents(lines, name: str) -> Iterator[dict]:
@@ -110,59 +303,66 @@ def _txt_documents(lines, name: str) -> Iterator[dict]:
         if blank is not None:
             _empty(name, f"line {blank}")
         title, _, abstract = line.partition("\t")
-        yield {"id": lineno, "title": title, "abstract": abstract, "where": f"line {lineno}"}
+        where = f"line {lineno}"
+        yield {"id": lineno, "title": _text(title, name, where, "title"),
+               "abstract": _text(abstract, name, where, "abstract"), "where": where}
 
 
-def _parquet_documents(path: str, name: str) -> Iterator[dict]:
+def _open_parquet(path: str, name: str):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:  # pre-buffering would keep every column chunk read so far: memory would grow with the file
-        file = pq.ParquetFile(path, pre_buffer=False)
+        return pq.ParquetFile(path, pre_buffer=False)
     except FileNotFoundError:
         raise InputError(f"{name}: file not found") from None
     except (pa.ArrowException, OSError) as err:
         raise InputError(f"{name}: not a readable parquet file ({err})") from None
-    columns = file.schema_arrow.names
+
+
+def _is_string(kind) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def _parquet_documents(file, name: str) -> Iterator[dict]:
+    import pyarrow as pa
+
+    schema = file.schema_arrow
+    columns = {column: schema.field(column).type for column in schema.names}
+    for pair in (("title", "text"), ("id", "patent_id")):
+        if all(column in columns for column in pair):
+            raise InputError(f"{name}, columns {pair[0]!r} and {pair[1]!r}: give one, not both")
     title = next((c for c in ("title", "text") if c in columns), None)
     if title is None:
-        raise InputError(f"{name}: the parquet file needs a 'title' column (got {columns})")
+        raise InputError(f"{name}: the parquet file needs a 'title' column (got {schema.names})")
     ident = next((c for c in ("id", "patent_id") if c in columns), None)
+    for column in (title, "abstract"):
+        if column in columns and not _is_string(columns[column]):
+            raise InputError(f"{name}, column {column!r}: must hold strings (got {columns[column]})")
+    if ident and not (_is_string(columns[ident]) or pa.types.is_integer(columns[ident])):
+        raise InputError(f"{name}, column {ident!r}: must hold strings or integers (got {columns[ident]})")
     wanted = [c for c in (title, "abstract", ident) if c and c in columns]
     row = 0
-    for batch in file.iter_batches(batch_size=CHUNK_SIZE, columns=wanted):
-        data = batch.to_pydict()
-        for j in range(batch.num_rows):
+    batches = file.iter_batches(batch_size=CHUNK_SIZE, columns=wanted)
+    while True:
+        try:
+            batch = next(batches, None)
+            data = batch.to_pylist() if batch is not None else None
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{name}, after row {row}: unreadable ({err})") from None
+        if data is None:
+            return
+        for record in data:
             row += 1
-            abstract = data["abstract"][j] if "abstract" in data else None
-            yield {"id": data[ident][j] if ident else row, "title": str(data[title][j] or ""),
-                   "abstract": str(abstract or ""), "where": f"row {row}"}
+            yield _document(record, row, name, f"row {row}")
 
 
 def _empty(name: str, where: str):
     raise InputError(f"{name}, {where}, fields 'title' and 'abstract': empty document")
-
-
-def iter_documents(path: str) -> Iterator[dict]:
-    """``{"id", "title", "abstract", "where"}`` per document of a .txt, .tsv, .jsonl or .parquet file
-    (``-``: text lines from stdin), read lazily; title and abstract stripped. An unusable line, row
-    or field raises :class:`InputError` naming it when the reading gets there."""
-    name = "<stdin>" if path == "-" else path
-    suffix = Path(path).suffix.lower() if path != "-" else ".txt"
-    if suffix == ".parquet":
-        docs = _parquet_documents(path, name)
-    else:
-        reader = {".jsonl": _jsonl_documents, ".tsv": _tsv_documents}.get(suffix, _txt_documents)
-        docs = reader(_lines(path, name), name)
-    count = 0
-    for doc in docs:
-        doc["title"], doc["abstract"] = doc["title"].strip(), doc["abstract"].strip()
-        if not doc["title"] and not doc["abstract"]:
-            _empty(name, doc["where"])
-        count += 1
-        yield doc
-    if not count:
-        raise InputError(f"{name}: no documents")
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -197,6 +397,16 @@ class ChunkPredictor:
             logits = self.model(**{k: v.to(self.model.device) for k, v in batch.items()}).logits
             probs[rows] = torch.sigmoid(logits.float()).cpu().numpy()
         return probs, table.column("truncated").to_numpy()
+
+
+def check_finite_scores(probabilities: np.ndarray, docs: list[dict], source: str, model: str) -> None:
+    """Stop at the first document whose scores are not all finite (NaN weights give NaN scores):
+    JSON has no NaN, and a NaN is below no threshold, so it would pass as "no code" without a word."""
+    finite = np.isfinite(probabilities).all(axis=1)
+    if not finite.all():
+        doc = docs[int(np.argmin(finite))]
+        raise ValueError(f"--model {model}: non-finite scores for {source}, {doc['where']} (id {doc['id']!r}); the "
+                         "model's weights are damaged, so no predictions are written")
 
 
 def release_freed_memory() -> None:

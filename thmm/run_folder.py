@@ -13,35 +13,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
 
+from modeling_thmm import UNFINISHED_MARKER
+
 from .arguments import QUICKSTART_DEFAULTS, ConfigError, TrainingArguments, quickstart_data
 from .checkpoints import CHECKPOINT_DIR, list_checkpoints
-
-try:  # TEMPORARY until thmm.outputs and modeling_thmm.UNFINISHED_MARKER land
-    from .outputs import OUTPUT_MARKER
-except ImportError:
-    OUTPUT_MARKER = ".thmm-output.json"
-try:
-    from modeling_thmm import UNFINISHED_MARKER
-except ImportError:
-    UNFINISHED_MARKER = "thmm_unfinished.json"
-
-
-def write_output_marker(path, command):
-    (Path(path) / OUTPUT_MARKER).write_text(json.dumps({"command": command}), encoding="utf-8")
+from .outputs import OUTPUT_MARKER, check_output_dir, claim_output_dir, read_marker, record_outputs
 
 MODEL_DIR = "model"
 PARTIAL_MODEL_DIR = ".model.partial"
 BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"
 SUMMARY_FILE = "metrics/summary.json"
 # Every entry a run writes in its folder; "replace the folder" removes these and nothing else.
-RUN_ENTRIES = (MODEL_DIR, PARTIAL_MODEL_DIR, CHECKPOINT_DIR, "metrics", "logs", "test_predictions.jsonl", OUTPUT_MARKER)
+RUN_ENTRIES = (MODEL_DIR, PARTIAL_MODEL_DIR, CHECKPOINT_DIR, "metrics", "logs", "test_predictions.jsonl")
+COMMAND = "thmm-train"
 # Written by a run but kept when it is replaced: the default feature cache of ``--output-dir .`` (content-keyed).
 KEPT_ENTRIES = (".features_cache",)
-_SHOWN_ENTRIES = 5
 
 
 def resume_command(args: TrainingArguments) -> str:
@@ -95,50 +86,50 @@ class RunFolder:
                 and not (self.model / UNFINISHED_MARKER).exists())
 
     def is_marked(self) -> bool:
-        return (self.path / OUTPUT_MARKER).is_file()
+        return read_marker(self.path) is not None
 
     def foreign_entries(self) -> list[str]:
         """Entries no run writes (a user's own files), sorted."""
         if not self.path.is_dir():
             return []
-        return sorted(p.name for p in self.path.iterdir() if p.name not in RUN_ENTRIES + KEPT_ENTRIES)
+        return sorted(p.name for p in self.path.iterdir() if p.name not in RUN_ENTRIES + KEPT_ENTRIES + (OUTPUT_MARKER,))
+
+    def is_legacy_run(self) -> bool:
+        """A run folder from before the marker: run entries only, with checkpoints (``--resume`` takes it)."""
+        return (self.path.is_dir() and not self.is_marked() and not self.foreign_entries()
+                and bool(list_checkpoints(self.path)))
 
     def check(self, args: TrainingArguments) -> None:
-        """Refuse, before any work, a folder this run must not write into; see the module docstring."""
+        """Refuse, before any work, a folder this run must not write into (see the module docstring and
+        :func:`thmm.outputs.check_output_dir`); writes nothing."""
         option = f"--output-dir {self.path}"
-        if not str(args.output_dir).strip():
-            raise ConfigError("--output-dir: must name a folder (got an empty string)")
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"{option}: not a directory")
-        entries = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
-        legacy_run = args.resume and entries and not self.foreign_entries() and bool(list_checkpoints(self.path))
-        if entries and not self.is_marked() and not legacy_run:
-            shown = ", ".join(entries[:_SHOWN_ENTRIES]) + (f" and {len(entries) - _SHOWN_ENTRIES} more"
-                                                          if len(entries) > _SHOWN_ENTRIES else "")
-            raise ConfigError(f"{option}: the folder holds files thmm-train did not write ({shown}; no "
-                              f"{OUTPUT_MARKER}): nothing there is replaced; choose a new or empty folder")
-        has_checkpoints = bool(list_checkpoints(self.path))
+        if not (args.resume and self.is_legacy_run()):
+            check_output_dir(self.path, "--output-dir", COMMAND)
         if args.overwrite_output_dir or (args.resume and self.finished()):
             return
-        if has_checkpoints and not args.resume:
+        if list_checkpoints(self.path) and not args.resume:
             raise ConfigError(f"{option} already has checkpoints: pass --resume to continue or "
                               "--overwrite-output-dir to start over")
         if self.finished():
             raise ConfigError(f"{option} already holds a finished run ({self.model}): pass "
                               "--overwrite-output-dir to replace it")
 
-    def claim(self, fresh: bool, command: str = "thmm-train") -> None:
-        """Write the marker; for a ``fresh`` run (not resumed), first remove what an earlier run wrote
-        (only :data:`RUN_ENTRIES`: the folder holds the marker, or is empty, by :meth:`check`)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            for name in RUN_ENTRIES:
-                entry = self.path / name
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                elif entry.exists() or entry.is_symlink():
-                    entry.unlink()
-        write_output_marker(self.path, command)
+    def claim(self, fresh: bool) -> None:
+        """Mark the folder as this run's; for a ``fresh`` run (not resumed), first remove what an earlier
+        run wrote there (only :data:`RUN_ENTRIES`, which the marker lists; a user's files stay)."""
+        if self.is_legacy_run():
+            self.path.joinpath(OUTPUT_MARKER).write_text("{}", encoding="utf-8")  # then recorded below
+        claim_output_dir(self.path, "--output-dir", COMMAND, replace=fresh)
+        record_outputs(self.path, RUN_ENTRIES)
+
+    @staticmethod
+    def make_readable(folder: Path) -> None:
+        """Files as the user's umask makes them (safetensors writes its file 0600): a model to share is 0644."""
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in folder.iterdir():
+            if file.is_file():
+                file.chmod(0o666 & ~umask)
 
     def mark_unfinished(self, folder: Path, reason: str, resume: str) -> None:
         """Mark a model folder as not the run's result (``from_pretrained`` refuses it)."""

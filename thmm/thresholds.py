@@ -30,10 +30,10 @@ _MAX_TABLE_CELLS = 1 << 24
 #: how finely :func:`tune_thresholds` tunes: one global value, one per level, or per level and then
 #: per node (each node with enough dev positives gets its own)
 GRANULARITIES = ("global", "level", "node")
-#: what training tunes (per node beat per level on dronesr dev by two-fold cross-validation, see the README)
+#: what training tunes (per node beat per level on dronesr dev by two-fold cross-validation, see docs/benchmarks.md, "Per-node thresholds")
 DEFAULT_GRANULARITY = "node"
 #: dev documents a node must be gold in before it gets a threshold of its own (fewer fit noise:
-#: chosen by two-fold cross-validation on dronesr dev, see the README)
+#: chosen by two-fold cross-validation on dronesr dev, see docs/benchmarks.md, "Per-node thresholds")
 NODE_MIN_SUPPORT = 20
 
 

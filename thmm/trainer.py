@@ -621,6 +621,7 @@ class Trainer:
                 final.save_pretrained(run.partial_model)
                 self.tokenizer.save_pretrained(run.partial_model)
                 summary = write_run_outputs(self, final, run.partial_model)
+                run.make_readable(run.partial_model)
                 debug_kill_point("model_written")
                 os.replace(run.partial_model, run.model)  # the model appears whole, or not at all
             debug_kill_point("model_renamed")

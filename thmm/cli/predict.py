@@ -1,16 +1,23 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
-"""Predict CPC/IPC codes for patents with a trained TMM / THMM / flat model; writes JSONL.
+r"""Predict CPC/IPC codes for patents with a trained TMM / THMM / flat model; writes JSONL.
 
     thmm-predict --model runs/thmm/model --input patents.tsv --output predictions.jsonl
     thmm-predict --model ORG/REPO --input - --top-k 3 < titles.txt
+    thmm-predict --model runs/thmm/model --input - --format jsonl < patents.jsonl
 
-Input, by file extension (``-`` reads text lines from stdin):
-  * ``.txt``: one document per line, ``title`` or ``title<TAB>abstract``;
-  * ``.tsv``: a header with a ``title`` column, optional ``abstract`` and ``patent_id`` columns
-    (the USPTO-70k release format works as is);
-  * ``.jsonl``: one object per line with ``title`` (or ``text``), optional ``abstract`` and ``id``/``patent_id``;
-  * ``.parquet``: columns ``title`` (or ``text``), optional ``abstract`` and ``id``/``patent_id``
-    (a ``thmm-publish`` export works as is).
+Input, by file suffix, and nothing else (``--format txt|tsv|jsonl|parquet`` names the format of a
+file with another suffix, or of stdin; ``-`` reads text lines from stdin unless named):
+  * ``.txt``: one document per line, ``title`` or ``title<TAB>abstract``; lines end at ``\n`` only
+    (a ``\r`` before it is dropped; a form feed or other control character stays in its line), and
+    a document's id is its line number;
+  * ``.tsv``: a header with a ``title`` column, optional ``abstract`` and ``patent_id`` columns, quoted
+    as the USPTO-70k release is (which works as is);
+  * ``.jsonl``: one JSON object per line with ``title`` (or ``text``) and optional ``abstract``, both
+    strings (a null abstract is none), and ``id`` (or ``patent_id``), a string or an integer, written
+    back as it is; strict JSON (no NaN, no key twice in an object);
+  * ``.parquet``: columns ``title`` (or ``text``) and optional ``abstract``, of strings, and
+    ``id``/``patent_id``, of strings or integers (a ``thmm-publish`` export works as is).
+A title, abstract or id holds at most 1,000,000 characters, and a line at most 64 MiB.
 
 Output: one JSON object per document, ``{"id", "predicted": [{"code", "score", "level", "title"}],
 "truncated"}``, codes ordered by level then score, each predicted code with all its ancestors.
@@ -20,26 +27,48 @@ stays constant whatever its size; a file output appears only once complete. Unde
 ``accelerate launch --num_processes N`` the chunks are shared out among the processes, and the
 output is one file, in input order, the same as one process writes (see :mod:`thmm.prediction`).
 
-Behaviour on awkward input: a document whose title and abstract are both empty is an error naming
-its line (nothing is skipped silently); blank lines at the end of a ``.txt`` file are not documents;
-a text longer than the model's maximum length is truncated to it (title and abstract, longest
-first), flagged ``"truncated": true`` and counted on stderr.
+Safety: no prompt ever reads stdin (it holds the documents). A model whose tokenizer_config.json or
+config.json names code of its own to run (an ``auto_map``; this package's classes load from here)
+is refused unless ``--trust-remote-code`` is given.
+
+Behaviour on awkward input: every problem is one ``error:`` line naming the file, the line (a
+parquet row) and the field, with exit code 2, and an output file is then not written. A document
+whose title and abstract are both empty is such an error (nothing is skipped silently); so are a
+wrong type, a field over the limit, bytes that are not UTF-8 and a NUL byte. Blank lines at the end
+of a ``.txt`` file are not documents. A text longer than the model's maximum length is truncated to
+it (title and abstract, longest first), flagged ``"truncated": true`` and counted on stderr. Scores
+that are not finite (a damaged model) stop the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import builtins
+import io
 import itertools
 import json
 import os
+import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from configuration_thmm import Thresholds, check_max_length, read_label_titles
+from configuration_thmm import Thresholds, check_max_length, read_label_titles, refuse_unfinished
 from thmm.cli import one_line_errors, run_cli
-from thmm.prediction import CHUNK_SIZE, ChunkPredictor, InputError, chunked, iter_documents, world, write_predictions
+from thmm.prediction import (
+    CHUNK_SIZE,
+    FORMATS,
+    ChunkPredictor,
+    InputError,
+    check_finite_scores,
+    chunked,
+    input_name,
+    iter_documents,
+    world,
+    write_predictions,
+)
 
 
 def parse_threshold(value: str) -> Thresholds:
@@ -57,6 +86,8 @@ def main(argv=None) -> int:
                                                      formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--model", required=True, help="a trained model directory or Hub repo id")
     parser.add_argument("--input", required=True, help=".txt, .tsv, .jsonl or .parquet file, or - for stdin")
+    parser.add_argument("--format", choices=list(FORMATS.values()), default=None,
+                        help="the input's format, whatever its suffix (default: by suffix; txt for stdin)")
     parser.add_argument("--output", default="-", help="JSONL output file (default: stdout)")
     parser.add_argument("--top-k", type=int, default=None, help="predict the K best leaf codes instead of thresholding")
     parser.add_argument("--threshold", type=parse_threshold, default=None,
@@ -70,26 +101,21 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE,
                         help="documents read, predicted and written at a time (memory stays constant)")
     parser.add_argument("--max-length", type=int, default=None, help="word-pieces per document (default: the model's)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps, where this machine has it")
     parser.add_argument("--label-titles", default=None, help="code<TAB>title file to name the codes")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run code that the model's folder or repo names in an auto_map (a custom tokenizer); "
+                             "without it such a model is refused")
     parser.add_argument("--verbose", action="store_true", help="show loading messages and progress bars")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
-    if args.top_k is not None and args.top_k < 1:
-        parser.error(f"--top-k: must be at least 1 (got {args.top_k})")
-    for option in ("batch_size", "chunk_size"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')}: must be at least 1 (got {getattr(args, option)})")
-    if args.max_length is not None:
-        try:
-            check_max_length(args.max_length, "--max-length")
-        except ValueError as err:
-            parser.error(str(err))
+    for problem in option_problems(args):
+        parser.error(problem)
     if args.output != "-":
         check_writable(args.output, "--output")
+    documents = iter_documents(args.input, args.format)  # the format and the file are checked here, nothing read
 
     import transformers
-    from transformers import AutoTokenizer
 
     from modeling_thmm import THMMForHierarchicalClassification
 
@@ -102,9 +128,13 @@ def main(argv=None) -> int:
     rank, processes = world()
     if processes > 1 and args.input == "-":
         raise InputError("--input -: stdin cannot be shared by several processes; give a file")
-    chunks = chunked(iter_documents(args.input), args.chunk_size)
-    first = next(chunks)  # the first chunk is read and checked before the model loads
     check_model_location(args.model)
+    refuse_unfinished(args.model)  # as from_pretrained does, but before the checks of its files below
+    if not args.trust_remote_code:
+        refuse_model_code(args.model)
+    check_tokenizer_files(args.model)
+    chunks = chunked(documents, args.chunk_size)
+    first = next(chunks)  # the first chunk is read and checked before the model loads
     state = None
     if processes > 1:  # accelerate launch: DDP processes (gloo on CPUs when there is no CUDA)
         from accelerate import PartialState
@@ -114,8 +144,12 @@ def main(argv=None) -> int:
         device = args.device
     else:
         device = state.device if state else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = THMMForHierarchicalClassification.from_pretrained(args.model).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    with no_prompts():
+        model = THMMForHierarchicalClassification.from_pretrained(
+            args.model, trust_remote_code=args.trust_remote_code).to(device).eval()
+        tokenizer = load_tokenizer(args.model, args.trust_remote_code)
+    if hasattr(model, "check_tokenizer"):  # the tokenizer's ids must fit the model's embeddings
+        model.check_tokenizer(tokenizer)
     positions = getattr(model.config.encoder_config, "max_position_embeddings", None)
     if args.max_length and positions and args.max_length > positions:
         raise InputError(f"--max-length: {args.max_length} exceeds the encoder's {positions} positions")
@@ -126,12 +160,14 @@ def main(argv=None) -> int:
         model.config.label_titles = {c: titles[c] for c in model.taxonomy.nodes if c in titles}
     max_length = args.max_length or model.config.max_length
     predict = ChunkPredictor(model, tokenizer, max_length, args.batch_size)
+    source = input_name(args.input)
 
     def predict_lines(docs):
         probs, truncated = predict(docs)
+        check_finite_scores(probs, docs, source, args.model)
         records = model.label_records(probs, threshold=args.threshold, top_k=args.top_k,
                                       at_least_one=args.at_least_one, consistent=args.consistent_scores)
-        lines = [json.dumps({"id": doc["id"], "predicted": predicted, "truncated": bool(cut)}) + "\n"
+        lines = [json.dumps({"id": doc["id"], "predicted": predicted, "truncated": bool(cut)}, allow_nan=False) + "\n"
                  for doc, predicted, cut in zip(docs, records, truncated)]
         return lines, int(truncated.sum())
 
@@ -140,6 +176,112 @@ def main(argv=None) -> int:
         print(f"note: {truncated} of {documents} documents were truncated to {max_length} word-pieces",
               file=sys.stderr)
     return 0
+
+
+def option_problems(args) -> list[str]:
+    """What is wrong with the numeric options and ``--device``, checked before any work (an int
+    option is finite by its type; ``--threshold`` and ``--max-length`` are checked by theirs)."""
+    problems = []
+    if args.top_k is not None and args.top_k < 1:
+        problems.append(f"--top-k: must be at least 1 (got {args.top_k})")
+    for option in ("batch_size", "chunk_size"):
+        if getattr(args, option) < 1:
+            problems.append(f"--{option.replace('_', '-')}: must be at least 1 (got {getattr(args, option)})")
+    if args.max_length is not None:
+        try:
+            check_max_length(args.max_length, "--max-length")
+        except ValueError as err:
+            problems.append(str(err))
+    if (problem := device_problem(args.device)) is not None:
+        problems.append(problem)
+    return problems
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot be used on this machine (None if it can): one of ``auto``, ``cpu``,
+    ``cuda``/``cuda:N`` for a GPU this machine has, and ``mps`` where torch has it."""
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = torch.backends.mps.is_available()
+    gpu = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("auto", "cpu") or (device == "mps" and mps) or (gpu and cuda and int(gpu[1] or 0) < cuda):
+        return None
+    allowed = ["auto", "cpu"] + (["cuda", f"cuda:N for N < {cuda}"] if cuda else []) + (["mps"] if mps else [])
+    where = "this machine" if cuda else "this machine, which has no CUDA device"
+    return f"--device: must be {', '.join(allowed[:-1])} or {allowed[-1]} on {where} (got {device!r})"
+
+
+@contextmanager
+def no_prompts():
+    """Nothing reads stdin while the model loads: it holds the documents, and a library's prompt
+    (transformers' "run the custom code? [y/N]") would take a document line as its answer. Every
+    ``trust_remote_code`` is given, so none should come; if one did, it fails instead."""
+
+    def refuse(prompt=""):
+        raise EOFError("thmm-predict answers no prompts")
+
+    saved = builtins.input, sys.stdin
+    builtins.input, sys.stdin = refuse, io.StringIO()
+    try:
+        yield
+    finally:
+        builtins.input, sys.stdin = saved
+
+
+def refuse_model_code(model: str) -> None:
+    """Refuse a model whose ``tokenizer_config.json`` or ``config.json`` has an ``auto_map`` naming
+    code of the folder or repo, which loading it would run. This package's own classes, which a
+    saved model names, are imported from here, not from the folder, so they do not count."""
+    from transformers.utils import cached_file
+
+    from configuration_thmm import THMMConfig
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    own = {f"{cls.__module__.rpartition('.')[2]}.{cls.__name__}"  # "modeling_thmm.THMM...", as saved
+           for cls in (THMMConfig, THMMForHierarchicalClassification)}
+    for filename in ("tokenizer_config.json", "config.json"):
+        path = cached_file(model, filename, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+        if path is None:
+            continue
+        try:
+            auto_map = json.loads(Path(path).read_text(encoding="utf-8")).get("auto_map") or {}
+        except (ValueError, AttributeError) as err:
+            raise InputError(f"{model}/{filename}: not a JSON object ({err})") from None
+        names = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+        code = sorted({n for v in names for n in (v if isinstance(v, (list, tuple)) else [v]) if n and n not in own})
+        if code:
+            raise InputError(f"{model}/{filename}: names code of the model's own to run ({', '.join(map(str, code))}); "
+                             "read that code, then pass --trust-remote-code to run it")
+
+
+TOKENIZER_CONFIG = "tokenizer_config.json"
+# A tokenizer's vocabulary is in one of these (tokenizer.json for a fast one); without it transformers
+# builds a tokenizer of the special tokens alone, which reads every word as [UNK] without a word.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.model")
+
+
+def check_tokenizer_files(model: str) -> None:
+    """A local model folder must hold the tokenizer it was trained with: its config and its vocabulary."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return
+    missing = [] if (folder / TOKENIZER_CONFIG).is_file() else [TOKENIZER_CONFIG]
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        missing.append(f"a vocabulary file (one of {', '.join(VOCABULARY_FILES)})")
+    if missing:
+        raise InputError(f"--model {model}: no tokenizer in the folder, it lacks {' and '.join(missing)}; a model "
+                         "folder holds the tokenizer it was trained with (tokenizer.save_pretrained(folder))")
+
+
+def load_tokenizer(model: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"--model {model}: cannot load its tokenizer ({reason})") from err
 
 
 def check_model_location(model: str) -> None:

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     trainer = Trainer(args)                              # build: data, taxonomy, model, loaders
     # A stop (Ctrl-C, or SIGTERM from a scheduler) leaves checkpoints and no model: say how to go on.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         trainer.fit()                                    # fit: epochs, checkpoints, early stopping
         trainer.tune_thresholds()                        # tune: thresholds on dev, dev/test scores
@@ -79,13 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{args.output_dir} holds no model yet; resume with: {resume_command(args)}") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if trainer.accelerator.is_main_process:
         print("\nTest set (thresholds tuned on dev):\n" + format_markdown({"test": trainer.results["test"]}))
         if args.quickstart:
             print_example_predictions(trainer.final_model, trainer.tokenizer)
         print_outputs(Path(args.output_dir))
     return 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _raise_interrupt(signum, frame):

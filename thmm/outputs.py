@@ -1,0 +1,261 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Output folders: the package deletes or overwrites only what it wrote.
+
+A folder a command writes into carries a marker file, :data:`OUTPUT_MARKER`, a small JSON object
+with the command, the package version and the files the command wrote (``written``, paths relative
+to the folder). A command writes into a folder that is missing, empty, or holds its own marker;
+anything else is refused before a file is written or deleted, naming the folder, the option and a few
+of the entries it holds. Files a user added to a marked folder stay: only the files the marker lists
+are replaced or removed.
+
+- :func:`check_output_dir`: the check alone (writes nothing), for a command to run with its option
+  checks, before any work.
+- :func:`claim_output_dir`: the check, then the marker (a folder the command fills over time, like a
+  training run); :func:`record_outputs` adds what it wrote to the marker.
+- :func:`staged_output_dir`: a folder written whole: built in a temporary sibling and moved into place
+  only when complete (renamed, for a new folder), so an interrupted command leaves the old content
+  or the new, never a mixture of the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+__all__ = [
+    "OUTPUT_MARKER",
+    "OutputDirError",
+    "check_output_dir",
+    "claim_output_dir",
+    "read_marker",
+    "record_outputs",
+    "staged_output_dir",
+]
+
+OUTPUT_MARKER = ".thmm-output.json"
+_STAGING_PREFIX = ".thmm-staging-"  # a sibling folder a staged output is built in (removed after)
+
+
+class OutputDirError(ValueError):
+    """An output folder the package may not write into; the message (one line) names the folder, the
+    option and what is in the way."""
+
+
+def _version() -> str:
+    from thmm import __version__
+
+    return __version__
+
+
+def read_marker(path: str | os.PathLike) -> dict | None:
+    """The marker of ``path`` (``command``, ``version``, ``written``), or ``None`` when it has none."""
+    marker = Path(path) / OUTPUT_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        data = {}  # a damaged marker still marks the folder as the package's; it lists nothing to replace
+    written = data.get("written")
+    data["written"] = [name for name in written if isinstance(name, str)] if isinstance(written, list) else []
+    return data
+
+
+def _write_marker(path: Path, command: str, written: Iterable[str]) -> None:
+    """The marker, written atomically (a reader never sees half of it)."""
+    marker = {"command": command, "version": _version(), "written": sorted(set(written))}
+    temporary = path / (OUTPUT_MARKER + ".tmp")
+    temporary.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, path / OUTPUT_MARKER)
+
+
+def _entries(path: Path, limit: int = 4) -> str:
+    names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir())
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _foreign(path: Path, written: set[str], will_write: Iterable[str]) -> list[str]:
+    """Entries under ``path`` that match a pattern of ``will_write`` (relative glob patterns), or stand
+    where a folder of one must go, and that the package did not write: writing there would overwrite,
+    or mix with, a user's file."""
+    foreign = []
+    for pattern in will_write:
+        parts = Path(pattern).parts
+        for depth in range(1, len(parts)):  # a user's file named like a folder of the output
+            above = path.joinpath(*parts[:depth])
+            if not any(ch in str(above) for ch in "*?[") and above.exists() and not above.is_dir():
+                foreign.append(above.relative_to(path).as_posix())
+        for candidate in sorted(path.glob(pattern)):
+            name = candidate.relative_to(path).as_posix()
+            if name not in written and name != OUTPUT_MARKER:
+                foreign.append(name)
+    return sorted(set(foreign))
+
+
+def check_output_dir(
+    path: str | os.PathLike, option: str, command: str | None = None, will_write: Iterable[str] = ()
+) -> dict | None:
+    """Check that a command may write into ``path``; write nothing. Returns the folder's marker
+    (``None`` for a missing or empty folder).
+
+    Accepted: a missing folder (under a folder, not a file), an empty folder, and a folder holding
+    :data:`OUTPUT_MARKER` of ``command`` (any command when ``None``) in which no file the command is
+    about to write (``will_write``: relative glob patterns like ``"data/*.parquet"``) exists without
+    being listed in the marker. Anything else raises :class:`OutputDirError`, one line naming ``option``,
+    the folder and a few of its entries."""
+    if not os.fspath(path).strip():  # Path("") is the current folder: never take that by accident
+        raise OutputDirError(f"{option}: empty path; name a folder")
+    path = Path(path)
+    where = f"{option} {path}" if option else str(path)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{where}: is a file, not a folder")
+    if not path.exists():
+        ancestor = path.absolute().parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise OutputDirError(f"{where}: {ancestor} is a file, not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise OutputDirError(f"{where}: cannot create it, {ancestor} is not writable")
+        return None
+    if not any(path.iterdir()):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputDirError(f"{where}: is not writable")
+        return None
+    marker = read_marker(path)
+    if marker is None:
+        raise OutputDirError(
+            f"{where}: the folder holds files that thmm did not write ({_entries(path)}); nothing there is "
+            f"deleted or overwritten: choose a new or empty folder (or one thmm wrote, with {OUTPUT_MARKER})"
+        )
+    if command is not None and marker.get("command") not in (None, command):
+        raise OutputDirError(
+            f"{where}: the folder holds the output of {marker['command']}, not of {command} "
+            f"({_entries(path)}); choose another folder"
+        )
+    foreign = _foreign(path, set(marker["written"]), will_write)
+    if foreign:
+        raise OutputDirError(
+            f"{where}: {', '.join(foreign[:4])}{' ...' if len(foreign) > 4 else ''} would be overwritten or mixed "
+            "with this output, and thmm did not write it (it is not listed in "
+            f"{OUTPUT_MARKER}); move it away or choose another folder"
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputDirError(f"{where}: is not writable")
+    return marker
+
+
+def claim_output_dir(path: Path, option: str, command: str, replace: bool) -> None:
+    """Make ``path`` an output folder of ``command`` (e.g. ``"thmm-train"``), after
+    :func:`check_output_dir` (``option``, e.g. ``"--output-dir"``, names it in a refusal):
+
+    - a missing folder is created (with its parents), an empty one is taken;
+    - a folder holding the marker of ``command`` is taken; with ``replace`` the files its marker lists
+      (what the package wrote there, see :func:`record_outputs`) are deleted first, and files a user
+      added stay;
+    - anything else raises :class:`OutputDirError` (a ``ValueError``), and nothing is written or deleted.
+
+    Then the marker is written: ``command``, the package version, and ``written`` (kept as it was
+    unless ``replace``)."""
+    path = Path(path)
+    marker = check_output_dir(path, option, command)
+    written = marker["written"] if marker else []
+    if replace and written:
+        for name in sorted(written, key=lambda n: n.count("/"), reverse=True):
+            _remove(path, name)
+        written = []
+    path.mkdir(parents=True, exist_ok=True)
+    _write_marker(path, command, written)
+
+
+def record_outputs(path: str | os.PathLike, names: Iterable[str]) -> None:
+    """Add ``names`` (paths relative to ``path``; a folder name covers the folder) to the files the
+    marker of ``path`` lists as written by the package, so that a later ``replace`` may remove them."""
+    path = Path(path)
+    marker = read_marker(path)
+    if marker is None:
+        raise OutputDirError(f"{path}: has no {OUTPUT_MARKER}; claim it (claim_output_dir) before writing")
+    _write_marker(path, marker.get("command") or "thmm", [*marker["written"], *names])
+
+
+def _remove(root: Path, name: str) -> None:
+    """Remove ``root/name`` (a file, or a folder the package wrote whole), and the folders above it
+    that this leaves empty, up to ``root``; a name outside ``root`` is ignored."""
+    target = root / name
+    try:
+        target.resolve().relative_to(root.resolve())
+    except ValueError:
+        return
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    parent = target.parent
+    while parent != root and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def _move(source: Path, target: Path) -> None:
+    """``os.replace`` (atomic), or a copy when ``target`` is on another file system (a mount point)."""
+    try:
+        os.replace(source, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        shutil.copy2(source, target)
+        source.unlink()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+@contextlib.contextmanager
+def staged_output_dir(
+    path: str | os.PathLike, option: str, command: str, will_write: Iterable[str] = ()
+) -> Iterator[Path]:
+    """Write a whole output folder safely: ``with staged_output_dir(out, "--out", "thmm-stats") as
+    staging:`` write the files into ``staging``; when the block completes they are moved into ``out``.
+
+    ``out`` is checked first (:func:`check_output_dir`, with ``will_write`` and the files actually
+    written), and again before anything in it changes. A missing ``out`` receives the staging folder by
+    one rename; an empty or marked one receives the new files one by one (each an atomic replace), and
+    then loses the files its marker listed that the new output no longer has. Files the package did not
+    write are never touched. If the block raises, the staging folder is removed and ``out`` is as it was.
+    """
+    path = Path(path)
+    will_write = list(will_write)
+    check_output_dir(path, option, command, will_write)
+    parent = path.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX + path.name + "-", dir=parent))
+    try:
+        yield staging
+        new = _files(staging)
+        marker = check_output_dir(path, option, command, [*will_write, *new])
+        if not path.exists():
+            _write_marker(staging, command, new)
+            os.rename(staging, path)  # atomic: the folder appears complete, or not at all
+            return
+        old = set(marker["written"]) if marker else set()
+        # Listed first, so that a command killed half-way still finds every file it wrote on its next run.
+        _write_marker(path, command, old | set(new))
+        for name in new:
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            _move(staging / name, path / name)
+        for name in sorted(old - set(new)):
+            _remove(path, name)
+        _write_marker(path, command, new)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
