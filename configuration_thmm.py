@@ -6,8 +6,12 @@ lives in ``taxonomy_thmm.py``; its names are re-exported here for existing calle
 
 It is copied next to ``modeling_thmm.py`` (with ``taxonomy_thmm.py``, a relative import) when a
 model is saved, so that ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` works without
-this package installed; it therefore imports nothing but the standard library, transformers and
-``taxonomy_thmm`` (numpy).
+this package installed; it therefore imports nothing but the standard library, huggingface_hub,
+transformers (torch) and ``taxonomy_thmm`` (numpy).
+
+Every field is validated when a config is built (and again when it is saved): the first bad one
+raises a :class:`ConfigFieldError`, one line naming the config.json it was read from, the field,
+the rule and the value.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, PretrainedConfig
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -436,6 +441,10 @@ class THMMConfig(PretrainedConfig):
                 raise ConfigFieldError("encoder_config.model_type", "must be a transformers model type such as "
                                        "'bert'", model_type)
             _check_types(encoder, CONFIG_MAPPING[model_type], "encoder_config.")
+        self._check_encoder_values(encoder.to_dict() if isinstance(encoder, PretrainedConfig) else encoder or {})
+
+    def _check_encoder_values(self, settings: dict) -> None:
+        """The encoder's sizes, dropouts and activation, where it sets them (its config class's defaults otherwise)."""
         for name in _ENCODER_SIZES:
             value = self._encoder_setting(name)
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -444,6 +453,13 @@ class THMMConfig(PretrainedConfig):
         if heads and hidden and hidden % heads:
             raise ConfigFieldError("encoder_config.hidden_size", f"must be a multiple of num_attention_heads "
                                    f"({heads})", hidden)
+        for name, value in settings.items():
+            if name.endswith(("dropout", "dropout_prob")) and isinstance(value, (int, float)) and not 0 <= value <= 1:
+                raise ConfigFieldError(f"encoder_config.{name}", "must be a probability in [0, 1]", value)
+        activation = self._encoder_setting("hidden_act")
+        if isinstance(activation, str) and activation not in ACT2FN:
+            raise ConfigFieldError("encoder_config.hidden_act", "must name one of transformers' activations, such as "
+                                   "'gelu'", activation)
 
     def _check_taxonomy(self) -> None:
         if self.taxonomy is None:
@@ -557,7 +573,8 @@ def _named(err: Exception, source: str) -> ValueError:
 
 
 def config_file_name(name_or_path, subfolder: str = "") -> str:
-    """What a model's config.json is called in messages: its path in a local folder, ``repo/config.json`` for a Hub id."""
+    """What a model's config.json is called in messages: its path in a local folder, ``repo/config.json``
+    for a Hub id."""
     name = os.fspath(name_or_path)
     if os.path.isfile(name):
         return name

@@ -82,7 +82,7 @@ __all__ = [
     "TaxonomyMismatchError",
     "UNFINISHED_MARKER",
     "UnfinishedModelError",
-    "WeightsMismatchError",
+    "WeightsError",
     "check_documents",
     "encode_documents",
     "encoder_layer_list",
@@ -93,9 +93,9 @@ class TaxonomyMismatchError(ValueError):
     """Weights were trained for a different taxonomy than the one they are being loaded into."""
 
 
-class WeightsMismatchError(ValueError):
-    """A weights file does not hold the tensors its config describes (other shapes, tensors the
-    model has no place for, or missing ones), or holds values that are not finite."""
+class WeightsError(ValueError):
+    """A saved model's weights cannot be used: they are not the tensors its config describes (other
+    shapes, tensors the model has no place for, or missing ones), or not finite."""
 
 
 @dataclass
@@ -531,7 +531,7 @@ def _check_weights_match_config(cls, name_or_path, config: THMMConfig, config_so
                                 hub_kwargs: dict) -> dict[str, str]:
     """Before transformers loads anything: every safetensors file of ``name_or_path`` is complete, its
     taxonomy fingerprint is the config's (else :class:`TaxonomyMismatchError`), and it holds exactly
-    the tensors the config's model has, in their shapes (else :class:`WeightsMismatchError`: a
+    the tensors the config's model has, in their shapes (else :class:`WeightsError`: a
     ``head_type`` edited from thmm to tmm would silently drop the parent links). Each error names
     the file. Returns the file of every tensor."""
     files = _safetensors_files(name_or_path, hub_kwargs)
@@ -547,7 +547,7 @@ def _check_weights_match_config(cls, name_or_path, config: THMMConfig, config_so
                 continue
             file_of[key] = file
             if key in expected and tuple(tensor["shape"]) != expected[key]:
-                raise WeightsMismatchError(
+                raise WeightsError(
                     f"{file}: tensor {key!r} has shape {tuple(tensor['shape'])} but {config_source} gives it "
                     f"{expected[key]}: the weights do not match the config (head_type, head_hidden_size, "
                     "doc_representation or encoder_config differ)"
@@ -583,20 +583,26 @@ def _check_same_tensors(file_of: dict, expected: dict, config: THMMConfig, confi
     found = [f"{len(unexpected)} tensors it has no place for (e.g. {', '.join(unexpected[:3])})"] if unexpected else []
     found += [f"{len(missing)} tensors it needs are missing (e.g. {', '.join(missing[:3])})"] if missing else []
     file = file_of[unexpected[0]] if unexpected else files[0]
-    raise WeightsMismatchError(
+    raise WeightsError(
         f"{file}: the weights do not match {config_source} (head_type {config.head_type!r}, doc_representation "
         f"{config.doc_representation!r}, lexical_vocab_size {config.lexical_vocab_size}): {'; '.join(found)}; "
         "head_type and the other settings must match the tensors: load them with the config.json saved with them"
     )
 
 
+def _finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite: a sum is (one pass, nothing allocated) unless one is not, or the
+    sum overflows, which the element-wise check then tells apart."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def _check_finite(model: nn.Module, file_of: dict, weights: str) -> None:
-    """Every floating-point weight and buffer of a loaded model is finite; else a WeightsMismatchError
+    """Every floating-point weight and buffer of a loaded model is finite; else a WeightsError
     naming the file and the tensor (NaN weights would give NaN scores and empty predictions)."""
     for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
-            raise WeightsMismatchError(f"{file_of.get(name, weights)}: tensor {name!r} holds NaN or infinite values; "
-                                       "the weights are damaged: save or download them again")
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not _finite(tensor):
+            raise WeightsError(f"{file_of.get(name, weights)}: tensor {name!r} holds NaN or infinite values; "
+                               "the weights are damaged: save or download them again")
 
 
 class THMMForHierarchicalClassification(THMMPreTrainedModel):
@@ -661,7 +667,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         """`PreTrainedModel.from_pretrained` (every standard keyword works), refusing a saved model that
         is not whole before anything is loaded: a config.json field no model can be built from
         (:class:`ConfigFieldError`), weights of another taxonomy (:class:`TaxonomyMismatchError`),
-        of other tensors or shapes, or not finite (:class:`WeightsMismatchError`). Each error is
+        of other tensors or shapes, or not finite (:class:`WeightsError`). Each error is
         one line naming the file.
 
         A folder holding :data:`UNFINISHED_MARKER` (an unfinished training run's model) is refused
@@ -682,7 +688,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
                 f"the weights in {name} were trained for a different taxonomy than the one in the config they are "
                 "loaded with; load them with their own config.json"
             )
-        _check_finite(model, file_of, f"the weights of {name}")
+        _check_finite(model, file_of, f"the weights of {name}" if name else "the state dict")
         return loaded
 
     @classmethod

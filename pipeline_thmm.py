@@ -86,7 +86,7 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.model.check_tokenizer(self.tokenizer, where=getattr(self.model, "name_or_path", None) or None)
+        self.model.check_tokenizer(self.tokenizer, where=self.model.name_or_path or None)
         self._check_batch_size(self._batch_size)
 
     def _sanitize_parameters(self, **kwargs):
@@ -98,12 +98,14 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
 
     def __call__(self, inputs, **kwargs):
         """``inputs``: a string or a ``{"title", "abstract"}`` dict (returns one list of codes), or a
-        list of those (returns one list per document). Every document is checked before any is run."""
+        list of those (returns one list per document). Every document of a list is checked before any
+        is run; those of a generator or a dataset, as they come."""
         if isinstance(inputs, tuple):
             inputs = list(inputs)
         if isinstance(inputs, list) and not inputs:
             return []
-        for index, document in enumerate(inputs if isinstance(inputs, list) else [inputs]):
+        one = isinstance(inputs, (str, Mapping)) or not hasattr(inputs, "__iter__")
+        for index, document in enumerate([inputs] if one else inputs if isinstance(inputs, list) else []):
             try:
                 title_and_abstract(document)
             except ValueError as err:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from bad_input_table import Case, load_model, model_with
 from configuration_thmm import ConfigFieldError, UnfinishedModelError
-from modeling_thmm import WeightsMismatchError
+from modeling_thmm import WeightsError
 
 CONFIG = "{model}/config.json, field "
 WEIGHTS = "{model}/model.safetensors"
@@ -157,20 +157,20 @@ CASES = {
         "predict", lambda env: env.predict_argv(model=without_taxonomy(env)), 2, (CONFIG + "'taxonomy'",)),
     # ---- the weights: the tensors the config describes, and finite
     "model-head-type-without-its-tensors": Case(
-        "api", load_model(lambda env: model_with(env, head_type="tmm")), WeightsMismatchError,
+        "api", load_model(lambda env: model_with(env, head_type="tmm")), WeightsError,
         (WEIGHTS, "{model}/config.json", "head_type 'tmm'", "heads.levels.1.parent_weight1",
          "head_type and the other settings must match the tensors")),
     "model-predict-head-type-without-its-tensors": Case(
         "predict", lambda env: env.predict_argv(model=model_with(env, head_type="tmm")), 2,
         (WEIGHTS, "{model}/config.json", "heads.levels.1.parent_weight1")),
     "model-encoder-layers-without-tensors": Case(
-        "api", load_model(lambda env: encoder_with(env, num_hidden_layers=2)), WeightsMismatchError,
+        "api", load_model(lambda env: encoder_with(env, num_hidden_layers=2)), WeightsError,
         (WEIGHTS, "tensors it has no place for", "encoder.encoder.layer.2.")),
     "model-lexical-scorer-without-tensors": Case(
-        "api", load_model(lambda env: model_with(env, lexical_vocab_size=10)), WeightsMismatchError,
+        "api", load_model(lambda env: model_with(env, lexical_vocab_size=10)), WeightsError,
         (WEIGHTS, "3 tensors it needs are missing", "lexical.bias")),
     "model-nan-weights": Case(
-        "api", load_model(nan_weights), WeightsMismatchError,
+        "api", load_model(nan_weights), WeightsError,
         (WEIGHTS + ": tensor 'heads.levels.1.weight2' holds NaN or infinite values",)),
     "model-predict-nan-weights": Case(
         "predict", lambda env: env.predict_argv(model=nan_weights(env)), 2,

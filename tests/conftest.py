@@ -95,7 +95,8 @@ def build_tiny_model(encoder_config, taxonomy, seed=0, **config_kwargs):
     from modeling_thmm import THMMForHierarchicalClassification
 
     torch.manual_seed(seed)
-    config_kwargs = {"head_hidden_size": 16, "flat_hidden_size": 24, "cnn_num_filters": 8, **config_kwargs}
+    config_kwargs = {"head_hidden_size": 16, "flat_hidden_size": 24, "cnn_num_filters": 8, "max_length": 64,
+                     **config_kwargs}  # max_length within the tiny encoder's 128 positions
     config = THMMConfig(encoder_config=encoder_config, taxonomy=taxonomy, **config_kwargs)
     return THMMForHierarchicalClassification(config).eval()
 

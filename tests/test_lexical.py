@@ -109,9 +109,9 @@ def test_fused_model_saves_reloads_and_fuses_in_forward(tiny_model, tiny_tokeniz
 
 
 @pytest.mark.parametrize("values, fragment", [
-    ({"lexical_weight": 1.5, "lexical_vocab_size": 10}, "lexical_weight must be in [0, 1]"),
-    ({"lexical_weight": 0.2}, "needs a lexical scorer"),
-    ({"lexical_vocab_size": -1}, "lexical_vocab_size must be non-negative"),
+    ({"lexical_weight": 1.5, "lexical_vocab_size": 10}, "field 'lexical_weight': must be in [0, 1]"),
+    ({"lexical_weight": 0.2}, "field 'lexical_weight': must be 0 without a lexical scorer"),
+    ({"lexical_vocab_size": -1}, "field 'lexical_vocab_size': must be at least 0"),
 ])
 def test_config_refuses_bad_lexical_settings(small_taxonomy, values, fragment):
     with pytest.raises(Exception, match=fragment.replace("[", r"\[").replace("]", r"\]")):  # strict validation

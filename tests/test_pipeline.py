@@ -168,6 +168,12 @@ def test_bad_arguments_are_refused_before_any_work(pipe, kwargs, match):
         pipe(["shoe sole", "radio"], **kwargs)
 
 
+def test_documents_of_a_generator_are_checked_as_they_come(pipe):
+    assert len(list(pipe(title for title in ["shoe sole", "radio"]))) == 2
+    with pytest.raises(ValueError, match="^fields 'title' and 'abstract': empty document"):
+        list(pipe(title for title in ["shoe sole", " "]))
+
+
 def test_unknown_argument(pipe):
     with pytest.raises(TypeError, match="top_n"):
         pipe("shoe sole", top_n=2)

@@ -267,12 +267,12 @@ def test_config_thresholds_and_choices(small_taxonomy):
     config = THMMConfig(taxonomy=small_taxonomy, threshold=0.4, level_thresholds=[0.5, 0.4, 0.3])
     assert config.thresholds == Thresholds(0.4, (0.5, 0.4, 0.3))
     assert THMMConfig(taxonomy=small_taxonomy, threshold=0.4).decision_thresholds == 0.4
-    with pytest.raises(Exception, match=r"level_thresholds.*per_level\[1\]: must be a probability"):
+    with pytest.raises(ValueError, match=r"field 'level_thresholds\[1\]': must be a probability in \[0, 1\] \(got nan\)"):
         THMMConfig(taxonomy=small_taxonomy, level_thresholds=[0.5, float("nan"), 0.3])
     config = THMMConfig(taxonomy=small_taxonomy, level_thresholds=[0.5, 0.4, 0.3], node_thresholds={"A43B": 0.2})
     node_values = config.thresholds.for_nodes(small_taxonomy)
     assert node_values[small_taxonomy.index("A43B")] == 0.2 and node_values[small_taxonomy.index("A43C")] == 0.3
-    with pytest.raises(Exception, match=r"node_thresholds \(1 nodes\): per-node thresholds for 1 codes outside"):
+    with pytest.raises(ValueError, match=r"field 'node_thresholds': must name taxonomy nodes \(1 do not, e.g. 'Z99Z'\)"):
         THMMConfig(taxonomy=small_taxonomy, node_thresholds={"Z99Z": 0.2})
     assert HEAD_TYPES == ("tmm", "thmm", "flat") and DOC_REPRESENTATIONS == ("cls", "cnn", "mean")
     for head_type in HEAD_TYPES:
@@ -280,7 +280,7 @@ def test_config_thresholds_and_choices(small_taxonomy):
     assert check_max_length(MIN_MAX_LENGTH) == 8
     with pytest.raises(ValueError, match=r"^--max-length: must be at least 8 \(got 7\)$"):
         check_max_length(7, "--max-length")
-    with pytest.raises(Exception, match=r"max_length: must be at least 8 \(got 4\)"):
+    with pytest.raises(ValueError, match=r"field 'max_length': must be at least 8 \(got 4\)"):
         THMMConfig(taxonomy=small_taxonomy, max_length=4)
 
 

@@ -97,6 +97,10 @@ def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None =
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     fitted = Parallel(n_jobs=n_jobs)(
         delayed(fit_node_svm)(X, targets[:, j], C) for j in range(targets.shape[1]))
+    if n_jobs > 1:  # the idle workers would hold their memory (and outlive a killed run) for minutes
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
     coef = np.stack([w if w is not None else np.zeros(X.shape[1], np.float32) for w, _ in fitted], axis=1)
     return coef, np.array([b for _, b in fitted], dtype=np.float32)
 

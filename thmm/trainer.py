@@ -185,7 +185,7 @@ class Trainer:
     def __init__(self, args: TrainingArguments):
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         self.args = args
         self.output_dir = output_dir = Path(args.output_dir)
@@ -243,6 +243,10 @@ class Trainer:
         # ---- model
         trust = {"trust_remote_code": args.trust_remote_code}  # never None: transformers would prompt on stdin
         with encoder_loading(args):
+            encoder_config = AutoConfig.from_pretrained(args.encoder, **trust)
+            positions = getattr(encoder_config, "max_position_embeddings", None)
+            if positions and args.max_length > positions:
+                raise ConfigError(f"--max-length {args.max_length} exceeds the encoder's {positions} positions")
             self.tokenizer = AutoTokenizer.from_pretrained(args.encoder, **trust)
             model = THMMForHierarchicalClassification.from_encoder(
                 args.encoder, taxonomy, encoder_kwargs=trust, head_type=args.head_type,
@@ -253,9 +257,6 @@ class Trainer:
             )
         if args.output_bias_init == "prior":  # a resumed run loads its biases from the checkpoint instead
             model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)))
-        encoder_positions = getattr(model.config.encoder_config, "max_position_embeddings", None)
-        if encoder_positions and args.max_length > encoder_positions:
-            raise ConfigError(f"--max-length {args.max_length} exceeds the encoder's {encoder_positions} positions")
         if args.freeze_encoder:
             for p in model.encoder.parameters():
                 p.requires_grad_(False)
