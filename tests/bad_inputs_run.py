@@ -151,7 +151,7 @@ CASES = {
     "run-one-dev-document-with-fusion": Case(
         "train", one_dev_document, 2, ("--lexical-fusion: the validation split has 1 document(s)", "--no-lexical-fusion")),
     # ---- output folders: never one the package did not write
-    "run-output-dir-empty-string": Case("train", lambda env: env.train_argv(out=""), 2,
+    "run-output-dir-empty-string": Case("train", lambda env: [*env.train_argv(), "--output-dir", ""], 2,
                                         ("--output-dir: must name a folder",)),
     "run-output-dir-users-folder": Case(
         "train", lambda env: users_folder(env), 2, ("--output-dir {tmp}/mine", "did not write", "notes.txt"),

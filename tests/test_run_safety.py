@@ -141,3 +141,26 @@ def test_the_current_folder_is_never_an_output_by_accident(output_dir, tiny_enco
     code = train_cli.cli(argv(tiny_encoder_dir, output_dir, "--overwrite-output-dir"))
     assert code == 2 and "--output-dir" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "mine"
+
+
+def test_user_files_survive_prediction(saved_model_dir, tmp_path, capsys):
+    """thmm-predict writes only its output file: a user's file beside it stays, its own earlier output is
+    replaced, and an existing file it did not write is refused and left as it was."""
+    from thmm.cli import predict as predict_cli
+
+    documents = tmp_path / "patents.txt"
+    documents.write_text("Shoe sole with a heel\nWireless packet radio\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = tmp_path / "predictions.jsonl"
+    common = ["--model", str(saved_model_dir), "--input", str(documents)]
+    assert predict_cli.cli([*common, "--output", str(out)]) == 0
+    assert predict_cli.cli([*common, "--output", str(out), "--top-k", "1"]) == 0  # its own output: replaced
+    assert len(out.read_text().splitlines()) == 2
+    capsys.readouterr()
+    for mine in (tmp_path / "notes.txt", documents):
+        before = mine.read_bytes()
+        assert predict_cli.cli([*common, "--output", str(mine)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "not a thmm-predict output" in err[0] and str(mine) in err[0]
+        assert mine.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "patents.txt", "predictions.jsonl"]

@@ -205,7 +205,7 @@ def test_feature_cache_is_written_and_read_through_memory_maps(tmp_path, tiny_mo
         assert torch.equal(batch["encoder_features"][1, : lengths[1]], torch.from_numpy(document_1).float())
 
 
-def test_damaged_feature_cache_names_the_file_and_the_fix(tmp_path, tiny_model, tiny_tokenizer):
+def test_damaged_feature_cache_is_built_again_and_names_the_file(tmp_path, tiny_model, tiny_tokenizer, caplog):
     from accelerate import Accelerator
 
     splits = {name: SPLIT for name in ("train", "validation", "test")}
@@ -215,8 +215,14 @@ def test_damaged_feature_cache_names_the_file_and_the_fix(tmp_path, tiny_model, 
     file = directory / "train.safetensors"
     with open(file, "r+b") as f:  # an interrupted copy: the file lost its tail
         f.truncate(file.stat().st_size - 64)
+    damaged = file.read_bytes()
+    with caplog.at_level("WARNING", logger="thmm.features"):  # checked before use: built again, with a warning
+        arrays, again, hit = features.cached_features(Accelerator(cpu=True), model, tiny_tokenizer, splits, 32, 2, cache)
+    assert not hit and again == directory and arrays["train"]["features"].shape[0] == len(SPLIT["title"])
+    assert f"{file}: not a complete safetensors file" in caplog.text and "building it again" in caplog.text
+    file.write_bytes(damaged)  # damaged after the check: reading it names the file and the fix
     with pytest.raises(features.FeatureCacheError) as err:
-        features.cached_features(Accelerator(cpu=True), model, tiny_tokenizer, splits, 32, 2, cache)
+        features.load_features(file)
     message = str(err.value)
     assert str(file) in message and f"delete {directory}" in message and "rebuilds it" in message
     assert isinstance(err.value, OSError)  # the commands report it as one "error:" line, exit code 2

@@ -20,21 +20,28 @@ def _mean(values):
 def write_run_outputs(trainer, final_model, model_dir: Path) -> dict:
     """Everything under ``OUTPUT_DIR`` for a trained, tuned :class:`~thmm.trainer.Trainer` (the model
     card into ``model_dir``, where the model is being saved); returns the summary."""
-    from .model_card import build_model_card
+    from .model_card import build_model_card, card_thresholds, hub_repo_id, threshold_tuning_info, usage_path
 
     args, results, state = trainer.args, trainer.results, trainer.state
     output_dir = Path(args.output_dir)
     thresholds = trainer.tuned.to_dict() if trainer.tuned is not None else trainer.thresholds.to_dict()
+    repo_id = hub_repo_id(args)  # the card is written before the push: its snippet loads the repo
     card = build_model_card(
         head_type=args.head_type, doc_representation=args.doc_representation, encoder=args.encoder,
         freeze_encoder=args.freeze_encoder, frozen_lower_layers=args.freeze_lower_layers, dataset=args.dataset,
+        dataset_config=getattr(args, "dataset_config", None),
         upsample=args.upsample, scheme=args.scheme, taxonomy=trainer.taxonomy,
         training={"batch_size": args.batch_size, "learning_rate": args.learning_rate,
                   "head_learning_rate": args.head_learning_rate, "max_length": args.max_length,
                   "epochs": args.epochs, "patience": args.patience, "seed": args.seed,
                   "selection_metric": SELECTION_METRICS[args.selection_metric][0]},
-        thresholds=thresholds, test_metrics=results["test"], epochs_run=len(state["history"]),
-        best_epoch=trainer.best_epoch, model_name=output_dir.name,
+        # what the saved config.json decides with, and how it was tuned
+        thresholds=card_thresholds(final_model.config, thresholds.get("objective")),
+        threshold_tuning=threshold_tuning_info(args, trainer.references["validation"], trainer.taxonomy,
+                                               trainer.eval_taxonomy["validation"]),
+        test_metrics=results["test"], epochs_run=len(state["history"]), best_epoch=trainer.best_epoch,
+        model_name=repo_id.rsplit("/", 1)[-1] if repo_id else output_dir.name,
+        repo_id=repo_id, model_path=usage_path(trainer.run.model),
         lexical_fusion=trainer.lexical.to_dict() if trainer.lexical is not None else None,
     )
     card.save(model_dir / "README.md")

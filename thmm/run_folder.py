@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import shlex
-import shutil
 from pathlib import Path
 
 from modeling_thmm import UNFINISHED_MARKER

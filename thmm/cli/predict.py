@@ -304,6 +304,22 @@ def check_writable(path: str, option: str) -> None:
         raise InputError(f"{option} {path}: directory {parent} does not exist")
     if not os.access(target if target.exists() else parent, os.W_OK):
         raise InputError(f"{option} {path}: not writable")
+    if target.is_file() and not is_prediction_output(target):
+        raise InputError(f"{option} {path}: the file exists and is not a thmm-predict output (its first line is not "
+                          "a prediction record); it is not overwritten: choose another file, or remove it")
+
+
+def is_prediction_output(path: Path) -> bool:
+    """Whether ``path`` is empty or starts with a record this command writes (so it may be replaced)."""
+    with open(path, "rb") as stream:
+        first = stream.readline(1 << 20)
+    if not first.strip():
+        return True
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and {"id", "predicted"} <= record.keys()
 
 
 def cli(argv=None) -> int:
