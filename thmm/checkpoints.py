@@ -63,8 +63,9 @@ def writing(path: Path):
     except (OSError, SafetensorError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and not isinstance(err, SafetensorError) and "writ" not in str(err).lower():
             raise  # not an I/O failure (torch reports a failed write as "PytorchStreamWriter failed writing ...")
-        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise OSError(f"{path}: cannot write ({reason}); free some space or choose another --output-dir, then "
+        reason = (getattr(err, "strerror", None) or str(err).strip() or type(err).__name__).splitlines()[0]
+        where = getattr(err, "filename", None) or path  # the file that failed, when the library says
+        raise OSError(f"{where}: cannot write ({reason}); free some space or choose another --output-dir, then "
                       "resume with --resume") from None
 
 

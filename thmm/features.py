@@ -11,10 +11,12 @@ holds a split's features in memory, and an epoch in random order does not leave 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import mmap
+import os
 import struct
 import time
 from pathlib import Path
@@ -98,6 +100,12 @@ def create_safetensors(path: Path, specs: dict[str, tuple[str, tuple]]) -> dict[
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
         f.truncate(8 + len(raw) + offset)
+        try:  # reserve the blocks now: a full disk is an OSError here, not a SIGBUS while writing the map
+            os.posix_fallocate(f.fileno(), 0, 8 + len(raw) + offset)
+        except (AttributeError, OSError) as err:
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, f"{path}: no space left for the feature cache ({offset} bytes); "
+                                            "free some space or choose another --features-cache-dir") from None
     return _memory_maps(path, header, 8 + len(raw), "r+")
 
 
