@@ -135,7 +135,22 @@ def users_folder(env, *extra):
     return env.train_argv(*extra, out=env.tmp / "mine")
 
 
+def taxonomy_file(env, name, text):
+    path = env.tmp / name
+    path.write_text(text, encoding="utf-8")
+    return env.train_argv("--taxonomy", str(path))
+
+
 CASES = {
+    # ---- --taxonomy: the option and the file named, whatever is wrong in it
+    "run-taxonomy-json-without-parents": Case(
+        "train", lambda env: taxonomy_file(env, "tax.json", '{"nodes": ["A"]}'), 2,
+        ("--taxonomy {tmp}/tax.json", "'nodes' and 'parents'")),
+    "run-taxonomy-json-cut-off": Case(
+        "train", lambda env: taxonomy_file(env, "tax.json", '{"nodes": ["A"'), 2, ("--taxonomy {tmp}/tax.json",)),
+    "run-taxonomy-titles-lower-case-code": Case(
+        "train", lambda env: taxonomy_file(env, "tax.tsv", "a43b\tFootwear\n"), 2,
+        ("--taxonomy {tmp}/tax.tsv", "malformed CPC code 'a43b'")),
     # ---- numbers: finite, and sizes the run can use
     "run-weight-decay-inf": Case("train", lambda env: env.train_argv("--weight-decay", "inf"), 2,
                                  ("--weight-decay: must be a finite number (got inf)",)),

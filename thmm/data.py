@@ -50,9 +50,13 @@ def load_splits(args: TrainingArguments):
 def build_taxonomy(args: TrainingArguments, train_labels) -> Taxonomy:
     if args.taxonomy:
         path = Path(args.taxonomy)
-        if path.suffix == ".json":
-            return Taxonomy.from_json(path)
-        return Taxonomy.from_codes(read_label_titles(path), scheme=args.scheme)
+        try:
+            if path.suffix == ".json":
+                return Taxonomy.from_json(path)
+            return Taxonomy.from_codes(read_label_titles(path), scheme=args.scheme)
+        except ValueError as err:  # a TaxonomyError too: name the option and the file (once)
+            message = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"--taxonomy {path}: {message.replace(f'{path}: ', '', 1)}") from None
     return Taxonomy.from_codes({code for labels in train_labels for code in labels}, scheme=args.scheme)
 
 
