@@ -4,7 +4,7 @@
     >>> from transformers import pipeline
     >>> pipe = pipeline(model="runs/quickstart/model", trust_remote_code=True)
     >>> pipe({"title": "Shoe sole with a heel", "abstract": "An insole for a boot."})
-    [{'code': 'A', 'score': 0.97, 'level': 1, 'title': None}, {'code': 'A43', ...}, {'code': 'A43B', ...}]
+    [{'code': 'A', 'score': 0.9712, 'level': 1, 'title': None}, {'code': 'A43', ...}, {'code': 'A43B', ...}]
 
 `THMMForHierarchicalClassification.save_pretrained` copies this file next to the weights and names
 the pipeline in `config.custom_pipelines`, so `pipeline(model=dir_or_repo, trust_remote_code=True)`
@@ -19,6 +19,9 @@ import torch
 from transformers import AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
+# From modeling_thmm (which re-exports them from tokenization_thmm), not tokenization_thmm: loaded as
+# remote code, a module's relative imports decide the package it is loaded in, and the pipeline must
+# share the model's (one copy of every class, e.g. the Thresholds its decoding checks).
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
     from .modeling_thmm import document_problem, encode_documents
 except ImportError:  # plain import when installed as a top-level module
@@ -56,7 +59,9 @@ def title_and_abstract(document) -> tuple[str, str]:
 class HierarchicalPatentClassificationPipeline(Pipeline):
     """Predicted codes per patent, decoded like `THMMForHierarchicalClassification.predict`: a list of
     ``{"code", "score", "level", "title"}`` dicts, each predicted code with its ancestors, ordered by
-    level then score.
+    level then score. The scores shown obey the hierarchy (a child never above its parent; an ancestor
+    implied by a predicted code never below that code's score) and are rounded to 4 places, as
+    `THMMForHierarchicalClassification.label_records` gives them.
 
     Call arguments (also accepted by `pipeline(...)` as defaults):
         top_k (`int`, *optional*): predict the `top_k` best leaves instead of thresholding.
@@ -64,10 +69,14 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
             defaults to the model's tuned ones (`config.node_thresholds` over `config.level_thresholds`,
             else `config.threshold`).
         at_least_one (`bool`, *optional*): give a document its best leaf when none reaches the threshold.
-        consistent (`bool`, *optional*): cap each node's score by its ancestors' (no child above its
-            parent); defaults to the model's `config.consistent_scores`.
+        consistent (`bool`, *optional*): decide on each node's score capped by its ancestors' (no child
+            above its parent); defaults to the model's `config.consistent_scores`.
+        decimals (`int` or `None`, *optional*, defaults to 4): decimal places of the scores; `None` keeps
+            full precision.
+        raw_scores (`bool`, *optional*, defaults to `False`): show the scores the decision read (the
+            heads' probabilities, or the consistent ones) instead of the hierarchy's display scores.
 
-    Documents are tokenized as in training (`modeling_thmm.encode_documents`, ``title [SEP] abstract``)
+    Documents are tokenized as in training (`tokenization_thmm.encode_documents`, ``title [SEP] abstract``)
     and truncated to the model's `config.max_length`. `batch_size` and `device` work as for any pipeline.
 
     Bad input is refused before any work, with a ValueError: a document that is not a string or a
@@ -82,7 +91,7 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
-    DECODING_PARAMS = ("top_k", "threshold", "at_least_one", "consistent")
+    DECODING_PARAMS = ("top_k", "threshold", "at_least_one", "consistent", "decimals", "raw_scores")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

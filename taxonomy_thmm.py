@@ -3,9 +3,10 @@
 
 Code -> ancestors (the CPC/IPC prefix rule), node levels and their names, parent and child indices,
 tree distances, the closure of label sets under "a label implies its ancestors", "an inner node
-scores the max over its children", and the decoding of node scores into hierarchy-consistent label
-sets at decision :class:`Thresholds`. The model, the dataset scripts, the metric and the training
-code all use :class:`Taxonomy`.
+scores the max over its children", the decoding of node scores into hierarchy-consistent label
+sets at decision :class:`Thresholds`, and the scores shown beside those label sets
+(:meth:`Taxonomy.display_scores`). The model, the dataset scripts, the metric and the training code
+all use :class:`Taxonomy`.
 
 It is copied next to ``configuration_thmm.py`` and ``modeling_thmm.py`` when a model is saved (a
 relative import of the configuration), so that ``AutoModel.from_pretrained(dir,
@@ -224,10 +225,20 @@ class Thresholds:
 
     @classmethod
     def coerce(cls, value) -> Thresholds:
-        """A :class:`Thresholds` as is; a number as the global threshold; a sequence as per-level ones."""
+        """A :class:`Thresholds` as is (one of another copy of this code, as its copy here); a number as
+        the global threshold; a sequence as per-level ones."""
         if isinstance(value, Thresholds):
             return value
+        if _is_other_copy(value):
+            return cls.from_dict(value.to_dict())
         return cls(value) if _is_single(value) else cls(per_level=value)
+
+
+def _is_other_copy(value) -> bool:
+    """Whether ``value`` is a :class:`Thresholds` of another copy of this module: a model loaded as
+    remote code may hold its config's classes from one copy and its own from another."""
+    return (not isinstance(value, Thresholds) and type(value).__name__ == "Thresholds"
+            and callable(getattr(value, "to_dict", None)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -619,6 +630,8 @@ class Taxonomy:
         Plain values may be on any score scale (e.g. SVM decision values); they must be finite.
         """
         per_node = None
+        if _is_other_copy(threshold):
+            threshold = Thresholds.coerce(threshold)
         if isinstance(threshold, Thresholds):
             decision, per_node = threshold.decision, threshold.per_node
         else:
@@ -645,6 +658,32 @@ class Taxonomy:
         empty = np.flatnonzero(~selected[:, leaves].any(axis=1))
         selected[empty, leaves[np.argmax(scores[empty][:, leaves], axis=1)]] = True
 
+    def select(
+        self,
+        scores: np.ndarray,
+        threshold: Thresholds | float | Sequence[float] = 0.5,
+        top_k: int | None = None,
+        at_least_one: bool = False,
+    ) -> np.ndarray:
+        """The decision of :meth:`decode` as a bool ``[documents, nodes]`` matrix, closed upwards
+        (every selected node's ancestors are selected). Arguments as for :meth:`decode`."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.ndim != 2 or scores.shape[1] != len(self):
+            raise TaxonomyError(f"expected scores of shape [documents, {len(self)}], got {list(scores.shape)}")
+        leaves = self.leaf_ids
+        if top_k is not None:
+            if top_k < 1:
+                raise TaxonomyError(f"top_k must be at least 1, got {top_k}")
+            k = min(top_k, len(leaves))
+            best = np.argpartition(-scores[:, leaves], k - 1, axis=1)[:, :k]
+            selected = np.zeros(scores.shape, dtype=bool)
+            np.put_along_axis(selected, leaves[best], True, axis=1)
+        else:
+            selected = scores >= self.node_thresholds(threshold)[None, :]
+            if at_least_one:
+                self.select_best_leaf_where_empty(selected, scores)
+        return self.close_upwards(selected)
+
     def decode(
         self,
         scores: np.ndarray,
@@ -665,24 +704,44 @@ class Taxonomy:
         Every predicted node implies its ancestors. Each label list is ordered by level, then by
         decreasing score.
         """
+        selected = self.select(scores, threshold=threshold, top_k=top_k, at_least_one=at_least_one)
+        return self.label_lists(selected, scores)
+
+    def label_lists(self, selected: np.ndarray, scores: np.ndarray,
+                    tie_scores: np.ndarray | None = None) -> list[list[str]]:
+        """The codes of each row of the bool ``[documents, nodes]`` ``selected``, ordered by level,
+        then by decreasing ``scores`` (then by decreasing ``tie_scores``, when given, then by node order)."""
         scores = np.asarray(scores, dtype=np.float64)
-        if scores.ndim != 2 or scores.shape[1] != len(self):
-            raise TaxonomyError(f"expected scores of shape [documents, {len(self)}], got {list(scores.shape)}")
-        leaves = self.leaf_ids
-        if top_k is not None:
-            if top_k < 1:
-                raise TaxonomyError(f"top_k must be at least 1, got {top_k}")
-            k = min(top_k, len(leaves))
-            best = np.argpartition(-scores[:, leaves], k - 1, axis=1)[:, :k]
-            selected = np.zeros(scores.shape, dtype=bool)
-            np.put_along_axis(selected, leaves[best], True, axis=1)
-        else:
-            selected = scores >= self.node_thresholds(threshold)[None, :]
-            if at_least_one:
-                self.select_best_leaf_where_empty(selected, scores)
-        selected = self.close_upwards(selected)
-        order = np.lexsort((-scores, np.broadcast_to(self._levels, scores.shape)), axis=1)
+        keys = (-scores, np.broadcast_to(self._levels, scores.shape))
+        if tie_scores is not None:
+            keys = (-np.asarray(tie_scores, dtype=np.float64),) + keys
+        order = np.lexsort(keys, axis=1)
         return [[self._nodes[i] for i in row_order if row_sel[i]] for row_order, row_sel in zip(order, selected)]
+
+    def display_scores(self, scores: np.ndarray, selected: np.ndarray, block_size: int = 256) -> np.ndarray:
+        """The scores to show beside label sets, so that they obey the hierarchy: every selected node
+        shows the highest score among itself and its selected descendants (bottom-up, the max of its
+        own score and its selected children's shown scores: the flat baselines' max-over-children
+        rule, over the predicted subtree). Unselected nodes keep their own score.
+
+        ``selected`` (bool ``[documents, nodes]``) is a decision closed upwards, as :meth:`select`
+        returns. Then a selected child never shows more than its parent, and an ancestor that is in a
+        label set because a descendant was predicted shows at least that descendant's score: never
+        less than the threshold the descendant reached. The decision itself is not changed: this is
+        display only. ``[documents, nodes]`` -> a new float64 array.
+        """
+        out = np.array(scores, dtype=np.float64)
+        selected = np.asarray(selected, dtype=bool)
+        if out.ndim != 2 or out.shape[1] != len(self) or selected.shape != out.shape:
+            raise TaxonomyError(f"expected scores and selections of shape [documents, {len(self)}], got "
+                                f"{list(out.shape)} and {list(selected.shape)}")
+        for start in range(0, len(out), block_size):
+            block, chosen = out[start : start + block_size], selected[start : start + block_size]
+            for parents, table in reversed(self.children_by_level()):  # children final before parents
+                below = np.where(chosen[:, table], block[:, table], -np.inf).max(axis=2)
+                block[:, parents] = np.where(chosen[:, parents], np.maximum(block[:, parents], below),
+                                             block[:, parents])
+        return out
 
 
 def read_label_titles(path) -> dict[str, str]:

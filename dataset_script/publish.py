@@ -1,8 +1,8 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
 """Publish a patent data set as parquet shards with a dataset card (and optionally push it to the Hub).
 
-    python -m dataset_script.publish --out DIR [--data-dir D] [--config uspto70k|wipo_alpha] \
-        [--upsample] [--push-to-hub REPO_ID]
+    thmm-publish --output-dir DIR [--dataset D] [--dataset-config uspto70k|wipo_alpha] [--upsample]
+    thmm-publish --output-dir DIR --dataset D --push-to-hub --hub-model-id ORG/NAME [--hub-private]
 
 builds the data with :class:`~dataset_script.builder.Uspto70k`, then writes::
 
@@ -19,6 +19,10 @@ in the same order, with the same features.
 refused before the build. The export is built in a temporary sibling folder and moved into place only
 when complete; in an earlier output only the files the marker lists are replaced or removed (stale
 shards included), and files a user added stay (and are not pushed).
+
+Old spellings still work for one release, with a warning naming the new one: ``--out`` (now
+``--output-dir``), ``--data-dir`` (``--dataset``), ``--config NAME`` (``--dataset-config``),
+``--private`` (``--hub-private``) and ``--push-to-hub REPO`` (``--push-to-hub --hub-model-id REPO``).
 """
 
 from __future__ import annotations
@@ -314,51 +318,80 @@ def _only(folder: Path, files: list[str]):
 
 
 def main(argv=None) -> dict:
-    parser = one_line_errors(
-        argparse.ArgumentParser(description="Build and publish patent splits as parquet with a dataset card.")
+    from thmm.cli import (
+        HelpFormatter,
+        PushToHub,
+        add_common_options,
+        add_deprecated,
+        add_dataset_options,
+        check_quiet_verbose,
+        description,
+        library_progress,
+        require,
+        spelled,
     )
+
+    parser = one_line_errors(argparse.ArgumentParser(
+        prog="thmm-publish", usage="%(prog)s --output-dir DIR [--dataset DIR] [OPTIONS]",
+        description=description(__doc__), formatter_class=HelpFormatter))
     parser.add_argument(
-        "--out", required=True,
-        help="output folder (README.md, data/*.parquet, statistics): new, empty, or an earlier thmm-publish output",
+        "--output-dir", metavar="DIR",
+        help="output folder (README.md, data/*.parquet, statistics): new, empty, or an earlier thmm-publish output "
+             "(required)",
     )
-    parser.add_argument(
-        "--data-dir", help="local train.tsv/dev.tsv/test.tsv (or WIPO-alpha) folder; default: the public release"
-    )
-    parser.add_argument("--config", default="uspto70k", choices=["uspto70k", "wipo_alpha"])
-    parser.add_argument("--scheme", choices=["cpc", "ipc"], help="label code scheme (default: the config's)")
+    add_deprecated(parser, "--out", "--output-dir")
+    add_dataset_options(parser, dataset_help="local train.tsv/dev.tsv/test.tsv folder (or WIPO-alpha's "
+                                                      "train/ and test/); default: the public USPTO-70k release")
+    parser.add_argument("--scheme", choices=["cpc", "ipc"], help="label code scheme (default: the dataset config's)")
     parser.add_argument(
         "--upsample",
         action="store_true",
         help="up-sample infrequent training labels to 10 (the paper's preprocessing)",
     )
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub dataset repository")
-    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    parser.add_argument("--cache-dir", help="datasets cache folder")
+    parser.add_argument("--push-to-hub", action=PushToHub,
+                        help="upload the folder to the Hub dataset repo --hub-model-id (the old form --push-to-hub "
+                             "REPO still works, with a deprecation warning)")
+    parser.add_argument("--hub-model-id", metavar="ORG/NAME", help="the Hub dataset repo --push-to-hub uploads to")
+    parser.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
+    add_deprecated(parser, "--private", "--hub-private", flag=True)
+    parser.add_argument("--cache-dir", metavar="DIR", help="datasets cache folder")
     parser.add_argument("--base-url", help="download the release files from here instead of GitHub")
     parser.add_argument("--pretty-name", help="title of the dataset card")
     parser.add_argument(
         "--license", help="licence of local data for the card, e.g. cc-by-4.0 (default: the release's)"
     )
+    add_common_options(parser)
     args = parser.parse_args(argv)
+    require(parser, args, "output_dir")
+    check_quiet_verbose(parser, args)
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push-to-hub: name the repo to upload to with --hub-model-id ORG/NAME")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # the builder's per-split counts (rows read, dropped by an option, up-sampled) are info lines: --verbose
+    logging.getLogger("dataset_script").setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    logging.getLogger("thmm.hub").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    library_progress(args.verbose, args.quiet)
 
     summary = publish(
-        args.out,
-        data_dir=args.data_dir,
-        config_name=args.config,
+        args.output_dir,
+        data_dir=args.dataset,
+        config_name=args.dataset_config,
         upsample=args.upsample,
-        push_to_hub=args.push_to_hub,
-        private=args.private,
+        push_to_hub=args.hub_model_id if args.push_to_hub else None,
+        private=args.hub_private,
         cache_dir=args.cache_dir,
         pretty_name=args.pretty_name,
         license=args.license,
         scheme=args.scheme,
         base_url=args.base_url,
-        option="--out",
+        option=spelled(args, "output_dir"),
     )
-    print(json.dumps(summary, indent=1))
-    pushed = f", pushed to {summary['repo_id']}" if summary.get("repo_id") else ""
-    print(f"wrote {len(summary['files'])} files to {args.out}{pushed}")
+    if args.verbose:
+        print(json.dumps(summary, indent=1))
+    if not args.quiet:
+        rows = ", ".join(f"{split} {n:,}" for split, n in summary["rows"].items())
+        pushed = f"; pushed to {summary['repo_id']}: {summary['commit_url']}" if summary.get("repo_id") else ""
+        print(f"wrote {len(summary['files'])} files ({rows} rows) to {args.output_dir}{pushed}")
     return summary
 
 

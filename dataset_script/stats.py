@@ -1,14 +1,16 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
 """Label statistics of patent splits: per level, distinct labels and label cardinality, plus the long tail.
 
-    python -m dataset_script.stats --data-dir DIR --out OUT
+    thmm-stats --dataset DIR --output-dir OUT
+    thmm-stats --dataset path/to/wipo-alpha --dataset-config wipo_alpha --scheme ipc --output-dir OUT
 
 ``DIR`` is anything :func:`~dataset_script.builder.load_patent_splits` takes (a TSV folder, a
 published folder, a Hub id). Writes ``OUT/stats.json``, ``OUT/stats.md`` and
 ``OUT/label_distribution.png`` (label frequency by rank on a log scale, as in the paper's Fig. 3), and
 the marker ``OUT/.thmm-output.json``. ``OUT`` must be new, empty or an earlier ``thmm-stats`` output
 (:mod:`thmm.outputs`), checked before the data are read; the files are written in a temporary sibling
-folder and moved into place when complete, and files a user added to ``OUT`` stay.
+folder and moved into place when complete, and files a user added to ``OUT`` stay. The old spellings
+``--data-dir``, ``--out`` and ``--config NAME`` still work for one release, with a warning.
 """
 
 from __future__ import annotations
@@ -139,34 +141,55 @@ def write_report(
 
 
 def main(argv=None) -> dict:
-    from thmm.cli import one_line_errors
+    from thmm.cli import (
+        HelpFormatter,
+        add_common_options,
+        add_dataset_options,
+        add_deprecated,
+        check_quiet_verbose,
+        description,
+        library_progress,
+        one_line_errors,
+        require,
+        spelled,
+    )
 
-    parser = one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    parser = one_line_errors(argparse.ArgumentParser(
+        prog="thmm-stats", usage="%(prog)s --output-dir DIR [--dataset DIR] [OPTIONS]",
+        description=description(__doc__), formatter_class=HelpFormatter))
+    add_dataset_options(parser, dataset_help="TSV or JSONL folder, a thmm-publish folder or a Hub id "
+                                             "(default: the USPTO-70k release)")
     parser.add_argument(
-        "--data-dir", help="TSV or JSONL folder, published folder or Hub id (default: the USPTO-70k release)"
+        "--output-dir", metavar="DIR",
+        help="folder for stats.json, stats.md and label_distribution.png: new, empty, or an earlier thmm-stats "
+             "output (required)",
     )
+    add_deprecated(parser, "--out", "--output-dir")
     parser.add_argument(
-        "--out", required=True,
-        help="folder for stats.json, stats.md and label_distribution.png: new, empty, or an earlier thmm-stats output",
-    )
-    parser.add_argument("--config", default="uspto70k", choices=["uspto70k", "wipo_alpha"])
-    parser.add_argument(
-        "--scheme", choices=["cpc", "ipc"], help="code scheme (default: the config's, cpc for uspto70k)"
+        "--scheme", choices=["cpc", "ipc"], help="code scheme (default: the dataset config's, cpc for uspto70k)"
     )
     parser.add_argument("--upsample", action="store_true", help="report the up-sampled training split")
-    parser.add_argument("--cache-dir")
+    parser.add_argument("--cache-dir", metavar="DIR", help="datasets cache folder")
+    add_common_options(parser)
     args = parser.parse_args(argv)
+    require(parser, args, "output_dir")
+    check_quiet_verbose(parser, args)
+    import logging
+
+    logging.getLogger("dataset_script").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    library_progress(args.verbose, args.quiet)
 
     from .builder import Uspto70k, load_patent_splits
 
-    check_output_dir(args.out, "--out", COMMAND, REPORT_FILES)  # before the data are read
-    scheme = args.scheme or Uspto70k.builder_configs[args.config].scheme
-    splits = load_patent_splits(
-        args.data_dir, scheme=scheme, upsample=args.upsample, cache_dir=args.cache_dir, config_name=args.config
-    )
-    report = write_report(splits, args.out, option="--out")
-    print(format_markdown(report))
-    print(f"wrote {', '.join(REPORT_FILES)} to {args.out}")
+    option = spelled(args, "output_dir")
+    check_output_dir(args.output_dir, option, COMMAND, REPORT_FILES)  # before the data are read
+    scheme = args.scheme or Uspto70k.builder_configs[args.dataset_config].scheme
+    splits = load_patent_splits(args.dataset, scheme=scheme, upsample=args.upsample, cache_dir=args.cache_dir,
+                                config_name=args.dataset_config)
+    report = write_report(splits, args.output_dir, option=option)
+    if not args.quiet:
+        print(format_markdown(report))
+        print(f"wrote {', '.join(REPORT_FILES)} to {args.output_dir}")
     return report
 
 

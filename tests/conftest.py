@@ -1,8 +1,15 @@
-"""Shared fixtures: a tiny random BERT encoder and tokenizer built in code (no downloads)."""
+"""Shared fixtures: a tiny random BERT encoder and tokenizer built in code (no downloads), and what
+keeps the suite fast on CI's 2 CPU cores: one torch thread per test process, node SVMs fitted in
+process, training runs killed in children of a preloaded fork server (no fresh Python per kill), and
+trained tiny runs shared between tests."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +17,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch (OpenMP) thread per test process, its subprocesses included: the tiny models gain nothing
+# from a second thread, and pytest-xdist runs a test process per core. Set before torch is imported,
+# so that in-process runs and the runs they are compared with (subprocesses, forked children) agree.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+TORCH_THREADS = int(os.environ["OMP_NUM_THREADS"])
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -129,6 +141,39 @@ def saved_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+def train_in_process(argv) -> dict:
+    """``thmm.trainer.train`` on ``argv`` in this process, the root logger put back after it (a run
+    points it at the stdout captured at the time); the run summary. For fixtures, which outlive the
+    test whose capture the run would log into."""
+    from thmm.arguments import parse_args
+    from thmm.trainer import train
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return train(parse_args([str(a) for a in argv]))
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+# The tiny run of tests/test_run_safety.py and tests/test_bad_inputs.py: 16 training documents in
+# batches of 8 (2 optimizer steps), 8 dev and 8 test documents.
+SMALL_RUN_ARGS = ("--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--batch-size", "8",
+                  "--max-length", "32", "--head-hidden-size", "8", "--report-to", "none", "--learning-rate", "1e-3")
+
+
+@pytest.fixture(scope="session")
+def small_run(tiny_encoder_dir, tmp_path_factory) -> Path:
+    """A finished run of ``SMALL_RUN_ARGS`` on the quickstart data, trained once for the session, that
+    kept the checkpoint of each of its 2 steps (``--checkpoint-every 1 --keep-checkpoints``). Shared:
+    a test that changes it works on a copy (``shutil.copytree``)."""
+    out = tmp_path_factory.mktemp("small-run") / "run"
+    train_in_process(["--dataset", QUICKSTART_DATA, "--encoder", tiny_encoder_dir, "--output-dir", out,
+                      *SMALL_RUN_ARGS, "--checkpoint-every", "1", "--keep-checkpoints"])
+    return out
+
+
 def run_command(args, cwd=REPO_ROOT, launcher=None, timeout=300, pythonpath=True):
     """Run ``python ARGS`` (or ``LAUNCHER ARGS``) offline in a subprocess; the CompletedProcess."""
     import subprocess
@@ -164,3 +209,104 @@ def fake_hub_api(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     return calls
+
+
+# --------------------------------------------------------------------------------------------------
+# Test-process set-up: private caches, logging put back, node SVMs fitted in process
+# --------------------------------------------------------------------------------------------------
+
+_CACHE_ROOT: Path | None = None
+
+
+def pytest_configure(config):
+    """Each test process (the one pytest process, or each xdist worker) gets its own ``datasets`` and
+    remote-code module caches, which its subprocesses inherit: two workers never build one Arrow cache
+    or write one ``transformers_modules/<folder>`` at the same time, and the user's ~/.cache is left
+    alone. Set before any test module imports ``datasets`` or ``transformers``."""
+    global _CACHE_ROOT
+    _CACHE_ROOT = Path(tempfile.mkdtemp(prefix=f"thmm-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"))
+    os.environ["HF_DATASETS_CACHE"] = str(_CACHE_ROOT / "datasets")
+    os.environ["HF_MODULES_CACHE"] = str(_CACHE_ROOT / "modules")
+
+
+def pytest_unconfigure(config):
+    if _CACHE_ROOT is not None:
+        shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """An in-process training run points the root logger at the test's captured stdout (and sets its
+    level); put both back after every test, so that no later test logs into a closed capture."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def node_svms_in_process():
+    """Training runs in the test process fit their node SVMs one after another in that process
+    (joblib's sequential backend) instead of in worker processes that each import torch and
+    transformers first: the fits are seeded, so the result is the same (tests/test_lexical.py checks
+    it), and on 2 CPU cores the workers' start-up cost more than the whole tiny run."""
+    from joblib import parallel_config
+
+    with parallel_config(backend="sequential"):
+        yield
+
+
+# --------------------------------------------------------------------------------------------------
+# Training runs killed in a child process, without starting Python anew for each
+# --------------------------------------------------------------------------------------------------
+
+# What a training run imports: a fork server imports it once, and each child it forks starts from there.
+TRAIN_PRELOAD = ("torch", "transformers", "accelerate", "datasets", "sklearn.svm", "matplotlib.pyplot",
+                 "thmm.cli.train", "thmm.trainer", "thmm.lexical", "thmm.reports")
+
+
+def _train_cli_in_child(argv: list[str], log: str, env: dict) -> None:
+    """In the forked child: ``thmm-train ARGV`` with stdout and stderr in ``log``; exits with its code
+    (or dies by the SIGKILL the run sends itself)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)
+    from joblib import parallel_config
+
+    from thmm.cli.train import cli
+
+    with parallel_config(backend="sequential"):  # as in the test process (node_svms_in_process)
+        code = cli(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@pytest.fixture(scope="session")
+def train_in_child():
+    """``train_in_child(argv, log, env=None, timeout=300)``: run ``thmm-train ARGV`` in a separate
+    process, forked from a server that imported torch, transformers and thmm once for the session
+    (multiprocessing's fork server: single-threaded, never ran a model); the child's exit code, -9
+    when it was SIGKILLed (``--debug-kill-at-step``, ``THMM_DEBUG_KILL_AT``). A test that kills a run
+    needs a process of its own, but not a fresh interpreter: a ``python train.py`` costs about 10 s
+    of imports on CI's machine before it trains."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(TRAIN_PRELOAD))
+    forkserver.ensure_running()
+
+    def run(argv, log, env=None, timeout=300) -> int:
+        process = context.Process(target=_train_cli_in_child, args=([str(a) for a in argv], str(log), dict(env or {})))
+        process.start()
+        process.join(timeout)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise TimeoutError(f"thmm-train {' '.join(map(str, argv))} ran past {timeout} s; its log: {log}")
+        return process.exitcode
+
+    return run

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from bad_input_table import SMALL, STEP1, STEP2, Case, Env, load_model, model_with, trainer, truncate
-from conftest import QUICKSTART_DATA, REPO_ROOT
+from conftest import QUICKSTART_DATA, REPO_ROOT, SMALL_RUN_ARGS
 from dataset_script import PatentDataError
 from modeling_thmm import TaxonomyMismatchError
 from thmm.checkpoints import NonFiniteError
@@ -27,27 +26,15 @@ pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_encoder_dir, tmp_path_factory):
+def trained_run(small_run, tmp_path_factory):
     """A run that kept a checkpoint after each of its 2 steps and stopped before its final save (its
-    model/ removed, as a kill before the rename leaves it); the cases copy it."""
-    from thmm.arguments import parse_args
-    from thmm.trainer import train
-
+    model/ removed, as a kill before the rename leaves it); the cases copy it. A copy of the session's
+    ``small_run`` (conftest.py): the same arguments as ``SMALL``, with ``--checkpoint-every 1``."""
+    assert tuple(SMALL) == SMALL_RUN_ARGS  # the rows' --resume argv must match the run's arguments
     out = tmp_path_factory.mktemp("bad-inputs") / "run"
-    train(parse_args(["--dataset", str(QUICKSTART_DATA), "--encoder", str(tiny_encoder_dir), "--output-dir",
-                      str(out), *SMALL, "--checkpoint-every", "1", "--keep-checkpoints"]))
+    shutil.copytree(small_run, out)
     shutil.rmtree(out / "model")
     return out
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """An in-process run points the root logger at the test's captured stdout; put it back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -305,13 +305,14 @@ def test_push_to_hub_uploads_the_export(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setattr(publish_module, "HfApi", FakeApi)
     summary = publish_module.main(
         [
-            "--out",
+            "--output-dir",
             str(tmp_path / "out"),
-            "--data-dir",
+            "--dataset",
             str(RELEASE),
             "--cache-dir",
             cache_dir,
             "--push-to-hub",
+            "--hub-model-id",
             "me/uspto",
         ]
     )
@@ -359,7 +360,8 @@ def test_statistics_report(tmp_path, release_splits):
     assert dev["section"] == {"distinct": 5, "cardinality": 1.75}  # A; G, H; B; B, G, Y
     assert dev["subclass"] == {"distinct": 7, "cardinality": 2.0}
     assert report["train"]["label_frequency"]["A43B"] == 4
-    stats_main(["--data-dir", str(RELEASE), "--out", str(tmp_path / "stats"), "--cache-dir", str(tmp_path / "cache")])
+    stats_main(["--dataset", str(RELEASE), "--output-dir", str(tmp_path / "stats"),
+                "--cache-dir", str(tmp_path / "cache")])
     assert {p.name for p in (tmp_path / "stats").iterdir()} == {
         "stats.json", "stats.md", "label_distribution.png", ".thmm-output.json"}
 

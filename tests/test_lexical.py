@@ -60,6 +60,24 @@ def test_node_svms_separate_a_word_that_marks_the_node():
     assert np.all(scores[:, 1] == 1.0) and np.all(fit.weight[:, 1] == 0)
 
 
+def test_node_svms_fitted_in_worker_processes_equal_the_fits_in_process():
+    """A run fits its node SVMs in joblib's worker processes; the tests' runs fit them in process
+    (conftest.node_svms_in_process). Each fit is seeded, so both give the same weights, bit for bit."""
+    from joblib import parallel_config
+
+    rng = np.random.default_rng(6)
+    docs = _random_documents(rng, 60, 40)
+    counts = lexical.token_counts(docs, 40, ignored_ids=[0, 1, 2])
+    targets = rng.integers(0, 2, size=(60, 5))
+    targets[:, 4] = 1  # a node every document carries: no SVM
+    in_process = lexical.fit_lexical_scorer(counts, targets)
+    with parallel_config(backend="loky"):  # what a run does
+        in_workers = lexical.fit_lexical_scorer(counts, targets, n_jobs=2)
+    for name in ("idf", "weight", "bias"):
+        np.testing.assert_array_equal(getattr(in_workers, name), getattr(in_process, name), err_msg=name)
+    assert np.abs(in_process.weight).sum() > 0
+
+
 def test_in_model_scorer_equals_the_fitted_svms(tiny_model, tiny_tokenizer, small_taxonomy):
     """The saved model's LexicalScorer (torch, from input_ids) gives the decision values of the fit (scipy)."""
     rng = np.random.default_rng(2)

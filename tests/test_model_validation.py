@@ -161,7 +161,8 @@ def test_unfinished_folder_is_refused_as_remote_code_and_by_the_pipeline(unfinis
     script = textwrap.dedent(
         f"""
         import sys
-        for name in ("configuration_thmm", "taxonomy_thmm", "modeling_thmm", "pipeline_thmm"):
+        for name in ("configuration_thmm", "taxonomy_thmm", "modeling_thmm", "heads_thmm", "lexical_thmm",
+                     "encoder_layers_thmm", "weights_thmm", "tokenization_thmm", "decoding_thmm", "pipeline_thmm"):
             sys.modules[name] = None  # the saved folder's code, not the installed package
         from transformers import AutoModel, pipeline
         for load in (lambda: AutoModel.from_pretrained({str(unfinished_dir)!r}, trust_remote_code=True),

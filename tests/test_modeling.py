@@ -239,6 +239,9 @@ def test_trust_remote_code_in_fresh_process(tmp_path, tiny_encoder_config, small
     model.save_pretrained(tmp_path)
     assert (tmp_path / "modeling_thmm.py").exists() and (tmp_path / "configuration_thmm.py").exists()
     assert (tmp_path / "taxonomy_thmm.py").exists()  # a relative import of configuration_thmm.py
+    for name in ("heads_thmm", "lexical_thmm", "encoder_layers_thmm", "weights_thmm", "tokenization_thmm",
+                 "decoding_thmm"):  # the concerns split out of modeling_thmm.py, relative imports of it
+        assert (tmp_path / f"{name}.py").exists(), name
     batch = make_batch(tiny_tokenizer)
     with torch.no_grad():
         expected = model(**batch).logits
@@ -247,9 +250,9 @@ def test_trust_remote_code_in_fresh_process(tmp_path, tiny_encoder_config, small
     script = textwrap.dedent(
         f"""
         import sys, torch
-        sys.modules["configuration_thmm"] = None  # the installed package must not be used
-        sys.modules["modeling_thmm"] = None
-        sys.modules["taxonomy_thmm"] = None
+        for name in ("configuration_thmm", "taxonomy_thmm", "modeling_thmm", "heads_thmm", "lexical_thmm",
+                     "encoder_layers_thmm", "weights_thmm", "tokenization_thmm", "decoding_thmm"):
+            sys.modules[name] = None  # the installed package must not be used
         from transformers import AutoModel, AutoModelForSequenceClassification
         model = AutoModel.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
@@ -259,6 +262,8 @@ def test_trust_remote_code_in_fresh_process(tmp_path, tiny_encoder_config, small
             logits = model(**batch).logits
         assert torch.equal(logits, torch.load({str(tmp_path / "expected.pt")!r}))
         assert len(model.decode(torch.sigmoid(logits))) == len(logits)  # the config's Thresholds, remotely
+        # a threshold passed in: the model's copy of Thresholds meets the config's copy of Taxonomy
+        assert len(model.label_records(torch.sigmoid(logits), threshold=[0.5, 0.4, 0.3])) == len(logits)
         print("REMOTE-OK")
         """
     )

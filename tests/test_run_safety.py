@@ -5,19 +5,13 @@ the run with the scores of an uninterrupted one)."""
 from __future__ import annotations
 
 import json
-import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import OFFLINE_ENV, QUICKSTART_DATA, REPO_ROOT
-from thmm.arguments import parse_args
+from conftest import QUICKSTART_DATA
 from thmm.cli import train as train_cli
 from thmm.run_folder import RunFolder
 from thmm.trainer import DEBUG_KILL_AT
-from thmm.trainer import train as run_training
 
 pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
 
@@ -32,19 +26,11 @@ def argv(encoder, out, *extra):
     return [*SMALL, "--encoder", str(encoder), "--output-dir", str(out), *extra]
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_encoder_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    return run_training(parse_args(argv(tiny_encoder_dir, out)))
+def uninterrupted(small_run):
+    """The summary of the same run, never stopped (the session's shared run: SMALL's arguments; its
+    kept checkpoints do not change what it trains)."""
+    return json.loads((small_run / "metrics" / "summary.json").read_text())
 
 
 def assert_model_absent_or_complete(run: RunFolder) -> bool:
@@ -62,14 +48,11 @@ def assert_model_absent_or_complete(run: RunFolder) -> bool:
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_a_kill_at_each_phase_leaves_no_partial_model_and_resumes(phase, tiny_encoder_dir, tmp_path, uninterrupted,
-                                                                  capsys):
+                                                                  train_in_child, capsys):
     out = tmp_path / "run"
     log = tmp_path / "killed.log"
-    with open(log, "w") as stream:  # a file, not a pipe: no wait on helper processes that outlive the kill
-        killed = subprocess.run([sys.executable, REPO_ROOT / "train.py", *argv(tiny_encoder_dir, out)], stdout=stream,
-                                stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE_ENV, DEBUG_KILL_AT: phase,
-                                                               "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
-    assert killed.returncode == -9, (killed.returncode, log.read_text()[-2000:])
+    killed = train_in_child(argv(tiny_encoder_dir, out), log, env={DEBUG_KILL_AT: phase})  # SIGKILLs itself
+    assert killed == -9, (killed, log.read_text()[-2000:])
     run = RunFolder(out)
     complete = assert_model_absent_or_complete(run)
     assert complete == (phase == "model_renamed"), phase

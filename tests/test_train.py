@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import QUICKSTART_DATA, REPO_ROOT, run_command
+from conftest import QUICKSTART_DATA, REPO_ROOT, run_command, train_in_process
 from thmm import checkpoints, data, features
 from thmm.arguments import ConfigError, TrainingArguments, parse_args
 from thmm.cli import train as train_cli
@@ -31,12 +31,28 @@ def run_script(args, timeout=300, launcher=None):
     return run_command([REPO_ROOT / "train.py", *args], launcher=launcher, timeout=timeout)
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a torchrun rendezvous beside other test processes)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# What test_resume_after_kill_matches_uninterrupted_run's runs add to SMALL: a checkpoint every 2 steps
+# (5 steps per epoch), the last 3 of them kept after the run.
+RESUMABLE = ("--checkpoint-every", "2", "--save-total-limit", "3", "--keep-checkpoints")
+TITLED = ("--label-titles", str(REPO_ROOT / "tests" / "fixtures" / "cpc_titles.tsv"), "--node-threshold-min-support",
+          "2")
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_encoder_dir, tmp_path_factory):
+    """A 2-epoch run with code titles and per-node thresholds, which kept its checkpoints: the
+    uninterrupted reference of the shuffled resume test too (the checkpoints do not change the run)."""
     out = tmp_path_factory.mktemp("run") / "thmm"
-    summary = run_training(parse_args(small_args(tiny_encoder_dir, out, "--label-titles",
-                                                      str(REPO_ROOT / "tests" / "fixtures" / "cpc_titles.tsv"),
-                                                      "--node-threshold-min-support", "2")))
+    summary = train_in_process(small_args(tiny_encoder_dir, out, *TITLED, *RESUMABLE))
     return out, summary
 
 
@@ -75,7 +91,7 @@ def test_saved_model_reloads_through_automodel_with_same_predictions(trained):
     rows = read_patent_tsv(QUICKSTART_DATA / "test.tsv")[:13]
     predicted = model.predict(tokenizer, [r["title"] for r in rows], [r["abstract"] for r in rows])
     saved = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
-    assert [s["patent_id"] for s in saved] == [r["patent_id"] for r in rows]
+    assert [s["id"] for s in saved] == [r["patent_id"] for r in rows]
     for before, after in zip(saved, predicted):
         assert [p["code"] for p in before["predicted"]] == [p["code"] for p in after]
         for p, q in zip(before["predicted"], after):
@@ -96,49 +112,64 @@ def test_thresholds_are_tuned_on_dev(trained):
 
 @pytest.mark.parametrize("batching", [[], ["--group-by-length"], ["--freeze-lower-layers", "2"]],
                          ids=["shuffled", "grouped-by-length", "lower-layers-cached"])
-def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path, batching):
+def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path, batching, request, train_in_child,
+                                                     capsys):
+    """A run SIGKILLed at step 7 (in a process of its own) and resumed (in this one) ends with the
+    weights, history and scores of an uninterrupted run (in this one)."""
     if "--freeze-lower-layers" in batching:  # both runs share one cache: the second reuses the first's
         batching = [*batching, "--features-cache-dir", str(tmp_path / "cache")]
-    common = ["--checkpoint-every", "2", "--save-total-limit", "3", "--keep-checkpoints", *batching]
-    full = run_script(small_args(tiny_encoder_dir, tmp_path / "full", *common))
-    assert full.returncode == 0, full.stderr[-3000:]
+    common = [*TITLED, *RESUMABLE, *batching]
+    if batching:
+        full = tmp_path / "full"
+        train_in_process(small_args(tiny_encoder_dir, full, *common))
+    else:  # the module's run is this run
+        full = request.getfixturevalue("trained")[0]
 
-    killed = run_script(small_args(tiny_encoder_dir, tmp_path / "killed", *common, "--debug-kill-at-step", "7"))
-    assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
-    steps = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir())
+    killed_out, log = tmp_path / "killed", tmp_path / "killed.log"
+    killed = train_in_child(small_args(tiny_encoder_dir, killed_out, *common, "--debug-kill-at-step", "7"), log)
+    assert killed == -9, (killed, log.read_text()[-2000:])
+    steps = sorted(p.name for p in (killed_out / "checkpoints").iterdir())
     assert steps[-1] == "step_00000006"  # 5 steps per epoch: epoch 1 ends at 5, then 6; killed at 7
 
-    resumed = run_script(small_args(tiny_encoder_dir, tmp_path / "killed", *common, "--resume"))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stdout and "step 6" in resumed.stdout  # only step 7 was lost
+    capsys.readouterr()
+    assert train_cli.cli(small_args(tiny_encoder_dir, killed_out, *common, "--resume")) == 0
+    resumed = capsys.readouterr()
+    assert "resumed from" in resumed.out and "step 6" in resumed.out, resumed.err[-3000:]  # only step 7 was lost
 
     for rel in ("checkpoints/step_00000010/model.safetensors", "model/model.safetensors"):
-        a, b = load_file(tmp_path / "full" / rel), load_file(tmp_path / "killed" / rel)
+        a, b = load_file(full / rel), load_file(killed_out / rel)
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (rel, key)
-    full_summary = json.loads((tmp_path / "full" / "metrics" / "summary.json").read_text())
-    resumed_summary = json.loads((tmp_path / "killed" / "metrics" / "summary.json").read_text())
+    full_summary = json.loads((full / "metrics" / "summary.json").read_text())
+    resumed_summary = json.loads((killed_out / "metrics" / "summary.json").read_text())
     assert full_summary["history"] == resumed_summary["history"]
+    for key in ("test", "dev", "thresholds", "best_epoch"):
+        assert full_summary[key] == resumed_summary[key], key
 
 
-def test_refuses_to_overwrite_checkpoints_or_resume_with_other_args(tiny_encoder_dir, tmp_path):
+def test_refuses_to_overwrite_checkpoints_or_resume_with_other_args(tiny_encoder_dir, tmp_path, capsys):
+    def run(out, *extra):  # thmm-train in process: its exit code and its stderr
+        capsys.readouterr()
+        code = train_cli.cli(small_args(tiny_encoder_dir, out, "--epochs", "1", *extra))
+        return code, capsys.readouterr().err
+
     out = tmp_path / "run"
-    first = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1", "--keep-checkpoints"))
-    assert first.returncode == 0, first.stderr[-2000:]
-    again = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1"))
-    assert again.returncode == 2 and "already has checkpoints" in again.stderr
-    assert "Traceback" not in again.stderr and again.stderr.strip().count("\n") == 0  # one line
-    other = run_script(small_args(tiny_encoder_dir, out, "--epochs", "1", "--resume", "--head-type", "tmm",
-                                  "--head-dropout", "0.1"))
-    assert other.returncode == 2 and "different arguments" in other.stderr
-    assert "head_type: 'thmm' -> 'tmm'" in other.stderr and "head_dropout: 0.25 -> 0.1" in other.stderr
+    code, err = run(out, "--keep-checkpoints")
+    assert code == 0, err[-2000:]
+    code, err = run(out)
+    assert code == 2 and "already has checkpoints" in err
+    assert "Traceback" not in err and err.strip().count("\n") == 0  # one line
+    code, err = run(out, "--resume", "--head-type", "tmm", "--head-dropout", "0.1")
+    assert code == 2 and "different arguments" in err
+    assert "head_type: 'thmm' -> 'tmm'" in err and "head_dropout: 0.25 -> 0.1" in err
     # a finished run whose checkpoints were deleted is not silently replaced
     done = tmp_path / "done"
-    assert run_script(small_args(tiny_encoder_dir, done, "--epochs", "1")).returncode == 0
+    code, err = run(done)
+    assert code == 0, err[-2000:]
     assert not (done / "checkpoints").exists() and (done / "model" / "config.json").exists()
-    replaced = run_script(small_args(tiny_encoder_dir, done, "--epochs", "1"))
-    assert replaced.returncode == 2 and "already holds a finished run" in replaced.stderr
+    code, err = run(done)
+    assert code == 2 and "already holds a finished run" in err
 
 
 def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
@@ -167,13 +198,14 @@ def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
 def test_two_processes_evaluate_every_example_once(tiny_encoder_dir, tmp_path):
     # --multi_gpu selects Accelerate's torchrun launcher; without CUDA, train.py then runs DDP over gloo on CPUs.
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(free_port())]
     result = run_script(small_args(tiny_encoder_dir, tmp_path / "ddp", "--epochs", "1"), launcher=launcher)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "on 2 process(es)" in result.stdout
     summary = json.loads((tmp_path / "ddp" / "metrics" / "summary.json").read_text())
     assert summary["dev"]["num_documents"] == 13 and summary["test"]["num_documents"] == 13  # 13: uneven shards
-    ids = [json.loads(line)["patent_id"] for line in (tmp_path / "ddp" / "test_predictions.jsonl").read_text().splitlines()]
+    ids = [json.loads(line)["id"] for line in (tmp_path / "ddp" / "test_predictions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 13
 
 

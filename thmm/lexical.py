@@ -201,7 +201,7 @@ def choose_fusion_weight(head_logits: np.ndarray, decisions: np.ndarray, referen
                                              eval_tax[score_on], with_scores=False)
             scores.append(metrics[objective] or 0.0)
         cv[float(weight)] = float(np.mean(scores))
-        logger.info("lexical fusion weight %.2f: two-fold CV-dev %s %.4f", weight, objective, cv[float(weight)])
+        logger.debug("lexical fusion weight %.2f: two-fold CV-dev %s %.4f", weight, objective, cv[float(weight)])
     best = max(cv, key=lambda w: (cv[w], -w))
     return FusionChoice(best, scale, shift, objective, cv)
 
@@ -234,8 +234,6 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
     train_size = len(references["train"])
     if max_train_documents and train_size > max_train_documents:  # the SVMs' time grows with the corpus
         train_rows = np.sort(np.random.default_rng(seed).choice(train_size, max_train_documents, replace=False))
-        logger.info("lexical fusion: the SVMs are fitted on a random %d of the %d training documents "
-                    "(--lexical-max-train-documents)", max_train_documents, train_size)
 
     def input_ids(name):  # the Arrow list column, in the dataset's row order (zero-copy without an indices map)
         tokens = tokenize_split(splits[name], tokenizer, max_length, name)
@@ -258,9 +256,11 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
     choice = choose_fusion_weight(head_logits["validation"], decisions["validation"], references["validation"],
                                   taxonomy, scheme, objective, granularity, min_support, scale, shift, seed=seed,
                                   fixed_threshold=fixed_threshold)
-    logger.info("lexical fusion: %d word-pieces, SVMs fitted in %.0f s; weight %.1f chosen on dev (two-fold CV %s by "
-                "weight: %s)", fit.vocabulary, fit.seconds, choice.weight, objective,
-                ", ".join(f"{w:g}: {v:.4f}" for w, v in choice.cv_dev.items()))
+    sample = "" if train_rows is None else (f" fitted on a random {len(train_rows)} of the {train_size} training "
+                                            "documents (--lexical-max-train-documents)")
+    logger.info("lexical fusion: weight %g chosen on dev (two-fold CV %s %.4f, heads alone %.4f); SVMs over %d "
+                "word-pieces%s in %.0f s", choice.weight, objective, choice.cv_dev[choice.weight],
+                choice.cv_dev.get(0.0, float("nan")), fit.vocabulary, sample, fit.seconds)
     fused = {name: fuse_lexical_logits(logits, decisions[name], choice.weight, scale, shift)
              for name, logits in head_logits.items()}
     return LexicalFusion(fit, choice, fused)

@@ -63,8 +63,15 @@ def write_run_outputs(trainer, final_model, model_dir: Path) -> dict:
         summary["lexical_fusion"] = trainer.lexical.to_dict()
         summary["test_heads_only"] = results["test_heads_only"]
     (metrics_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    records = final_model.label_records(trainer.probs["test"])
-    with open(output_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
-        for pid, gold, predicted in zip(trainer.splits["test"]["patent_id"], trainer.references["test"], records):
-            f.write(json.dumps({"patent_id": pid, "labels": gold, "predicted": predicted}) + "\n")
+    write_test_predictions(output_dir / "test_predictions.jsonl", trainer.splits["test"]["patent_id"],
+                           trainer.references["test"], final_model.label_records(trainer.probs["test"]))
     return summary
+
+
+def write_test_predictions(path: Path, ids, gold, records) -> None:
+    """``test_predictions.jsonl``: per test document, ``{"id", "labels", "predicted"}``, the schema of
+    ``thmm-predict`` (the id under the same key and of its input type, the records of
+    ``label_records``: scores that obey the hierarchy, rounded to 4 places) plus the gold ``labels``."""
+    with open(path, "w", encoding="utf-8") as f:
+        for ident, labels, predicted in zip(ids, gold, records, strict=True):
+            f.write(json.dumps({"id": ident, "labels": labels, "predicted": predicted}, allow_nan=False) + "\n")

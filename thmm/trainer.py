@@ -40,7 +40,7 @@ from .data import (
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import split_datasets, split_digest
 from .run_folder import RunFolder, resume_command
-from .selection import SELECTION_METRICS, EarlyStopping, dev_epoch_scores
+from .selection import EarlyStopping, dev_epoch_scores
 from .thresholds import TunedThresholds, tune_thresholds
 
 logger = logging.getLogger("thmm.train")
@@ -178,6 +178,67 @@ def check_split_overlap(args: TrainingArguments, splits) -> None:
         logger.warning("%s; kept (--allow-split-overlap): the %s scores overstate the model", message, second)
 
 
+EPOCH_BAR_DELAY = 5.0  # seconds: an epoch shorter than this shows no bar
+
+
+def configure_logging(args: TrainingArguments, main_process: bool = True) -> None:
+    """One line per phase (``thmm`` at INFO, on stdout); ``--quiet``: warnings and errors only;
+    ``--verbose``: also ``thmm``'s debug lines (each checkpoint, each fusion weight's CV score) and
+    the data builder's and tokenizer's own info lines, which the phase lines otherwise sum up. The
+    libraries' progress bars: :func:`thmm.cli.library_progress`; the epoch's: :func:`show_epoch_bar`."""
+    from .cli import library_progress
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True, stream=sys.stdout,
+                        level=logging.WARNING if args.quiet else logging.INFO)
+    level = logging.WARNING if args.quiet or not main_process else logging.DEBUG if args.verbose else logging.INFO
+    logging.getLogger("thmm").setLevel(level)
+    for name in ("dataset_script", "thmm.data"):  # per split: summed up in the "data:" and "model:" lines
+        logging.getLogger(name).setLevel(level if args.verbose or level > logging.INFO else logging.WARNING)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
+    library_progress(args.verbose, args.quiet)
+
+
+def show_epoch_bar(args: TrainingArguments, accelerator) -> bool:
+    """The epoch's progress bar: on a terminal (or in a notebook), where it appears once the epoch has
+    run :data:`EPOCH_BAR_DELAY` seconds; with ``--verbose`` always; never with ``--quiet`` nor in a
+    log file (a redirected stderr), where the epoch's dev line reports."""
+    if args.quiet or not accelerator.is_local_main_process:
+        return False
+    return args.verbose or sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def truncation_note(split_datasets: dict, max_length: int) -> str:
+    """``"max length 256 word-pieces (truncated: train 3 of 40, ...)"`` from the token datasets."""
+    counts = []
+    for name, short in (("train", "train"), ("validation", "dev"), ("test", "test")):
+        tokens = getattr(split_datasets.get(name), "tokens", None)  # token ids (Arrow); not with a feature cache
+        if "truncated" not in (getattr(tokens, "column_names", None) or ()):
+            continue
+        import pyarrow.compute as pc
+
+        cut = pc.sum(tokens.data.column("truncated")).as_py() or 0
+        if cut:
+            counts.append(f"{short} {cut} of {len(tokens)}")
+    return f"max length {max_length} word-pieces" + (f" (truncated: {', '.join(counts)})" if counts else "")
+
+
+def thresholds_note(args: TrainingArguments, thresholds: Thresholds) -> str:
+    """What decides in the saved model: the tuned thresholds, or ``--threshold`` untuned."""
+    if not args.tune_thresholds:
+        return f"thresholds: --threshold {thresholds.global_threshold:g} (not tuned: --no-tune-thresholds)"
+    parts = [f"global {thresholds.global_threshold:.2f}"]
+    if thresholds.per_level is not None:
+        parts.append("per level " + ", ".join(f"{v:.2f}" for v in thresholds.per_level))
+    if thresholds.per_node:
+        parts.append(f"{len(thresholds.per_node)} per node")
+    return (f"thresholds tuned on dev ({args.threshold_objective}, --threshold-granularity "
+            f"{args.threshold_granularity}): {'; '.join(parts)}")
+
+
 class Trainer:
     """One training run. ``Trainer(args)`` builds everything; then :meth:`fit`, :meth:`tune_thresholds`
     and :meth:`save` (or :func:`train` for all three)."""
@@ -206,11 +267,7 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         )
         self.run = RunFolder(output_dir)  # claimed (an old run's entries removed) only when training starts
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                            force=True, stream=sys.stdout)
-        logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
-        if not accelerator.is_main_process:
-            logging.getLogger("thmm").setLevel(logging.WARNING)
+        configure_logging(args, accelerator.is_main_process)
         per_device_batch = args.batch_size // (accum * accelerator.num_processes)
         if per_device_batch * accum * accelerator.num_processes != args.batch_size:
             raise ConfigError(f"--batch-size {args.batch_size} is not divisible by {accelerator.num_processes} "
@@ -220,6 +277,8 @@ class Trainer:
 
         # ---- data and taxonomy
         self.splits = splits = load_splits(args)
+        logger.info("data: train %d, dev %d, test %d documents from %s", len(splits["train"]),
+                    len(splits["validation"]), len(splits["test"]), args.dataset or "the USPTO-70k release")
         check_split_overlap(args, splits)
         self.taxonomy = taxonomy = build_taxonomy(args, splits["train"]["labels"])
         if self.resume_from and self.resume_from[1]["taxonomy_fingerprint"] != taxonomy.fingerprint:
@@ -237,8 +296,7 @@ class Trainer:
             report_unknown_labels(taxonomy, name, self.references[name])
         self.eval_taxonomy = {name: evaluation_taxonomy(taxonomy, self.references[name], args.scheme)
                               for name in ("validation", "test")}
-        logger.info("taxonomy: %s; train %d, dev %d, test %d documents", taxonomy, len(splits["train"]),
-                    len(splits["validation"]), len(splits["test"]))
+        logger.info("taxonomy: %s, from %s", taxonomy, args.taxonomy or "the training labels")
 
         # ---- model
         trust = {"trust_remote_code": args.trust_remote_code}  # never None: transformers would prompt on stdin
@@ -275,6 +333,9 @@ class Trainer:
             accelerator, model, self.tokenizer, splits, taxonomy, freeze_encoder=args.freeze_encoder,
             max_length=args.max_length, batch_size=args.eval_batch_size, cache_root=features_cache_root(args),
             num_proc=args.preprocessing_num_workers)
+        logger.info("model: %s heads on %s document vectors of %s (%s parameters); %s", args.head_type,
+                    args.doc_representation, args.encoder, _count(sum(p.numel() for p in model.parameters())),
+                    truncation_note(self.datasets, args.max_length))
 
         # Every loader gets its own generator: a loader without one draws its base seed from the global
         # RNG whenever an iterator starts, which would shift the dropout masks of a resumed run.
@@ -408,7 +469,7 @@ class Trainer:
             model.train()
             epoch_start = time.perf_counter()
             progress = tqdm(total=len(train_dl), initial=skip, desc=f"epoch {epoch + 1}/{args.epochs}",
-                            disable=not accelerator.is_local_main_process)
+                            disable=not show_epoch_bar(args, accelerator), delay=0 if args.verbose else EPOCH_BAR_DELAY)
             try:  # the bar ends its line before any error is printed
                 for batch in batches:
                     batch.pop("index")
@@ -435,13 +496,28 @@ class Trainer:
                     if args.checkpoint_every and state["global_step"] % args.checkpoint_every == 0:
                         path = ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit,
                                                     model=model)
-                        logger.info("checkpoint: %s", path)
+                        logger.debug("checkpoint: %s", path)
                     if args.debug_kill_at_step and state["global_step"] >= args.debug_kill_at_step:
                         os.kill(os.getpid(), signal.SIGKILL)
             finally:
                 progress.close()
             self._end_epoch(epoch, train_seconds=time.perf_counter() - epoch_start)
+        self._log_kept_epoch()
         return state
+
+    def _log_kept_epoch(self) -> None:
+        """The line that ends training: which epoch's model is kept, of how many, and its dev score."""
+        args, selection = self.args, self.state["selection"]
+        if selection["best_epoch"] is None:
+            return
+        best = selection["best"]
+        score = f"{best:.4f}" if isinstance(best, (int, float)) else "n/a"
+        stopped = ""
+        if selection["stop"]:
+            stopped = (f"; stopped early, no better {args.selection_metric}"
+                       f"{'' if args.selection_only else ' or dev AUPRC'} for {args.patience} epochs")
+        logger.info("kept epoch %d of %d (dev %s %s)%s", selection["best_epoch"], self.state["epoch"],
+                    args.selection_metric, score, stopped)
 
     def _grad_norm(self) -> torch.Tensor | None:
         """This optimizer step's gradient norm (clipping to ``--max-grad-norm`` when set); ``None`` under
@@ -507,9 +583,6 @@ class Trainer:
         accelerator.wait_for_everyone()
         debug_kill_point("best_model_saved")
         ckpt.save_checkpoint(accelerator, self.output_dir, state, args.save_total_limit, model=self.model)
-        if stopping.stop:
-            logger.info("early stopping: no better %s%s for %d epochs", SELECTION_METRICS[args.selection_metric][0],
-                        "" if args.selection_only else " and no better dev AUPRC", args.patience)
 
     def _save_best_model(self, epoch: int, full_state: dict) -> None:
         """The best epoch so far, in ``checkpoints/best_model``, marked unfinished (thresholds not tuned)."""
@@ -592,6 +665,9 @@ class Trainer:
                 self.results["test_heads_only"] = evaluate_probabilities(
                     heads["test"], self.references["test"], self.taxonomy, heads_thresholds, self.eval_taxonomy["test"])
         self.thresholds = thresholds
+        if accelerator.is_main_process:
+            logger.info("%s; dev %s %.4f", thresholds_note(args, thresholds), args.threshold_objective,
+                        self.results["validation"].get(args.threshold_objective) or 0.0)
         debug_kill_point("thresholds_tuned")
         return thresholds
 
@@ -630,9 +706,8 @@ class Trainer:
             if args.push_to_hub:
                 from .hub import upload_folder
 
-                url = upload_folder(run.model, args.push_to_hub, private=args.hub_private,
-                                    commit_message="Upload THMM patent classifier")
-                logger.info("pushed %s to %s", run.model, url)
+                upload_folder(run.model, args.hub_model_id, private=args.hub_private,
+                              commit_message="Upload THMM patent classifier")  # logs the commit URL
             self.final_model = final
         accelerator.wait_for_everyone()
         if accelerator.is_main_process and not args.keep_checkpoints:

@@ -2,10 +2,22 @@
 """Console scripts: ``thmm-train``, ``thmm-predict``, ``thmm-publish``, ``thmm-stats``.
 
 A user error (a bad option, file, line or field) ends with one ``error: ...`` line on stderr and exit
-code 2; ``--debug`` shows the traceback instead."""
+code 2; ``--debug`` shows the traceback instead.
+
+The four commands share one vocabulary (transformers' ``TrainingArguments`` names where one exists):
+``--output-dir``, ``--dataset``, ``--dataset-config``, ``--push-to-hub`` (a flag) with
+``--hub-model-id REPO`` and ``--hub-private``, ``--config`` (a run file, ``thmm-train`` only),
+``--version``, ``--quiet`` (warnings and errors only) and ``--verbose`` (the libraries' progress
+bars and messages too). Old spellings (``--out``, ``--data-dir``, ``--private``, ``--config NAME``
+of publish/stats, ``--push-to-hub REPO``) still work for one release, with a one-line
+``warning: ... is deprecated`` on stderr naming the new one (:func:`deprecated`). :class:`HelpFormatter`
+and :func:`tidy_options` make ``--help`` show dashed names only, one default per option, and the
+description's example commands one per line.
+"""
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import traceback
@@ -23,6 +35,205 @@ def one_line_errors(parser):
     usage block), with exit code 2, like every other command-line error."""
     parser.error = lambda message: parser.exit(2, "error: " + re.sub(r"--\w+/(--[\w-]+)", r"\1", message) + "\n")
     return parser
+
+
+def version_string() -> str:
+    """What ``--version`` prints: ``thmm-patents <version>``."""
+    from thmm import __version__
+
+    return f"thmm-patents {__version__}"
+
+
+def deprecated(old: str, new: str, seen: set | None = None) -> None:
+    """One line on stderr: ``old`` (an option as the user spelled it) is deprecated, use ``new``;
+    once per spelling in ``seen`` (a parse's set), so a command warns once however often it parses."""
+    if seen is not None:
+        if old in seen:
+            return
+        seen.add(old)
+    print(f"warning: {old} is deprecated and goes in the next release; use {new}", file=sys.stderr)
+
+
+def _seen(parser) -> set:
+    if not hasattr(parser, "_thmm_deprecations"):
+        parser._thmm_deprecations = set()
+    return parser._thmm_deprecations
+
+
+class DeprecatedOption(argparse.Action):
+    """An old spelling of an option, hidden from ``--help``: it stores into the new option's ``dest``
+    (a value, or ``const`` for a flag) and warns once naming ``new``."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecated(option_string or self.option_strings[0], self.new, _seen(parser))
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        spellings = getattr(namespace, "_spellings", {})
+        namespace._spellings = {**spellings, self.dest: option_string or self.option_strings[0]}
+
+
+def spelled(args, dest: str) -> str:
+    """The option ``dest`` as the user spelled it (an old spelling, or the new one), for error messages."""
+    return getattr(args, "_spellings", {}).get(dest) or "--" + dest.replace("_", "-")
+
+
+def add_deprecated(parser, old: str, new: str, *, flag: bool = False, **kwargs) -> None:
+    """Accept ``old`` as a hidden, deprecated spelling of the option ``new`` (its ``dest``)."""
+    dest = new.lstrip("-").replace("-", "_")
+    if flag:
+        kwargs.update(nargs=0, const=True)
+    parser.add_argument(old, action=DeprecatedOption, dest=dest, new=new, default=argparse.SUPPRESS, **kwargs)
+
+
+DATASET_CONFIGS = ("uspto70k", "wipo_alpha")  # dataset_script.builder.Uspto70k's configs
+
+
+class DatasetConfigAlias(argparse.Action):
+    """The old ``--config NAME`` of thmm-publish and thmm-stats (a dataset config, now
+    ``--dataset-config``): ``--config`` means only a run file now, which these commands do not take."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values not in DATASET_CONFIGS:
+            parser.error(f"{option_string} {values}: {parser.prog} takes no run file; the dataset config is "
+                         f"--dataset-config {{{','.join(DATASET_CONFIGS)}}}")
+        deprecated(f"{option_string} NAME", "--dataset-config NAME", _seen(parser))
+        setattr(namespace, self.dest, values)
+
+
+def add_dataset_options(parser, dataset_help: str) -> None:
+    """``--dataset`` and ``--dataset-config`` of thmm-publish and thmm-stats, with their old spellings
+    ``--data-dir`` and ``--config NAME``."""
+    parser.add_argument("--dataset", metavar="DIR", help=dataset_help)
+    add_deprecated(parser, "--data-dir", "--dataset")
+    parser.add_argument("--dataset-config", choices=DATASET_CONFIGS, default=DATASET_CONFIGS[0],
+                        help="how to read --dataset: uspto70k (train/dev/test TSVs, the release's format) or "
+                             "wipo_alpha (WIPO-alpha's XML folders) (default: uspto70k)")
+    parser.add_argument("--config", action=DatasetConfigAlias, dest="dataset_config", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+
+def require(parser, args, *names: str) -> None:
+    """An option that is required (but has a deprecated spelling too, so argparse cannot require it)."""
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+
+
+class PushToHub(argparse.Action):
+    """``--push-to-hub``: a flag (the repo is ``--hub-model-id``); the old ``--push-to-hub REPO``
+    still works, setting ``hub_model_id`` too, with a deprecation warning."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", const=True, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is not True:
+            deprecated(f"{option_string} REPO", f"{option_string} --hub-model-id REPO", _seen(parser))
+            if getattr(namespace, "hub_model_id", None) is None:
+                namespace.hub_model_id = values
+        setattr(namespace, self.dest, True)
+
+
+def is_flag(action) -> bool:
+    """A boolean option: ``store_true`` and the like, or a ``--flag [true|false]`` (HfArgumentParser's bools)."""
+    return action.nargs == 0 or (action.nargs == "?" and action.const is True)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` for the four commands: the description keeps its lines (examples one per line);
+    a flag shows as ``--flag`` (``--flag, --no-flag`` when it has a negation); the default is
+    appended once, and only where the help text does not already say it and it is worth saying."""
+
+    def _split_lines(self, text, width):  # never break an option name at its hyphens
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+    def _format_action_invocation(self, action):
+        if action.option_strings and is_flag(action):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (text == argparse.SUPPRESS or re.search(r"\(default\b|\bdefault\s*:", text) or not action.option_strings
+                or default is None or default is False or default == argparse.SUPPRESS
+                or (is_flag(action) and default is not True)
+                or action.nargs == 0):
+            return text
+        shown = "on" if default is True else "%(default)s"
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
+def tidy_options(parser):
+    """``--help``, usage and error messages name each option by its dashed spelling only, while the
+    underscore aliases that ``HfArgumentParser`` adds (``--head_type``) stay accepted; a boolean's
+    ``--no-X`` negation shares its help line (``--X, --no-X``)."""
+    by_dest = {}
+    for action in parser._actions:
+        dashed = [s for s in action.option_strings if "_" not in s]
+        if dashed:
+            action.option_strings = dashed  # parsing goes by parser._option_string_actions, which keeps all
+        by_dest.setdefault(action.dest, []).append(action)
+    for actions in by_dest.values():
+        negations = [a for a in actions if any(s.startswith("--no-") for s in a.option_strings)]
+        positives = [a for a in actions if a not in negations and a.option_strings]
+        if len(positives) == 1 and negations and is_flag(positives[0]):
+            for negation in negations:
+                negation.help = argparse.SUPPRESS
+                positives[0].option_strings = positives[0].option_strings + negation.option_strings
+    return parser
+
+
+def add_common_options(parser, *, quiet: bool = True, debug: bool = True):
+    """``--version``, ``--quiet`` and ``--verbose`` (unless ``quiet=False``), and ``--debug``."""
+    parser.add_argument("--version", action="version", version=version_string(),
+                        help="print the package and its version (thmm-patents X.Y.Z), and exit")
+    if quiet:
+        parser.add_argument("--quiet", action="store_true",
+                            help="warnings and errors only: no progress lines, bars or summaries")
+        parser.add_argument("--verbose", action="store_true",
+                            help="also the libraries' progress bars and messages (loading, building, writing)")
+    if debug:
+        parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def description(doc: str) -> str:
+    """A module docstring as ``--help``'s description: its lines as written, without reST markup."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc.strip("\n"))
+    return text.replace("``", "")
+
+
+def check_quiet_verbose(parser, args) -> None:
+    if getattr(args, "quiet", False) and getattr(args, "verbose", False):
+        parser.error("--quiet and --verbose: choose one")
+
+
+def library_progress(verbose: bool, quiet: bool = False) -> None:
+    """The libraries' progress bars. transformers' (loading and writing weights) and datasets' (building
+    splits, tokenizing; cached after the first run) time steps of a second or a few: shown only with
+    ``--verbose``. huggingface_hub's (downloading an encoder, uploading to the Hub) time transfers that
+    can take minutes: shown on a terminal too, never with ``--quiet``."""
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    if verbose:
+        transformers.utils.logging.enable_progress_bar()
+        datasets.enable_progress_bars()
+    else:
+        transformers.utils.logging.disable_progress_bar()  # this turns huggingface_hub's off too
+        datasets.disable_progress_bars()
+    if verbose or (not quiet and sys.stderr.isatty()):
+        huggingface_hub.utils.enable_progress_bars()
+    else:
+        huggingface_hub.utils.disable_progress_bars()
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:

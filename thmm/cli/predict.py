@@ -2,7 +2,8 @@
 r"""Predict CPC/IPC codes for patents with a trained TMM / THMM / flat model; writes JSONL.
 
     thmm-predict --model runs/thmm/model --input patents.tsv --output predictions.jsonl
-    thmm-predict --model ORG/REPO --input - --top-k 3 < titles.txt
+    thmm-predict --model runs/thmm/model --input patents.tsv --output-dir preds   # preds/predictions.jsonl
+    thmm-predict --model ORG/REPO --input - --top-k 3 < titles.txt                # to stdout
     thmm-predict --model runs/thmm/model --input - --format jsonl < patents.jsonl
 
 Input, by file suffix, and nothing else (``--format txt|tsv|jsonl|parquet`` names the format of a
@@ -20,7 +21,11 @@ file with another suffix, or of stdin; ``-`` reads text lines from stdin unless 
 A title, abstract or id holds at most 1,000,000 characters, and a line at most 64 MiB.
 
 Output: one JSON object per document, ``{"id", "predicted": [{"code", "score", "level", "title"}],
-"truncated"}``, codes ordered by level then score, each predicted code with all its ancestors.
+"truncated"}``, codes ordered by level then score, each predicted code with all its ancestors; scores
+rounded to 4 decimals (``--full-precision``: unrounded). It goes to ``--output FILE``, to
+``--output-dir DIR`` as ``DIR/predictions.jsonl`` (the folder is created), or to stdout. Nothing else
+is printed but errors, warnings and the count of truncated documents (``--quiet``: not that either;
+``--verbose``: loading messages and progress bars too).
 
 Streaming: the input is read, predicted and written ``--chunk-size`` documents at a time, so memory
 stays constant whatever its size; a file output appears only once complete. Under
@@ -56,7 +61,15 @@ from pathlib import Path
 import torch
 
 from configuration_thmm import Thresholds, check_max_length, read_label_titles, refuse_unfinished
-from thmm.cli import one_line_errors, run_cli
+from thmm.cli import (
+    HelpFormatter,
+    add_common_options,
+    check_quiet_verbose,
+    description,
+    library_progress,
+    one_line_errors,
+    run_cli,
+)
 from thmm.prediction import (
     CHUNK_SIZE,
     FORMATS,
@@ -81,14 +94,20 @@ def parse_threshold(value: str) -> Thresholds:
         raise argparse.ArgumentTypeError(str(err).replace("global_threshold: ", "")) from None
 
 
+PREDICTIONS_FILE = "predictions.jsonl"  # what --output-dir DIR holds
+
+
 def main(argv=None) -> int:
-    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
-                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = one_line_errors(argparse.ArgumentParser(prog="thmm-predict", description=description(__doc__),
+                                                     formatter_class=HelpFormatter))
     parser.add_argument("--model", required=True, help="a trained model directory or Hub repo id")
     parser.add_argument("--input", required=True, help=".txt, .tsv, .jsonl or .parquet file, or - for stdin")
     parser.add_argument("--format", choices=list(FORMATS.values()), default=None,
                         help="the input's format, whatever its suffix (default: by suffix; txt for stdin)")
-    parser.add_argument("--output", default="-", help="JSONL output file (default: stdout)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--output", default="-", metavar="FILE", help="JSONL output file, or - for stdout "
+                                                                      "(default: stdout)")
+    output.add_argument("--output-dir", metavar="DIR", help=f"write DIR/{PREDICTIONS_FILE} (DIR is created)")
     parser.add_argument("--top-k", type=int, default=None, help="predict the K best leaf codes instead of thresholding")
     parser.add_argument("--threshold", type=parse_threshold, default=None,
                         help="global threshold, or one per level like 0.5,0.4,0.3, for every node "
@@ -97,7 +116,9 @@ def main(argv=None) -> int:
     parser.add_argument("--consistent-scores", action=argparse.BooleanOptionalAction, default=None,
                         help="cap each node's score by its ancestors' (no child above its parent) before decoding; "
                              "default: the model's config.consistent_scores")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--full-precision", action="store_true",
+                        help="write the scores unrounded (default: rounded to 4 decimals)")
+    parser.add_argument("--batch-size", type=int, default=32, help="documents per forward pass (default: 32)")
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE,
                         help="documents read, predicted and written at a time (memory stays constant)")
     parser.add_argument("--max-length", type=int, default=None, help="word-pieces per document (default: the model's)")
@@ -106,22 +127,24 @@ def main(argv=None) -> int:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run code that the model's folder or repo names in an auto_map (a custom tokenizer); "
                              "without it such a model is refused")
-    parser.add_argument("--verbose", action="store_true", help="show loading messages and progress bars")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    add_common_options(parser)
     args = parser.parse_args(argv)
+    check_quiet_verbose(parser, args)
     for problem in option_problems(args):
         parser.error(problem)
-    if args.output != "-":
-        check_writable(args.output, "--output")
+    if args.output_dir is not None:
+        args.output = output_dir_file(args.output_dir)
+    if args.output != "-" and (args.output_dir is None or Path(args.output_dir).is_dir()):
+        check_writable(args.output, "--output" if args.output_dir is None else "--output-dir")
     documents = iter_documents(args.input, args.format)  # the format and the file are checked here, nothing read
 
     import transformers
 
     from modeling_thmm import THMMForHierarchicalClassification
 
-    if not args.verbose:
+    if not args.verbose:  # a model's loading messages
         transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
+    library_progress(args.verbose, args.quiet)  # downloads on a terminal; loading bars with --verbose only
     # Batches come in every length up to --max-length, and oneDNN's cache of CPU kernels per shape made a
     # long run's memory creep up (+80 MB over 30k documents with a tiny model); without it, it stays flat.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
@@ -160,22 +183,51 @@ def main(argv=None) -> int:
         model.config.label_titles = {c: titles[c] for c in model.taxonomy.nodes if c in titles}
     max_length = args.max_length or model.config.max_length
     predict = ChunkPredictor(model, tokenizer, max_length, args.batch_size)
+    rounding = score_rounding(model, args.full_precision)
     source = input_name(args.input)
 
     def predict_lines(docs):
         probs, truncated = predict(docs)
         check_finite_scores(probs, docs, source, args.model)
         records = model.label_records(probs, threshold=args.threshold, top_k=args.top_k,
-                                      at_least_one=args.at_least_one, consistent=args.consistent_scores)
+                                      at_least_one=args.at_least_one, consistent=args.consistent_scores, **rounding)
         lines = [json.dumps({"id": doc["id"], "predicted": predicted, "truncated": bool(cut)}, allow_nan=False) + "\n"
                  for doc, predicted, cut in zip(docs, records, truncated)]
         return lines, int(truncated.sum())
 
+    if args.output_dir is not None:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     documents, truncated = write_predictions(itertools.chain([first], chunks), predict_lines, args.output, state)
-    if truncated and rank == 0:
+    if truncated and rank == 0 and not args.quiet:
         print(f"note: {truncated} of {documents} documents were truncated to {max_length} word-pieces",
               file=sys.stderr)
     return 0
+
+
+def score_rounding(model, full_precision: bool) -> dict:
+    """``label_records``' ``decimals`` argument: ``None`` (unrounded) with ``--full-precision``, else
+    its default (4 decimals); nothing for a model class whose ``label_records`` has no such argument."""
+    import inspect
+
+    if "decimals" not in inspect.signature(model.label_records).parameters:
+        return {}
+    return {"decimals": None} if full_precision else {}
+
+
+def output_dir_file(folder: str) -> str:
+    """``--output-dir DIR``: the path of its predictions file, once the folder is known to be creatable
+    (it is created only when the predictions are written)."""
+    path = Path(folder)
+    if not folder.strip():
+        raise InputError("--output-dir: empty path")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--output-dir {folder}: is a file, not a folder")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"--output-dir {folder}: {probe} is not a writable directory")
+    return str(path / PREDICTIONS_FILE)
 
 
 def option_problems(args) -> list[str]:

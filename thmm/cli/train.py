@@ -4,16 +4,18 @@ r"""Train and evaluate TMM / THMM / flat patent classifiers with Accelerate.
     accelerate launch -m thmm.cli.train --head-type thmm --encoder allenai/scibert_scivocab_uncased \
         --dataset DIR_OR_HUB_ID --output-dir runs/thmm-cls --mixed-precision bf16
     thmm-train --quickstart                  # offline demo: embedded patents + MiniLM, on CPU
-    thmm-train --config run.yaml --epochs 3  # a JSON/YAML config file; the command line wins
+    thmm-train --config run.yaml --epochs 3  # a JSON/YAML run file; the command line wins
+    thmm-train --config run.yaml --push-to-hub --hub-model-id ORG/NAME   # and upload the model
 
 (``python train.py`` and ``accelerate launch train.py`` in a checkout are the same command.)
 
 Each epoch evaluates dev with the hierarchical metric; ``--selection-metric`` (default: dev macro-hF1 at
 its best threshold) picks the best epoch, and a run stops early only when neither it nor dev AUPRC
-improved for ``--patience`` epochs. At the end,
-decision thresholds are tuned on dev (globally, then per level) and stored in the saved config; the
-best model is saved with its tokenizer and a model card, and test metrics are written as JSON,
-markdown and a per-level plot, with the test predictions as JSONL.
+improved for ``--patience`` epochs. At the end, decision thresholds are tuned on dev (globally, per
+level, then per node) and stored in the saved config; the best model is saved with its tokenizer and
+a model card, and test metrics are written as JSON, markdown and a per-level plot, with the test
+predictions as JSONL. The log has one line per phase and a "kept epoch N of M" line (``--quiet``:
+warnings and errors only; ``--verbose``: the libraries' progress bars and messages too).
 
 Checkpoints are written every ``--checkpoint-every`` optimizer steps and at each epoch end;
 ``--resume`` continues from the latest one, mid-epoch included, and reaches the same weights as an
@@ -30,7 +32,7 @@ import sys
 from pathlib import Path
 
 from thmm.arguments import parse_args
-from thmm.cli import run_cli
+from thmm.cli import description, run_cli
 
 QUICKSTART_EXAMPLES = [
     ("Insole with pressure sensors for gait analysis",
@@ -60,11 +62,12 @@ def print_outputs(output_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, description=description(__doc__))  # parse (--help and --version stop here)
+
     from hierarchical_metrics import format_markdown
     from thmm.run_folder import resume_command
     from thmm.trainer import Trainer, finished_run_notice
 
-    args = parse_args(argv, description=__doc__)         # parse
     notice = finished_run_notice(args)
     if notice:
         print(notice, file=sys.stderr)
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if trainer.accelerator.is_main_process:
+    if trainer.accelerator.is_main_process and not args.quiet:
         print("\nTest set (thresholds tuned on dev):\n" + format_markdown({"test": trainer.results["test"]}))
         if args.quickstart:
             print_example_predictions(trainer.final_model, trainer.tokenizer)

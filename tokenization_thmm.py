@@ -1,0 +1,114 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""Patent texts to word-piece ids, as training and prediction both read them.
+
+A document is ``[CLS] title [SEP] abstract [SEP]`` (``[CLS] title [SEP]`` without an abstract),
+truncated longest part first (:func:`encode_documents`); :func:`check_documents` refuses a document
+that cannot be classified before any work, and :func:`longest_first` orders documents for batching.
+
+:func:`check_batching` and :func:`check_tokenizer_fits` check the other arguments of a prediction.
+
+It is copied next to a saved model as remote code (a relative import of ``modeling_thmm.py``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
+    from .configuration_thmm import check_max_length
+except ImportError:  # plain import when installed as a top-level module
+    from configuration_thmm import check_max_length
+
+__all__ = ["check_batching", "check_documents", "check_tokenizer_fits", "document_problem", "encode_documents",
+           "longest_first"]
+
+
+def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None, max_length: int):
+    """Tokenize patents as ``[CLS] title [SEP] abstract [SEP]`` (``[CLS] title [SEP]`` when the
+    abstract is empty), truncating the longest part first. Each document is encoded the same way
+    whatever else is in the batch. Returns a dict of unpadded lists, plus ``truncated``: per
+    document, whether it lost tokens."""
+    abstracts = list(abstracts) if abstracts is not None else [""] * len(titles)
+    if len(abstracts) != len(titles):
+        raise ValueError(f"{len(titles)} titles but {len(abstracts)} abstracts")
+    with_abstract = [i for i, a in enumerate(abstracts) if a]
+    title_only = [i for i, a in enumerate(abstracts) if not a]
+    encoded: dict[str, list] = {}
+    truncated = [False] * len(titles)
+    for group, pair in ((with_abstract, True), (title_only, False)):
+        if not group:
+            continue
+        first = [titles[i] for i in group]
+        second = [abstracts[i] for i in group] if pair else None
+        enc = tokenizer(first, second, truncation="longest_first", max_length=max_length)
+        full = tokenizer(first, second, truncation=False, add_special_tokens=True)
+        for i, a, b in zip(group, full["input_ids"], enc["input_ids"]):
+            truncated[i] = len(a) > len(b)
+        for key, values in enc.items():
+            column = encoded.setdefault(key, [None] * len(titles))
+            for i, v in zip(group, values):
+                column[i] = v
+    encoded["truncated"] = truncated
+    return encoded
+
+
+def document_problem(title, abstract) -> str | None:
+    """Why one document cannot be classified, or ``None``: its title and abstract must be strings,
+    not both empty or blank (the model would score an empty text like any other)."""
+    for field, value in (("title", title), ("abstract", abstract)):
+        if not isinstance(value, str):
+            return f"field {field!r}: expected a string, got {type(value).__name__}"
+    if not title.strip() and not abstract.strip():
+        return "fields 'title' and 'abstract': empty document"
+    return None
+
+
+def check_documents(titles: Sequence[str], abstracts: Sequence[str] | None = None) -> list[str]:
+    """The abstracts (``""`` each when ``None``), once every document can be classified
+    (:func:`document_problem`); a ValueError naming the first bad document's index otherwise."""
+    for name, texts in (("titles", titles), ("abstracts", abstracts)):
+        if texts is not None and (isinstance(texts, (str, bytes)) or not hasattr(texts, "__len__")):
+            raise ValueError(f"{name}: expected a list of strings, got {type(texts).__name__}")
+    abstracts = [""] * len(titles) if abstracts is None else list(abstracts)
+    if len(abstracts) != len(titles):
+        raise ValueError(f"{len(titles)} titles but {len(abstracts)} abstracts")
+    for i, (title, abstract) in enumerate(zip(titles, abstracts)):
+        if (problem := document_problem(title, abstract)) is not None:
+            raise ValueError(f"document {i}: {problem}")
+    return abstracts
+
+
+def longest_first(lengths) -> np.ndarray:
+    """Document indices, longest first (stable): batches cut from this order pad little, and the
+    largest batch comes first. Callers put results back by index."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
+
+
+def check_batching(batch_size, max_length, positions: int | None = None) -> None:
+    """A ValueError naming the argument unless ``batch_size`` is an integer of at least 1 and
+    ``max_length`` is ``None`` or a usable length within the encoder's ``positions``."""
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer of at least 1 (got {batch_size!r})")
+    if max_length is None:
+        return
+    check_max_length(max_length)
+    if positions and max_length > positions:
+        raise ValueError(f"max_length: must be at most the encoder's {positions} positions (got {max_length})")
+
+
+def check_tokenizer_fits(tokenizer, tables: Mapping[str, int], where: str | None = None,
+                         model: str = "the model") -> None:
+    """A ValueError naming ``where`` (default: the tokenizer's folder) when ``tokenizer`` is missing,
+    or has more word-pieces than one of the model's ``tables`` (name -> rows) has rows: its ids past
+    them would index out of range. ``model`` names the model when there is no tokenizer."""
+    if tokenizer is None:
+        raise ValueError(f"{where or model}: no tokenizer; use the one saved with the model "
+                         "(AutoTokenizer.from_pretrained of its folder)")
+    table, rows = min(tables.items(), key=lambda item: item[1])
+    if len(tokenizer) > rows:
+        where = where or getattr(tokenizer, "name_or_path", None) or "the tokenizer"
+        raise ValueError(f"{where}: the tokenizer has {len(tokenizer)} word-pieces, more than the {rows} rows of "
+                         f"this model's {table}: it is not the model's tokenizer (use the one saved with it)")
