@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from configuration_thmm import LOSS_TYPES, Taxonomy
-from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
+from thmm.hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
 from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, THRESHOLD_OBJECTIVES, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES

@@ -18,7 +18,7 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
 from configuration_thmm import Taxonomy, TaxonomyError
-from hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1, write_report
+from thmm.hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC_DIR = REPO / "thmm" / "metrics" / "hierarchical"
@@ -506,7 +506,7 @@ def test_evaluate_load_offline_matches_direct_call(tmp_path):
 
 def test_metric_script_has_no_copy_of_the_logic():
     source = (METRIC_DIR / "hierarchical.py").read_text()
-    assert "import hierarchical_metrics" in source
+    assert "from thmm import hierarchical_metrics" in source
     assert "hierarchical_metrics.compute_hierarchical_metrics(" in source
     assert "import numpy" not in source and "sklearn" not in source
     card = (METRIC_DIR / "README.md").read_text()
@@ -559,7 +559,7 @@ def test_plot_handles_undefined_values(tmp_path, hand_results):
 def test_metric_closure_agrees_with_the_taxonomy():
     # The metric closes its label sets with Taxonomy.multi_hot_ids; they must be exactly the
     # taxonomy's own multi_hot.
-    import hierarchical_metrics as hm
+    import thmm.hierarchical_metrics as hm
 
     rng = np.random.default_rng(0)
     codes = ["A43B", "A43C", "A61B", "B41F", "H04L", "H04W", "G06F", "G06N"]
@@ -702,7 +702,7 @@ def test_predicted_matrix_equals_label_lists(model_case):
 
 
 def test_label_matrix_and_scores_from_counts(model_case):
-    from hierarchical_metrics import label_matrix, scores_from_counts
+    from thmm.hierarchical_metrics import label_matrix, scores_from_counts
 
     _, taxonomy, preds, refs, _ = model_case
     gold, unknown = label_matrix(refs, taxonomy, name="references")

@@ -21,7 +21,7 @@ from huggingface_hub.repocard import metadata_load
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
 from configuration_thmm import Taxonomy
-from hierarchical_metrics import compute_hierarchical_metrics
+from thmm.hierarchical_metrics import compute_hierarchical_metrics
 from thmm.hub import CITATION_BIBTEX, upload_folder
 from thmm.model_card import (
     PIPELINE_TAG,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configuration_thmm import Taxonomy, TaxonomyError, Thresholds
-from hierarchical_metrics import compute_hierarchical_metrics
+from thmm.hierarchical_metrics import compute_hierarchical_metrics
 from thmm.evaluation import decoded_matrix, evaluate_probabilities, evaluation_taxonomy
 from thmm.thresholds import (
     GRANULARITIES,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from configuration_thmm import Taxonomy, TaxonomyError, Thresholds
-from hierarchical_metrics import compute_hierarchical_metrics
+from .hierarchical_metrics import compute_hierarchical_metrics
 
 
 @torch.no_grad()

@@ -174,7 +174,7 @@ def threshold_tuning_info(args, references, taxonomy: Taxonomy, eval_taxonomy: T
     only those can get a threshold of their own."""
     import numpy as np
 
-    from hierarchical_metrics import label_matrix
+    from .hierarchical_metrics import label_matrix
 
     from .evaluation import model_columns
 
@@ -382,7 +382,7 @@ def build_model_card(
 
     Every score and threshold is rounded to 4 places; all numbers are plain Python numbers.
     """
-    from hierarchical_metrics import format_markdown
+    from .hierarchical_metrics import format_markdown
 
     model_name = portable_name(model_name)
     encoder = _hub_name(encoder)

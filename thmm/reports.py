@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hierarchical_metrics import write_report
+from .hierarchical_metrics import write_report
 
 from .selection import SELECTION_METRICS
 

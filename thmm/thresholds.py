@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from configuration_thmm import Taxonomy, TaxonomyError, Thresholds
-from hierarchical_metrics import label_matrix, scores_from_counts
+from .hierarchical_metrics import label_matrix, scores_from_counts
 
 from .evaluation import comparable_thresholds, model_columns
 

@@ -64,7 +64,7 @@ def print_outputs(output_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, description=description(__doc__))  # parse (--help and --version stop here)
 
-    from hierarchical_metrics import format_markdown
+    from thmm.hierarchical_metrics import format_markdown
     from thmm.run_folder import resume_command
     from thmm.trainer import Trainer, finished_run_notice
 

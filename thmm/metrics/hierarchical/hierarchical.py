@@ -1,14 +1,14 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
 """Hierarchical multi-label metrics (Pujari et al., ECIR 2021) as an `evaluate` metric.
 
-The logic lives in the installed `hierarchical_metrics` module (`pip install thmm-patents`), which
+The logic lives in the installed `thmm.hierarchical_metrics` module (`pip install thmm-patents`), which
 `train.py` and the benchmarks call directly; this file only declares the inputs.
 """
 
 import datasets
 import evaluate
 
-import hierarchical_metrics
+from thmm import hierarchical_metrics
 from thmm.hub import CITATION_BIBTEX
 
 
