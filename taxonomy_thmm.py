@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,8 +46,8 @@ __all__ = [
 
 # Section letter, two-digit class, subclass letter: "A", "A43", "A43B". CPC adds section Y.
 _CPC_PATTERNS = {
-    "cpc": re.compile(r"[A-HY](?:\d\d(?:[A-Z])?)?"),
-    "ipc": re.compile(r"[A-H](?:\d\d(?:[A-Z])?)?"),
+    "cpc": re.compile(r"[A-HY](?:[0-9][0-9](?:[A-Z])?)?"),
+    "ipc": re.compile(r"[A-H](?:[0-9][0-9](?:[A-Z])?)?"),
 }
 # Names of the CPC / IPC levels this package handles; labels are codes of the deepest one.
 LEVEL_NAMES = {1: "section", 2: "class", 3: "subclass"}
@@ -752,10 +753,11 @@ def read_label_titles(path) -> dict[str, str]:
     titles: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            lines = f.read().splitlines()
+            lines = f.read().split("\n")  # lines end at \n (a CRLF's \r is dropped); other breaks are text
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     for lineno, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
         if lineno == 1 and line.startswith("\ufeff"):
             line = line[1:]
         if not line.strip():
@@ -763,9 +765,25 @@ def read_label_titles(path) -> dict[str, str]:
         code, sep, title = line.partition("\t")
         if not sep or not code or not title.strip():
             raise ValueError(f"{path}, line {lineno}: expected 'code<TAB>title', got {line[:80]!r}")
+        problem = _title_line_problem(code, title)
+        if problem:
+            raise ValueError(f"{path}, line {lineno}, field {problem}")
         if code in titles:
             raise ValueError(f"{path}, line {lineno}: code {code!r} appears twice")
         titles[code] = title.strip()
     return titles
+
+
+def _title_line_problem(code: str, title: str) -> str | None:
+    """What is wrong with one ``code<TAB>title`` line (a field name and the rule), or ``None``. A code
+    is compared with the taxonomy's as written, so one that could never match is refused rather than
+    left unused: surrounding spaces or lower case (codes are upper case: ``A43B``)."""
+    if code != code.strip() or code != code.upper():
+        return f"'code': {code!r} is not a code as the taxonomy writes it (upper case, no surrounding spaces)"
+    for name, text in (("code", code), ("title", title)):
+        bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cs") and ch != "\t"), None)
+        if bad is not None:
+            return f"'{name}': holds the control character {bad!r}"
+    return None
 
 

@@ -150,7 +150,7 @@ CASES = {
         "train", lambda env: taxonomy_file(env, "tax.json", '{"nodes": ["A"'), 2, ("--taxonomy {tmp}/tax.json",)),
     "run-taxonomy-titles-lower-case-code": Case(
         "train", lambda env: taxonomy_file(env, "tax.tsv", "a43b\tFootwear\n"), 2,
-        ("--taxonomy {tmp}/tax.tsv", "malformed CPC code 'a43b'")),
+        ("--taxonomy {tmp}/tax.tsv", "field 'code'", "'a43b'", "upper case")),
     # ---- numbers: finite, and sizes the run can use
     "run-weight-decay-inf": Case("train", lambda env: env.train_argv("--weight-decay", "inf"), 2,
                                  ("--weight-decay: must be a finite number (got inf)",)),
@@ -198,3 +198,23 @@ CASES = {
     "run-encoder-needs-remote-code": Case(
         "train", encoder_with_code, 2, ("--encoder {tmp}/encoder", "--trust-remote-code"), after=no_code_ran),
 }
+
+
+def titles_file(env, text):
+    path = env.tmp / "titles.tsv"
+    path.write_text(text, encoding="utf-8")
+    return env.train_argv("--label-titles", str(path))
+
+
+CASES.update({
+    # ---- --label-titles: a code that could never match is refused, not left unused
+    "run-label-titles-lower-case-code": Case(
+        "train", lambda env: titles_file(env, "A43B\tFootwear\na43c\tShoes\n"), 2,
+        ("{tmp}/titles.tsv, line 2, field 'code'", "'a43c'", "upper case")),
+    "run-label-titles-control-character": Case(
+        "train", lambda env: titles_file(env, "A43B\tFoot\x00wear\n"), 2,
+        ("{tmp}/titles.tsv, line 1, field 'title'", "control character")),
+    "run-taxonomy-non-ascii-digit": Case(
+        "train", lambda env: taxonomy_file(env, "tax.tsv", "A\u06643B\tFootwear\n"), 2,
+        ("--taxonomy {tmp}/tax.tsv", "malformed CPC code")),
+})
