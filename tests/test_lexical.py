@@ -183,7 +183,7 @@ def test_training_fuses_and_the_saved_model_predicts_the_reported_scores(tiny_en
     for before, after in zip(saved, predicted):
         assert [p["code"] for p in before["predicted"]] == [p["code"] for p in after]
         for p, q in zip(before["predicted"], after):
-            assert abs(p["score"] - q["score"]) < 1e-4
+            assert abs(p["score"] - q["score"]) <= 1e-4 + 1e-9  # rounded to 4 places
 
 
 @pytest.mark.slow
@@ -218,7 +218,7 @@ def test_pipeline_of_a_saved_fused_model_gives_the_fused_scores(tiny_model, tiny
     expected = model.label_records(model.predict_proba(tiny_tokenizer, titles), top_k=3)
     for g, e in zip(got, expected):
         assert [r["code"] for r in g] == [r["code"] for r in e]
-        assert all(abs(r["score"] - q["score"]) < 1e-5 for r, q in zip(g, e))
+        assert all(abs(r["score"] - q["score"]) <= 1e-4 + 1e-9 for r, q in zip(g, e))  # rounded to 4 places
     # the fusion matters here: the heads alone score otherwise
     enc = tiny_tokenizer(titles, padding=True, return_tensors="pt")
     with torch.no_grad():

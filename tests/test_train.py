@@ -95,7 +95,7 @@ def test_saved_model_reloads_through_automodel_with_same_predictions(trained):
     for before, after in zip(saved, predicted):
         assert [p["code"] for p in before["predicted"]] == [p["code"] for p in after]
         for p, q in zip(before["predicted"], after):
-            assert abs(p["score"] - q["score"]) < 1e-5
+            assert abs(p["score"] - q["score"]) <= 1e-4 + 1e-9  # two scores rounded to 4 places
     titled = [p for s in saved for p in s["predicted"] if p["code"] == "H04W"]
     assert all(p["title"] == "WIRELESS COMMUNICATION NETWORKS" for p in titled)
 
