@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny random BERT encoder and tokenizer built in code (no downloads), and what
-keeps the suite fast on CI's 2 CPU cores: one torch thread per test process, node SVMs fitted in
-process, training runs killed in children of a preloaded fork server (no fresh Python per kill), and
-trained tiny runs shared between tests."""
+keeps the suite fast on CI's 2 CPU cores: node SVMs fitted in process, training runs killed in
+children of a preloaded fork server (no fresh Python per kill), tiny runs trained once and shared
+between tests, and a private cache and one torch thread per pytest-xdist worker."""
 
 from __future__ import annotations
 
@@ -17,11 +17,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One torch (OpenMP) thread per test process, its subprocesses included: the tiny models gain nothing
-# from a second thread, and pytest-xdist runs a test process per core. Set before torch is imported,
-# so that in-process runs and the runs they are compared with (subprocesses, forked children) agree.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-TORCH_THREADS = int(os.environ["OMP_NUM_THREADS"])
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -224,9 +219,16 @@ def pytest_configure(config):
     or write one ``transformers_modules/<folder>`` at the same time, and the user's ~/.cache is left
     alone. Set before any test module imports ``datasets`` or ``transformers``."""
     global _CACHE_ROOT
-    _CACHE_ROOT = Path(tempfile.mkdtemp(prefix=f"thmm-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    _CACHE_ROOT = Path(tempfile.mkdtemp(prefix=f"thmm-tests-{worker or 'main'}-"))
     os.environ["HF_DATASETS_CACHE"] = str(_CACHE_ROOT / "datasets")
     os.environ["HF_MODULES_CACHE"] = str(_CACHE_ROOT / "modules")
+    if worker and "OMP_NUM_THREADS" not in os.environ:
+        # pytest-xdist runs a test process per core: one torch thread each (the tiny models in them gain
+        # nothing from more). Their subprocesses keep torch's default.
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_unconfigure(config):
@@ -243,6 +245,36 @@ def restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def _auto_registries() -> list[dict]:
+    """The dicts that ``AutoConfig.register``, ``AutoModel*.register``, ``AutoTokenizer.register`` and
+    ``PIPELINE_REGISTRY.register_pipeline`` add to (those of transformers' modules already imported)."""
+    found = []
+    config_auto = sys.modules.get("transformers.models.auto.configuration_auto")
+    if config_auto is not None:
+        found.append(config_auto.CONFIG_MAPPING._extra_content)
+    for name in ("transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found += [m._extra_content for m in vars(module).values() if isinstance(getattr(m, "_extra_content", None), dict)]
+    pipelines = sys.modules.get("transformers.pipelines")
+    if pipelines is not None and hasattr(pipelines, "PIPELINE_REGISTRY"):
+        found += [pipelines.PIPELINE_REGISTRY.supported_tasks, pipelines.PIPELINE_REGISTRY.task_aliases]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def restore_auto_registries():
+    """A model loaded in process with ``trust_remote_code`` imports the saved copy of the model files,
+    which register their classes for the Auto classes and the pipeline task: every later test in the
+    process would then get the copy's classes. Put the registries back after each test."""
+    saved = [(registry, dict(registry)) for registry in _auto_registries()]
+    yield
+    for registry, content in saved:
+        if registry != content:
+            registry.clear()
+            registry.update(content)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -266,17 +298,19 @@ TRAIN_PRELOAD = ("torch", "transformers", "accelerate", "datasets", "sklearn.svm
                  "thmm.cli.train", "thmm.trainer", "thmm.lexical", "thmm.reports")
 
 
-def _train_cli_in_child(argv: list[str], log: str, env: dict) -> None:
+def _train_cli_in_child(argv: list[str], log: str, env: dict, threads: int) -> None:
     """In the forked child: ``thmm-train ARGV`` with stdout and stderr in ``log``; exits with its code
     (or dies by the SIGKILL the run sends itself)."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ.update(env)
+    import torch
     from joblib import parallel_config
 
     from thmm.cli.train import cli
 
+    torch.set_num_threads(threads)  # the test process's: the runs that tests compare compute alike
     with parallel_config(backend="sequential"):  # as in the test process (node_svms_in_process)
         code = cli(argv)
     sys.stdout.flush()
@@ -300,7 +334,10 @@ def train_in_child():
     forkserver.ensure_running()
 
     def run(argv, log, env=None, timeout=300) -> int:
-        process = context.Process(target=_train_cli_in_child, args=([str(a) for a in argv], str(log), dict(env or {})))
+        import torch
+
+        process = context.Process(target=_train_cli_in_child,
+                                  args=([str(a) for a in argv], str(log), dict(env or {}), torch.get_num_threads()))
         process.start()
         process.join(timeout)
         if process.exitcode is None:
@@ -310,3 +347,4 @@ def train_in_child():
         return process.exitcode
 
     return run
+
