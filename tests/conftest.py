@@ -348,3 +348,16 @@ def train_in_child():
 
     return run
 
+
+
+@pytest.fixture
+def one_distributed_run_at_a_time(tmp_path_factory):
+    """Tests that launch several processes (DDP, FSDP over gloo) take turns across pytest-xdist
+    workers: two such launches at once on CI's 2 cores starve each other's collectives."""
+    import fcntl
+
+    lock_path = Path(tempfile.gettempdir()) / "thmm-tests-distributed.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+        fcntl.flock(lock, fcntl.LOCK_UN)

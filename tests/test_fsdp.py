@@ -10,7 +10,7 @@ from fsdp_worker import build_model, train_steps
 from modeling_thmm import THMMForHierarchicalClassification
 
 
-def test_fsdp2_on_two_cpu_processes_matches_one_process(tmp_path):
+def test_fsdp2_on_two_cpu_processes_matches_one_process(tmp_path, one_distributed_run_at_a_time):
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = run_command([*launcher, REPO_ROOT / "tests" / "fsdp_worker.py", tmp_path], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

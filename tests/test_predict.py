@@ -233,7 +233,7 @@ def test_reading_is_lazy(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_write_one_output_in_input_order(model_dir, tmp_path, monkeypatch):
+def test_two_processes_write_one_output_in_input_order(model_dir, tmp_path, monkeypatch, one_distributed_run_at_a_time):
     # --multi_gpu selects Accelerate's torchrun launcher; without CUDA the processes use gloo on CPUs.
     import sys
 

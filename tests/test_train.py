@@ -195,7 +195,7 @@ def test_resume_accepts_an_older_checkpoint_that_lacks_a_newer_option():
     assert "threshold_objective" in kept and "head_type" in kept
 
 
-def test_two_processes_evaluate_every_example_once(tiny_encoder_dir, tmp_path):
+def test_two_processes_evaluate_every_example_once(tiny_encoder_dir, tmp_path, one_distributed_run_at_a_time):
     # --multi_gpu selects Accelerate's torchrun launcher; without CUDA, train.py then runs DDP over gloo on CPUs.
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
