@@ -349,7 +349,6 @@ def train_in_child():
     return run
 
 
-
 @pytest.fixture
 def one_distributed_run_at_a_time(tmp_path_factory):
     """Tests that launch several processes (DDP, FSDP over gloo) take turns across pytest-xdist
