@@ -91,6 +91,17 @@ def resume_arg_differences(saved: dict, current: dict) -> dict:
     return {k: (saved[k], v) for k, v in current.items() if saved[k] != v}
 
 
+def check_resume_arguments(path: Path, saved: dict, args: TrainingArguments) -> None:
+    """Refuse ``--resume`` from checkpoint ``path`` (its trainer state ``saved``) when an argument that
+    changes the result differs, listing each difference (checkpoint -> now)."""
+    from .arguments import ConfigError
+
+    differing = resume_arg_differences(saved["args"], resume_args(args))
+    if differing:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing.items()))
+        raise ConfigError(f"--resume: {path} was made with different arguments (checkpoint -> now): {listed}")
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     root = Path(output_dir) / CHECKPOINT_DIR
     found = [p for p in root.glob("step_*") if (p / TRAINER_STATE).exists()] if root.is_dir() else []

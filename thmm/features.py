@@ -289,7 +289,7 @@ def cached_features(accelerator, model, tokenizer, splits, max_length: int, batc
         if problem:  # another run's or a damaged cache under this key: never trusted, built again
             logger.warning("the feature cache %s does not match this run (%s): building it again", directory, problem)
             meta_path.unlink()
-    hit = _broadcast_flag(accelerator, meta_path.exists())
+    hit = broadcast_from_main(accelerator, meta_path.exists())
     if not hit:
         if accelerator.is_main_process:
             directory.mkdir(parents=True, exist_ok=True)
@@ -329,12 +329,14 @@ def cache_problem(directory: Path, key_parts: dict, documents: dict) -> str | No
     return None
 
 
-def _broadcast_flag(accelerator, flag: bool) -> bool:
+def broadcast_from_main(accelerator, obj):
+    """The main process's value on every process (whether its cache is usable; the dev metrics that
+    drive early stopping)."""
     if accelerator.num_processes == 1:
-        return flag
+        return obj
     from accelerate.utils import broadcast_object_list
 
-    return broadcast_object_list([flag], from_process=0)[0]
+    return broadcast_object_list([obj], from_process=0)[0]
 
 
 def split_datasets(accelerator, model, tokenizer, splits, taxonomy: Taxonomy, names=SPLITS, *, freeze_encoder: bool,

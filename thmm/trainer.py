@@ -38,7 +38,7 @@ from .data import (
     report_unknown_labels,
 )
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
-from .features import split_datasets, split_digest
+from .features import broadcast_from_main, split_datasets, split_digest
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
 from .thresholds import TunedThresholds, tune_thresholds
@@ -76,15 +76,6 @@ def make_optimizer(model, args: TrainingArguments):
         return torch.optim.AdamW(param_groups)
 
 
-def _broadcast(accelerator, obj):
-    """The main process's value on every process (dev metrics drive early stopping everywhere)."""
-    if accelerator.num_processes == 1:
-        return obj
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([obj], from_process=0)[0]
-
-
 def check_output_dir(args: TrainingArguments) -> None:
     """Refuse to mix a new run into an old one or into a user's folder, and find an unwritable
     location before any work (:meth:`RunFolder.check`)."""
@@ -102,11 +93,8 @@ def finished_run_notice(args: TrainingArguments) -> str | None:
         return None
     run.check(args)
     latest, _ = ckpt.find_resume_checkpoint(run.path)
-    differing = ckpt.resume_arg_differences(ckpt.load_trainer_state(latest)["args"], ckpt.resume_args(args)) \
-        if latest else {}
-    if differing:
-        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing.items()))
-        raise ConfigError(f"--resume: {latest} was made with different arguments (checkpoint -> now): {listed}")
+    if latest:
+        ckpt.check_resume_arguments(latest, ckpt.load_trainer_state(latest), args)
     if ckpt.list_checkpoints(run.path) and not args.keep_checkpoints:
         ckpt.delete_checkpoints(run.path)
     return (f"--resume: {run.path} holds a finished run ({run.model}); nothing to resume (pass "
@@ -405,10 +393,7 @@ class Trainer:
         if damaged:
             logger.warning("--resume: continuing from the previous complete checkpoint %s", path)
         saved = ckpt.load_trainer_state(path)
-        differing = ckpt.resume_arg_differences(saved["args"], ckpt.resume_args(args))
-        if differing:
-            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing.items()))
-            raise ConfigError(f"--resume: {path} was made with different arguments (checkpoint -> now): {listed}")
+        ckpt.check_resume_arguments(path, saved, args)
         problem = ckpt.rng_state_problem(path, self.accelerator.process_index)
         if problem and not args.allow_nonidentical_resume:
             raise ConfigError(f"--resume: the RNG state cannot be restored ({problem}), so the run would differ from "
@@ -570,7 +555,7 @@ class Trainer:
                         "AUPRC %s; loss %.5f", epoch + 1, scores["macro_f1"], args.threshold,
                         scores["macro_f1_tuned"], scores["macro_f1_tuned_threshold"], scores["micro_f1"], auprc,
                         scores["loss"])
-        record = _broadcast(accelerator, record)
+        record = broadcast_from_main(accelerator, record)
         stopping = self._early_stopping(state["selection"])
         improved = stopping.update(epoch + 1, {k.removeprefix("dev_"): v for k, v in record.items()})
         state["selection"] = stopping.state_dict()
