@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
 import logging
 import os
@@ -63,8 +62,8 @@ field. Abstracts are about a thousand characters; the limit leaves room for whol
 keeping a broken quote from swallowing a file. (Python's ``csv`` module alone stops at 131,072.)"""
 
 # Python's csv module refuses fields over a process-wide limit (131,072 by default) with a message
-# that names no field. The readers here hold the whole file in memory anyway, so csv's limit is
-# raised past any field and MAX_FIELD_CHARS is checked per field, with the field's name.
+# that names no field, so csv's limit is raised past any field and MAX_FIELD_CHARS is checked per
+# field, with the field's name.
 _CSV_FIELD_LIMIT = 2**31 - 1
 _LABEL_CACHE_SIZE = 100_000  # label sets whose checks PatentRowValidator remembers (a few MB at most)
 
@@ -247,6 +246,19 @@ class PatentRowValidator:
     ) -> dict | None:
         """The checked row (see the class); ``copy``: the row is declared a copy of an earlier one (the
         up-sampled tail of an export's train split), so its ``patent_id`` must have been seen already."""
+        row, late = self.check_row(values, path, position, unit)
+        if row is None or not self.check_id(row["patent_id"], path, position, unit, copy=copy):
+            return None
+        if late is not None:
+            raise late
+        self.counts["rows"] += 1
+        return row
+
+    def check_row(self, values: Mapping, path, position: int | None, unit: str = "line"):
+        """The checks of one row that need no other row: ``(row, late)``, ``row`` ``None`` when
+        ``empty_labels="drop"`` drops it. ``late`` is the error of derived fields that contradict the
+        labels, which :meth:`validate` raises after :meth:`check_id` (that order is the rule). A
+        parallel reader runs this in its workers and :meth:`check_id` in file order."""
 
         def fail(field, problem):
             raise PatentDataError(path, position, field, problem, unit=unit)
@@ -302,7 +314,23 @@ class PatentRowValidator:
                                "(or pass empty_labels='keep'/'drop')")
             if self.empty_labels == "drop":
                 self.counts["dropped_empty_labels"] += 1
-                return None
+                return None, None
+        row = {"patent_id": patent_id, "title": values["title"], "abstract": values["abstract"],
+               "labels": labels, **{field: list(codes) for field, codes in derived.items()}}
+        for field in DERIVED_COLUMNS:
+            given = values.get(field, derived[field])
+            if (list(given) if isinstance(given, tuple) else given) != derived[field]:
+                return row, PatentDataError(path, position, field, f"{given!r} is not the labels' {field} "
+                                                                   f"{derived[field]!r}", unit=unit)
+        return row, None
+
+    def check_id(self, patent_id: str, path, position: int | None, unit: str = "line", *, copy: bool = False) -> bool:
+        """The ``patent_id`` of a row that passed :meth:`check_row`, against the rows before it:
+        ``False`` when ``duplicate_ids="drop"`` drops it; raises for a repeat under ``"error"``."""
+
+        def fail(field, problem):
+            raise PatentDataError(path, position, field, problem, unit=unit)
+
         first = self.first_seen.get(patent_id)
         if copy:
             if first is None:
@@ -318,18 +346,12 @@ class PatentRowValidator:
                      f"patent_id {patent_id!r} already appears {where} (or pass duplicate_ids='keep'/'drop')")
             if self.duplicate_ids == "drop":
                 self.counts["dropped_duplicate_ids"] += 1
-                return None
+                return False
         else:
             if not self.places or self.places[-1] != (str(path), unit):
                 self.places.append((str(path), unit))
             self.first_seen[patent_id] = (len(self.places) - 1) << 40 | (0 if position is None else position + 1)
-        for field in DERIVED_COLUMNS:
-            given = values.get(field, derived[field])
-            if (list(given) if isinstance(given, tuple) else given) != derived[field]:
-                fail(field, f"{given!r} is not the labels' {field} {derived[field]!r}")
-        self.counts["rows"] += 1
-        return {"patent_id": patent_id, "title": values["title"], "abstract": values["abstract"],
-                "labels": labels, **{field: list(codes) for field, codes in derived.items()}}
+        return True
 
     def log_filters(self, name) -> None:
         for key in ("dropped_empty_labels", "dropped_duplicate_ids"):
@@ -350,98 +372,142 @@ def _read_all(path, reader: Iterator[dict | None], validator: PatentRowValidator
 # --------------------------------------------------------------------------------------------------
 
 
-def _field_at(text: str, offset: int, header: list[str] | None = None) -> tuple[int, str]:
-    """``(line, field name)`` of a character offset in TSV text (the column counted by tabs)."""
-    line_start = text.rfind("\n", 0, offset) + 1
-    if header is None:
-        header = re.split(r"\r\n|\n|\r", text, maxsplit=1)[0].split("\t")
-    column = text.count("\t", line_start, offset)
-    return text.count("\n", 0, offset) + 1, header[column] if column < len(header) else f"column {column + 1}"
+READ_BUFFER_BYTES = 1 << 20
+"""Bytes read from a TSV or JSONL file at a time: the readers go through a file line by line, so
+their memory does not grow with the file (a record, however many lines its quoted fields span, is
+the unit held)."""
 
 
-def _decode_utf8(path, raw: bytes, first_field: str | None = COLUMNS[0], tsv: bool = True) -> str:
-    """UTF-8 text of ``raw``; a BOM or an invalid byte raises an error naming line and column."""
-    if raw.startswith(codecs.BOM_UTF8):
-        raise PatentDataError(
-            path, 1, first_field, "the file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM"
-        )
+class _LinePlace:
+    """Where a line reader stands: ``position`` (bytes consumed), ``lineno`` (of the last line
+    read), ``record_first`` (the text of the first line of the record being read)."""
+
+    __slots__ = ("position", "lineno", "record_first")
+
+    def __init__(self, position: int, lineno: int):
+        self.position, self.lineno, self.record_first = position, lineno, None
+
+
+def _column_name(header: list[str], column: int) -> str:
+    return header[column] if column < len(header) else f"column {column + 1}"
+
+
+def _raw_header_names(first_line: bytes) -> list[str]:
+    """The column names of a TSV's first line, however broken, to name the field of an encoding
+    error or a stray carriage return."""
+    return first_line.decode("utf-8", "replace").rstrip("\r\n").split("\t")
+
+
+def _bom_error(path, first_field: str | None) -> PatentDataError:
+    return PatentDataError(path, 1, first_field, "the file starts with a UTF-8 byte-order mark (BOM); "
+                                                 "save it as UTF-8 without BOM")
+
+
+def _decode_line(path, raw: bytes, lineno: int, header: list[str] | None) -> str:
+    """One line as text; an invalid byte raises an error naming the line and (for a TSV, ``header``
+    given) the field, counted by tabs from the line's start."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line_start = raw.rfind(b"\n", 0, err.start) + 1
-        lineno = raw.count(b"\n", 0, err.start) + 1
-        field = None
-        if tsv:
-            header = raw.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split("\t")
-            column = raw.count(b"\t", line_start, err.start)
-            field = header[column] if column < len(header) else f"column {column + 1}"
-        raise PatentDataError(
-            path,
-            lineno,
-            field,
-            f"byte(s) {raw[err.start : err.end]!r} are not valid UTF-8 ({err.reason}); re-encode the file as UTF-8",
-        ) from None
+        field = None if header is None else _column_name(header, raw.count(b"\t", 0, err.start))
+        if header is None:  # JSON Lines
+            problem = (f"byte(s) {raw[err.start : err.end]!r} at byte {err.start + 1} are not valid UTF-8 "
+                       f"({err.reason}); re-encode the file as UTF-8")
+        else:
+            problem = (f"byte(s) {raw[err.start : err.end]!r} are not valid UTF-8 ({err.reason}); "
+                       "re-encode the file as UTF-8")
+        raise PatentDataError(path, lineno, field, problem) from None
 
 
-def _quoting_field(text: str, lineno: int, header: list[str]) -> str:
+def _tsv_lines(f, path, place: _LinePlace, header: list[str]) -> Iterator[str]:
+    """The lines of a TSV file from where ``f`` stands, decoded, ``place`` kept up to date; a line
+    that is not UTF-8 or holds a carriage return that does not end it raises naming line and field.
+    Lines end at ``\n`` only: a UTF-8 character never contains that byte, so a multi-byte character
+    is never cut."""
+    for raw in f:
+        place.position += len(raw)
+        place.lineno += 1
+        line = _decode_line(path, raw, place.lineno, header)
+        if "\r" in line and not (line.endswith("\r\n") and line.count("\r") == 1):
+            at = next(i for i, ch in enumerate(line) if ch == "\r" and line[i + 1 : i + 2] != "\n")
+            # csv would take it for a line end and split the row (or read an old Mac file silently)
+            raise PatentDataError(path, place.lineno, _column_name(header, line.count("\t", 0, at)),
+                                  "a carriage return (\\r) that is not part of a CRLF line end; line ends must "
+                                  "be LF or CRLF, and values cannot hold a lone \\r")
+        if place.record_first is None:
+            place.record_first = line
+        yield line
+
+
+def _csv_records(lines: Iterator[str]):
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # see _CSV_FIELD_LIMIT: MAX_FIELD_CHARS is checked per field
+    return csv.reader(lines, delimiter="\t", quotechar='"', doublequote=True, strict=True)
+
+
+def _quoting_field(line: str | None, header: list[str]) -> str:
     """Best guess of the column a csv quoting error is in: the first value that opens a quote."""
-    lines = text.split("\n")
-    line = lines[lineno - 1] if lineno <= len(lines) else ""
-    for column, value in enumerate(line.split("\t")):
+    for column, value in enumerate((line or "").split("\t")):
         if value.startswith('"'):
-            return header[column] if column < len(header) else f"column {column + 1}"
+            return _column_name(header, column)
     return header[0]
 
 
-_BARE_CR = re.compile(r"\r(?!\n)")
+class TsvLayout:
+    """What the header of a release-format TSV says: its ``columns`` (the names, in file order),
+    where each of :data:`COLUMNS` is, and where the data starts (``data_start`` bytes, after
+    ``header_lines`` lines)."""
+
+    def __init__(self, path, f=None):
+        own = f is None
+        f = open(path, "rb", buffering=READ_BUFFER_BYTES) if own else f
+        try:
+            first = f.readline()
+            if first.startswith(codecs.BOM_UTF8):
+                raise _bom_error(path, COLUMNS[0])
+            f.seek(0)
+            place = _LinePlace(0, 0)
+            header = next(_csv_records(_tsv_lines(f, path, place, _raw_header_names(first))), None)
+        finally:
+            if own:
+                f.close()
+        if not header:
+            raise PatentDataError(path, 1, COLUMNS[0], f"no header line; expected {chr(9).join(COLUMNS)!r}")
+        for column in COLUMNS:
+            if column not in header:
+                raise PatentDataError(
+                    path, 1, column, f"missing column {column!r}; the header is {header}, expected {list(COLUMNS)}"
+                )
+        for column in header:
+            if column not in COLUMNS or header.count(column) > 1:
+                problem = "appears twice" if column in COLUMNS else f"is not one of {list(COLUMNS)}"
+                raise PatentDataError(path, 1, column, f"header column {column!r} {problem}")
+        self.columns, self.index = header, {column: header.index(column) for column in COLUMNS}
+        self.data_start, self.header_lines = place.position, place.lineno
 
 
-def iter_patent_tsv(path: str | os.PathLike, validator: PatentRowValidator) -> Iterator[dict | None]:
-    """The rows of a TSV file of the release format (see :func:`read_patent_tsv`), each checked by
-    ``validator``, in file order; ``None`` for a row an explicit filter option drops."""
-    text = _decode_utf8(path, Path(path).read_bytes())
-    bare_cr = _BARE_CR.search(text)
-    if bare_cr:  # csv would take it for a line end and split the row (or read an old Mac file silently)
-        line, field = _field_at(text, bare_cr.start())
-        raise PatentDataError(path, line, field, "a carriage return (\\r) that is not part of a CRLF line end; "
-                                                 "line ends must be LF or CRLF, and values cannot hold a lone \\r")
-    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
-        csv.field_size_limit(_CSV_FIELD_LIMIT)  # see _CSV_FIELD_LIMIT: MAX_FIELD_CHARS is checked per field
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar='"', doublequote=True, strict=True)
-
-    header = next(reader, None)
-    if not header:
-        raise PatentDataError(path, 1, COLUMNS[0], f"no header line; expected {chr(9).join(COLUMNS)!r}")
-    for column in COLUMNS:
-        if column not in header:
-            raise PatentDataError(
-                path, 1, column, f"missing column {column!r}; the header is {header}, expected {list(COLUMNS)}"
-            )
-    for column in header:
-        if column not in COLUMNS or header.count(column) > 1:
-            problem = "appears twice" if column in COLUMNS else f"is not one of {list(COLUMNS)}"
-            raise PatentDataError(path, 1, column, f"header column {column!r} {problem}")
-    index = {column: header.index(column) for column in COLUMNS}
-
-    documents = 0
-    while True:
-        lineno = reader.line_num + 1
+def iter_tsv_records(path, f, layout: TsvLayout, place: _LinePlace, stop_at: int | None = None) -> Iterator[dict]:
+    """The records of a release-format TSV from where ``f`` and ``place`` stand, as the values of a
+    patent (``labels`` parsed), checked for shape (fields, quoting, label notation) but not yet by
+    :class:`PatentRowValidator`: ``(line, values)`` with the line the record starts on. Records
+    that start at byte ``stop_at`` or later are left (a record that starts before it is read whole)."""
+    header, index = layout.columns, layout.index
+    reader = _csv_records(_tsv_lines(f, path, place, header))
+    while stop_at is None or place.position < stop_at:
+        lineno, place.record_first = place.lineno + 1, None
         try:
             fields = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as err:
-            raise PatentDataError(
-                path, lineno, _quoting_field(text, lineno, header), f"bad CSV quoting ({err})"
-            ) from None
+            raise PatentDataError(path, lineno, _quoting_field(place.record_first, header),
+                                  f"bad CSV quoting ({err})") from None
         if len(fields) != len(header):
             if not fields:
                 raise PatentDataError(path, lineno, COLUMNS[0], "empty line; remove it")
             field = header[len(fields)] if len(fields) < len(header) else f"column {len(header) + 1}"
-            raise PatentDataError(
-                path, lineno, field, f"expected {len(header)} tab-separated fields, got {len(fields)}"
-            )
-        documents += 1
+            raise PatentDataError(path, lineno, field,
+                                  f"expected {len(header)} tab-separated fields, got {len(fields)}")
         values = {column: fields[index[column]] for column in COLUMNS}
         if len(values["labels"]) > MAX_FIELD_CHARS:
             raise PatentDataError(path, lineno, "labels", f"{len(values['labels']):,} characters, more than the "
@@ -450,7 +516,20 @@ def iter_patent_tsv(path: str | os.PathLike, validator: PatentRowValidator) -> I
             values["labels"] = parse_label_list(values["labels"])
         except ValueError as err:
             raise PatentDataError(path, lineno, "labels", str(err)) from None
-        yield validator.validate(values, path, lineno)
+        yield lineno, values
+
+
+def iter_patent_tsv(path: str | os.PathLike, validator: PatentRowValidator) -> Iterator[dict | None]:
+    """The rows of a TSV file of the release format (see :func:`read_patent_tsv`), each checked by
+    ``validator``, in file order, read line by line; ``None`` for a row an explicit filter option
+    drops. The errors are those of the first problem in file order."""
+    with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
+        layout = TsvLayout(path, f)
+        place = _LinePlace(layout.data_start, layout.header_lines)
+        documents = 0
+        for lineno, values in iter_tsv_records(path, f, layout, place):
+            documents += 1
+            yield validator.validate(values, path, lineno)
     if not documents:
         raise PatentDataError(path, None, None, "no documents (only a header)")
 
@@ -511,6 +590,28 @@ def _no_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def jsonl_values(path, raw: bytes, lineno: int) -> dict:
+    """The patent of one JSON Lines line (bytes, its line end included), parsed strictly but not
+    yet checked by :class:`PatentRowValidator`."""
+    if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+        raise _bom_error(path, None)
+    line = _decode_line(path, raw, lineno, None)
+    if not line.strip():
+        raise PatentDataError(path, lineno, None, "empty line; remove it")
+    try:
+        values = json.loads(line, object_pairs_hook=_json_object, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        raise PatentDataError(path, lineno, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise PatentDataError(path, lineno, None, "not a patent: JSON nested too deeply") from None
+    except ValueError as err:
+        raise PatentDataError(path, lineno, None, f"not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise PatentDataError(path, lineno, None, f"expected a JSON object with {list(COLUMNS)}, "
+                                                  f"got a {_json_type(values)}")
+    return values
+
+
 def iter_patent_jsonl(path: str | os.PathLike, validator: PatentRowValidator) -> Iterator[dict | None]:
     """The rows of a JSON Lines file, each checked by ``validator``, in file order (read line by
     line); ``None`` for a row an explicit filter option drops.
@@ -521,31 +622,9 @@ def iter_patent_jsonl(path: str | os.PathLike, validator: PatentRowValidator) ->
     Values must have their JSON types: strings, and ``labels`` a list of strings; nothing is
     converted. A key given twice, an empty line and a file without documents are refused."""
     documents = 0
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
         for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                raise PatentDataError(path, 1, None, "the file starts with a UTF-8 byte-order mark (BOM); "
-                                                     "save it as UTF-8 without BOM")
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise PatentDataError(
-                    path, lineno, None, f"byte(s) {raw[err.start : err.end]!r} at byte {err.start + 1} are not "
-                    f"valid UTF-8 ({err.reason}); re-encode the file as UTF-8"
-                ) from None
-            if not line.strip():
-                raise PatentDataError(path, lineno, None, "empty line; remove it")
-            try:
-                values = json.loads(line, object_pairs_hook=_json_object, parse_constant=_no_constant)
-            except json.JSONDecodeError as err:
-                raise PatentDataError(path, lineno, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
-            except RecursionError:
-                raise PatentDataError(path, lineno, None, "not a patent: JSON nested too deeply") from None
-            except ValueError as err:
-                raise PatentDataError(path, lineno, None, f"not valid JSON ({err})") from None
-            if not isinstance(values, dict):
-                raise PatentDataError(path, lineno, None, f"expected a JSON object with {list(COLUMNS)}, "
-                                                          f"got a {_json_type(values)}")
+            values = jsonl_values(path, raw, lineno)
             documents += 1
             yield validator.validate(values, path, lineno)
     if not documents:
