@@ -23,21 +23,22 @@ from pathlib import Path
 
 import datasets
 import datasets.exceptions
+import pyarrow as pa
+from datasets.builder import Key
 from datasets.data_files import DataFilesDict, sanitize_patterns
 
 import configuration_thmm
 from thmm.hub import CITATION_BIBTEX
 
-from . import readers, upsample
+from . import readers, streaming, upsample
 from .readers import (
     PatentDataError,
     PatentRowValidator,
     iter_patent_batches,
-    iter_patent_jsonl,
     iter_patent_parquet,
-    iter_patent_tsv,
     read_wipo_alpha,
 )
+from .streaming import ROW_SCHEMA, iter_patent_tables
 from .upsample import upsample_dataset, upsample_indices
 
 __all__ = ["PatentConfig", "Uspto70k", "load_patent_splits", "local_split_files", "RELEASE_URL", "SPLIT_FILES"]
@@ -48,8 +49,9 @@ RELEASE_URL = "https://raw.githubusercontent.com/boschresearch/hierarchical_pate
 HOMEPAGE = "https://github.com/boschresearch/hierarchical_patent_classification_ecir2021"
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 JSONL_SPLIT_FILES = {split: name.replace(".tsv", ".jsonl") for split, name in SPLIT_FILES.items()}
-# How the files of a split are read, by suffix; every reader checks rows with PatentRowValidator.
-FILE_READERS = {".tsv": iter_patent_tsv, ".jsonl": iter_patent_jsonl}
+# How the files of a split are read, by suffix (dataset_script.streaming; every row checked by
+# PatentRowValidator).
+FILE_KINDS = {".tsv": "tsv", ".jsonl": "jsonl"}
 SUMMARY_FILE = "build_summary.json"
 
 CITATION = CITATION_BIBTEX + "\n"
@@ -104,6 +106,8 @@ class PatentConfig(datasets.BuilderConfig):
             :func:`~dataset_script.readers.read_patent_tsv`. Dropped rows are counted in ``build_summary``.
         validation_fraction: WIPO-alpha only: share of its training documents held out as validation.
         language: WIPO-alpha only: the ``xml:lang`` of the title and abstract to read.
+        reader_processes: processes that read a large TSV or JSONL file (0: one per core, at most 8;
+            see :mod:`dataset_script.streaming`); the rows do not depend on it.
     """
 
     source: str = "tsv"
@@ -116,6 +120,7 @@ class PatentConfig(datasets.BuilderConfig):
     duplicate_ids: str = "error"
     validation_fraction: float = 0.1
     language: str = "EN"
+    reader_processes: int = 0
 
 
 def _sha256_file(h, path: str) -> None:
@@ -131,13 +136,13 @@ def _local_path(url_or_path: str) -> str | None:
     return None if "://" in url_or_path else url_or_path
 
 
-def _file_reader(source: str):
-    """The reader of a split file, by its suffix (of the path or URL the user gave)."""
+def _file_kind(source: str) -> str:
+    """The format of a split file, ``"tsv"`` or ``"jsonl"``, by its suffix (of the path or URL the user gave)."""
     suffix = os.path.splitext(source.split("?", 1)[0])[1].lower()
-    if suffix not in FILE_READERS:
+    if suffix not in FILE_KINDS:
         raise PatentDataError(source, None, None, f"unknown file type {suffix or '(no suffix)'!r}: split files are "
-                              f"{' or '.join(FILE_READERS)} (the release's TSV format, or JSON Lines)")
-    return FILE_READERS[suffix]
+                              f"{' or '.join(FILE_KINDS)} (the release's TSV format, or JSON Lines)")
+    return FILE_KINDS[suffix]
 
 
 EXPECTED_FOLDER = ("train.tsv, dev.tsv and test.tsv (release format), train.jsonl, dev.jsonl and test.jsonl "
@@ -189,7 +194,7 @@ def local_split_files(folder: str | os.PathLike) -> tuple[str, dict[str, Path] |
     return data_format, {split: folder / name for split, name in names.items()}
 
 
-class Uspto70k(datasets.GeneratorBasedBuilder):
+class Uspto70k(datasets.ArrowBasedBuilder):
     """USPTO-70k: patents with CPC subclass labels and their section/class ancestors.
 
     Configs: ``"uspto70k"`` (default; the public release, or any TSVs of its format via ``data_dir``
@@ -241,7 +246,7 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
         defaults = cls.builder_configs.get(kwargs.get("config_name") or cls.DEFAULT_CONFIG_NAME, PatentConfig())
         option = lambda name: kwargs.get(name) or getattr(defaults, name)  # noqa: E731
         h = hashlib.sha256()
-        for module in (readers, upsample, configuration_thmm):
+        for module in (readers, streaming, upsample, configuration_thmm):
             _sha256_file(h, module.__file__)
         _sha256_file(h, __file__)
         if option("source") == "wipo_alpha":
@@ -298,7 +303,7 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
         else:
             sources = {split: [f"{config.base_url.rstrip('/')}/{name}"] for split, name in SPLIT_FILES.items()}
         for source in (s for split_sources in sources.values() for s in split_sources):
-            _file_reader(source)  # an unknown file type fails before anything is downloaded or read
+            _file_kind(source)  # an unknown file type fails before anything is downloaded or read
         return sources
 
     def _split_generators(self, dl_manager):
@@ -319,12 +324,13 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
 
     # ---- reading --------------------------------------------------------------------------------
 
-    def _iter_split_rows(self, sources: list[str], files: list[str], validator: PatentRowValidator):
-        """The validated rows of a split's files in order (one validator: a patent_id repeated in another
-        file of the split is caught too); ``None`` for a row an explicit filter option drops."""
+    def _iter_split_tables(self, sources: list[str], files: list[str], validator: PatentRowValidator):
+        """The validated rows of a split's files in order, as Arrow tables (one validator: a patent_id
+        repeated in another file of the split is caught too), read by :mod:`dataset_script.streaming`."""
         for source, file in zip(sources, files, strict=True):
             try:
-                yield from _file_reader(source)(file, validator)
+                yield from iter_patent_tables(file, _file_kind(source), validator,
+                                              processes=self.config.reader_processes or None)
             except PatentDataError as err:
                 if os.path.abspath(file) == os.path.abspath(_local_path(source) or ""):
                     raise
@@ -350,32 +356,38 @@ class Uspto70k(datasets.GeneratorBasedBuilder):
             }
         return self._wipo_splits[split]
 
-    def _generate_examples(self, split: str, sources: list[str] | None = None, files: list[str] | None = None):
+    def _generate_tables(self, split: str, sources: list[str] | None = None, files: list[str] | None = None):
         config = self.config
         if config.source == "wipo_alpha":
             rows = self._read_wipo_split(split)
             summary = {"rows_read": len(rows), "dropped_empty_labels": 0, "dropped_duplicate_ids": 0}
             where = f"{config.data_dir} ({split} split, validation_fraction={config.validation_fraction})"
+            tables = (pa.Table.from_pylist(rows[i : i + 10_000], schema=ROW_SCHEMA) for i in range(0, len(rows), 10_000))
         else:
             validator = PatentRowValidator(
                 config.scheme, empty_labels=config.empty_labels, duplicate_ids=config.duplicate_ids
             )
-            rows = (row for row in self._iter_split_rows(sources, files, validator) if row is not None)
-            summary = validator.counts  # complete once the rows are read; streamed unless up-sampled
+            tables = self._iter_split_tables(sources, files, validator)
+            summary = validator.counts  # complete once the rows are read
             where = ", ".join(sources)
         added = 0
-        if split == "train" and config.upsample:
-            rows = list(rows)
-            extra = upsample_indices([r["labels"] for r in rows], min_count=config.min_label_count, seed=config.seed)
-            rows, added = rows + [rows[i] for i in extra], len(extra)
+        if split == "train" and config.upsample:  # an explicit option: the split is held in memory
+            parts = list(tables)
+            tables = [pa.concat_tables(parts) if parts else ROW_SCHEMA.empty_table()]
+            extra = upsample_indices(tables[0].column("labels").to_pylist(), min_count=config.min_label_count,
+                                     seed=config.seed)
+            tables.append(tables[0].take(pa.array(extra, type=pa.int64())))
+            added = len(extra)
             logger.info(
                 "up-sampling added %d training rows (every label now occurs >= %d times)",
                 added,
                 config.min_label_count,
             )
         count = 0
-        for count, row in enumerate(rows, start=1):
-            yield count - 1, row  # key: the row's position
+        for index, table in enumerate(tables):
+            if table.num_rows:
+                count += table.num_rows
+                yield Key(0, index), table
         if config.source != "wipo_alpha":
             validator.log_filters(where)
         if not count:  # datasets would only say 'Instruction "validation" corresponds to no data!' later

@@ -590,10 +590,11 @@ def _no_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def jsonl_values(path, raw: bytes, lineno: int) -> dict:
+def jsonl_values(path, raw: bytes, lineno: int, *, file_start: bool | None = None) -> dict:
     """The patent of one JSON Lines line (bytes, its line end included), parsed strictly but not
-    yet checked by :class:`PatentRowValidator`."""
-    if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+    yet checked by :class:`PatentRowValidator`; ``file_start``: the line is the file's first
+    (default: ``lineno == 1``), where a BOM is refused."""
+    if (lineno == 1 if file_start is None else file_start) and raw.startswith(codecs.BOM_UTF8):
         raise _bom_error(path, None)
     line = _decode_line(path, raw, lineno, None)
     if not line.strip():
