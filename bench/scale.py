@@ -4,14 +4,21 @@
     python bench/scale.py --sizes 100000 --num-proc 2       # one size, tokenized by 2 processes
     python bench/scale.py --data dataset_script/quickstart --scheme cpc --sizes 300,600 --tune-docs 500   # a smoke run
     python bench/scale.py --sizes 100000,1000000 --skip-predict --tune-docs 0   # preparation only (about 15 minutes)
+    python bench/scale.py --format parquet,tsv,jsonl --sizes 100000,1000000 --skip-predict --tune-docs 0 \
+        --tokenizer-docs 0                                  # the three formats side by side (issue 35)
+    python bench/scale.py --format tsv --sizes 200000 --skip-prepare --skip-predict --tune-docs 0 \
+        --tokenizer-docs 0 --train-docs 200000              # one thmm-train epoch from the release TSV
+    python bench/scale.py --format parquet --sizes 1000000 --skip-prepare --skip-predict --tune-docs 0 \
+        --tokenizer-docs 0 --fusion-docs 100000,200000,1000000   # lexical fusion's time by training documents
 
 The corpora are sampled with a fixed seed from the real titles of ``--data`` (default
 ``../shared/data/dronesr``): each document has a real title, an abstract made of 12 random titles
 (a mean of about 143 word-pieces with MiniLM's tokenizer) and that title's labels. They are written
-under ``--work`` as a ``thmm-publish``-style parquet export (default), which ``load_patent_splits``
-converts to Arrow in bounded memory, or with ``--format tsv`` as TSVs in the USPTO-70k release
-format, which its builder reads whole into Python objects first (about 1 GB at 100k documents). For
-each size, each step runs in its own process, so that its peak memory is its own:
+under ``--work`` in each of ``--format``: a ``thmm-publish``-style parquet export (default), TSVs in
+the USPTO-70k release format, or JSON Lines; ``load_patent_splits`` converts each to Arrow in
+bounded memory (parquet record batch by record batch; TSV and JSONL a byte range at a time, by
+several processes: ``dataset_script/streaming.py``). For each format and size, each step runs in its
+own process, so that its peak memory is its own:
 
 - **prepare**: ``load_patent_splits`` (cold: a new ``datasets`` cache), ``thmm.data.tokenize_split``
   (MiniLM tokenizer, ``--max-length`` 256), the training loader (label node ids, shuffled batches of
@@ -24,13 +31,21 @@ each size, each step runs in its own process, so that its peak memory is its own
   against a plain transformers tokenizer call with the same truncation, on ``--tokenizer-docs`` documents.
 - **tune** (once): ``thmm.thresholds.tune_thresholds`` on ``--tune-docs`` dev documents with synthetic
   probabilities over the taxonomy of ``--data``'s labels, objective ``f1_avg``.
+- **train** (``--train-docs N``, on the corpus of N documents of the first format): ``thmm-train``
+  with its default options (lexical fusion included) but a tiny random BERT encoder (one layer of
+  width 16, MiniLM's tokenizer), ``--train-batch-size`` 512 and one epoch, on a cold cache; its peak
+  memory, its wall time, the epoch's and lexical fusion's.
+- **fusion** (``--fusion-docs``, on the corpus of the largest size of the first format):
+  ``thmm.lexical.fit_fusion`` as ``thmm-train`` calls it (word-piece counts, TF-IDF and one
+  ``LinearSVC`` per node, the dev calibration and the weight choice), fitted on N training documents
+  (``--lexical-max-train-documents N``), with synthetic head logits (as **tune** makes its scores).
 
 Peak RSS is the largest resident set of the step's process and its workers together (sampled every
 0.1 s; ``ru_maxrss`` as a floor). It includes the pages of memory-mapped Arrow files the step has
 read (file-backed, reclaimable); the anonymous part (the process's own heap) is reported beside it.
 A single tokenizing process (the default) runs the tokenizer's own threads on every core
 (``TOKENIZERS_PARALLELISM=true``); with ``--num-proc N`` each of the N processes runs one thread.
-Prints one markdown table and judges the targets of issue 14.
+Prints one markdown table and judges the targets of issues 14 (parquet) and 35 (TSV and JSONL).
 """
 
 from __future__ import annotations
@@ -53,6 +68,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dronesr"
 ABSTRACT_TITLES = 12
 TARGETS = {"rss_gb": 2.0, "docs_per_s": 3000, "memory_growth": 1.3, "time_growth": 11.0, "tune_s": 30.0}
+# issue 35: the release TSV (and JSONL) at 1M documents; thmm-train at 200k; fusion against a frozen epoch
+TEXT_TARGETS = {**TARGETS, "docs_per_s": 2000}
+FORMATS = ("parquet", "tsv", "jsonl")
 
 
 # ---- corpora -------------------------------------------------------------------------------------
@@ -85,6 +103,14 @@ def write_tsv(path: Path, blocks) -> None:
             out.writerows(zip(*block[:3], map(str, block[3])))
 
 
+def write_jsonl(path: Path, blocks) -> None:
+    """One JSON object per line."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for ids, titles, abstracts, labels in blocks:
+            f.writelines(json.dumps({"patent_id": i, "title": t, "abstract": a, "labels": l}, ensure_ascii=False) + "\n"
+                         for i, t, a, l in zip(ids, titles, abstracts, labels))
+
+
 def write_parquet(path: Path, blocks) -> None:
     """The layout of a ``thmm-publish`` export's shard (one row group per block)."""
     import pyarrow as pa
@@ -106,12 +132,13 @@ Synthetic patents for bench/scale.py.
 """
 
 
-def make_corpus(args, n: int) -> tuple[Path, Path]:
-    """``WORK/docs_N``: train (``n`` documents), validation and test (``--eval-docs`` each) as TSVs in
-    the release format or as a ``thmm-publish``-style parquet export; reused when made with the same
-    settings. Also the file of the training documents."""
-    directory = args.work / f"docs_{n}_{args.format}"
-    train = directory / ("train.tsv" if args.format == "tsv" else "data/train-00000-of-00001.parquet")
+def make_corpus(args, n: int, data_format: str) -> tuple[Path, Path]:
+    """``WORK/docs_N_FORMAT``: train (``n`` documents), validation and test (``--eval-docs`` each) as
+    TSVs in the release format, JSON Lines or a ``thmm-publish``-style parquet export (the same
+    documents in each); reused when made with the same settings. Also the file of the training documents."""
+    directory = args.work / f"docs_{n}_{data_format}"
+    suffix = {"tsv": ".tsv", "jsonl": ".jsonl"}.get(data_format)
+    train = directory / (f"train{suffix}" if suffix else "data/train-00000-of-00001.parquet")
     stamp = {"documents": n, "eval_docs": args.eval_docs, "seed": args.seed, "data": str(args.data.resolve())}
     if (directory / "corpus.json").exists() and json.loads((directory / "corpus.json").read_text()) == stamp:
         return directory, train
@@ -119,15 +146,18 @@ def make_corpus(args, n: int) -> tuple[Path, Path]:
     (directory / "data").mkdir(parents=True)
     titles, labels = source_titles(args.data, args.scheme)
     rng = np.random.default_rng(args.seed)
+    write = {"tsv": write_tsv, "jsonl": write_jsonl, "parquet": write_parquet}[data_format]
     for split, size, prefix in (("train", n, "SYN"), ("validation", args.eval_docs, "DEV"),
                                 ("test", args.eval_docs, "TST")):
         blocks = synthetic_blocks(size, prefix, titles, labels, rng)
-        if args.format == "tsv":
-            write_tsv(directory / f"{'dev' if split == 'validation' else split}.tsv", blocks)
+        if suffix:
+            write(directory / f"{'dev' if split == 'validation' else split}{suffix}", blocks)
         else:
-            write_parquet(directory / "data" / f"{split}-00000-of-00001.parquet", blocks)
-    if args.format == "parquet":
+            write(directory / "data" / f"{split}-00000-of-00001.parquet", blocks)
+    if not suffix:
         (directory / "README.md").write_text(PARQUET_CARD)
+    else:
+        (directory / "data").rmdir()
     (directory / "corpus.json").write_text(json.dumps(stamp))
     return directory, train
 
@@ -316,10 +346,11 @@ def step_tokenizer(opts: dict) -> dict:
 
     from thmm.data import encode_texts, truncating_backend
 
-    if opts["train_file"].endswith(".tsv"):
-        from dataset_script import read_patent_tsv
+    if opts["train_file"].endswith((".tsv", ".jsonl")):
+        from dataset_script import read_patent_jsonl, read_patent_tsv
 
-        rows = read_patent_tsv(Path(opts["train_file"]), opts["scheme"])[: opts["docs"]]
+        read = read_patent_tsv if opts["train_file"].endswith(".tsv") else read_patent_jsonl
+        rows = read(Path(opts["train_file"]), opts["scheme"])[: opts["docs"]]
         titles, abstracts = [r["title"] for r in rows], [r["abstract"] for r in rows]
     else:
         table = pq.read_table(opts["train_file"], columns=["title", "abstract"]).slice(0, opts["docs"])
@@ -343,8 +374,102 @@ def step_tokenizer(opts: dict) -> dict:
             **{f"{name}_docs_per_s": float(np.median([r[1] for r in v])) for name, v in rates.items()}}
 
 
+def step_encoder(opts: dict) -> dict:
+    """A tiny random BERT encoder (one layer of width 16) with MiniLM's tokenizer, for thmm-train --encoder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                        intermediate_size=32, max_position_embeddings=512)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(opts["encoder"])
+    tokenizer.save_pretrained(opts["encoder"])
+    return {"parameters": sum(p.numel() for p in BertModel(config).parameters())}
+
+
+def step_train(opts: dict) -> dict:
+    """``thmm-train`` with its defaults (lexical fusion on) but the tiny encoder, one epoch; the
+    wall time of the whole run, of the epoch (``Trainer.fit``) and of lexical fusion (``fit_fusion``)."""
+    os.environ["HF_DATASETS_CACHE"] = opts["cache"]  # a cold cache of its own (before datasets is imported)
+    import thmm.lexical
+    from thmm.cli import train
+    from thmm.trainer import Trainer
+
+    timed = {}
+
+    def timer(name, fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timed[name] = timed.get(name, 0.0) + time.perf_counter() - t0
+        return run
+
+    thmm.lexical.fit_fusion = timer("fusion_s", thmm.lexical.fit_fusion)
+    Trainer.fit = timer("fit_s", Trainer.fit)
+    Trainer.__init__ = timer("build_s", Trainer.__init__)
+    cpu0 = cpu_seconds()
+    with PeakMemory() as memory:
+        t0 = time.perf_counter()
+        code = train.main(["--dataset", opts["corpus"], "--scheme", opts["scheme"], "--encoder", opts["encoder"],
+                           "--batch-size", str(opts["batch_size"]), "--epochs", "1", "--output-dir", opts["output"],
+                           "--quiet"])
+        seconds = time.perf_counter() - t0
+    return {"code": code, "seconds": seconds, **timed, "cpu_s": cpu_seconds() - cpu0, "peak_rss": memory.rss,
+            "peak_anon": memory.anon, "load_average": os.getloadavg()[0]}
+
+
+def step_fusion(opts: dict) -> dict:
+    """``thmm.lexical.fit_fusion`` on ``docs`` training documents of the corpus (its cached tokens),
+    with synthetic head logits for dev; the time of each part."""
+    import thmm.lexical as lexical
+    from configuration_thmm import Taxonomy
+    from dataset_script import load_patent_splits
+    from thmm.arguments import TrainingArguments
+    from transformers import AutoTokenizer
+
+    defaults = TrainingArguments()  # thmm-train's defaults: the threshold objective, granularity, seed
+
+    splits = load_patent_splits(opts["corpus"], scheme=opts["scheme"], cache_dir=opts["cache"])
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    references = {name: splits[name]["labels"] for name in ("train", "validation")}
+    taxonomy = Taxonomy.from_codes({c for row in references["train"] for c in row}, scheme=opts["scheme"])
+    rng = np.random.default_rng(opts["seed"])
+    truth = taxonomy.multi_hot([[c for c in r if c in taxonomy] for r in references["validation"]])
+    logits = (rng.normal(-3.0, 1.2, size=truth.shape) + truth * rng.normal(3.5, 1.5, size=truth.shape)).astype(np.float32)
+    parts = {}
+
+    def timer(name, fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
+        return run
+
+    for name in ("tokenize_split", "token_counts", "fit_lexical_scorer", "calibrate", "choose_fusion_weight"):
+        setattr(lexical, name, timer(f"{name}_s", getattr(lexical, name)))
+    lexical.LexicalScorerFit.decisions = timer("decisions_s", lexical.LexicalScorerFit.decisions)
+    cpu0 = cpu_seconds()
+    with PeakMemory() as memory:
+        t0 = time.perf_counter()
+        fusion = lexical.fit_fusion(splits, tokenizer, opts["max_length"], taxonomy, references,
+                                    {"validation": logits}, scheme=opts["scheme"], objective=defaults.threshold_objective,
+                                    granularity=defaults.threshold_granularity,
+                                    min_support=defaults.node_threshold_min_support, max_train_documents=opts["docs"],
+                                    seed=defaults.seed)
+        seconds = time.perf_counter() - t0
+    return {"docs": fusion.fit.documents, "seconds": seconds, **parts, "cpu_s": cpu_seconds() - cpu0,
+            "nodes": len(taxonomy), "word_pieces": fusion.fit.vocabulary, "weight": fusion.choice.weight,
+            "dev_docs": len(references["validation"]), "peak_rss": memory.rss, "peak_anon": memory.anon,
+            "load_average": os.getloadavg()[0]}
+
+
 STEPS = {"prepare": step_prepare, "predict": step_predict, "model": step_model, "tune": step_tune,
-         "tokenizer": step_tokenizer}
+         "tokenizer": step_tokenizer, "encoder": step_encoder, "train": step_train, "fusion": step_fusion}
 
 
 def run_step(name: str, timeout: float | None = None, **opts) -> dict:
@@ -373,72 +498,110 @@ def judge(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def report(results: dict, tune: dict | None, args) -> str:
+def _judge_preparation(results: dict, data_format: str) -> list[str]:
+    """The preparation targets of one format: issue 14's for parquet, issue 35's for TSV and JSONL."""
+    targets = TARGETS if data_format == "parquet" else TEXT_TARGETS
     sizes = sorted(results)
+    small, top = results[sizes[0]]["prepare"], results[sizes[-1]]["prepare"]
+    rate = sizes[-1] / top["total_s"]
+    growth_mem, growth_anon = top["peak_rss"] / small["peak_rss"], top["peak_anon"] / small["peak_anon"]
+    growth_cpu, growth_time = top["cpu_s"] / small["cpu_s"], top["total_s"] / small["total_s"]
+    ratio = sizes[-1] / sizes[0]
+    time_limit = targets["time_growth"] * ratio / 10  # 11x for 10x the documents
     lines = [
-        ("| documents | prepare (s): load + tokenize + loader + pass | docs/s | docs per CPU-s | load avg | "
+        (f"- {data_format}: {sizes[-1]:,} documents prepared with peak RSS {top['peak_rss'] / 1e9:.2f} GB = "
+         f"{gb(top['peak_rss'])} GiB (target <= {targets['rss_gb']} GB): "
+         f"{judge(top['peak_rss'] <= targets['rss_gb'] * 1e9)}; at {rate:,.0f} docs/s (target >= "
+         f"{targets['docs_per_s']:,}): {judge(rate >= targets['docs_per_s'])}"),
+    ]
+    if len(sizes) > 1:
+        lines.append(
+            f"- {data_format}: from {sizes[0]:,} to {sizes[-1]:,} documents ({ratio:.0f}x): peak RSS x{growth_mem:.2f} "
+            f"(target <= {targets['memory_growth']}): {judge(growth_mem <= targets['memory_growth'])}, its anonymous "
+            f"part x{growth_anon:.2f}: {judge(growth_anon <= targets['memory_growth'])}; time x{growth_time:.1f} "
+            f"(target <= {time_limit:.1f}): {judge(growth_time <= time_limit)}, CPU time x{growth_cpu:.1f}: "
+            f"{judge(growth_cpu <= time_limit)}")
+        if top.get("peak_pss") and small.get("peak_pss"):  # not judged: the targets are set in RSS
+            lines.append(f"- {data_format}: peak PSS (shared pages divided among the processes) "
+                         f"{top['peak_pss'] / 1e9:.2f} GB at {sizes[-1]:,} documents, "
+                         f"x{top['peak_pss'] / small['peak_pss']:.2f} from {sizes[0]:,}")
+    if "predict" in results[sizes[0]] and "predict" in results[sizes[-1]]:
+        growth = results[sizes[-1]]["predict"]["peak_rss"] / results[sizes[0]]["predict"]["peak_rss"]
+        lines.append(f"- {data_format}: prediction peak RSS x{growth:.2f} from {sizes[0]:,} to {sizes[-1]:,} "
+                     f"documents (constant memory, within 10%): {judge(growth <= 1.1)}")
+    return lines
+
+
+def report(results: dict, tune: dict | None, args, train: dict | None = None, fusion: dict | None = None) -> str:
+    """``results``: per format, per size, the steps' results."""
+    lines = [
+        ("| format | documents | prepare (s): load + tokenize + loader + pass | docs/s | docs per CPU-s | load avg | "
          "peak RSS GiB (anon) | again, cached (s) | again: peak RSS GiB | predict docs/s | "
          "predict peak RSS GiB: first 10% / half / all of the run (anon) |"),
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for n in sizes:
-        p, a, q = results[n]["prepare"], results[n]["again"], results[n].get("predict")
-        predicted = ("n/a | n/a" if q is None else
-                     f"{n / q['seconds']:,.0f} | {gb(q['peak_rss_first_tenth'])} / {gb(q['peak_rss_first_half'])} / "
-                     f"{gb(q['peak_rss'])} ({gb(q['peak_anon'])})")
-        lines.append(
-            f"| {n:,} | {p['total_s']:.0f} = {p['load_s']:.0f} + {p['tokenize_s']:.0f} + {p['loader_s']:.1f} + "
-            f"{p['pass_s']:.0f} | {n / p['total_s']:,.0f} | {n / p['cpu_s']:,.0f} | {p['load_average']:.1f} | "
-            f"{gb(p['peak_rss'])} ({gb(p['peak_anon'])}) | {a['total_s']:.0f}"
-            f"{'' if a['tokens_reused'] else ' (tokens not reused!)'} | {gb(a['peak_rss'])} | {predicted} |")
-    small, large = results[sizes[0]], results[sizes[-1]]
-    top = large["prepare"]
-    lines += ["", (f"Mean {small['prepare']['mean_tokens']:.0f} word-pieces per document (max length {args.max_length}), "
-                   f"{small['prepare']['nodes']} taxonomy nodes; corpora as {args.format}; tokenized with num_proc="
-                   f"{args.num_proc}; {platform.machine()}, {os.cpu_count()} CPUs. \"load avg\": the machine's 1-minute "
-                   "load average at the end of the step (other work on the machine slows the wall-clock rates).")]
-    paths = results[sizes[0]].get("tokenizer")
-    if paths:
-        lines.append(f"Tokenizing {paths['docs']:,} of these documents (batches of 1,000, median of 3 rounds): "
-                     f"encode_texts {paths['encode_texts_docs_per_cpu_s']:,.0f} docs per CPU-s "
-                     f"({paths['encode_texts_docs_per_s']:,.0f} docs/s), a plain transformers tokenizer call "
-                     f"{paths['transformers_docs_per_cpu_s']:,.0f} ({paths['transformers_docs_per_s']:,.0f}): x"
-                     f"{paths['encode_texts_docs_per_cpu_s'] / paths['transformers_docs_per_cpu_s']:.2f} per CPU-s.")
+    for data_format, by_size in results.items():
+        for n in sorted(by_size):
+            p, a, q = by_size[n]["prepare"], by_size[n]["again"], by_size[n].get("predict")
+            predicted = ("n/a | n/a" if q is None else
+                         f"{n / q['seconds']:,.0f} | {gb(q['peak_rss_first_tenth'])} / {gb(q['peak_rss_first_half'])}"
+                         f" / {gb(q['peak_rss'])} ({gb(q['peak_anon'])})")
+            lines.append(
+                f"| {data_format} | {n:,} | {p['total_s']:.0f} = {p['load_s']:.0f} + {p['tokenize_s']:.0f} + "
+                f"{p['loader_s']:.1f} + {p['pass_s']:.0f} | {n / p['total_s']:,.0f} | {n / p['cpu_s']:,.0f} | "
+                f"{p['load_average']:.1f} | {gb(p['peak_rss'])} ({gb(p['peak_anon'])}) | {a['total_s']:.0f}"
+                f"{'' if a['tokens_reused'] else ' (tokens not reused!)'} | {gb(a['peak_rss'])} | {predicted} |")
+    if results:
+        first = next(iter(results.values()))
+        small = first[min(first)]["prepare"]
+        lines += ["", (f"Mean {small['mean_tokens']:.0f} word-pieces per document (max length {args.max_length}), "
+                       f"{small['nodes']} taxonomy nodes; tokenized with num_proc={args.num_proc}; "
+                       f"{platform.machine()}, {os.cpu_count()} CPUs. \"load avg\": the machine's 1-minute load "
+                       "average at the end of the step (other work on the machine slows the wall-clock rates). "
+                       "\"load\": reading the files into Arrow (checks included).")]
+        paths = first[min(first)].get("tokenizer")
+        if paths:
+            lines.append(f"Tokenizing {paths['docs']:,} of these documents (batches of 1,000, median of 3 rounds): "
+                         f"encode_texts {paths['encode_texts_docs_per_cpu_s']:,.0f} docs per CPU-s "
+                         f"({paths['encode_texts_docs_per_s']:,.0f} docs/s), a plain transformers tokenizer call "
+                         f"{paths['transformers_docs_per_cpu_s']:,.0f} ({paths['transformers_docs_per_s']:,.0f}): x"
+                         f"{paths['encode_texts_docs_per_cpu_s'] / paths['transformers_docs_per_cpu_s']:.2f} per CPU-s.")
     if tune is not None:
         took = f"more than {tune['timeout']:.0f} s (stopped)" if "timeout" in tune else f"{tune['seconds']:.1f} s"
         lines.append(f"Threshold tuning (f1_avg, {tune.get('nodes', '?')} nodes) on {args.tune_docs:,} dev documents: "
                      f"{took}.")
-    rate = sizes[-1] / top["total_s"]
-    growth_mem = top["peak_rss"] / small["prepare"]["peak_rss"]
-    growth_anon = top["peak_anon"] / small["prepare"]["peak_anon"]
-    growth_cpu = top["cpu_s"] / small["prepare"]["cpu_s"]
-    growth_time = top["total_s"] / small["prepare"]["total_s"]
-    ratio = sizes[-1] / sizes[0]
-    time_limit = TARGETS["time_growth"] * ratio / 10  # 11x for 10x the documents
-    lines += [
-        "", "Targets:",
-        (f"- {sizes[-1]:,} documents prepared with peak RSS {top['peak_rss'] / 1e9:.2f} GB = {gb(top['peak_rss'])} GiB "
-         f"(target <= {TARGETS['rss_gb']} GB): {judge(top['peak_rss'] <= TARGETS['rss_gb'] * 1e9)}; at {rate:,.0f} "
-         f"docs/s (target >= "
-         f"{TARGETS['docs_per_s']:,}): {judge(rate >= TARGETS['docs_per_s'])}"),
-        (f"- from {sizes[0]:,} to {sizes[-1]:,} documents ({ratio:.0f}x): peak RSS x{growth_mem:.2f} (target <= "
-         f"{TARGETS['memory_growth']}): {judge(growth_mem <= TARGETS['memory_growth'])}, its anonymous part "
-         f"x{growth_anon:.2f}: {judge(growth_anon <= TARGETS['memory_growth'])}; time x{growth_time:.1f} (target <= "
-         f"{time_limit:.1f}): {judge(growth_time <= time_limit)}, CPU time x{growth_cpu:.1f}: "
-         f"{judge(growth_cpu <= time_limit)}"),
-    ]
-    if top.get("peak_pss") and small["prepare"].get("peak_pss"):  # not judged: the targets are set in RSS
-        lines.append(f"- peak PSS (shared pages divided among the processes): {top['peak_pss'] / 1e9:.2f} GB at "
-                     f"{sizes[-1]:,} documents, x{top['peak_pss'] / small['prepare']['peak_pss']:.2f} from "
-                     f"{sizes[0]:,}")
-    if "predict" in small and "predict" in large:
-        predict_growth = large["predict"]["peak_rss"] / small["predict"]["peak_rss"]
-        lines.append(f"- prediction peak RSS x{predict_growth:.2f} from {sizes[0]:,} to {sizes[-1]:,} documents "
-                     f"(constant memory, within 10%): {judge(predict_growth <= 1.1)}")
+    if fusion:
+        lines += ["", "| training documents | fit_fusion (s) | word-piece counts | TF-IDF + SVMs | dev decisions | "
+                      "calibration | weight choice | CPU s | peak RSS GiB (anon) | load avg |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for f in fusion:
+            lines.append(f"| {f['docs']:,} | {f['seconds']:.0f} | {f.get('token_counts_s', 0):.1f} | "
+                         f"{f.get('fit_lexical_scorer_s', 0):.0f} | {f.get('decisions_s', 0):.1f} | "
+                         f"{f.get('calibrate_s', 0):.1f} | {f.get('choose_fusion_weight_s', 0):.1f} | {f['cpu_s']:.0f} | "
+                         f"{gb(f['peak_rss'])} ({gb(f['peak_anon'])}) | {f['load_average']:.1f} |")
+        base = fusion[0]
+        lines.append(f"\n{base['nodes']} nodes, {base['dev_docs']:,} dev documents, synthetic head logits. Time per "
+                     "training document relative to the smallest: " + ", ".join(
+                         f"{f['docs']:,}: x{(f['seconds'] / f['docs']) / (base['seconds'] / base['docs']):.2f}"
+                         for f in fusion))
+    if train:
+        lines += ["", (f"thmm-train, one epoch on {args.train_docs:,} {train['format']} documents (defaults, lexical "
+                       f"fusion on; tiny encoder, batch {args.train_batch_size}): {train['seconds']:.0f} s in all "
+                       f"(building {train.get('build_s', 0):.0f} s, the epoch {train.get('fit_s', 0):.0f} s, lexical "
+                       f"fusion {train.get('fusion_s', 0):.0f} s), {train['cpu_s']:.0f} CPU-s, peak RSS "
+                       f"{train['peak_rss'] / 1e9:.2f} GB ({gb(train['peak_anon'])} GiB anonymous), load average "
+                       f"{train['load_average']:.1f} at the end; exit code {train['code']}.")]
+    lines += ["", "Targets:"]
+    for data_format, by_size in results.items():
+        lines += _judge_preparation(by_size, data_format)
     if tune is not None:
         ok = "timeout" not in tune and tune["seconds"] <= TARGETS["tune_s"]
         lines.append(f"- threshold tuning on {args.tune_docs:,} dev documents (target <= {TARGETS['tune_s']:.0f} s): "
                      f"{judge(ok)}")
+    if train:
+        lines.append(f"- thmm-train at {args.train_docs:,} {train['format']} documents: peak RSS "
+                     f"{train['peak_rss'] / 1e9:.2f} GB (target <= {TEXT_TARGETS['rss_gb']} GB): "
+                     f"{judge(train['peak_rss'] <= TEXT_TARGETS['rss_gb'] * 1e9 and train['code'] == 0)}")
     return "\n".join(lines)
 
 
@@ -448,8 +611,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scheme", default="ipc", choices=("cpc", "ipc"))
     parser.add_argument("--sizes", default="100000,300000,1000000", help="corpus sizes, comma-separated")
     parser.add_argument("--work", type=Path, default=Path("/tmp/thmm-scale"), help="corpora and caches go here")
-    parser.add_argument("--format", default="parquet", choices=("parquet", "tsv"),
-                        help="corpus files: a thmm-publish-style parquet export, or TSVs in the release format")
+    parser.add_argument("--format", default="parquet",
+                        help="corpus files, comma-separated: parquet (a thmm-publish-style export), tsv (the release "
+                             "format), jsonl")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-proc", type=int, default=None, help="tokenization processes (datasets.map num_proc)")
@@ -461,11 +625,23 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) and results.json here")
     parser.add_argument("--skip-predict", action="store_true", help="skip the prediction step (its columns read n/a)")
+    parser.add_argument("--skip-prepare", action="store_true",
+                        help="skip the prepare steps (for --train-docs or --fusion-docs alone)")
+    parser.add_argument("--train-docs", type=int, default=0,
+                        help="one thmm-train epoch on a corpus of this many documents of the first --format (0: skip)")
+    parser.add_argument("--train-batch-size", type=int, default=512)
+    parser.add_argument("--fusion-docs", default="",
+                        help="lexical fusion fitted on these numbers of training documents, comma-separated, on the "
+                             "corpus of the largest --sizes in the first --format")
     parser.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step:
         print(json.dumps(STEPS[args.step[0]](json.loads(args.step[1]))))
         return 0
+    formats = args.format.split(",")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        parser.error(f"--format: unknown {unknown}; choose from {list(FORMATS)}")
     if not (args.data / "train.tsv").is_file():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv; see ../shared/README.md)")
         return 0
@@ -477,42 +653,64 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     model = args.work / "tiny-model"
-    print(f"tiny model: {run_step('model', data=str(args.data), scheme=args.scheme, model=str(model), max_length=args.max_length)}",
-          flush=True)
+    if not args.skip_predict:
+        print(f"tiny model: {run_step('model', data=str(args.data), scheme=args.scheme, model=str(model), max_length=args.max_length)}",
+              flush=True)
     results = {}
-    for n in sizes:
-        t0 = time.perf_counter()
-        corpus, train_file = make_corpus(args, n)
-        print(f"{n:,} documents: corpus in {time.perf_counter() - t0:.0f} s", flush=True)
-        cache = corpus / "hf-cache"
-        shutil.rmtree(cache, ignore_errors=True)  # a cold start: no Arrow or tokens cached
-        opts = {"corpus": str(corpus), "scheme": args.scheme, "cache": str(cache), "max_length": args.max_length,
-                "num_proc": args.num_proc, "batch_size": args.batch_size}
-        results[n] = {"prepare": run_step("prepare", **opts)}
-        print(f"  prepare: {results[n]['prepare']}", flush=True)
-        results[n]["again"] = run_step("prepare", **opts)
-        print(f"  again (cached): {results[n]['again']}", flush=True)
-        if not args.skip_predict:
-            results[n]["predict"] = run_step("predict", model=str(model), input=str(train_file),
-                                             batch_size=args.batch_size, max_length=args.max_length)
-            print(f"  predict: {results[n]['predict']}", flush=True)
-    if args.tokenizer_docs:
-        tokenizer = run_step("tokenizer", train_file=str(make_corpus(args, sizes[0])[1]), scheme=args.scheme,
-                             docs=args.tokenizer_docs,
-                             max_length=args.max_length, rounds=3)
+    for data_format in formats if not args.skip_prepare else []:
+        results[data_format] = {}
+        for n in sizes:
+            t0 = time.perf_counter()
+            corpus, train_file = make_corpus(args, n, data_format)
+            print(f"{data_format}, {n:,} documents: corpus in {time.perf_counter() - t0:.0f} s", flush=True)
+            cache = corpus / "hf-cache"
+            shutil.rmtree(cache, ignore_errors=True)  # a cold start: no Arrow or tokens cached
+            opts = {"corpus": str(corpus), "scheme": args.scheme, "cache": str(cache), "max_length": args.max_length,
+                    "num_proc": args.num_proc, "batch_size": args.batch_size}
+            step = results[data_format][n] = {"prepare": run_step("prepare", **opts)}
+            print(f"  prepare: {step['prepare']}", flush=True)
+            step["again"] = run_step("prepare", **opts)
+            print(f"  again (cached): {step['again']}", flush=True)
+            if not args.skip_predict:
+                step["predict"] = run_step("predict", model=str(model), input=str(train_file),
+                                           batch_size=args.batch_size, max_length=args.max_length)
+                print(f"  predict: {step['predict']}", flush=True)
+    if args.tokenizer_docs and results:
+        data_format = formats[0]
+        tokenizer = run_step("tokenizer", train_file=str(make_corpus(args, sizes[0], data_format)[1]),
+                             scheme=args.scheme, docs=args.tokenizer_docs, max_length=args.max_length, rounds=3)
         print(f"tokenizer paths: {tokenizer}", flush=True)
-        results[sizes[0]]["tokenizer"] = tokenizer
+        results[data_format][sizes[0]]["tokenizer"] = tokenizer
     tune = None
     if args.tune_docs:
         tune = run_step("tune", timeout=args.tune_timeout, data=str(args.data), scheme=args.scheme,
                         docs=args.tune_docs, seed=args.seed)
         print(f"tune: {tune}", flush=True)
-    table = report(results, tune, args)
+    fusion = []
+    for docs in [int(d) for d in args.fusion_docs.split(",") if d]:
+        corpus, _ = make_corpus(args, max(sizes), formats[0])
+        fusion.append(run_step("fusion", corpus=str(corpus), scheme=args.scheme, cache=str(corpus / "hf-cache"),
+                               max_length=args.max_length, docs=docs, seed=args.seed))
+        print(f"fusion: {fusion[-1]}", flush=True)
+    train = None
+    if args.train_docs:
+        corpus, _ = make_corpus(args, args.train_docs, formats[0])
+        encoder = args.work / "tiny-encoder"
+        print(f"tiny encoder: {run_step('encoder', encoder=str(encoder))}", flush=True)
+        output = args.work / f"train_{args.train_docs}_{formats[0]}"
+        shutil.rmtree(output, ignore_errors=True)
+        shutil.rmtree(args.work / "train-hf-cache", ignore_errors=True)  # a cold start, as a user's first run
+        train = {"format": formats[0], **run_step(
+            "train", corpus=str(corpus), scheme=args.scheme, encoder=str(encoder), batch_size=args.train_batch_size,
+            output=str(output), cache=str(args.work / "train-hf-cache"))}
+        print(f"train: {train}", flush=True)
+    table = report(results, tune, args, train, fusion)
     print("\n" + table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "scale.md").write_text(table + "\n")
-        (args.out / "results.json").write_text(json.dumps({"results": results, "tune": tune}, indent=1))
+        (args.out / "results.json").write_text(json.dumps({"results": results, "tune": tune, "fusion": fusion,
+                                                           "train": train}, indent=1))
     return 0
 
 
