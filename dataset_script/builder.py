@@ -237,6 +237,9 @@ class Uspto70k(datasets.ArrowBasedBuilder):
         if kwargs.get("hash") is None:
             kwargs["hash"] = self._source_fingerprint(kwargs)
         super().__init__(**kwargs)
+        processes = self.config.reader_processes  # datasets sets a named config's options as attributes
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
+            raise ValueError(f"reader_processes must be 0 (one per core) or a number of processes, got {processes!r}")
         self._summary: dict[str, dict] = {}
         self._wipo_splits: dict[str, list[dict]] | None = None
 
@@ -329,7 +332,7 @@ class Uspto70k(datasets.ArrowBasedBuilder):
         repeated in another file of the split is caught too), read by :mod:`dataset_script.streaming`."""
         for source, file in zip(sources, files, strict=True):
             try:
-                yield from iter_patent_tables(file, _file_kind(source), validator,
+                yield from iter_patent_tables(file, _file_kind(source), validator, chunk_bytes=streaming.CHUNK_BYTES,
                                               processes=self.config.reader_processes or None)
             except PatentDataError as err:
                 if os.path.abspath(file) == os.path.abspath(_local_path(source) or ""):

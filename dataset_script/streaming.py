@@ -144,10 +144,14 @@ def iter_patent_tables(path, kind: str, validator: PatentRowValidator, *, proces
     path = os.fspath(path)
     if kind not in ("tsv", "jsonl"):
         raise ValueError(f"kind must be 'tsv' or 'jsonl', got {kind!r}")
+    if processes is not None and processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
     layout = TsvLayout(path) if kind == "tsv" else None
     data_start = layout.data_start if layout else 0
     size = os.path.getsize(path)
-    ranges = [(start, min(start + chunk_bytes, size)) for start in range(data_start, size, max(1, chunk_bytes))]
+    ranges = [(start, min(start + chunk_bytes, size)) for start in range(data_start, size, chunk_bytes)]
     if processes is None:
         processes = reader_processes() if size - data_start >= PARALLEL_MIN_BYTES else 1
     processes = min(processes, len(ranges))
