@@ -51,7 +51,9 @@ Prints one markdown table and judges the targets of issues 14 (parquet) and 35 (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import functools
 import json
 import os
 import platform
@@ -60,6 +62,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest.mock
 from pathlib import Path
 
 import numpy as np
@@ -374,6 +377,31 @@ def step_tokenizer(opts: dict) -> dict:
             **{f"{name}_docs_per_s": float(np.median([r[1] for r in v])) for name, v in rates.items()}}
 
 
+@contextlib.contextmanager
+def timed_calls(seconds: dict, targets: dict):
+    """Adds the wall time of each call of ``targets`` (``{name: (owner, attribute)}``) to
+    ``seconds[name]`` while the block runs; the originals are put back after it."""
+    originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
+
+    def timer(name, fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+        return run
+
+    try:
+        for name, (owner, attribute) in targets.items():
+            setattr(owner, attribute, timer(name, originals[name]))
+        yield seconds
+    finally:
+        for name, (owner, attribute) in targets.items():
+            setattr(owner, attribute, originals[name])
+
+
 def step_encoder(opts: dict) -> dict:
     """A tiny random BERT encoder (one layer of width 16) with MiniLM's tokenizer, for thmm-train --encoder."""
     import torch
@@ -396,22 +424,9 @@ def step_train(opts: dict) -> dict:
     from thmm.cli import train
     from thmm.trainer import Trainer
 
-    timed = {}
-
-    def timer(name, fn):
-        def run(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                timed[name] = timed.get(name, 0.0) + time.perf_counter() - t0
-        return run
-
-    thmm.lexical.fit_fusion = timer("fusion_s", thmm.lexical.fit_fusion)
-    Trainer.fit = timer("fit_s", Trainer.fit)
-    Trainer.__init__ = timer("build_s", Trainer.__init__)
-    cpu0 = cpu_seconds()
-    with PeakMemory() as memory:
+    cpu0, timed = cpu_seconds(), {}
+    calls = {"fusion_s": (thmm.lexical, "fit_fusion"), "fit_s": (Trainer, "fit"), "build_s": (Trainer, "__init__")}
+    with timed_calls(timed, calls), PeakMemory() as memory:
         t0 = time.perf_counter()
         code = train.main(["--dataset", opts["corpus"], "--scheme", opts["scheme"], "--encoder", opts["encoder"],
                            "--batch-size", str(opts["batch_size"]), "--epochs", "1", "--output-dir", opts["output"],
@@ -440,16 +455,6 @@ def step_fusion(opts: dict) -> dict:
     truth = taxonomy.multi_hot([[c for c in r if c in taxonomy] for r in references["validation"]])
     logits = (rng.normal(-3.0, 1.2, size=truth.shape) + truth * rng.normal(3.5, 1.5, size=truth.shape)).astype(np.float32)
     parts = {}
-
-    def timer(name, fn):
-        def run(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
-        return run
-
     nodes = opts.get("nodes") or 0
     if nodes:  # SVMs for a seeded sample of the nodes only (the rest weigh 0): their time per node, at any size
         fit_all = lexical.fit_node_svms
@@ -466,12 +471,17 @@ def step_fusion(opts: dict) -> dict:
             full_intercept[picked] = intercept
             return full_coef, full_intercept
 
-        lexical.fit_node_svms = fit_sample
-    for name in ("tokenize_split", "token_counts", "fit_lexical_scorer", "calibrate", "choose_fusion_weight"):
-        setattr(lexical, name, timer(f"{name}_s", getattr(lexical, name)))
-    lexical.LexicalScorerFit.decisions = timer("decisions_s", lexical.LexicalScorerFit.decisions)
+    calls = {f"{name}_s": (lexical, name) for name in ("tokenize_split", "token_counts", "fit_lexical_scorer",
+                                                       "calibrate", "choose_fusion_weight")}
+    calls["decisions_s"] = (lexical.LexicalScorerFit, "decisions")
+    if not nodes:
+        calls["svm_sample_s"] = (lexical, "fit_node_svms")
     cpu0 = cpu_seconds()
-    with PeakMemory() as memory:
+    with contextlib.ExitStack() as stack:
+        if nodes:
+            stack.enter_context(unittest.mock.patch.object(lexical, "fit_node_svms", fit_sample))
+        stack.enter_context(timed_calls(parts, calls))
+        memory = stack.enter_context(PeakMemory())
         t0 = time.perf_counter()
         fusion = lexical.fit_fusion(splits, tokenizer, opts["max_length"], taxonomy, references,
                                     {"validation": logits}, scheme=opts["scheme"], objective=defaults.threshold_objective,

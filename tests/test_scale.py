@@ -273,7 +273,7 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
                                   str(tmp_path / "out"), own_process=("model",))
     table = (tmp_path / "out" / "scale.md").read_text()
     assert table in stdout
-    rows = [line for line in table.splitlines() if line.startswith(("| 300 |", "| 600 |"))]
+    rows = [line for line in table.splitlines() if line.startswith(("| parquet | 300 |", "| parquet | 600 |"))]
     assert len(rows) == 2 and "not reused" not in table  # the second preparation read the cached tokens
     assert "Threshold tuning (f1_avg, 26 nodes) on 300 dev documents" in table and "Targets:" in table
     assert "Tokenizing 300 of these documents" in table and "a plain transformers tokenizer call" in table
@@ -281,13 +281,19 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
 
     assert pq.read_metadata(tmp_path / "work" / "docs_600_parquet" / "data" / "train-00000-of-00001.parquet").num_rows == 600
     stdout = run_scale_in_process(tmp_path, monkeypatch, capsys, "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
-                                  "--sizes", "200", "--format", "tsv", "--eval-docs", "20", "--tune-docs", "0",
-                                  "--skip-predict")  # the release format, read by the TSV builder
-    assert "| 200 |" in stdout and "tokens not reused" not in stdout
+                                  "--sizes", "200", "--format", "tsv,jsonl", "--eval-docs", "20", "--tune-docs", "0",
+                                  "--skip-predict", "--fusion-docs", "100,200", "--fusion-nodes", "3", "--train-docs",
+                                  "200")  # the release format and JSON Lines, streamed into Arrow; fusion; thmm-train
+    assert "| tsv | 200 |" in stdout and "| jsonl | 200 |" in stdout and "tokens not reused" not in stdout
     assert "Tokenizing 200 of these documents" in stdout
     assert "| n/a | n/a |" in stdout and "prediction peak RSS" not in stdout  # --skip-predict
+    assert "- tsv: 200 documents prepared" in stdout and "- jsonl: 200 documents prepared" in stdout
+    assert "| 100 | 3 |" in stdout and "| 200 | 3 |" in stdout and "26 nodes, 20 dev documents" in stdout
+    assert "thmm-train, one epoch on 200 tsv documents" in stdout and "exit code 0" in stdout
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
+    jsonl = (tmp_path / "work" / "docs_200_jsonl" / "train.jsonl").read_text().splitlines()
+    assert [json.loads(line)["patent_id"] for line in jsonl] == [line.split("\t")[0] for line in corpus[1:]]
 
 
 def test_scale_benchmark_skips_clearly_without_data(tmp_path):
