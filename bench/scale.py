@@ -256,6 +256,13 @@ def step_prepare(opts: dict) -> dict:
         t0 = time.perf_counter()
         train = load_patent_splits(opts["corpus"], scheme=opts["scheme"], cache_dir=opts["cache"])["train"]
         times["load_s"] = time.perf_counter() - t0
+    if opts.get("load_only"):  # the files into Arrow, nothing more (--load-only)
+        return {**times, "total_s": times["load_s"], "cpu_s": cpu_seconds() - cpu0, "load_average": os.getloadavg()[0],
+                "documents": len(train), "peak_rss": memory.rss, "peak_anon": memory.anon, "peak_pss": memory.pss,
+                "load_only": True}
+    loading = memory
+    with PeakMemory() as memory:  # the peaks go on from the load's
+        memory.rss, memory.anon, memory.pss = loading.rss, loading.anon, loading.pss
         tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         cached = {f["filename"] for f in train.cache_files}
         cached = {str(p) for f in cached for p in Path(f).parent.glob("cache-*.arrow")}
@@ -536,6 +543,11 @@ def _judge_preparation(results: dict, data_format: str) -> list[str]:
     growth_cpu, growth_time = top["cpu_s"] / small["cpu_s"], top["total_s"] / small["total_s"]
     ratio = sizes[-1] / sizes[0]
     time_limit = targets["time_growth"] * ratio / 10  # 11x for 10x the documents
+    if top.get("load_only"):  # the targets are the whole preparation's: shown, not judged
+        return [f"- {data_format} (load only, not judged): {sizes[-1]:,} documents read into Arrow at {rate:,.0f} "
+                f"docs/s ({sizes[-1] / top['cpu_s']:,.0f} per CPU-s), peak RSS {top['peak_rss'] / 1e9:.2f} GB; from "
+                f"{sizes[0]:,} ({ratio:.0f}x): peak RSS x{growth_mem:.2f}, anonymous x{growth_anon:.2f}, time "
+                f"x{growth_time:.1f}, CPU time x{growth_cpu:.1f}"]
     lines = [
         (f"- {data_format}: {sizes[-1]:,} documents prepared with peak RSS {top['peak_rss'] / 1e9:.2f} GB = "
          f"{gb(top['peak_rss'])} GiB (target <= {targets['rss_gb']} GB): "
@@ -570,7 +582,12 @@ def report(results: dict, tune: dict | None, args, train: dict | None = None, fu
     ]
     for data_format, by_size in results.items():
         for n in sorted(by_size):
-            p, a, q = by_size[n]["prepare"], by_size[n]["again"], by_size[n].get("predict")
+            p, a, q = by_size[n]["prepare"], by_size[n].get("again"), by_size[n].get("predict")
+            if p.get("load_only"):
+                lines.append(f"| {data_format} | {n:,} | load only: {p['load_s']:.1f} | {n / p['total_s']:,.0f} | "
+                             f"{n / p['cpu_s']:,.0f} | {p['load_average']:.1f} | {gb(p['peak_rss'])} "
+                             f"({gb(p['peak_anon'])}) | n/a | n/a | n/a | n/a |")
+                continue
             predicted = ("n/a | n/a" if q is None else
                          f"{n / q['seconds']:,.0f} | {gb(q['peak_rss_first_tenth'])} / {gb(q['peak_rss_first_half'])}"
                          f" / {gb(q['peak_rss'])} ({gb(q['peak_anon'])})")
@@ -579,8 +596,10 @@ def report(results: dict, tune: dict | None, args, train: dict | None = None, fu
                 f"{p['loader_s']:.1f} + {p['pass_s']:.0f} | {n / p['total_s']:,.0f} | {n / p['cpu_s']:,.0f} | "
                 f"{p['load_average']:.1f} | {gb(p['peak_rss'])} ({gb(p['peak_anon'])}) | {a['total_s']:.0f}"
                 f"{'' if a['tokens_reused'] else ' (tokens not reused!)'} | {gb(a['peak_rss'])} | {predicted} |")
-    if results:
-        first = next(iter(results.values()))
+    full = {f: by_size for f, by_size in results.items() if not any(r["prepare"].get("load_only")
+                                                                      for r in by_size.values())}
+    if full:
+        first = next(iter(full.values()))
         small = first[min(first)]["prepare"]
         lines += ["", (f"Mean {small['mean_tokens']:.0f} word-pieces per document (max length {args.max_length}), "
                        f"{small['nodes']} taxonomy nodes; tokenized with num_proc={args.num_proc}; "
@@ -655,6 +674,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) and results.json here")
     parser.add_argument("--skip-predict", action="store_true", help="skip the prediction step (its columns read n/a)")
+    parser.add_argument("--load-only", action="store_true",
+                        help="prepare: only read the files into Arrow (load_patent_splits), no tokens, loader or pass")
     parser.add_argument("--skip-prepare", action="store_true",
                         help="skip the prepare steps (for --train-docs or --fusion-docs alone)")
     parser.add_argument("--train-docs", type=int, default=0,
@@ -698,11 +719,12 @@ def main(argv=None) -> int:
             cache = corpus / "hf-cache"
             shutil.rmtree(cache, ignore_errors=True)  # a cold start: no Arrow or tokens cached
             opts = {"corpus": str(corpus), "scheme": args.scheme, "cache": str(cache), "max_length": args.max_length,
-                    "num_proc": args.num_proc, "batch_size": args.batch_size}
+                    "num_proc": args.num_proc, "batch_size": args.batch_size, "load_only": args.load_only}
             step = results[data_format][n] = {"prepare": run_step("prepare", **opts)}
             print(f"  prepare: {step['prepare']}", flush=True)
-            step["again"] = run_step("prepare", **opts)
-            print(f"  again (cached): {step['again']}", flush=True)
+            if not args.load_only:
+                step["again"] = run_step("prepare", **opts)
+                print(f"  again (cached): {step['again']}", flush=True)
             if not args.skip_predict:
                 step["predict"] = run_step("predict", model=str(model), input=str(train_file),
                                            batch_size=args.batch_size, max_length=args.max_length)
