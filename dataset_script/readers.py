@@ -395,7 +395,7 @@ def _column_name(header: list[str], column: int) -> str:
 def _raw_header_names(first_line: bytes) -> list[str]:
     """The column names of a TSV's first line, however broken, to name the field of an encoding
     error or a stray carriage return."""
-    return first_line.decode("utf-8", "replace").rstrip("\r\n").split("\t")
+    return re.split(r"\r\n|\n|\r", first_line.decode("utf-8", "replace"), maxsplit=1)[0].split("\t")
 
 
 def _bom_error(path, first_field: str | None) -> PatentDataError:

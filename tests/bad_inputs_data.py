@@ -412,6 +412,12 @@ CASES = {
                      train_row_is(0, abstract="A sole.\u2028A heel.")), None),
     "data-jsonl-reads-as-released": Case("api", reads(jsonl_folder(), read_as_released), None),
     # ---- empty splits, in any format, are refused naming the file
+    # ---- reader_processes: how many processes read a large TSV or JSONL file (the rows do not change)
+    "data-reader-processes-negative": Case(
+        "api", loads(lambda env: env.copy("data"), reader_processes=-1), ValueError,
+        ("reader_processes must be 0 (one per core) or a number of processes, got -1",)),
+    "data-reader-processes-two-reads-as-released": Case(
+        "api", reads(lambda env: env.copy("data"), read_as_released, reader_processes=2), None),
     "data-tsv-header-only-dev": Case(
         "api", loads(header_only()), PatentDataError, ("{data}/dev.tsv: no documents (only a header)",)),
     "data-tsv-header-only-dev-train": Case(

@@ -141,6 +141,7 @@ def test_errors_name_the_exact_line_after_a_multi_line_value(tmp_path, kind):
 @pytest.mark.parametrize("text, line, fragment", [
     (HEADER + tsv_row("1", "t") + "2\tt\tcaf\xe9\t['A43B']\n", 3, "are not valid UTF-8"),
     (HEADER + tsv_row("1", "t") + tsv_row("2", "t\rx"), 3, "carriage return"),
+    ((HEADER + tsv_row("1", "t")).replace("\n", "\r"), 1, "carriage return"),
     (HEADER + tsv_row("1", "t") + '2\t"unclosed\tx\t[\'A43B\']\n' + tsv_row("3", "t"), 3, "bad CSV quoting"),
     (HEADER + tsv_row("1", "t") + "\n" + tsv_row("2", "t"), 3, "empty line"),
 ])
