@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from configuration_thmm import Taxonomy
+from thmm.data import label_targets
 from thmm.evaluation import evaluate_probabilities, evaluation_taxonomy
 from thmm.thresholds import NODE_MIN_SUPPORT, tune_thresholds
 
@@ -53,7 +54,7 @@ def word_svm_decisions(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1
     t0 = time.perf_counter()
     vectorizer = TfidfVectorizer(ngram_range=(1, 1), lowercase=True, sublinear_tf=True, min_df=2)
     X_train = vectorizer.fit_transform(texts(splits["train"]))
-    targets = taxonomy.multi_hot([list(x) for x in splits["train"]["labels"]])
+    targets = label_targets(taxonomy, [list(x) for x in splits["train"]["labels"]])
     coef, intercept = fit_node_svms(X_train, targets, C, n_jobs)
     fit_seconds = time.perf_counter() - t0
     decisions = {name: np.asarray(vectorizer.transform(texts(splits[name])) @ coef + intercept, dtype=np.float64)
@@ -108,7 +109,7 @@ def svm_tuned(decisions: dict, references: dict, taxonomy: Taxonomy, scheme: str
     and ``"calibration"``."""
     from thmm.lexical import calibrate
 
-    scale, shift = calibrate(decisions["validation"], taxonomy.multi_hot(references["validation"]))
+    scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
     probs = {rule: {s: _sigmoid(scale * (taxonomy.min_along_path(d) if rule == "consistent" else d) + shift)
                     for s, d in decisions.items()} for rule in SVM_HIERARCHIES}
     cv = {rule: cv_dev_objective(probs[rule]["validation"], references["validation"], taxonomy, scheme, objective,
@@ -186,7 +187,7 @@ def knn(vectors: dict, references: dict, taxonomy: Taxonomy, scheme: str, object
     two-fold CV on dev from ``ks`` (a tie goes to the smaller k), thresholds tuned on all of dev.
     Returns :func:`tuned_scores`'s dict plus ``"k"`` and ``"cv_dev"`` (per k)."""
     ks = check_knn_k(ks, len(vectors["train"]))
-    targets = taxonomy.multi_hot(references["train"])
+    targets = label_targets(taxonomy, references["train"])
     neighbours = {s: nearest_neighbours(vectors[s], vectors["train"], max(ks)) for s in EVAL_SPLITS}
     cv = {k: cv_dev_objective(knn_scores(*neighbours["validation"], targets, k), references["validation"], taxonomy,
                               scheme, objective, granularity, seed=seed) for k in ks}
