@@ -14,7 +14,7 @@ procedure by) and on test (reported, not chosen by). Procedures, ``WEIGHT-RULE/G
 - granularity ``node`` (the default), ``level`` or ``global``: what gets its own threshold, for the
   weight's CV and for the final thresholds alike.
 
-Writes ``OUT/small_dev.json`` and ``OUT/small_dev.md`` and prints the table.
+Writes ``OUT/small_dev_SIZE.json`` and ``OUT/small_dev_SIZE.md`` and prints the table.
 """
 
 from __future__ import annotations
@@ -84,7 +84,11 @@ def main(argv=None):
     parser.add_argument("--dev-size", type=int, default=100, help="documents in each small dev set")
     parser.add_argument("--subsets", type=int, default=10, help="small dev sets drawn (seeds 0, 1, ...)")
     parser.add_argument("--objective", default=TrainingArguments.threshold_objective)
+    parser.add_argument("--procedures", default=",".join(PROCEDURES), help=f"comma-separated, of {', '.join(PROCEDURES)}")
     args = parser.parse_args(argv)
+    procedures = args.procedures.split(",")
+    if set(procedures) - set(PROCEDURES):
+        parser.exit(2, f"error: --procedures: choose from {', '.join(PROCEDURES)}\n")
     if args.dev_size < 4 or args.subsets < 1:
         parser.exit(2, "error: --dev-size must be at least 4 and --subsets at least 1\n")
 
@@ -108,14 +112,14 @@ def main(argv=None):
                                       TrainingArguments.lexical_max_train_documents, 0)
         test_tax = run["eval_taxonomy"]["test"]
         rows = {p: {"weights": [], "held_out": {s: [] for s in SCORES}, "test": {s: [] for s in SCORES}}
-                for p in PROCEDURES}
+                for p in procedures}
         for subset in range(args.subsets):
             order = np.random.default_rng(1000 + subset).permutation(len(refs["validation"]))
             small, rest = np.sort(order[: args.dev_size]), np.sort(order[args.dev_size :])
             small_refs = [refs["validation"][i] for i in small]
             rest_refs = [refs["validation"][i] for i in rest]
             rest_tax = evaluation_taxonomy(taxonomy, rest_refs, args.scheme)
-            for procedure in PROCEDURES:
+            for procedure in procedures:
                 weight, thresholds, (scale, shift) = choose(procedure, run["logits"]["validation"][small],
                                                             decisions["validation"][small], small_refs, taxonomy,
                                                             args.scheme, args.objective)
@@ -131,11 +135,12 @@ def main(argv=None):
                     rows[procedure]["test"][s].append(test[s] or 0.0)
             print(f"{name} subset {subset}: " + ", ".join(
                 f"{p} w={rows[p]['weights'][-1]:g} held-out {args.objective} {rows[p]['held_out'][args.objective][-1]:.4f}"
-                for p in PROCEDURES), flush=True)
+                for p in procedures), flush=True)
         table[name] = rows
-    (args.out / "small_dev.json").write_text(json.dumps(table, indent=1))
+    stem = f"small_dev_{args.dev_size}"
+    (args.out / f"{stem}.json").write_text(json.dumps(table, indent=1))
     report = render(table, args)
-    (args.out / "small_dev.md").write_text(report)
+    (args.out / f"{stem}.md").write_text(report)
     print(report)
     return 0
 
