@@ -58,7 +58,7 @@ from configuration_thmm import LOSS_TYPES, Taxonomy
 from thmm.hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
 from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, THRESHOLD_OBJECTIVES, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
-from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES
+from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES, dev_granularity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, checkpoint_every=0,
         save_total_limit=1, report_to="none", overwrite_output_dir=True,
         threshold_objective=args.threshold_objective, threshold_granularity=args.threshold_granularity,
-        selection_metric=args.selection_metric,
+        selection_metric=args.selection_metric, small_dev_documents=args.small_dev_documents,
         selection_only=args.selection_only,
         loss_type=args.loss_type, output_bias_init=args.output_bias_init, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
@@ -164,6 +164,7 @@ def run_settings(args) -> dict:
             "loss_type": args.loss_type, "output_bias_init": args.output_bias_init,
             "max_train_samples": args.max_train_samples,
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
+            "small_dev_documents": args.small_dev_documents,
             "lexical_fusion": args.lexical_fusion}
 
 
@@ -217,10 +218,13 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
 
     run = run_probabilities(settings, args, splits, run_dir)
     taxonomy, references, eval_tax = run["taxonomy"], run["references"], run["eval_taxonomy"]
+    # the run's small-dev rule (runs from before it had none)
+    granularity = dev_granularity(args.threshold_granularity, len(references["validation"]),
+                                  settings.get("small_dev_documents", 0))
 
     def tuned_scores(probs):
         tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
-                                eval_tax["validation"], args.threshold_granularity)
+                                eval_tax["validation"], granularity)
         return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
                 for s in references} | {"thresholds": tuned.to_dict()}
 
@@ -232,7 +236,7 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
 
     fusion = fit_fusion(splits, run["tokenizer"], settings["max_length"], taxonomy,
                         {"train": [list(x) for x in splits["train"]["labels"]], **references}, run["logits"],
-                        scheme=args.scheme, objective=objective, granularity=args.threshold_granularity,
+                        scheme=args.scheme, objective=objective, granularity=granularity,
                         min_support=NODE_MIN_SUPPORT, max_train_documents=TrainingArguments.lexical_max_train_documents,
                         seed=args.seed)
     fused = tuned_scores({s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in fusion.logits.items()})
@@ -270,6 +274,8 @@ def main(argv=None):
                         choices=THRESHOLD_OBJECTIVES, help="train.py --threshold-objective")
     parser.add_argument("--threshold-granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
                         help="train.py --threshold-granularity (and what --retune tunes)")
+    parser.add_argument("--small-dev-documents", type=int, default=TrainingArguments.small_dev_documents, metavar="N",
+                        help="train.py --small-dev-documents: a smaller dev set tunes one global threshold (0: never)")
     parser.add_argument("--selection-metric", default=DEFAULT_SELECTION_METRIC, choices=tuple(SELECTION_METRICS),
                         help="dev number that chooses the best epoch (train.py --selection-metric)")
     parser.add_argument("--selection-only", action="store_true",
@@ -324,6 +330,8 @@ def main(argv=None):
         config = harnn_config(args)
     except ValueError as error:
         parser.error(str(error))
+    if args.small_dev_documents < 0:
+        parser.exit(2, f"error: --small-dev-documents: must be 0 (never) or positive (got {args.small_dev_documents})\n")
     try:
         knn_ks = baselines_module().parse_knn_k(args.knn_k)
         baselines_module().check_knn_k(knn_ks, train_size=sys.maxsize)  # the training size is checked once it is read
@@ -467,17 +475,20 @@ def baseline_entry(name: str, args, splits, taxonomy: Taxonomy, knn_ks, word_svm
     this command's threshold objective and granularity."""
     baselines = baselines_module()
     references = baselines.references_of(splits)
-    tuning = {"threshold_objective": args.threshold_objective, "threshold_granularity": args.threshold_granularity}
+    tuning = {"threshold_objective": args.threshold_objective, "threshold_granularity": args.threshold_granularity,
+              "small_dev_documents": args.small_dev_documents}
+    # as the neural runs tune: one global threshold on a dev set under --small-dev-documents
+    granularity = dev_granularity(args.threshold_granularity, len(references["validation"]), args.small_dev_documents)
     if name == "svm-tuned":
         fitted = word_svm_decisions()
         run = baselines.svm_tuned(fitted["decisions"], references, taxonomy, args.scheme, args.threshold_objective,
-                                  args.threshold_granularity, seed=args.seed)
+                                  granularity, seed=args.seed)
         settings = {"C": 1.0, "vocabulary": fitted["vocabulary"], "hierarchy": run["hierarchy"],
                     "calibration": run["calibration"], **tuning}
     else:
         vectors = baselines.encoder_vectors(args.encoder, splits, taxonomy, args.max_length, args.out / "features_cache")
         run = baselines.knn(vectors, references, taxonomy, args.scheme, args.threshold_objective,
-                            args.threshold_granularity, ks=knn_ks, seed=args.seed)
+                            granularity, ks=knn_ks, seed=args.seed)
         settings = {"k": run["k"], "k_grid": list(knn_ks), "max_length": args.max_length,
                     "max_train_samples": args.max_train_samples, **tuning}
     return {"dev": run["validation"], "test": run["test"], "thresholds": run["thresholds"],

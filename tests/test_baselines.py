@@ -137,15 +137,16 @@ def test_bad_k_values_are_refused_naming_the_option(baselines, ks, fragment):
     assert baselines.check_knn_k((10, 1, 10), train_size=10) == (1, 10)
 
 
-@pytest.mark.parametrize("value, extra, fragment", [
-    ("0", [], "error: --knn-k: k must be a positive integer, got 0"),
-    ("5,x", [], "error: --knn-k: expected comma-separated integers such as 5,10,20, got '5,x'"),
-    ("5,21", ["--max-train-samples", "20"], "error: --knn-k: k = 21 is more than the 20 training documents"),
+@pytest.mark.parametrize("options, fragment", [
+    (["--knn-k", "0"], "error: --knn-k: k must be a positive integer, got 0"),
+    (["--knn-k", "5,x"], "error: --knn-k: expected comma-separated integers such as 5,10,20, got '5,x'"),
+    (["--knn-k", "5,21", "--max-train-samples", "20"], "error: --knn-k: k = 21 is more than the 20 training documents"),
+    (["--small-dev-documents", "-1"], "error: --small-dev-documents: must be 0 (never) or positive (got -1)"),
 ])
-def test_quality_bench_refuses_bad_knn_k_in_one_line(tmp_path, tiny_encoder_dir, value, extra, fragment):
+def test_quality_bench_refuses_bad_options_in_one_line(tmp_path, tiny_encoder_dir, options, fragment):
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA),
                           "--scheme", "cpc", "--encoder", str(tiny_encoder_dir), "--out", str(tmp_path / "out"),
-                          "--models", "svm,knn", "--knn-k", value, *extra],
+                          "--models", "svm,knn", *options],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]  # (data-loading progress bars aside)
