@@ -194,7 +194,8 @@ def test_fused_fine_tuned_model_saves_and_reloads_with_identical_predictions(tin
     summary = train(parse_args([
         "--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
         "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "1",
-        "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16", "--encoder", str(tiny_encoder_dir), "--output-dir", str(out), *mode]))
+        "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16",
+        "--encoder", str(tiny_encoder_dir), "--output-dir", str(out), *mode]))
     assert summary["lexical_fusion"]["weight"] == 0.4
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["lexical_weight"] == 0.4 and config["lexical_vocab_size"] > 0
