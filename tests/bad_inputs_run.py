@@ -163,6 +163,8 @@ CASES = {
     "run-lexical-max-train-documents-1": Case(
         "train", lambda env: env.train_argv("--lexical-max-train-documents", "1"), 2,
         ("--lexical-max-train-documents: must be 0 (all of them) or at least 2 (got 1)",)),
+    "run-small-dev-documents-negative": Case("train", lambda env: env.train_argv("--small-dev-documents", "-1"), 2,
+                                             ("--small-dev-documents: must be 0 (never) or positive (got -1)",)),
     "run-one-dev-document-with-fusion": Case(
         "train", one_dev_document, 2, ("--lexical-fusion: the validation split has 1 document(s)", "--no-lexical-fusion")),
     # ---- output folders: never one the package did not write

@@ -45,7 +45,8 @@ def run_quality_on_quickstart(out_dir, encoder_dir, *options):
     """bench/quality.py on the quickstart fixture with the tiny encoder, writing to ``out_dir``."""
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
-         "--encoder", str(encoder_dir), "--out", str(out_dir), *options],
+         "--encoder", str(encoder_dir), "--out", str(out_dir),
+         "--small-dev-documents", "0", *options],  # its 60 dev documents tuned at the granularity asked
         capture_output=True, text=True, timeout=600, cwd=out_dir,
     )
 

@@ -25,7 +25,7 @@ from configuration_thmm import (
 )
 
 from .selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
-from .thresholds import DEFAULT_GRANULARITY, GRANULARITIES, NODE_MIN_SUPPORT
+from .thresholds import DEFAULT_GRANULARITY, GRANULARITIES, NODE_MIN_SUPPORT, SMALL_DEV_DOCUMENTS
 
 THRESHOLD_OBJECTIVES = ("macro_f1", "micro_f1", "f1_avg", "f1_mean")
 TRACKERS = ("tensorboard", "none")
@@ -115,6 +115,9 @@ class TrainingArguments:
                                               "--node-threshold-min-support dev documents)", GRANULARITIES)
     node_threshold_min_support: int = _arg(NODE_MIN_SUPPORT, "dev documents a node must be gold in to get its own "
                                                              "threshold (--threshold-granularity node)")
+    small_dev_documents: int = _arg(SMALL_DEV_DOCUMENTS, "a dev set with fewer documents tunes one global "
+                                                        "threshold, for the fusion weight too, whatever "
+                                                        "--threshold-granularity says (0: never)", metavar="N")
     # frozen encoder
     freeze_encoder: bool = _arg(False, "train only the heads on cached encoder outputs")
     freeze_lower_layers: int = _arg(0, "freeze the embeddings and the lowest N encoder layers: their output token "
@@ -194,6 +197,7 @@ class TrainingArguments:
         need(self.max_grad_norm >= 0, "max_grad_norm", "must be non-negative")
         need(self.patience >= 1, "patience", "must be at least 1")
         need(self.node_threshold_min_support >= 1, "node_threshold_min_support", "must be at least 1")
+        need(self.small_dev_documents >= 0, "small_dev_documents", "must be 0 (never) or positive")
         need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
         need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
         need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")

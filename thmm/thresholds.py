@@ -35,6 +35,16 @@ DEFAULT_GRANULARITY = "node"
 #: dev documents a node must be gold in before it gets a threshold of its own (fewer fit noise:
 #: chosen by two-fold cross-validation on dronesr dev, see docs/benchmarks.md, "Per-node thresholds")
 NODE_MIN_SUPPORT = 20
+#: dev sets with fewer documents tune one global threshold, for the fusion weight's cross-validation and
+#: the final thresholds alike, whatever the granularity asked: on 100-document dev sets per-node thresholds
+#: overfit, on 300 they did not (docs/benchmarks.md, "Issue 33"); 0 turns the rule off
+SMALL_DEV_DOCUMENTS = 200
+
+
+def dev_granularity(granularity: str, dev_documents: int, small_dev_documents: int = SMALL_DEV_DOCUMENTS) -> str:
+    """The granularity a dev set of ``dev_documents`` is tuned at: ``"global"`` below
+    ``small_dev_documents`` (0: never), ``granularity`` otherwise."""
+    return "global" if small_dev_documents and dev_documents < small_dev_documents else granularity
 
 
 @dataclass(frozen=True)

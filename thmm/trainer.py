@@ -41,7 +41,7 @@ from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_pro
 from .features import broadcast_from_main, split_datasets, split_digest
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
-from .thresholds import TunedThresholds, tune_thresholds
+from .thresholds import TunedThresholds, dev_granularity, tune_thresholds
 
 logger = logging.getLogger("thmm.train")
 
@@ -214,7 +214,7 @@ def truncation_note(split_datasets: dict, max_length: int) -> str:
     return f"max length {max_length} word-pieces" + (f" (truncated: {', '.join(counts)})" if counts else "")
 
 
-def thresholds_note(args: TrainingArguments, thresholds: Thresholds) -> str:
+def thresholds_note(args: TrainingArguments, thresholds: Thresholds, granularity: str | None = None) -> str:
     """What decides in the saved model: the tuned thresholds, or ``--threshold`` untuned."""
     if not args.tune_thresholds:
         return f"thresholds: --threshold {thresholds.global_threshold:g} (not tuned: --no-tune-thresholds)"
@@ -223,8 +223,10 @@ def thresholds_note(args: TrainingArguments, thresholds: Thresholds) -> str:
         parts.append("per level " + ", ".join(f"{v:.2f}" for v in thresholds.per_level))
     if thresholds.per_node:
         parts.append(f"{len(thresholds.per_node)} per node")
-    return (f"thresholds tuned on dev ({args.threshold_objective}, --threshold-granularity "
-            f"{args.threshold_granularity}): {'; '.join(parts)}")
+    granularity = granularity or args.threshold_granularity
+    how = (f"--threshold-granularity {granularity}" if granularity == args.threshold_granularity else
+           f"{granularity}: dev has fewer than --small-dev-documents {args.small_dev_documents}")
+    return f"thresholds tuned on dev ({args.threshold_objective}, {how}): {'; '.join(parts)}"
 
 
 class Trainer:
@@ -584,6 +586,13 @@ class Trainer:
         return predict_probabilities(self.accelerator, model or self.model, self.eval_dls[split],
                                      len(self.datasets[split]), logits=logits)
 
+    @property
+    def threshold_granularity(self) -> str:
+        """What the thresholds (and the fusion weight's cross-validation) are tuned at: one global
+        value when dev is smaller than ``--small-dev-documents``, ``--threshold-granularity`` otherwise."""
+        return dev_granularity(self.args.threshold_granularity, len(self.references["validation"]),
+                               self.args.small_dev_documents)
+
     def fit_lexical_fusion(self, head_logits: dict) -> dict:
         """``--lexical-fusion``: :func:`thmm.lexical.fit_fusion` on this run's splits; the fused dev and
         test logits. Sets ``self.lexical`` for :meth:`save` and the reports."""
@@ -592,7 +601,7 @@ class Trainer:
         args = self.args
         self.lexical = fit_fusion(
             self.splits, self.tokenizer, args.max_length, self.taxonomy, self.references, head_logits,
-            scheme=args.scheme, objective=args.threshold_objective, granularity=args.threshold_granularity,
+            scheme=args.scheme, objective=args.threshold_objective, granularity=self.threshold_granularity,
             min_support=args.node_threshold_min_support, max_train_documents=args.lexical_max_train_documents,
             seed=args.seed, fixed_threshold=None if args.tune_thresholds else args.threshold)
         return self.lexical.logits
@@ -622,7 +631,7 @@ class Trainer:
             if args.tune_thresholds:
                 self.tuned = tune_thresholds(self.probs["validation"], self.references["validation"], self.taxonomy,
                                              args.threshold_objective, self.eval_taxonomy["validation"],
-                                             args.threshold_granularity, args.node_threshold_min_support)
+                                             self.threshold_granularity, args.node_threshold_min_support)
                 thresholds = self.tuned.thresholds
             self.results = {
                 split: evaluate_probabilities(self.probs[split], self.references[split], self.taxonomy, thresholds,
@@ -645,13 +654,14 @@ class Trainer:
                     heads = {split: self.taxonomy.min_along_path(p) for split, p in heads.items()}
                 heads_thresholds = tune_thresholds(
                     heads["validation"], self.references["validation"], self.taxonomy, args.threshold_objective,
-                    self.eval_taxonomy["validation"], args.threshold_granularity,
+                    self.eval_taxonomy["validation"], self.threshold_granularity,
                     args.node_threshold_min_support).thresholds if args.tune_thresholds else Thresholds(args.threshold)
                 self.results["test_heads_only"] = evaluate_probabilities(
                     heads["test"], self.references["test"], self.taxonomy, heads_thresholds, self.eval_taxonomy["test"])
         self.thresholds = thresholds
         if accelerator.is_main_process:
-            logger.info("%s; dev %s %.4f", thresholds_note(args, thresholds), args.threshold_objective,
+            logger.info("%s; dev %s %.4f", thresholds_note(args, thresholds, self.threshold_granularity),
+                        args.threshold_objective,
                         self.results["validation"].get(args.threshold_objective) or 0.0)
         debug_kill_point("thresholds_tuned")
         return thresholds
