@@ -592,6 +592,9 @@ def format_markdown(results: Mapping, digits: int = 4) -> str:
     levels = _levels(runs)
     sections = []
     for title, header, keys, per_level in _TABLES:
+        if keys == ["ece"] and not any(run.get(f"level{level}_ece") is not None for run in runs.values()
+                                       for level in levels):
+            continue  # no run had probabilities to calibrate
         lines = [f"### {title}", ""]
         header = ["Run", "Level", *header] if per_level else ["Run", *header]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
