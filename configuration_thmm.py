@@ -364,6 +364,9 @@ class THMMConfig(PretrainedConfig):
             temperature`): a node's probability is `sigmoid(logit / T)` with its level's `T`
             (`calibration_thmm`), which never changes the order of documents within a node. The saved
             thresholds are on these calibrated scores. `None`: the raw sigmoid scores.
+        calibration_shifts (`list[float]`, *optional*):
+            Platt scaling (`thmm-train --calibration platt`): one shift per level, added after the
+            temperature, `sigmoid(logit / T + b)`; needs `calibration_temperatures`.
 
     Example:
 
@@ -403,6 +406,7 @@ class THMMConfig(PretrainedConfig):
     lexical_scale: float | int = 1.0
     lexical_shift: float | int = 0.0
     calibration_temperatures: list[float | int] | None = None
+    calibration_shifts: list[float | int] | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.taxonomy, Taxonomy):
@@ -517,6 +521,13 @@ class THMMConfig(PretrainedConfig):
             if self.taxonomy is not None and len(temperatures) != self.get_taxonomy().num_levels:
                 raise ConfigFieldError("calibration_temperatures", "must hold one temperature per taxonomy level "
                                        f"({self.get_taxonomy().num_levels})", temperatures)
+        shifts = self.calibration_shifts
+        if shifts is not None:
+            if temperatures is None or len(shifts) != len(temperatures):
+                raise ConfigFieldError("calibration_shifts", "must hold one shift per calibration temperature "
+                                       f"({len(temperatures) if temperatures else 'none set'})", shifts)
+            if not all(math.isfinite(b) for b in shifts):
+                raise ConfigFieldError("calibration_shifts", "must hold finite numbers", shifts)
         if self.lexical_weight > 0 and not self.lexical_vocab_size:
             raise ConfigFieldError("lexical_weight", "must be 0 without a lexical scorer (lexical_vocab_size 0)",
                                    self.lexical_weight)

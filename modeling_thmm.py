@@ -40,7 +40,8 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # relative imports when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .calibration_thmm import calibrate_logits, check_review_below, document_confidence, node_temperatures
+    from .calibration_thmm import (calibrate_logits, check_review_below, document_confidence, node_shifts,
+                                   node_temperatures)
     from .configuration_thmm import (
         UNFINISHED_MARKER,
         Taxonomy,
@@ -78,7 +79,8 @@ try:  # relative imports when loaded as remote code next to a saved model (trust
         read_safetensors_header,
     )
 except ImportError:  # plain imports when installed as top-level modules
-    from calibration_thmm import calibrate_logits, check_review_below, document_confidence, node_temperatures
+    from calibration_thmm import (calibrate_logits, check_review_below, document_confidence, node_shifts,
+                                  node_temperatures)
     from configuration_thmm import (
         UNFINISHED_MARKER,
         Taxonomy,
@@ -491,11 +493,13 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
 
     def calibrated_logits(self, logits):
         """``logits`` (``[documents, nodes]``, torch or numpy) divided by each node's level's temperature
-        (``config.calibration_temperatures``, fitted on dev; ``calibration_thmm``); as they are without
-        one. ``sigmoid`` of these are the probabilities :meth:`predict_proba` and the pipeline give."""
+        (``config.calibration_temperatures``, fitted on dev; ``calibration_thmm``), plus its level's
+        shift with Platt scaling (``config.calibration_shifts``); as they are without one. ``sigmoid`` of these are the probabilities :meth:`predict_proba` and the pipeline give."""
         temperatures = self.config.calibration_temperatures
-        return calibrate_logits(logits, None if temperatures is None else node_temperatures(self.taxonomy,
-                                                                                            temperatures))
+        if temperatures is None:
+            return logits
+        return calibrate_logits(logits, node_temperatures(self.taxonomy, temperatures),
+                                node_shifts(self.taxonomy, self.config.calibration_shifts))
 
     def document_confidence(self, probabilities, threshold=None, top_k: int | None = None,
                             at_least_one: bool = False, consistent: bool | None = None) -> np.ndarray:

@@ -212,6 +212,9 @@ CASES = {
     "model-config-calibration-temperatures-per-level": config_case(
         "'calibration_temperatures': must hold one temperature per taxonomy level (3) (got [1.0])",
         calibration_temperatures=[1.0]),
+    "model-config-calibration-shifts-without-temperatures": config_case(
+        "'calibration_shifts': must hold one shift per calibration temperature (none set)",
+        calibration_shifts=[0.0, 0.0, 0.0]),
     "model-config-calibration-temperature-zero": config_case(
         "'calibration_temperatures': must hold temperatures in [0.05, 20.0]", calibration_temperatures=[1.0, 0.0, 2.0]),
 }

@@ -11,10 +11,11 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from calibration_thmm import calibrated_thresholds, document_confidence, node_temperatures
+from calibration_thmm import (calibrate_logits, calibrated_thresholds, document_confidence, node_shifts,
+                              node_temperatures)
 from configuration_thmm import ConfigFieldError, Taxonomy, THMMConfig, Thresholds
 from conftest import QUICKSTART_DATA, SMALL_RUN_ARGS, save_model_dir, train_in_process
-from thmm.calibration import expected_calibration_error, fit_temperatures, plot_reliability
+from thmm.calibration import expected_calibration_error, fit_platt, fit_temperatures, plot_reliability
 
 TEXTS = [("Shoe sole with a heel", "An insole for a boot with a lace."),
          ("wireless packet radio network", "A base station sends packets to a terminal over a radio channel."),
@@ -80,6 +81,57 @@ def test_mapped_thresholds_keep_every_decision(small_taxonomy):
     after = small_taxonomy.select(1 / (1 + np.exp(-logits / scale)), threshold=mapped)
     np.testing.assert_array_equal(before, after)
     assert mapped.per_level != thresholds.per_level and set(mapped.per_node) == {"A43B", "H04"}
+
+
+def test_mapped_thresholds_keep_every_decision_with_platt_shifts(small_taxonomy):
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 3, size=(400, len(small_taxonomy)))
+    thresholds = Thresholds(0.5, (0.6, 0.4, 0.3), per_node={"A43B": 0.2})
+    shifts = [0.5, -1.0, -2.5]
+    calibrated = calibrate_logits(logits, node_temperatures(small_taxonomy, TEMPERATURES),
+                                  node_shifts(small_taxonomy, shifts))
+    before = small_taxonomy.select(1 / (1 + np.exp(-logits)), threshold=thresholds)
+    after = small_taxonomy.select(1 / (1 + np.exp(-calibrated)),
+                                  threshold=calibrated_thresholds(thresholds, small_taxonomy, TEMPERATURES, shifts))
+    np.testing.assert_array_equal(before, after)
+
+
+def test_platt_recovers_a_shift_that_temperature_cannot(small_taxonomy):
+    rng = np.random.default_rng(2)
+    true_logits = rng.normal(-3, 2, size=(4000, len(small_taxonomy)))
+    targets = rng.random(true_logits.shape) < 1 / (1 + np.exp(-true_logits))
+    shifted = (true_logits + 1.5) * 2.0  # too high and overconfident: logit = 2 * (z + 1.5), so z = l / 2 - 1.5
+    temperatures, shifts = fit_platt(shifted, targets, small_taxonomy)
+    np.testing.assert_allclose(temperatures, [2.0] * 3, rtol=0.15)
+    np.testing.assert_allclose(shifts, [-1.5] * 3, atol=0.25)
+    platt = 1 / (1 + np.exp(-calibrate_logits(shifted, node_temperatures(small_taxonomy, temperatures),
+                                              node_shifts(small_taxonomy, shifts))))
+    only_t = 1 / (1 + np.exp(-shifted / node_temperatures(small_taxonomy, fit_temperatures(shifted, targets,
+                                                                                           small_taxonomy))))
+    assert (expected_calibration_error(platt, targets, small_taxonomy)["ece"]
+            < expected_calibration_error(only_t, targets, small_taxonomy)["ece"])
+
+
+def test_platt_shifts_are_saved_and_validated(tiny_model, tiny_tokenizer, tiny_encoder_config, small_taxonomy,
+                                              tmp_path):
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    model = calibrated_copy(tiny_model(seed=3))
+    model.config.calibration_shifts = [0.1, -0.2, 0.3]
+    save_model_dir(model, tiny_tokenizer, tmp_path / "m")
+    reloaded = THMMForHierarchicalClassification.from_pretrained(tmp_path / "m")
+    assert reloaded.config.calibration_shifts == [0.1, -0.2, 0.3]
+    logits = np.random.default_rng(0).normal(size=(3, len(small_taxonomy)))
+    np.testing.assert_allclose(reloaded.calibrated_logits(logits),
+                               logits / node_temperatures(small_taxonomy, TEMPERATURES)
+                               + node_shifts(small_taxonomy, [0.1, -0.2, 0.3]))
+    for temperatures, shifts, rule in ((None, [0.0, 0.0, 0.0], "one shift per calibration temperature (none set)"),
+                                       (TEMPERATURES, [0.0, 0.0], "one shift per calibration temperature (3)"),
+                                       (TEMPERATURES, [0.0, float("inf"), 0.0], "must hold finite numbers")):
+        with pytest.raises(ConfigFieldError, match="calibration_shifts") as err:
+            THMMConfig(encoder_config=tiny_encoder_config, taxonomy=small_taxonomy, max_length=64,
+                       calibration_temperatures=temperatures, calibration_shifts=shifts)
+        assert rule in str(err.value)
 
 
 def test_fitted_temperatures_undo_overconfidence_and_lower_ece(small_taxonomy):

@@ -71,7 +71,8 @@ class TrainingArguments:
                                       "alone); --no-lexical-fusion keeps the paper's model")
     calibration: str = _arg("none", "after the thresholds are tuned, calibrate the scores on dev: temperature (one "
                                     "temperature per level, saved in the model; the thresholds are mapped with it, so "
-                                    "no decision changes) or none (the raw sigmoid scores)", CALIBRATIONS)
+                                    "no decision changes), platt (a temperature and a shift per level, likewise) or "
+                                    "none (the raw sigmoid scores)", CALIBRATIONS)
     resume_from_model: str | None = _arg(None, "start from this saved model's weights (its encoder, heads and "
                                                "biases) instead of fresh heads, e.g. to continue training on an "
                                                "enlarged training set; its taxonomy must be this run's",

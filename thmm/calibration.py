@@ -22,17 +22,18 @@ import numpy as np
 from calibration_thmm import MAX_TEMPERATURE, MIN_TEMPERATURE
 from taxonomy_thmm import Taxonomy, level_name
 
-__all__ = ["CALIBRATIONS", "ECE_BINS", "expected_calibration_error", "fit_temperatures", "plot_reliability", "reliability_bins"]
+__all__ = ["CALIBRATIONS", "ECE_BINS", "expected_calibration_error", "fit_platt", "fit_temperatures", "plot_reliability", "reliability_bins"]
 
-#: ``thmm-train --calibration``: none, or one temperature per level fitted on dev
-CALIBRATIONS = ("none", "temperature")
+#: ``thmm-train --calibration``: none, one temperature per level, or Platt scaling per level (a
+#: temperature and a shift), fitted on dev
+CALIBRATIONS = ("none", "temperature", "platt")
 
 #: equal-width probability bins of the ECE and the reliability diagram
 ECE_BINS = 15
 
 
-def _level_nll(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
-    z = logits / temperature
+def _level_nll(logits: np.ndarray, targets: np.ndarray, temperature: float, shift: float = 0.0) -> float:
+    z = logits / temperature + shift
     # binary cross-entropy with logits, stable: max(z, 0) - z * y + log(1 + exp(-|z|))
     return float(np.mean(np.maximum(z, 0) - z * targets + np.log1p(np.exp(-np.abs(z)))))
 
@@ -60,6 +61,31 @@ def fit_temperatures(logits: np.ndarray, targets: np.ndarray, taxonomy: Taxonomy
                                options={"xatol": 1e-4})
         temperatures.append(float(min(max(math.exp(best.x), MIN_TEMPERATURE), MAX_TEMPERATURE)))
     return temperatures
+
+
+def fit_platt(logits: np.ndarray, targets: np.ndarray, taxonomy: Taxonomy) -> tuple[list[float], list[float]]:
+    """Platt scaling per level: ``(temperatures, shifts)``, the ``T`` in [MIN_TEMPERATURE,
+    MAX_TEMPERATURE] and ``b`` minimising the mean binary cross-entropy of ``sigmoid(logits / T + b)``
+    over each level's columns (started from :func:`fit_temperatures`' ``T`` and ``b = 0``). A level
+    without any positive or without any negative pair keeps ``T = 1, b = 0``."""
+    from scipy.optimize import minimize
+
+    logits = np.asarray(logits, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    start = fit_temperatures(logits, targets, taxonomy)
+    temperatures, shifts = [], []
+    bounds = [(math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)), (-20.0, 20.0)]
+    for cols, t0 in zip(taxonomy.level_slices, start):
+        z, y = logits[:, cols], targets[:, cols]
+        if not y.any() or y.all():
+            temperatures.append(1.0)
+            shifts.append(0.0)
+            continue
+        best = minimize(lambda v: _level_nll(z, y, math.exp(v[0]), v[1]), x0=[math.log(t0), 0.0], method="L-BFGS-B",
+                        bounds=bounds)
+        temperatures.append(float(min(max(math.exp(best.x[0]), MIN_TEMPERATURE), MAX_TEMPERATURE)))
+        shifts.append(float(best.x[1]))
+    return temperatures, shifts
 
 
 def reliability_bins(probabilities: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS):

@@ -62,7 +62,8 @@ def write_run_outputs(trainer, final_model, model_dir: Path) -> dict:
                "frozen_encoder_cache_hit": trainer.cache_hit}
     summary["test_coverage"] = coverage
     if trainer.temperatures is not None:
-        summary["calibration"] = {"temperatures": trainer.temperatures,
+        summary["calibration"] = {"method": trainer.args.calibration, "temperatures": trainer.temperatures,
+                                  "shifts": trainer.shifts,
                                   "dev_uncalibrated": trainer.results_uncalibrated["validation"],
                                   "test_uncalibrated": trainer.results_uncalibrated["test"]}
     if trainer.lexical is not None:

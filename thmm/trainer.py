@@ -388,7 +388,8 @@ class Trainer:
                       "data_digest": self.data_digest}
         self.tuned: TunedThresholds | None = None
         self.lexical = None  # a thmm.lexical.LexicalFusion after fit_lexical_fusion
-        self.temperatures = None  # one per level after calibrate (--calibration temperature)
+        self.temperatures = None  # one per level after calibrate (--calibration temperature or platt)
+        self.shifts = None  # one per level after calibrate with --calibration platt
         self.results_uncalibrated = None
         self.results: dict = {}
 
@@ -691,26 +692,31 @@ class Trainer:
         return thresholds
 
     def calibrate(self, logits: dict, thresholds: Thresholds) -> Thresholds:
-        """``--calibration temperature``: fit one temperature per level on the dev logits (the final,
-        fused ones), score dev and test with them (``self.probs``), and return ``thresholds`` mapped to
+        """``--calibration temperature`` (or ``platt``): fit one temperature (and shift) per level on the
+        dev logits (the final, fused ones), score dev and test with them (``self.probs``), and return ``thresholds`` mapped to
         the calibrated scale, so that every decision stays the same. The uncalibrated dev and test
         metrics are kept as ``self.results_uncalibrated``."""
-        from calibration_thmm import calibrated_thresholds, node_temperatures
+        from calibration_thmm import calibrate_logits, calibrated_thresholds, node_shifts, node_temperatures
 
-        from .calibration import fit_temperatures
+        from .calibration import fit_platt, fit_temperatures
 
         self.results_uncalibrated = {
             split: evaluate_probabilities(self.probs[split], self.references[split], self.taxonomy, thresholds,
                                           self.eval_taxonomy[split]) for split in ("validation", "test")}
-        self.temperatures = fit_temperatures(logits["validation"], self.dev_targets, self.taxonomy)
-        scale = node_temperatures(self.taxonomy, self.temperatures)
-        self.probs = {split: torch.sigmoid(torch.from_numpy(np.asarray(v, dtype=np.float32) / scale.astype(np.float32))
-                                           ).numpy() for split, v in logits.items()}
+        if self.args.calibration == "platt":
+            self.temperatures, self.shifts = fit_platt(logits["validation"], self.dev_targets, self.taxonomy)
+        else:
+            self.temperatures = fit_temperatures(logits["validation"], self.dev_targets, self.taxonomy)
+        scale, shift = node_temperatures(self.taxonomy, self.temperatures), node_shifts(self.taxonomy, self.shifts)
+        self.probs = {split: torch.sigmoid(torch.from_numpy(calibrate_logits(np.asarray(v, dtype=np.float32), scale,
+                                                                             shift))).numpy()
+                      for split, v in logits.items()}
         if self.args.consistent_scores:
             self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
-        logger.info("calibration: temperature per level %s, fitted on dev",
-                    ", ".join(f"{t:.3f}" for t in self.temperatures))
-        return calibrated_thresholds(thresholds, self.taxonomy, self.temperatures)
+        logger.info("calibration (%s): temperature per level %s%s, fitted on dev", self.args.calibration,
+                    ", ".join(f"{t:.3f}" for t in self.temperatures),
+                    "" if self.shifts is None else "; shift " + ", ".join(f"{b:.3f}" for b in self.shifts))
+        return calibrated_thresholds(thresholds, self.taxonomy, self.temperatures, self.shifts)
 
     # ---- save --------------------------------------------------------------------------------
 
@@ -730,6 +736,7 @@ class Trainer:
                                              if self.thresholds.per_level is not None else None)
             final.config.node_thresholds = self.thresholds.per_node
             final.config.calibration_temperatures = self.temperatures
+            final.config.calibration_shifts = self.shifts
             if self.lexical is not None and self.lexical.choice.weight > 0:
                 fit, choice = self.lexical.fit, self.lexical.choice
                 final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift)
