@@ -80,6 +80,28 @@ def main(argv=None) -> int:
                                           None),
             "platt": fit_platt(dev_logits, label_targets(taxonomy, dev_refs), taxonomy)}
     results = {}
+    # isotonic regression per level, for comparison only (not offered by thmm-train): a step function,
+    # so it ties documents within a node, and a threshold on a flat step can change decisions
+    from sklearn.isotonic import IsotonicRegression
+
+    dev_targets = label_targets(taxonomy, dev_refs)
+    isotonic = [IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
+        dev_logits[:, cols].ravel(), dev_targets[:, cols].ravel()) for cols in taxonomy.level_slices]
+    node_thresholds = taxonomy.node_thresholds(saved)
+    for name, (logits, refs, eval_taxonomy) in splits.items():
+        probs = np.zeros(logits.shape, dtype=np.float32)
+        mapped = np.zeros(len(taxonomy))
+        for level, cols in enumerate(taxonomy.level_slices):
+            probs[:, cols] = isotonic[level].predict(logits[:, cols].ravel()).reshape(len(logits), -1)
+            raw_t = np.clip(node_thresholds[cols], 1e-7, 1 - 1e-7)
+            mapped[cols] = isotonic[level].predict(np.log(raw_t) - np.log1p(-raw_t))
+        every_node = Thresholds(0.5, per_node={code: float(t) for code, t in zip(taxonomy.nodes, mapped)})
+        metrics = evaluate_probabilities(probs, refs, taxonomy, every_node, eval_taxonomy, with_scores=False)
+        ties = float(np.mean([len(np.unique(probs[:, j])) / len(np.unique(logits[:, j])) for j in
+                              range(probs.shape[1])]))
+        results[f"isotonic/{name}"] = {"macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"],
+                                       **expected_calibration_error(probs, label_targets(taxonomy, refs), taxonomy),
+                                       "distinct_scores_kept": ties}
     for method, fit in fits.items():
         thresholds = saved if fit is None else calibrated_thresholds(saved, taxonomy, fit[0], fit[1])
         for name, (logits, refs, eval_taxonomy) in splits.items():
