@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--scheme", default="ipc")
+    parser.add_argument("--documents", type=int, default=None, help="only the first N of each split (a smoke run)")
     args = parser.parse_args(argv)
     if not (args.data / "dev.tsv").exists():
         sys.exit(f"no dronesr data at {args.data}; nothing measured")
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     splits = {}
     for name, file in (("dev", "dev.tsv"), ("test", "test.tsv")):
         with open(args.data / file, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
+            rows = list(csv.DictReader(f, delimiter="\t"))[: args.documents]
         refs = [ast.literal_eval(r["labels"]) for r in rows]
         splits[name] = (raw_logits(model, tokenizer, [r["title"] for r in rows]), refs,
                         evaluation_taxonomy(taxonomy, refs, args.scheme))

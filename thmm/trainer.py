@@ -693,9 +693,9 @@ class Trainer:
 
     def calibrate(self, logits: dict, thresholds: Thresholds) -> Thresholds:
         """``--calibration temperature`` (or ``platt``): fit one temperature (and shift) per level on the
-        dev logits (the final, fused ones), score dev and test with them (``self.probs``), and return ``thresholds`` mapped to
-        the calibrated scale, so that every decision stays the same. The uncalibrated dev and test
-        metrics are kept as ``self.results_uncalibrated``."""
+        dev logits (the final, fused ones), score dev and test with them (``self.probs``), and return
+        ``thresholds`` mapped to the calibrated scale, so that every decision stays the same. The
+        uncalibrated dev and test metrics are kept as ``self.results_uncalibrated``."""
         from calibration_thmm import calibrate_logits, calibrated_thresholds, node_shifts, node_temperatures
 
         from .calibration import fit_platt, fit_temperatures
