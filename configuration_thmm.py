@@ -35,6 +35,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
+    from .calibration_thmm import MAX_TEMPERATURE, MIN_TEMPERATURE
     from .taxonomy_thmm import (
         Taxonomy,
         TaxonomyError,
@@ -45,6 +46,7 @@ try:  # relative import when loaded as remote code next to a saved model (trust_
         read_label_titles,
     )
 except ImportError:  # plain import when installed as a top-level module
+    from calibration_thmm import MAX_TEMPERATURE, MIN_TEMPERATURE
     from taxonomy_thmm import (
         Taxonomy,
         TaxonomyError,
@@ -357,6 +359,14 @@ class THMMConfig(PretrainedConfig):
             Slope of the calibration that maps SVM decision values onto logits (Platt scaling, fitted on dev).
         lexical_shift (`float`, *optional*, defaults to 0.0):
             Intercept of that calibration.
+        calibration_temperatures (`list[float]`, *optional*):
+            One temperature per taxonomy level, fitted on dev after training (`thmm-train --calibration
+            temperature`): a node's probability is `sigmoid(logit / T)` with its level's `T`
+            (`calibration_thmm`), which never changes the order of documents within a node. The saved
+            thresholds are on these calibrated scores. `None`: the raw sigmoid scores.
+        calibration_shifts (`list[float]`, *optional*):
+            Platt scaling (`thmm-train --calibration platt`): one shift per level, added after the
+            temperature, `sigmoid(logit / T + b)`; needs `calibration_temperatures`.
 
     Example:
 
@@ -395,6 +405,8 @@ class THMMConfig(PretrainedConfig):
     lexical_weight: float | int = 0.0
     lexical_scale: float | int = 1.0
     lexical_shift: float | int = 0.0
+    calibration_temperatures: list[float | int] | None = None
+    calibration_shifts: list[float | int] | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.taxonomy, Taxonomy):
@@ -501,6 +513,21 @@ class THMMConfig(PretrainedConfig):
         if self.doc_representation == "cnn" and layers and self.cnn_num_summed_layers > layers + 1:
             raise ConfigFieldError("cnn_num_summed_layers", f"must be at most the encoder's {layers + 1} hidden "
                                    "states (its layers and embeddings)", self.cnn_num_summed_layers)
+        temperatures = self.calibration_temperatures
+        if temperatures is not None:
+            if not all(MIN_TEMPERATURE <= t <= MAX_TEMPERATURE for t in temperatures):
+                raise ConfigFieldError("calibration_temperatures", f"must hold temperatures in [{MIN_TEMPERATURE}, "
+                                       f"{MAX_TEMPERATURE}]", temperatures)
+            if self.taxonomy is not None and len(temperatures) != self.get_taxonomy().num_levels:
+                raise ConfigFieldError("calibration_temperatures", "must hold one temperature per taxonomy level "
+                                       f"({self.get_taxonomy().num_levels})", temperatures)
+        shifts = self.calibration_shifts
+        if shifts is not None:
+            if temperatures is None or len(shifts) != len(temperatures):
+                raise ConfigFieldError("calibration_shifts", "must hold one shift per calibration temperature "
+                                       f"({len(temperatures) if temperatures else 'none set'})", shifts)
+            if not all(math.isfinite(b) for b in shifts):
+                raise ConfigFieldError("calibration_shifts", "must hold finite numbers", shifts)
         if self.lexical_weight > 0 and not self.lexical_vocab_size:
             raise ConfigFieldError("lexical_weight", "must be 0 without a lexical scorer (lexical_vocab_size 0)",
                                    self.lexical_weight)

@@ -40,6 +40,8 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # relative imports when loaded as remote code next to a saved model (trust_remote_code=True)
+    from .calibration_thmm import (calibrate_logits, check_review_below, document_confidence, node_shifts,
+                                   node_temperatures)
     from .configuration_thmm import (
         UNFINISHED_MARKER,
         Taxonomy,
@@ -77,6 +79,8 @@ try:  # relative imports when loaded as remote code next to a saved model (trust
         read_safetensors_header,
     )
 except ImportError:  # plain imports when installed as top-level modules
+    from calibration_thmm import (calibrate_logits, check_review_below, document_confidence, node_shifts,
+                                  node_temperatures)
     from configuration_thmm import (
         UNFINISHED_MARKER,
         Taxonomy,
@@ -129,6 +133,7 @@ __all__ = [
     "UnfinishedModelError",
     "WeightsError",
     "check_documents",
+    "check_review_below",
     "document_problem",
     "encode_documents",
     "encoder_layer_list",
@@ -486,6 +491,26 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         consistent = self.config.consistent_scores if consistent is None else consistent
         return self.taxonomy.min_along_path(probabilities) if consistent else np.asarray(probabilities)
 
+    def calibrated_logits(self, logits):
+        """``logits`` (``[documents, nodes]``, torch or numpy) divided by each node's level's temperature
+        (``config.calibration_temperatures``, fitted on dev; ``calibration_thmm``), plus its level's
+        shift with Platt scaling (``config.calibration_shifts``); as they are without one. ``sigmoid`` of these are the probabilities :meth:`predict_proba` and the pipeline give."""
+        temperatures = self.config.calibration_temperatures
+        if temperatures is None:
+            return logits
+        return calibrate_logits(logits, node_temperatures(self.taxonomy, temperatures),
+                                node_shifts(self.taxonomy, self.config.calibration_shifts))
+
+    def document_confidence(self, probabilities, threshold=None, top_k: int | None = None,
+                            at_least_one: bool = False, consistent: bool | None = None) -> np.ndarray:
+        """``[documents]``: per document, the probability that its whole decision (each node predicted
+        or not, as :meth:`decode` decides with these options) is right, taking the node probabilities
+        as independent (``calibration_thmm.document_confidence``). Meaningful on calibrated scores."""
+        thresholds = self.check_decoding(threshold, top_k, at_least_one, consistent) or self.config.thresholds
+        scores = self.scores_for_decoding(probabilities, consistent)
+        selected = self.taxonomy.select(scores, threshold=thresholds, top_k=top_k, at_least_one=at_least_one)
+        return document_confidence(scores, selected)
+
     def check_decoding(self, threshold=None, top_k: int | None = None, at_least_one: bool = False,
                        consistent: bool | None = None, decimals: int | None = DEFAULT_DECIMALS,
                        raw_scores: bool = False) -> Thresholds | None:
@@ -573,7 +598,8 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         for start in range(0, len(titles), batch_size):
             rows = order[start : start + batch_size]
             batch = tokenizer.pad({k: [v[i] for i in rows] for k, v in enc.items()}, return_tensors="pt")
-            probs[rows] = torch.sigmoid(self(**batch.to(self.device)).logits.float()).cpu().numpy()
+            logits = self.calibrated_logits(self(**batch.to(self.device)).logits.float())
+            probs[rows] = torch.sigmoid(logits).cpu().numpy()
         self.train(was_training)
         return probs, truncated
 

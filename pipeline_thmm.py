@@ -23,9 +23,11 @@ from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 # remote code, a module's relative imports decide the package it is loaded in, and the pipeline must
 # share the model's (one copy of every class, e.g. the Thresholds its decoding checks).
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .modeling_thmm import document_problem, encode_documents
+    from .explain_thmm import DEFAULT_EVIDENCE_WORDS, explain_document
+    from .modeling_thmm import check_review_below, document_problem, encode_documents
 except ImportError:  # plain import when installed as a top-level module
-    from modeling_thmm import document_problem, encode_documents
+    from explain_thmm import DEFAULT_EVIDENCE_WORDS, explain_document
+    from modeling_thmm import check_review_below, document_problem, encode_documents
 
 __all__ = ["PIPELINE_TASK", "HierarchicalPatentClassificationPipeline", "add_pipeline_to_config"]
 
@@ -75,6 +77,12 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
             full precision.
         raw_scores (`bool`, *optional*, defaults to `False`): show the scores the decision read (the
             heads' probabilities, or the consistent ones) instead of the hierarchy's display scores.
+        review_below (`float`, *optional*): a confidence in [0, 1]; each document then gives
+            ``{"predicted": [codes], "confidence": c, "review": c < review_below}``, where ``c`` is the
+            probability that its whole decision is right (`THMMForHierarchicalClassification.document_confidence`).
+        explain (`bool`, *optional*, defaults to `False`): each predicted code gains ``"evidence"``, the
+            words of the document that support it most (``explain_thmm``: gradient x input of the heads
+            plus the lexical scorer's TF-IDF x SVM weights, in logits), best first.
 
     Documents are tokenized as in training (`tokenization_thmm.encode_documents`, ``title [SEP] abstract``)
     and truncated to the model's `config.max_length`. `batch_size` and `device` work as for any pipeline.
@@ -92,18 +100,28 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
     _load_tokenizer = True
 
     DECODING_PARAMS = ("top_k", "threshold", "at_least_one", "consistent", "decimals", "raw_scores")
+    OUTPUT_PARAMS = ("review_below", "explain")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, explain: bool = False, **kwargs):
+        self._explain = self._check_explain(explain)
         super().__init__(*args, **kwargs)
         self.model.check_tokenizer(self.tokenizer, where=self.model.name_or_path or None)
         self._check_batch_size(self._batch_size)
 
     def _sanitize_parameters(self, **kwargs):
-        unknown = sorted(set(kwargs) - set(self.DECODING_PARAMS))
+        unknown = sorted(set(kwargs) - set(self.DECODING_PARAMS) - {"review_below"})
         if unknown:
-            raise TypeError(f"unexpected argument(s) {unknown}; this pipeline takes {list(self.DECODING_PARAMS)}")
-        self.model.check_decoding(**kwargs)
+            raise TypeError(f"unexpected argument(s) {unknown}; this pipeline takes "
+                            f"{list(self.DECODING_PARAMS + self.OUTPUT_PARAMS)}")
+        check_review_below(kwargs.get("review_below"))
+        self.model.check_decoding(**{k: v for k, v in kwargs.items() if k != "review_below"})
         return {}, {}, kwargs
+
+    @staticmethod
+    def _check_explain(explain) -> bool:
+        if not isinstance(explain, bool):
+            raise ValueError(f"explain: must be True or False (got {explain!r})")
+        return explain
 
     def __call__(self, inputs, **kwargs):
         """``inputs``: a string or a ``{"title", "abstract"}`` dict (returns one list of codes), or a
@@ -120,7 +138,24 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
             except ValueError as err:
                 raise ValueError(f"document {index}: {err}") from None
         self._check_batch_size(kwargs.get("batch_size"))
-        return super().__call__(inputs, **kwargs)
+        explain = self._check_explain(kwargs.pop("explain", self._explain))
+        outputs = super().__call__(inputs, **kwargs)
+        if explain:  # after the batched forward passes: one gradient pass per document
+            documents = [inputs] if one else list(inputs) if isinstance(inputs, list) else None
+            if documents is None:
+                raise ValueError("explain: needs a string, a dict or a list of those (not a generator or a dataset)")
+            for document, output in zip(documents, [outputs] if one else outputs):
+                self._add_evidence(document, output)
+        return outputs
+
+    def _add_evidence(self, document, output) -> None:
+        """Each predicted code of ``output`` (one document's) gains ``"evidence"``: ``explain_document``'s words."""
+        records = output["predicted"] if isinstance(output, dict) else output
+        title, abstract = title_and_abstract(document)
+        evidence = explain_document(self.model, self.tokenizer, title, abstract, [r["code"] for r in records],
+                                    top_words=DEFAULT_EVIDENCE_WORDS)
+        for record in records:
+            record["evidence"] = evidence[record["code"]]
 
     @staticmethod
     def _check_batch_size(batch_size) -> None:
@@ -137,9 +172,16 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
     def _forward(self, model_inputs):
         return {"logits": self.model(**model_inputs).logits}
 
-    def postprocess(self, model_outputs, **decoding):
-        probabilities = torch.sigmoid(model_outputs["logits"].float()).numpy()
-        return self.model.label_records(probabilities, **decoding)[0]
+    def postprocess(self, model_outputs, review_below=None, **decoding):
+        probabilities = torch.sigmoid(self.model.calibrated_logits(model_outputs["logits"].float())).numpy()
+        records = self.model.label_records(probabilities, **decoding)[0]
+        if review_below is None:
+            return records
+        decision = {k: v for k, v in decoding.items() if k in ("threshold", "top_k", "at_least_one", "consistent")}
+        confidence = float(self.model.document_confidence(probabilities, **decision)[0])
+        decimals = decoding.get("decimals", 4)
+        shown = confidence if decimals is None else round(confidence, decimals)
+        return {"predicted": records, "confidence": shown, "review": confidence < review_below}
 
 
 PIPELINE_REGISTRY.register_pipeline(

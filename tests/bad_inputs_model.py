@@ -208,4 +208,13 @@ CASES = {
         "api", predict_call(titles=["shoe sole", 7]), ValueError, ("document 1: field 'title': expected a string",)),
     "model-predict-api-titles-one-string": Case(
         "api", predict_call(titles="shoe sole"), ValueError, ("titles: expected a list of strings, got str",)),
+    # ---- calibration (issue 34): one temperature per level, each in range
+    "model-config-calibration-temperatures-per-level": config_case(
+        "'calibration_temperatures': must hold one temperature per taxonomy level (3) (got [1.0])",
+        calibration_temperatures=[1.0]),
+    "model-config-calibration-shifts-without-temperatures": config_case(
+        "'calibration_shifts': must hold one shift per calibration temperature (none set)",
+        calibration_shifts=[0.0, 0.0, 0.0]),
+    "model-config-calibration-temperature-zero": config_case(
+        "'calibration_temperatures': must hold temperatures in [0.05, 20.0]", calibration_temperatures=[1.0, 0.0, 2.0]),
 }

@@ -263,6 +263,12 @@ CASES = {
         after=no_output),
     "predict-nan-weights": Case(  # refused at load or at the first score, and nothing written either way
         "predict", output_argv(lambda env: env.predict_argv(model=nan_weights(env))), 2, ("{model}",), after=no_output),
+    # ---- review flags (issue 34): a confidence in [0, 1]
+    "predict-review-below-above-1": Case(
+        "predict", lambda env: env.predict_argv("--review-below", "1.5"), 2,
+        ("--review-below: must be a confidence between 0 and 1 (got 1.5)",)),
+    "predict-review-below-nan": Case(
+        "predict", lambda env: env.predict_argv("--review-below", "nan"), 2, ("--review-below: must be a confidence",)),
 }
 
 if not torch.cuda.is_available():

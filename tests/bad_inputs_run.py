@@ -199,6 +199,13 @@ CASES = {
     # ---- code: an encoder that would run code of its own is refused unless trusted
     "run-encoder-needs-remote-code": Case(
         "train", encoder_with_code, 2, ("--encoder {tmp}/encoder", "--trust-remote-code"), after=no_code_ran),
+    # ---- --resume-from-model (issue 34): the same taxonomy, a model that loads
+    "run-resume-from-model-other-taxonomy": Case(
+        "train", lambda env: env.train_argv("--resume-from-model", str(env.sources["model"])), 2,
+        ("--resume-from-model", "it was trained for another taxonomy", "--taxonomy")),
+    "run-resume-from-model-missing": Case(
+        "train", lambda env: env.train_argv("--resume-from-model", str(env.tmp / "nothing")), 2,
+        ("--resume-from-model {tmp}/nothing: cannot load it",)),
 }
 
 

@@ -18,10 +18,12 @@ from conftest import QUICKSTART_DATA
 from dataset_script import publish as publish_module
 from thmm import cli as commands
 from thmm.cli import predict as predict_cli
+from thmm.cli import suggest as suggest_cli
 from thmm.cli import train as train_cli
 
 VERSION = f"thmm-patents {thmm.__version__}"
-COMMANDS = {"train": train_cli.cli, "predict": predict_cli.cli, "publish": commands.publish, "stats": commands.stats}
+COMMANDS = {"train": train_cli.cli, "predict": predict_cli.cli, "publish": commands.publish, "stats": commands.stats,
+            "suggest": suggest_cli.cli}
 # the shared names each command takes (transformers' TrainingArguments names where one exists)
 SHARED = {
     "train": ["--output-dir", "--dataset", "--config", "--push-to-hub", "--hub-model-id", "--hub-private", "--version",
@@ -30,7 +32,12 @@ SHARED = {
     "publish": ["--output-dir", "--dataset", "--dataset-config", "--push-to-hub", "--hub-model-id", "--hub-private",
                 "--version", "--quiet", "--verbose"],
     "stats": ["--output-dir", "--dataset", "--dataset-config", "--version", "--quiet", "--verbose"],
+    "suggest": ["--output", "--version", "--quiet", "--verbose"],
 }
+# each command's own options of issue 34 (calibration, review, explanations, active learning), dashed
+OWN = {"train": ["--calibration", "--resume-from-model"], "predict": ["--review-below", "--explain"],
+       "suggest": ["--model", "--input", "--n", "--seed", "--format", "--batch-size", "--device",
+                   "--trust-remote-code"]}
 
 
 def call(command, argv, capsys):
@@ -77,6 +84,7 @@ def test_help_lists_the_shared_names(command, capsys):
     text = help_text(command, capsys)
     options = set(re.findall(r"(?m)^\s{2}(--[\w-]+)", text)) | set(re.findall(r"(?m)^\s{2}--[\w-]+, (--[\w-]+)", text))
     assert set(SHARED[command]) <= options, set(SHARED[command]) - options
+    assert set(OWN.get(command, [])) <= options, set(OWN.get(command, [])) - options
 
 
 # ---- --help ------------------------------------------------------------------------------------------
@@ -107,7 +115,7 @@ def test_train_help_examples_one_per_line_and_negations_on_one_line(capsys):
     assert "\nthe Hub:\n" in text and "\nmodel:\n" in text  # sections
 
 
-@pytest.mark.parametrize("command", ["predict", "publish", "stats"])
+@pytest.mark.parametrize("command", ["predict", "publish", "stats", "suggest"])
 def test_examples_one_per_line(command, capsys):
     text = help_text(command, capsys)
     examples = [line for line in text.splitlines() if line.startswith(f"    thmm-{command} ")]

@@ -525,7 +525,7 @@ def test_format_markdown_single_and_runs(hand_results):
     other = compute_hierarchical_metrics([["A43C"], ["A43B"], ["A43B", "B41F"]], REFERENCES)
     text = format_markdown({"THMM | cls": hand_results, "flat": other})
     assert "THMM \\| cls" in text and "| flat |" in text
-    assert text.count("| flat |") == 1 + 3 + 3 + 1 + 1  # overall, 3 levels twice, errors, data
+    assert text.count("| flat |") == 1 + 3 + 3 + 1 + 1  # overall, 3 levels twice, errors, data (no ECE: no scores)
     assert "–" in text  # fp_hops of the perfect run are undefined
     with pytest.raises(ValueError, match="results dict"):
         format_markdown({"run": {"accuracy": 1.0}})
@@ -613,6 +613,13 @@ def reference_metrics(predictions, references, taxonomy, scores=None, score_labe
         node_scores[:, ~has] = scores.min() - 1.0
         out["unscored_gold_labels"] = int(gold[:, ~has].sum())
         out["auprc"] = average_precision_score(gold, node_scores, average="micro")
+        if 0 <= node_scores[:, has].min() and node_scores[:, has].max() <= 1:  # probabilities: ECE, plainly
+            for prefix, cols in [("", has)] + [(f"level{lvl}_", has & (levels == lvl))
+                                               for lvl in range(1, levels.max() + 1)]:
+                p, y = node_scores[:, cols].ravel(), gold[:, cols].ravel()
+                bins = [(p >= b / 15) & ((p < (b + 1) / 15) | (b == 14)) for b in range(15)]
+                out[f"{prefix}ece"] = (sum(abs(p[m].mean() - y[m].mean()) * m.sum() for m in bins if m.any()) / len(p)
+                                       if len(p) else None)
 
     error_level = error_level or int(levels.max())
     hops, without_gold, fp_docs, fp_count = [], 0, 0, 0

@@ -258,7 +258,7 @@ def test_test_predictions_and_thmm_predict_share_one_schema(saved_model_dir, tmp
     assert [sorted(r) for r in saved] == [["id", "labels", "predicted"]] * 2
     assert [r["id"] for r in saved] == ["P1", "P2"] and saved[0]["labels"] == ["A43B"]
     for records in (outputs["in.tsv"], saved):
-        assert all(set(r) - {"truncated", "labels"} == {"id", "predicted"} for r in records)
+        assert all(set(r) - {"truncated", "labels", "confidence"} == {"id", "predicted"} for r in records)
         for r in records:
             assert r["predicted"] and all(set(p) == {"code", "score", "level", "title"} for p in r["predicted"])
             assert all(p["score"] == round(p["score"], 4) for p in r["predicted"])

@@ -153,8 +153,9 @@ def test_output_matches_the_whole_input_predict_proba_path(model_dir, tmp_path, 
     model = THMMForHierarchicalClassification.from_pretrained(model_dir).eval()
     probs, truncated = model.predict_proba(tiny_tokenizer, [d["title"] for d in docs], [d["abstract"] for d in docs],
                                            batch_size=8, return_truncated=True)
-    expected = "".join(json.dumps({"id": d["id"], "predicted": p, "truncated": t}) + "\n"
-                       for d, p, t in zip(docs, model.label_records(probs), truncated))
+    expected = "".join(json.dumps({"id": d["id"], "predicted": p, "confidence": round(float(c), 4), "truncated": t})
+                       + "\n" for d, p, c, t in zip(docs, model.label_records(probs), model.document_confidence(probs),
+                                                     truncated))
     assert (tmp_path / "out.jsonl").read_text() == expected
 
 

@@ -24,6 +24,7 @@ from configuration_thmm import (
     looks_like_local_path,
 )
 
+from .calibration import CALIBRATIONS
 from .selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 from .thresholds import DEFAULT_GRANULARITY, GRANULARITIES, NODE_MIN_SUPPORT, SMALL_DEV_DOCUMENTS
 
@@ -68,6 +69,14 @@ class TrainingArguments:
     lexical_fusion: bool = _arg(True, "after training, fit a TF-IDF linear SVM per node over the word-pieces and fuse "
                                       "its scores into the model's logits, with a weight chosen on dev (0: the heads "
                                       "alone); --no-lexical-fusion keeps the paper's model")
+    calibration: str = _arg("none", "after the thresholds are tuned, calibrate the scores on dev: temperature (one "
+                                    "temperature per level, saved in the model; the thresholds are mapped with it, so "
+                                    "no decision changes), platt (a temperature and a shift per level, likewise) or "
+                                    "none (the raw sigmoid scores)", CALIBRATIONS)
+    resume_from_model: str | None = _arg(None, "start from this saved model's weights (its encoder, heads and "
+                                               "biases) instead of fresh heads, e.g. to continue training on an "
+                                               "enlarged training set; its taxonomy must be this run's",
+                                         metavar="MODEL_DIR")
     lexical_max_train_documents: int = _arg(200_000, "--lexical-fusion fits its SVMs on at most this many training "
                                                      "documents, a random sample beyond (0: all of them)")
     # data

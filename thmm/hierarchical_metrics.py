@@ -24,6 +24,8 @@ import numpy as np
 
 from taxonomy_thmm import Taxonomy, TaxonomyError, cpc_level, level_name
 
+from .calibration import expected_calibration_error
+
 __all__ = [
     "compute_hierarchical_metrics",
     "format_markdown",
@@ -97,6 +99,9 @@ def compute_hierarchical_metrics(
           sorting the flattened matrix with its labels); ``None`` without scores
           or without any gold label. ``unscored_gold_labels`` counts the (document, gold node)
           pairs that had no score (ranked last); ``None`` without scores.
+        - ``ece``, ``level{l}_ece``: expected calibration error of the node scores, when they are
+          probabilities (all in [0, 1]): over every (document, scored node) pair, and per level
+          (``thmm.calibration``; 15 equal-width bins). Absent otherwise.
         - ``level{l}_micro_precision`` ... ``level{l}_macro_f1``: the same six numbers restricted to
           the nodes of level ``l`` (1 = section, 2 = class, 3 = subclass for CPC).
         - ``level{l}_avg_predicted``, ``level{l}_avg_gold``: mean number of predicted / gold labels
@@ -178,6 +183,8 @@ def compute_hierarchical_metrics(
         results["unscored_gold_labels"] = int(n_gold[~scored].sum())
         if n_gold.any():
             results["auprc"] = _micro_average_precision(gold, node_scores)
+        if scored.any() and 0 <= node_scores[:, scored].min() and node_scores[:, scored].max() <= 1:
+            results.update(expected_calibration_error(node_scores, gold, taxonomy, scored))  # probabilities only
 
     for level, cols in enumerate(taxonomy.level_slices, start=1):
         for key, value in _prf(tp[cols], n_pred[cols], n_gold[cols]).items():
@@ -558,6 +565,7 @@ _TABLES = [
         ["avg_predicted", "avg_gold", "docs_without_prediction"],
         True,
     ),
+    ("Calibration (expected calibration error of the node probabilities, 15 bins)", ["ECE"], ["ece"], True),
     (
         "False positives (hops to the nearest gold label of the same level)",
         ["Level", "FP documents", "FPs", "Hops mean", "Hops std", "FPs in docs without gold at level"],
@@ -584,6 +592,9 @@ def format_markdown(results: Mapping, digits: int = 4) -> str:
     levels = _levels(runs)
     sections = []
     for title, header, keys, per_level in _TABLES:
+        if keys == ["ece"] and not any(run.get(f"level{level}_ece") is not None for run in runs.values()
+                                       for level in levels):
+            continue  # no run had probabilities to calibrate
         lines = [f"### {title}", ""]
         header = ["Run", "Level", *header] if per_level else ["Run", *header]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -394,8 +394,10 @@ class ChunkPredictor:
             rows = order[start : start + self.batch_size]
             batch = self.collate(Rows(table.take(rows), rows))
             batch.pop("index")
-            logits = self.model(**{k: v.to(self.model.device) for k, v in batch.items()}).logits
-            probs[rows] = torch.sigmoid(logits.float()).cpu().numpy()
+            logits = self.model(**{k: v.to(self.model.device) for k, v in batch.items()}).logits.float()
+            if hasattr(self.model, "calibrated_logits"):  # the calibration saved with the model
+                logits = self.model.calibrated_logits(logits)
+            probs[rows] = torch.sigmoid(logits).cpu().numpy()
         return probs, table.column("truncated").to_numpy()
 
 

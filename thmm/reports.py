@@ -50,6 +50,7 @@ def write_run_outputs(trainer, final_model, model_dir: Path) -> dict:
     write_report({"dev": results["validation"]}, metrics_dir, name="dev_metrics")
     write_report({"test": results["test"], f"test (threshold {args.threshold})": results["test_default"]},
                  metrics_dir, name="test_metrics")
+    coverage = write_confidence_reports(trainer, final_model, metrics_dir)
     summary = {"thresholds": thresholds, "best_epoch": trainer.best_epoch, "history": state["history"],
                "stopped_early": state["selection"]["stop"], "dev": results["validation"], "test": results["test"],
                f"test_at_{args.threshold}": results["test_default"],
@@ -59,19 +60,52 @@ def write_run_outputs(trainer, final_model, model_dir: Path) -> dict:
                "train_seconds": state.get("train_seconds", []),
                "frozen_encoder_cache": str(trainer.cache_dir) if trainer.cache_dir else None,
                "frozen_encoder_cache_hit": trainer.cache_hit}
+    summary["test_coverage"] = coverage
+    if trainer.temperatures is not None:
+        summary["calibration"] = {"method": trainer.args.calibration, "temperatures": trainer.temperatures,
+                                  "shifts": trainer.shifts,
+                                  "dev_uncalibrated": trainer.results_uncalibrated["validation"],
+                                  "test_uncalibrated": trainer.results_uncalibrated["test"]}
     if trainer.lexical is not None:
         summary["lexical_fusion"] = trainer.lexical.to_dict()
         summary["test_heads_only"] = results["test_heads_only"]
     (metrics_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     write_test_predictions(output_dir / "test_predictions.jsonl", trainer.splits["test"]["patent_id"],
-                           trainer.references["test"], final_model.label_records(trainer.probs["test"]))
+                           trainer.references["test"], final_model.label_records(trainer.probs["test"]),
+                           final_model.document_confidence(trainer.probs["test"]))
     return summary
 
 
-def write_test_predictions(path: Path, ids, gold, records) -> None:
-    """``test_predictions.jsonl``: per test document, ``{"id", "labels", "predicted"}``, the schema of
-    ``thmm-predict`` (the id under the same key and of its input type, the records of
-    ``label_records``: scores that obey the hierarchy, rounded to 4 places) plus the gold ``labels``."""
+def write_confidence_reports(trainer, final_model, metrics_dir: Path) -> list[dict]:
+    """The test report's coverage table (appended to ``test_metrics.md``) and plot
+    (``test_metrics_coverage.png``), and the dev/test reliability diagram
+    (``test_metrics_reliability.png``); returns the coverage rows."""
+    from .abstention import coverage_curve, format_coverage_table, plot_coverage
+    from .calibration import plot_reliability
+    from .data import label_targets
+
+    probs, references, taxonomy = trainer.probs, trainer.references, trainer.taxonomy
+    confidence = final_model.document_confidence(probs["test"])
+    rows = coverage_curve(probs["test"], references["test"], taxonomy, final_model.config.thresholds,
+                          trainer.eval_taxonomy["test"], confidence)
+    with open(metrics_dir / "test_metrics.md", "a", encoding="utf-8") as f:
+        f.write("\n" + format_coverage_table(rows))
+    plot_coverage(rows, metrics_dir / "test_metrics_coverage.png")
+    plot_reliability({split: (probs[key], label_targets(taxonomy, references[key]))
+                      for split, key in (("dev", "validation"), ("test", "test"))}, taxonomy,
+                     metrics_dir / "test_metrics_reliability.png")
+    return rows
+
+
+def write_test_predictions(path: Path, ids, gold, records, confidences=None) -> None:
+    """``test_predictions.jsonl``: per test document, ``{"id", "labels", "predicted", "confidence"}``,
+    the schema of ``thmm-predict`` (the id under the same key and of its input type, the records of
+    ``label_records``: scores that obey the hierarchy, rounded to 4 places, the document confidence
+    rounded likewise) plus the gold ``labels``; no ``confidence`` when ``confidences`` is ``None``."""
+    confidences = [None] * len(records) if confidences is None else [round(float(c), 4) for c in confidences]
     with open(path, "w", encoding="utf-8") as f:
-        for ident, labels, predicted in zip(ids, gold, records, strict=True):
-            f.write(json.dumps({"id": ident, "labels": labels, "predicted": predicted}, allow_nan=False) + "\n")
+        for ident, labels, predicted, confidence in zip(ids, gold, records, confidences, strict=True):
+            line = {"id": ident, "labels": labels, "predicted": predicted}
+            if confidence is not None:
+                line["confidence"] = confidence
+            f.write(json.dumps(line, allow_nan=False) + "\n")

@@ -229,6 +229,34 @@ def thresholds_note(args: TrainingArguments, thresholds: Thresholds, granularity
     return f"thresholds tuned on dev ({args.threshold_objective}, {how}): {'; '.join(parts)}"
 
 
+def load_trained_weights(model, saved: str, taxonomy) -> None:
+    """``--resume-from-model``: copy a saved model's weights (encoder, document vector, heads) into
+    ``model``, built for this run; its lexical scorer, thresholds and calibration are fitted again at
+    the end. A ConfigError naming the option when it cannot be loaded, was trained for another
+    taxonomy, or has another shape (encoder, head type, sizes)."""
+    option = f"--resume-from-model {saved}"
+    try:
+        trained = THMMForHierarchicalClassification.from_pretrained(saved)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{option}: cannot load it ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                          ) from None
+    if trained.taxonomy.fingerprint != taxonomy.fingerprint:
+        raise ConfigError(f"{option}: it was trained for another taxonomy ({len(trained.taxonomy)} nodes) than this "
+                          f"run's ({len(taxonomy)} nodes); pass its taxonomy with --taxonomy (Taxonomy.to_json of "
+                          "its config's), so that every run of the enlarged set keeps the same heads")
+    weights = {k: v for k, v in trained.state_dict().items() if not k.startswith("lexical.")}
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:
+        raise ConfigError(f"{option}: its weights do not fit this run's model ({str(err).splitlines()[-1].strip()}); "
+                          "use the same --encoder, --head-type, --doc-representation and sizes") from None
+    missing = [k for k in missing if not k.startswith("lexical.")]
+    if missing or unexpected:
+        raise ConfigError(f"{option}: its weights do not fit this run's model (missing {missing[:3]}, unexpected "
+                          f"{unexpected[:3]}); use the same --encoder, --head-type and --doc-representation")
+    logger.info("model: weights from %s (--resume-from-model)", saved)
+
+
 class Trainer:
     """One training run. ``Trainer(args)`` builds everything; then :meth:`fit`, :meth:`tune_thresholds`
     and :meth:`save` (or :func:`train` for all three)."""
@@ -305,6 +333,8 @@ class Trainer:
             )
         if args.output_bias_init == "prior":  # a resumed run loads its biases from the checkpoint instead
             model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)))
+        if args.resume_from_model and not self.resume_from:  # a checkpoint of this run comes later, and wins
+            load_trained_weights(model, args.resume_from_model, taxonomy)
         if args.freeze_encoder:
             for p in model.encoder.parameters():
                 p.requires_grad_(False)
@@ -360,6 +390,9 @@ class Trainer:
                       "data_digest": self.data_digest}
         self.tuned: TunedThresholds | None = None
         self.lexical = None  # a thmm.lexical.LexicalFusion after fit_lexical_fusion
+        self.temperatures = None  # one per level after calibrate (--calibration temperature or platt)
+        self.shifts = None  # one per level after calibrate with --calibration platt
+        self.results_uncalibrated = None
         self.results: dict = {}
 
     def _early_stopping(self, state: dict | None = None) -> EarlyStopping:
@@ -619,10 +652,10 @@ class Trainer:
         best = accelerator.prepare(best)
         logits = {split: self.predict(split, best, logits=True) for split in ("validation", "test")}
         head_probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy() for split, v in logits.items()}
-        self.probs = head_probs
+        self.probs, final_logits = head_probs, logits
         if args.lexical_fusion and accelerator.is_main_process:
-            self.probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy()
-                          for split, v in self.fit_lexical_fusion(logits).items()}
+            final_logits = self.fit_lexical_fusion(logits)
+            self.probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy() for split, v in final_logits.items()}
             debug_kill_point("lexical_fitted")
         if args.consistent_scores:  # the saved model decodes these: tune and report on them too
             self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
@@ -633,6 +666,8 @@ class Trainer:
                                              args.threshold_objective, self.eval_taxonomy["validation"],
                                              self.threshold_granularity, args.node_threshold_min_support)
                 thresholds = self.tuned.thresholds
+            if args.calibration != "none":
+                thresholds = self.calibrate(final_logits, thresholds)
             self.results = {
                 split: evaluate_probabilities(self.probs[split], self.references[split], self.taxonomy, thresholds,
                                               self.eval_taxonomy[split])
@@ -666,6 +701,33 @@ class Trainer:
         debug_kill_point("thresholds_tuned")
         return thresholds
 
+    def calibrate(self, logits: dict, thresholds: Thresholds) -> Thresholds:
+        """``--calibration temperature`` (or ``platt``): fit one temperature (and shift) per level on the
+        dev logits (the final, fused ones), score dev and test with them (``self.probs``), and return
+        ``thresholds`` mapped to the calibrated scale, so that every decision stays the same. The
+        uncalibrated dev and test metrics are kept as ``self.results_uncalibrated``."""
+        from calibration_thmm import calibrate_logits, calibrated_thresholds, node_shifts, node_temperatures
+
+        from .calibration import fit_platt, fit_temperatures
+
+        self.results_uncalibrated = {
+            split: evaluate_probabilities(self.probs[split], self.references[split], self.taxonomy, thresholds,
+                                          self.eval_taxonomy[split]) for split in ("validation", "test")}
+        if self.args.calibration == "platt":
+            self.temperatures, self.shifts = fit_platt(logits["validation"], self.dev_targets, self.taxonomy)
+        else:
+            self.temperatures = fit_temperatures(logits["validation"], self.dev_targets, self.taxonomy)
+        scale, shift = node_temperatures(self.taxonomy, self.temperatures), node_shifts(self.taxonomy, self.shifts)
+        self.probs = {split: torch.sigmoid(torch.from_numpy(calibrate_logits(np.asarray(v, dtype=np.float32), scale,
+                                                                             shift))).numpy()
+                      for split, v in logits.items()}
+        if self.args.consistent_scores:
+            self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
+        logger.info("calibration (%s): temperature per level %s%s, fitted on dev", self.args.calibration,
+                    ", ".join(f"{t:.3f}" for t in self.temperatures),
+                    "" if self.shifts is None else "; shift " + ", ".join(f"{b:.3f}" for b in self.shifts))
+        return calibrated_thresholds(thresholds, self.taxonomy, self.temperatures, self.shifts)
+
     # ---- save --------------------------------------------------------------------------------
 
     def save(self) -> dict:
@@ -683,6 +745,8 @@ class Trainer:
             final.config.level_thresholds = (list(self.thresholds.per_level)
                                              if self.thresholds.per_level is not None else None)
             final.config.node_thresholds = self.thresholds.per_node
+            final.config.calibration_temperatures = self.temperatures
+            final.config.calibration_shifts = self.shifts
             if self.lexical is not None and self.lexical.choice.weight > 0:
                 fit, choice = self.lexical.fit, self.lexical.choice
                 final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift)

@@ -21,8 +21,11 @@ file with another suffix, or of stdin; ``-`` reads text lines from stdin unless 
 A title, abstract or id holds at most 1,000,000 characters, and a line at most 64 MiB.
 
 Output: one JSON object per document, ``{"id", "predicted": [{"code", "score", "level", "title"}],
-"truncated"}``, codes ordered by level then score, each predicted code with all its ancestors; scores
-rounded to 4 decimals (``--full-precision``: unrounded). It goes to ``--output FILE``, to
+"confidence", "truncated"}``, codes ordered by level then score, each predicted code with all its
+ancestors; scores rounded to 4 decimals (``--full-precision``: unrounded). ``confidence`` is the
+probability that the document's whole decision is right (calibrated scores taken as independent);
+``--review-below X`` adds ``"review": true`` where it is below ``X``, and ``--explain`` gives each
+code ``"evidence": [{"word", "weight"}]``, the document's words that support it most. It goes to ``--output FILE``, to
 ``--output-dir DIR`` as ``DIR/predictions.jsonl`` (the folder is created), or to stdout. Nothing else
 is printed but errors, warnings and the count of truncated documents (``--quiet``: not that either;
 ``--verbose``: loading messages and progress bars too).
@@ -116,6 +119,12 @@ def main(argv=None) -> int:
     parser.add_argument("--consistent-scores", action=argparse.BooleanOptionalAction, default=None,
                         help="cap each node's score by its ancestors' (no child above its parent) before decoding; "
                              "default: the model's config.consistent_scores")
+    parser.add_argument("--review-below", type=float, default=None, metavar="CONFIDENCE",
+                        help="flag (\"review\": true) each document whose confidence, the probability that its "
+                             "whole decision is right, is below this value in [0, 1]: the ones to send to a person")
+    parser.add_argument("--explain", action="store_true",
+                        help="give each predicted code its \"evidence\": the words of the document that support it "
+                             "most (gradient x input of the heads plus the lexical scorer's TF-IDF x SVM weights)")
     parser.add_argument("--full-precision", action="store_true",
                         help="write the scores unrounded (default: rounded to 4 decimals)")
     parser.add_argument("--batch-size", type=int, default=32, help="documents per forward pass (default: 32)")
@@ -182,6 +191,13 @@ def main(argv=None) -> int:
         titles = read_label_titles(args.label_titles)
         model.config.label_titles = {c: titles[c] for c in model.taxonomy.nodes if c in titles}
     max_length = args.max_length or model.config.max_length
+    scores_confidence = hasattr(model, "document_confidence")
+    if (args.review_below is not None or args.explain) and not scores_confidence:
+        raise InputError(f"--{'explain' if args.explain else 'review-below'}: {args.model} is not a THMM model")
+    if args.explain:
+        from explain_thmm import explain_document
+    from decoding_thmm import DEFAULT_DECIMALS, rounded
+
     predict = ChunkPredictor(model, tokenizer, max_length, args.batch_size)
     rounding = score_rounding(model, args.full_precision)
     source = input_name(args.input)
@@ -189,10 +205,23 @@ def main(argv=None) -> int:
     def predict_lines(docs):
         probs, truncated = predict(docs)
         check_finite_scores(probs, docs, source, args.model)
-        records = model.label_records(probs, threshold=args.threshold, top_k=args.top_k,
-                                      at_least_one=args.at_least_one, consistent=args.consistent_scores, **rounding)
-        lines = [json.dumps({"id": doc["id"], "predicted": predicted, "truncated": bool(cut)}, allow_nan=False) + "\n"
-                 for doc, predicted, cut in zip(docs, records, truncated)]
+        decision = {"threshold": args.threshold, "top_k": args.top_k, "at_least_one": args.at_least_one,
+                    "consistent": args.consistent_scores}
+        records = model.label_records(probs, **decision, **rounding)
+        confidences = model.document_confidence(probs, **decision) if scores_confidence else [None] * len(docs)
+        lines = []
+        for doc, predicted, confidence, cut in zip(docs, records, confidences, truncated):
+            if args.explain:
+                evidence = explain_document(model, tokenizer, doc["title"], doc["abstract"],
+                                            [r["code"] for r in predicted], max_length=max_length)
+                for record in predicted:
+                    record["evidence"] = evidence[record["code"]]
+            line = {"id": doc["id"], "predicted": predicted}
+            if confidence is not None:
+                line["confidence"] = rounded(confidence, rounding.get("decimals", DEFAULT_DECIMALS))
+            if args.review_below is not None:
+                line["review"] = bool(confidence < args.review_below)
+            lines.append(json.dumps({**line, "truncated": bool(cut)}, allow_nan=False) + "\n")
         return lines, int(truncated.sum())
 
     if args.output_dir is not None:
@@ -242,6 +271,13 @@ def option_problems(args) -> list[str]:
     if args.max_length is not None:
         try:
             check_max_length(args.max_length, "--max-length")
+        except ValueError as err:
+            problems.append(str(err))
+    if args.review_below is not None:
+        from calibration_thmm import check_review_below
+
+        try:
+            check_review_below(args.review_below, "--review-below")
         except ValueError as err:
             problems.append(str(err))
     if (problem := device_problem(args.device)) is not None:
