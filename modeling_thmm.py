@@ -56,6 +56,7 @@ try:  # relative imports when loaded as remote code next to a saved model (trust
         FlatHead,
         HierarchicalHeads,
         LevelHeads,
+        SharedLevelHeads,
         pool_encoder_outputs,
         set_output_biases,
     )
@@ -93,6 +94,7 @@ except ImportError:  # plain imports when installed as top-level modules
         FlatHead,
         HierarchicalHeads,
         LevelHeads,
+        SharedLevelHeads,
         pool_encoder_outputs,
         set_output_biases,
     )
@@ -173,7 +175,7 @@ class THMMPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, LevelHeads):
+        if isinstance(module, (LevelHeads, SharedLevelHeads)):
             module.reset_parameters()
         elif isinstance(module, (nn.Linear, nn.Conv1d)):
             fan_in = module.weight[0].numel()
@@ -214,7 +216,8 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
             self.heads = FlatHead(taxonomy, doc_size, config.flat_hidden_size, config.head_dropout)
         else:
             self.heads = HierarchicalHeads(
-                taxonomy, doc_size, config.head_hidden_size, config.head_dropout, parent_links=config.head_type == "thmm"
+                taxonomy, doc_size, config.head_hidden_size, config.head_dropout, parent_links=config.head_type == "thmm",
+                deep_heads=config.deep_heads, deep_hidden_size=config.deep_head_hidden_size,
             )
         self.lexical = LexicalScorer(config.lexical_vocab_size, len(taxonomy)) if config.lexical_vocab_size else None
         # Saved with the weights, so that weights meet the taxonomy they were trained for.

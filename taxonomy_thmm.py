@@ -38,6 +38,8 @@ __all__ = [
     "cpc_ancestors",
     "cpc_level",
     "cut_code",
+    "cut_labels",
+    "label_depth",
     "level_name",
     "normalize_symbol",
     "read_label_titles",
@@ -180,6 +182,18 @@ def cut_code(code: str, depth: int) -> str:
     if depth == 3:
         return code[:4]
     return code.partition("/")[0] + "/00"
+
+
+def cut_labels(codes: Iterable[str], depth: int) -> list[str]:
+    """A label list cut to ``depth`` (:func:`cut_code`), in order, each code once: ``["G05D 1/02",
+    "G05D 1/04"]`` -> ``["G05D 1/00"]`` at depth 4."""
+    return list(dict.fromkeys(cut_code(code, depth) for code in codes))
+
+
+def label_depth(codes: Iterable[str], scheme: str = "cpc") -> int:
+    """The depth a taxonomy needs for these canonical label codes: 5 when one is a subgroup, 4 when one
+    is a main group, else 3 (subclass labels, the paper's)."""
+    return max(3, max((cpc_level(code, scheme, 5) for code in codes), default=3))
 
 
 def cpc_ancestors(code: str, scheme: str = "cpc", depth: int = 3) -> list[str]:

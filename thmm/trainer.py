@@ -297,6 +297,7 @@ class Trainer:
             model = THMMForHierarchicalClassification.from_encoder(
                 args.encoder, taxonomy, encoder_kwargs=trust, head_type=args.head_type,
                 doc_representation=args.doc_representation, head_hidden_size=args.head_hidden_size,
+                deep_heads=args.deep_heads, deep_head_hidden_size=args.deep_head_hidden_size,
                 head_dropout=args.head_dropout, threshold=args.threshold, max_length=args.max_length,
                 label_titles=label_titles_for(args, taxonomy), loss_type=args.loss_type, focal_gamma=args.focal_gamma,
                 consistent_scores=args.consistent_scores,
