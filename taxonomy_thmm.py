@@ -875,7 +875,9 @@ class Taxonomy:
 
 
 def read_label_titles(path) -> dict[str, str]:
-    """Read a ``code<TAB>title`` file (no header), such as the official CPC title list.
+    """Read a ``code<TAB>title`` file (no header), such as the official CPC title list, at any level:
+    group symbols may be written in any notation :func:`normalize_symbol` reads (``G05D1/02``,
+    ``G05D 1/02``, ``G05D   1/02``, ``G05D0001020000``) and are keyed by their canonical form.
 
     Errors name the file and the line.
     """
@@ -897,6 +899,11 @@ def read_label_titles(path) -> dict[str, str]:
         problem = _title_line_problem(code, title)
         if problem:
             raise ValueError(f"{path}, line {lineno}, field {problem}")
+        if len(code) > 4 and code[4] in "0123456789 ":  # a group symbol, in any notation: its canonical form
+            try:
+                code = normalize_symbol(code, "cpc")
+            except TaxonomyError as err:
+                raise ValueError(f"{path}, line {lineno}, field 'code': {err}") from None
         if code in titles:
             raise ValueError(f"{path}, line {lineno}: code {code!r} appears twice")
         titles[code] = title.strip()

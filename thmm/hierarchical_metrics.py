@@ -98,7 +98,8 @@ def compute_hierarchical_metrics(
           or without any gold label. ``unscored_gold_labels`` counts the (document, gold node)
           pairs that had no score (ranked last); ``None`` without scores.
         - ``level{l}_micro_precision`` ... ``level{l}_macro_f1``: the same six numbers restricted to
-          the nodes of level ``l`` (1 = section, 2 = class, 3 = subclass for CPC).
+          the nodes of level ``l`` (1 = section, 2 = class, 3 = subclass, 4 = main group, 5 = subgroup for
+          CPC/IPC).
         - ``level{l}_avg_predicted``, ``level{l}_avg_gold``: mean number of predicted / gold labels
           of level ``l`` per document; ``level{l}_docs_without_prediction``: documents with no
           predicted label at level ``l``.
@@ -552,7 +553,8 @@ _TABLES = [
         [*_PRF_KEYS, "f1_avg", "auprc"],
         False,
     ),
-    ("Per level (1 = section, 2 = class, 3 = subclass for CPC)", _PRF_HEADER, _PRF_KEYS, True),
+    ("Per level (1 = section, 2 = class, 3 = subclass, 4 = main group, 5 = subgroup for CPC/IPC)", _PRF_HEADER,
+     _PRF_KEYS, True),
     (
         "Coverage per level",
         ["Avg. predicted / doc", "Avg. gold / doc", "Docs without prediction"],
