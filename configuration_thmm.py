@@ -268,6 +268,7 @@ _VALUE_RULES = {
     "max_length": (f"must be at least {MIN_MAX_LENGTH}", lambda v: v >= MIN_MAX_LENGTH),
     "focal_gamma": ("must be finite and at least 0", lambda v: 0 <= v < math.inf),
     "lexical_vocab_size": ("must be at least 0", lambda v: v >= 0),
+    "lexical_top_k": ("must be at least 0", lambda v: v >= 0),
     "lexical_weight": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "lexical_scale": ("must be finite", math.isfinite),
     "lexical_shift": ("must be finite", math.isfinite),
@@ -367,6 +368,9 @@ class THMMConfig(PretrainedConfig):
             vector of word-pieces (one linear SVM per node, fitted by `train.py` after the heads;
             `thmm.lexical`). 0: no lexical scorer, the paper's model. Otherwise the tokenizer's
             vocabulary size.
+        lexical_top_k (`int`, *optional*, defaults to 0):
+            0: the lexical scorer holds a dense `[vocab, nodes]` weight matrix; k > 0: each node keeps its
+            k word-pieces of largest absolute weight (what `train.py` stores for main groups and subgroups).
         lexical_weight (`float`, *optional*, defaults to 0.0):
             How much of each node's logit the lexical scorer gives, in [0, 1]: the model outputs
             `(1 - lexical_weight) * heads + lexical_weight * (lexical_scale * svm + lexical_shift)`.
@@ -413,6 +417,7 @@ class THMMConfig(PretrainedConfig):
     loss_type: Literal[LOSS_TYPES] = "bce"
     focal_gamma: float | int = 2.0
     lexical_vocab_size: int = 0
+    lexical_top_k: int = 0
     lexical_weight: float | int = 0.0
     lexical_scale: float | int = 1.0
     lexical_shift: float | int = 0.0

@@ -60,7 +60,7 @@ try:  # relative imports when loaded as remote code next to a saved model (trust
         pool_encoder_outputs,
         set_output_biases,
     )
-    from .lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits
+    from .lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits, top_k_weights
     from .tokenization_thmm import (
         check_batching,
         check_documents,
@@ -98,7 +98,7 @@ except ImportError:  # plain imports when installed as top-level modules
         pool_encoder_outputs,
         set_output_biases,
     )
-    from lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits
+    from lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits, top_k_weights
     from tokenization_thmm import (
         check_batching,
         check_documents,
@@ -135,6 +135,7 @@ __all__ = [
     "encode_documents",
     "encoder_layer_list",
     "fuse_lexical_logits",
+    "top_k_weights",
     "longest_first",
     "read_safetensors_header",
 ]
@@ -219,7 +220,8 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
                 taxonomy, doc_size, config.head_hidden_size, config.head_dropout, parent_links=config.head_type == "thmm",
                 deep_heads=config.deep_heads, deep_hidden_size=config.deep_head_hidden_size,
             )
-        self.lexical = LexicalScorer(config.lexical_vocab_size, len(taxonomy)) if config.lexical_vocab_size else None
+        self.lexical = (LexicalScorer(config.lexical_vocab_size, len(taxonomy), config.lexical_top_k)
+                        if config.lexical_vocab_size else None)
         # Saved with the weights, so that weights meet the taxonomy they were trained for.
         self.register_buffer("taxonomy_fingerprint", fingerprint_tensor(taxonomy))
         self.register_load_state_dict_pre_hook(self._check_state_dict_fingerprint)
@@ -323,11 +325,14 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         set_output_biases(self.heads, self.taxonomy, priors)
 
     @torch.no_grad()
-    def set_lexical_scorer(self, idf, weight, bias, fusion_weight: float, scale: float, shift: float) -> None:
+    def set_lexical_scorer(self, idf, weight, bias, fusion_weight: float, scale: float, shift: float,
+                           top_k: int = 0) -> None:
         """Install a fitted lexical scorer (``idf [vocab]``, ``weight [vocab, nodes]``, ``bias [nodes]``;
-        ``thmm.lexical.fit_lexical_scorer``) and its fusion settings, in the module and the config."""
-        scorer = build_lexical_scorer(idf, weight, bias, len(self.taxonomy))
-        values = {"lexical_vocab_size": scorer.idf.shape[0], "lexical_weight": float(fusion_weight),
+        ``thmm.lexical.fit_lexical_scorer``; each node's ``top_k`` largest weights only when ``top_k`` > 0)
+        and its fusion settings, in the module and the config."""
+        scorer = build_lexical_scorer(idf, weight, bias, len(self.taxonomy), top_k)
+        values = {"lexical_vocab_size": scorer.idf.shape[0], "lexical_top_k": int(top_k),
+                  "lexical_weight": float(fusion_weight),
                   "lexical_scale": float(scale), "lexical_shift": float(shift)}
         type(self.config)(**{**self.config.to_dict(), **values})  # validated before anything changes
         for key, value in values.items():

@@ -676,7 +676,8 @@ class Trainer:
             final.config.node_thresholds = self.thresholds.per_node
             if self.lexical is not None and self.lexical.choice.weight > 0:
                 fit, choice = self.lexical.fit, self.lexical.choice
-                final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift)
+                final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift,
+                                         top_k=fit.top_k)
             ckpt.check_finite(final.named_parameters(), f"the final model to {run.model}")
             with ckpt.writing(run.partial_model):
                 if run.partial_model.exists():  # an interrupted save's: ours, and incomplete
