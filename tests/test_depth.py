@@ -313,8 +313,11 @@ NOTATIONS = (lambda sub, main, group: f"{sub}{main}/{group}",             # trai
 
 @pytest.fixture(scope="module")
 def group_dataset(tmp_path_factory):
+    return write_group_dataset(tmp_path_factory.mktemp("groups"))
+
+
+def write_group_dataset(out):
     """The quickstart patents with group symbols (two main groups per subclass, subgroups below)."""
-    out = tmp_path_factory.mktemp("groups")
     for split, notation in zip(("train", "dev", "test"), NOTATIONS):
         with open(QUICKSTART_DATA / f"{split}.tsv", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
@@ -353,3 +356,21 @@ def test_train_and_predict_at_depth_four(group_dataset, tiny_encoder_dir, tmp_pa
         assert [r["level"] for r in predicted] == [1, 2, 3, 4]  # the main group and its ancestors
         main = predicted[-1]["code"]
         assert main.endswith("/00") and [r["code"] for r in predicted[:3]] == [main[0], main[:3], main[:4]]
+
+
+def test_quality_benchmark_at_depth_four(group_dataset, tiny_encoder_dir, tmp_path):
+    """bench/quality.py --depth 4: SVM and TMM at the main group, with the cost columns (epoch time,
+    peak RSS, model size, head parameters)."""
+    out = subprocess.run(
+        [sys.executable, str(QUICKSTART_DATA.parents[1] / "bench" / "quality.py"), "--data", str(group_dataset),
+         "--scheme", "cpc", "--encoder", str(tiny_encoder_dir), "--out", str(tmp_path), "--depth", "4",
+         "--models", "svm,tmm-mean", "--epochs", "1", "--n-jobs", "1", "--no-lexical-fusion",
+         "--deep-head-hidden-size", "8"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for run in results.values():
+        assert run["settings"]["depth"] == 4 and "level4_macro_f1" in run["test"] and run["peak_rss_mb"] > 0
+    tmm = results["tmm-mean"]
+    assert tmm["model_bytes"] > 0 and tmm["head_parameters"] > 0 and tmm["settings"]["deep_heads"] == "shared"
+    report = (tmp_path / "results.md").read_text()
+    assert "| tmm-mean | 4 | shared |" in report and "4 = main group" in report
