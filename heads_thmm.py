@@ -304,10 +304,10 @@ def pool_encoder_outputs(doc_representation: str, outputs, hidden_states, attent
 
 
 @torch.no_grad()
-def set_output_biases(heads: nn.Module, taxonomy: Taxonomy, priors) -> None:
+def set_output_biases(heads: nn.Module, taxonomy: Taxonomy, priors, from_level: int = 1) -> None:
     """Set each head's output bias to the log-odds of its node's prior (``[nodes]`` probabilities in
-    taxonomy order); :class:`FlatHead` sets its leaves'. A ValueError unless every prior is strictly
-    between 0 and 1."""
+    taxonomy order), on the levels from ``from_level`` down; :class:`FlatHead` sets its leaves'. A
+    ValueError unless every prior is strictly between 0 and 1."""
     priors = torch.as_tensor(np.asarray(priors, dtype=np.float64))
     if priors.shape != (len(taxonomy),) or not bool(((priors > 0) & (priors < 1)).all()):
         raise ValueError(f"priors must be {len(taxonomy)} probabilities strictly between 0 and 1")
@@ -315,5 +315,6 @@ def set_output_biases(heads: nn.Module, taxonomy: Taxonomy, priors) -> None:
     if isinstance(heads, FlatHead):
         heads.classifier.bias.copy_(log_odds[heads.leaf_ids.cpu()])
         return
-    for level, nodes in zip(heads.levels, taxonomy.level_slices):
-        level.bias_out.copy_(log_odds[nodes].view(-1, 1, 1))
+    for depth, (level, nodes) in enumerate(zip(heads.levels, taxonomy.level_slices), start=1):
+        if depth >= from_level:
+            level.bias_out.copy_(log_odds[nodes].view(-1, 1, 1))

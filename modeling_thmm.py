@@ -318,11 +318,12 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         return self.config.doc_representation == "cnn"
 
     @torch.no_grad()
-    def init_output_biases(self, priors) -> None:
+    def init_output_biases(self, priors, from_level: int = 1) -> None:
         """Set each head's output bias to the log-odds of its node's prior (``[nodes]`` probabilities in
         taxonomy order, e.g. training-set frequencies), so that training starts from the label
-        frequencies instead of 0.5 for every node. Flat models set their leaves' biases."""
-        set_output_biases(self.heads, self.taxonomy, priors)
+        frequencies instead of 0.5 for every node; only on the levels from ``from_level`` down
+        (TMM/THMM). Flat models set their leaves' biases."""
+        set_output_biases(self.heads, self.taxonomy, priors, from_level)
 
     @torch.no_grad()
     def set_lexical_scorer(self, idf, weight, bias, fusion_weight: float, scale: float, shift: float,

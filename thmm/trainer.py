@@ -304,6 +304,10 @@ class Trainer:
             )
         if args.output_bias_init == "prior":  # a resumed run loads its biases from the checkpoint instead
             model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)))
+        elif args.head_type != "flat" and taxonomy.num_levels > 3:
+            # thousands of rare main groups and subgroups: started at 0.5, the shared deep heads would spend
+            # their first epoch pushing every node down (levels 1-3 keep --output-bias-init uniform)
+            model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)), from_level=4)
         if args.freeze_encoder:
             for p in model.encoder.parameters():
                 p.requires_grad_(False)
