@@ -374,3 +374,19 @@ def test_quality_benchmark_at_depth_four(group_dataset, tiny_encoder_dir, tmp_pa
     assert tmm["model_bytes"] > 0 and tmm["head_parameters"] > 0 and tmm["settings"]["deep_heads"] == "shared"
     report = (tmp_path / "results.md").read_text()
     assert "| tmm-mean | 4 | shared |" in report and "4 = main group" in report
+
+
+def test_deep_levels_can_start_at_their_priors_alone(tiny_encoder_config):
+    """What the trainer does at depth 4 and 5 unless --output-bias-init prior: the main groups'
+    output biases at the log-odds of their priors, the levels above as initialised."""
+    model = build_tiny_model(tiny_encoder_config, deep_taxonomy(4), head_type="tmm")
+    taxonomy = model.taxonomy
+    before = [level.bias_out.detach().clone() for level in model.heads.levels]
+    priors = np.linspace(0.01, 0.5, len(taxonomy))
+    model.init_output_biases(priors, from_level=4)
+    for depth, (level, nodes) in enumerate(zip(model.heads.levels, taxonomy.level_slices), start=1):
+        if depth < 4:
+            assert torch.equal(level.bias_out, before[depth - 1])
+        else:
+            expected = torch.log(torch.tensor(priors[nodes] / (1 - priors[nodes]))).float()
+            assert torch.allclose(level.bias_out.view(-1), expected)
