@@ -174,7 +174,7 @@ def head_parameters(model_dir: Path) -> int:
 
 def features_cache(args) -> Path:
     """Where frozen-encoder features are cached: runs at other depths on the same patents share them."""
-    return args.features_cache_dir or args.out / "features_cache"
+    return getattr(args, "features_cache_dir", None) or args.out / "features_cache"  # bench/thresholds.py has none
 
 
 def peak_rss_mb() -> float:
