@@ -44,6 +44,7 @@ try:  # relative import when loaded as remote code next to a saved model (trust_
         cpc_ancestors,
         cpc_level,
         read_label_titles,
+        DEPTHS,
     )
 except ImportError:  # plain import when installed as a top-level module
     from calibration_thmm import MAX_TEMPERATURE, MIN_TEMPERATURE
@@ -55,10 +56,13 @@ except ImportError:  # plain import when installed as a top-level module
         cpc_ancestors,
         cpc_level,
         read_label_titles,
+        DEPTHS,
     )
 
 __all__ = [
     "ConfigFieldError",
+    "DEEP_HEADS",
+    "DEPTHS",
     "DOC_REPRESENTATIONS",
     "HEAD_TYPES",
     "LOSS_TYPES",
@@ -84,6 +88,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 HEAD_TYPES = ("tmm", "thmm", "flat")
+# The heads of the levels below the subclass (heads_thmm.HierarchicalHeads): hidden layers shared by the
+# level with one output row per node (THMM: one hidden state per parent), or the paper's per-node heads.
+DEEP_HEADS = ("shared", "per_node")
 DOC_REPRESENTATIONS = ("cls", "cnn", "mean")
 LOSS_TYPES = ("bce", "focal")
 MIN_MAX_LENGTH = 8  # word-pieces per document: [CLS], [SEP]s and a few tokens of text
@@ -254,6 +261,7 @@ def _is_dtype_name(value) -> bool:
 # Rules on the values of fields whose type is right, one per field: (rule, check).
 _VALUE_RULES = {
     "head_hidden_size": ("must be at least 1", lambda v: v >= 1),
+    "deep_head_hidden_size": ("must be at least 1", lambda v: v >= 1),
     "flat_hidden_size": ("must be at least 1", lambda v: v >= 1),
     "cnn_num_filters": ("must be at least 1", lambda v: v >= 1),
     "cnn_num_summed_layers": ("must be at least 1", lambda v: v >= 1),
@@ -262,6 +270,7 @@ _VALUE_RULES = {
     "max_length": (f"must be at least {MIN_MAX_LENGTH}", lambda v: v >= MIN_MAX_LENGTH),
     "focal_gamma": ("must be finite and at least 0", lambda v: 0 <= v < math.inf),
     "lexical_vocab_size": ("must be at least 0", lambda v: v >= 0),
+    "lexical_top_k": ("must be at least 0", lambda v: v >= 0),
     "lexical_weight": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "lexical_scale": ("must be finite", math.isfinite),
     "lexical_shift": ("must be finite", math.isfinite),
@@ -314,6 +323,16 @@ class THMMConfig(PretrainedConfig):
             `"mean"`: masked mean of the last hidden layer (suits sentence encoders such as MiniLM).
         head_hidden_size (`int`, *optional*, defaults to 256):
             Width of both hidden layers of every node head.
+        depth (`int`, *optional*):
+            How deep the CPC/IPC codes go: 3 (subclass, the paper's), 4 (main group) or 5 (subgroup).
+            Set from the taxonomy when left out; a value that differs from the taxonomy's is refused.
+        deep_heads (`str`, *optional*, defaults to `"shared"`, one of `DEEP_HEADS`):
+            The heads of main groups and subgroups: `"shared"`, two hidden layers shared by the level and
+            one output row per node (THMM: the hidden state computed once per parent node, from the
+            document vector and the parent's hidden state); `"per_node"`: the paper's per-node heads of
+            width `deep_head_hidden_size`.
+        deep_head_hidden_size (`int`, *optional*, defaults to 128):
+            Width of the hidden layers of the main-group and subgroup heads.
         head_dropout (`float`, *optional*, defaults to 0.25):
             Dropout after each hidden layer of the heads (TMM, THMM and flat).
         flat_hidden_size (`int`, *optional*, defaults to 512):
@@ -351,6 +370,9 @@ class THMMConfig(PretrainedConfig):
             vector of word-pieces (one linear SVM per node, fitted by `train.py` after the heads;
             `thmm.lexical`). 0: no lexical scorer, the paper's model. Otherwise the tokenizer's
             vocabulary size.
+        lexical_top_k (`int`, *optional*, defaults to 0):
+            0: the lexical scorer holds a dense `[vocab, nodes]` weight matrix; k > 0: each node keeps its
+            k word-pieces of largest absolute weight (what `train.py` stores for main groups and subgroups).
         lexical_weight (`float`, *optional*, defaults to 0.0):
             How much of each node's logit the lexical scorer gives, in [0, 1]: the model outputs
             `(1 - lexical_weight) * heads + lexical_weight * (lexical_scale * svm + lexical_shift)`.
@@ -388,6 +410,9 @@ class THMMConfig(PretrainedConfig):
     head_type: Literal[HEAD_TYPES] = "thmm"
     doc_representation: Literal[DOC_REPRESENTATIONS] = "cls"
     head_hidden_size: int = 256
+    depth: int | None = None
+    deep_heads: Literal[DEEP_HEADS] = "shared"
+    deep_head_hidden_size: int = 128
     head_dropout: float | int = 0.25
     flat_hidden_size: int = 512
     cnn_num_filters: int = 256
@@ -402,6 +427,7 @@ class THMMConfig(PretrainedConfig):
     loss_type: Literal[LOSS_TYPES] = "bce"
     focal_gamma: float | int = 2.0
     lexical_vocab_size: int = 0
+    lexical_top_k: int = 0
     lexical_weight: float | int = 0.0
     lexical_scale: float | int = 1.0
     lexical_shift: float | int = 0.0
@@ -418,6 +444,8 @@ class THMMConfig(PretrainedConfig):
             kwargs.pop("num_labels", None)  # the taxonomy gives it
             self.id2label = taxonomy.id2label
             self.label2id = taxonomy.label2id
+            if self.depth is None:
+                self.depth = taxonomy.depth
         self.problem_type = "multi_label_classification"
         kwargs.setdefault("auto_map", dict(_AUTO_MAP))
         super().__post_init__(**kwargs)
@@ -431,6 +459,7 @@ class THMMConfig(PretrainedConfig):
                 raise ConfigFieldError(name, rule, getattr(self, name))
         self._check_encoder_config()
         self._check_taxonomy()
+        self._check_depth()
         self._check_thresholds()
         self._check_limits()
 
@@ -485,6 +514,19 @@ class THMMConfig(PretrainedConfig):
             if given is not None and {str(k): v for k, v in given.items()} != {str(k): v for k, v in derived.items()}:
                 raise ConfigFieldError(field, "must follow the taxonomy's node order, or be left out (the taxonomy "
                                        "gives it)", given)
+
+    def _check_depth(self) -> None:
+        """``depth`` is the taxonomy's (a CPC/IPC one): the heads were built for its levels."""
+        if self.depth is None:
+            return
+        if isinstance(self.depth, bool) or self.depth not in DEPTHS:
+            raise ConfigFieldError("depth", f"must be one of {', '.join(map(str, DEPTHS))} (subclass, main group, "
+                                   "subgroup)", self.depth)
+        taxonomy = self.get_taxonomy() if self.taxonomy is not None else None
+        if taxonomy is not None and taxonomy.depth != self.depth:
+            have = "a parent-map taxonomy, which has no depth" if taxonomy.depth is None else \
+                f"the taxonomy's depth {taxonomy.depth}"
+            raise ConfigFieldError("depth", f"must equal {have}", self.depth)
 
     def _check_thresholds(self) -> None:
         try:

@@ -5,6 +5,8 @@
 * :class:`LevelHeads` / :class:`HierarchicalHeads`: TMM / THMM, one binary head per taxonomy node,
   the heads of one level computed together from stacked weights (one GEMM or batched matmul per
   layer per level), not as hundreds of per-node modules.
+* :class:`SharedLevelHeads`: the levels below the subclass (main groups, subgroups), with hidden
+  layers shared by the level and one output row per node, so that thousands of nodes cost little.
 * :class:`FlatHead`: the flat baselines' leaf-only MLP; an inner node scores the max over its children.
 * :func:`pool_encoder_outputs`: what each document representation reads from the encoder;
   :func:`set_output_biases`: the heads' output biases at the label priors.
@@ -27,8 +29,10 @@ try:  # relative import when loaded as remote code next to a saved model (trust_
 except ImportError:  # plain import when installed as a top-level module
     from taxonomy_thmm import Taxonomy
 
-__all__ = ["CNNDocumentEncoder", "FlatHead", "HierarchicalHeads", "LevelHeads", "pool_encoder_outputs",
-           "set_output_biases"]
+__all__ = ["DEEP_LEVEL", "CNNDocumentEncoder", "FlatHead", "HierarchicalHeads", "LevelHeads",
+           "SharedLevelHeads", "pool_encoder_outputs", "set_output_biases"]
+
+DEEP_LEVEL = 4  # main groups and below get the deep heads; sections, classes, subclasses the paper's
 
 
 class CNNDocumentEncoder(nn.Module):
@@ -117,34 +121,117 @@ class LevelHeads(nn.Module):
         return logits.squeeze(-1).transpose(0, 1), h2
 
 
-class HierarchicalHeads(nn.Module):
-    """TMM / THMM heads for every node, one :class:`LevelHeads` per taxonomy level."""
+class SharedLevelHeads(nn.Module):
+    """The heads of one level below the subclass (main groups, subgroups: thousands of nodes), at a
+    cost that grows by one output row per node: the level shares its two hidden layers, and each
+    node scores the shared state with its own output row and bias::
 
-    def __init__(self, taxonomy: Taxonomy, in_features: int, hidden_size: int, dropout: float, parent_links: bool):
+        TMM:   h = relu(W2 relu(W1 x + b1) + b2);                    logit_j = h . w_out[j] + b_out[j]
+        THMM:  h_p = relu(W2 relu(W1 x + P1 g_p + b1) + b2) per parent p; logit_j = h_{p(j)} . w_out[j] + b_out[j]
+
+    In THMM the hidden state is computed once per parent node ``p`` from the document vector and the
+    parent's own hidden state ``g_p`` (its head's second hidden layer, as in the paper's parent
+    link), with weights shared across the level; every child of ``p`` reads that parent-conditioned
+    state. A level that is itself a parent level (main groups under depth 5) hands each node
+    ``h_{p(j)} + e_j`` to its children, ``e_j`` a learned per-node embedding, so that siblings
+    differ. ``weight_out`` is stored ``[nodes, hidden, 1]`` and ``bias_out`` ``[nodes, 1, 1]``, as
+    :class:`LevelHeads` stores them.
+    """
+
+    def __init__(self, num_nodes: int, in_features: int, hidden_size: int, dropout: float, parent_features: int = 0,
+                 node_states: bool = False):
+        super().__init__()
+        self.num_nodes, self.in_features, self.hidden_size = num_nodes, in_features, hidden_size
+        self.weight1 = nn.Parameter(torch.empty(in_features, hidden_size))
+        self.parent_weight1 = nn.Parameter(torch.empty(parent_features, hidden_size)) if parent_features else None
+        self.bias1 = nn.Parameter(torch.empty(hidden_size))
+        self.weight2 = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.bias2 = nn.Parameter(torch.empty(hidden_size))
+        self.weight_out = nn.Parameter(torch.empty(num_nodes, hidden_size, 1))
+        self.bias_out = nn.Parameter(torch.empty(num_nodes, 1, 1))
+        self.node_embedding = nn.Parameter(torch.empty(num_nodes, 1, hidden_size)) if node_states else None
+        self.dropout = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s default init: U(+-1/sqrt(fan_in)); node embeddings start at 0."""
+        fan_in1 = self.in_features + (self.parent_weight1.shape[0] if self.parent_weight1 is not None else 0)
+        for params, fan_in in (((self.weight1, self.parent_weight1, self.bias1), fan_in1),
+                               ((self.weight2, self.bias2, self.weight_out, self.bias_out), self.hidden_size)):
+            bound = fan_in**-0.5
+            for p in params:
+                if p is not None:
+                    init.uniform_(p, -bound, bound)
+        if self.node_embedding is not None:
+            init.zeros_(self.node_embedding)
+
+    def forward(self, doc: torch.Tensor, parent_hidden: torch.Tensor | None = None,
+                child_slot: torch.Tensor | None = None):
+        """``doc``: ``[batch, in]``; THMM: ``parent_hidden`` ``[parents, batch, parent_features]`` (one
+        row per distinct parent) and ``child_slot`` ``[nodes]`` (each node's parent row).
+
+        Returns ``(logits [batch, nodes], states [nodes, batch, hidden] or None)``: the states its
+        children read (THMM with ``node_states`` only)."""
+        h1 = doc @ self.weight1 + self.bias1  # [batch, hidden]
+        if self.parent_weight1 is None:
+            h2 = self.dropout(F.relu(self.dropout(F.relu(h1)) @ self.weight2 + self.bias2))
+            logits = h2 @ self.weight_out.squeeze(-1).T + self.bias_out.view(1, -1)
+            return logits, None
+        if parent_hidden is None or child_slot is None:
+            raise ValueError("THMM level heads need their parents' hidden states")
+        h1 = self.dropout(F.relu(h1.unsqueeze(0) + parent_hidden @ self.parent_weight1))  # [parents, batch, hidden]
+        h2 = self.dropout(F.relu(h1 @ self.weight2 + self.bias2))
+        per_node = h2.index_select(0, child_slot)  # [nodes, batch, hidden]: each node reads its parent's state
+        logits = torch.baddbmm(self.bias_out, per_node, self.weight_out).squeeze(-1).transpose(0, 1)
+        states = per_node + self.node_embedding if self.node_embedding is not None else None
+        return logits, states
+
+
+class HierarchicalHeads(nn.Module):
+    """TMM / THMM heads for every node, one module per taxonomy level: :class:`LevelHeads` (the paper's
+    per-node heads) for sections, classes and subclasses, and below them (main groups, subgroups)
+    ``deep_heads``: ``"shared"`` (:class:`SharedLevelHeads`) or ``"per_node"`` (:class:`LevelHeads`
+    of width ``deep_hidden_size``)."""
+
+    def __init__(self, taxonomy: Taxonomy, in_features: int, hidden_size: int, dropout: float, parent_links: bool,
+                 deep_heads: str = "shared", deep_hidden_size: int = 128):
         super().__init__()
         self.parent_links = parent_links
         slices = taxonomy.level_slices
-        self.levels = nn.ModuleList(
-            LevelHeads(
-                s.stop - s.start,
-                in_features,
-                hidden_size,
-                dropout,
-                parent_features=hidden_size if (parent_links and depth > 0) else 0,
-            )
-            for depth, s in enumerate(slices)
-        )
-        # For each level below the top, the index of each node's parent inside the level above.
         parent_index = taxonomy.parent_index
-        self._parent_positions = [
-            (parent_index[s] - slices[depth - 1].start).tolist() if depth else [] for depth, s in enumerate(slices)
-        ]
-        for depth, positions in enumerate(self._parent_positions):
+        self.shared = [depth >= DEEP_LEVEL - 1 and deep_heads == "shared" for depth in range(len(slices))]
+        levels, width = [], 0
+        for depth, s in enumerate(slices):
+            parent_features = width if (parent_links and depth > 0) else 0
+            width = hidden_size if depth < DEEP_LEVEL - 1 else deep_hidden_size
+            if self.shared[depth]:
+                # the next level reads per-node states of this one (THMM): e_j tells siblings apart
+                states = parent_links and depth + 1 < len(slices)
+                levels.append(SharedLevelHeads(s.stop - s.start, in_features, width, dropout, parent_features, states))
+            else:
+                levels.append(LevelHeads(s.stop - s.start, in_features, width, dropout, parent_features))
+        self.levels = nn.ModuleList(levels)
+        # For each level below the top, the index of each node's parent inside the level above; for a
+        # shared level, the distinct parents ("parent_position") and each node's row among them ("child_slot").
+        self._parent_positions, self._child_slots = [], []
+        for depth, s in enumerate(slices):
+            positions = (parent_index[s] - slices[depth - 1].start).tolist() if depth else []
+            slots = []
+            if self.shared[depth] and positions:
+                distinct = sorted(set(positions))
+                row = {p: i for i, p in enumerate(distinct)}
+                positions, slots = distinct, [row[p] for p in (parent_index[s] - slices[depth - 1].start).tolist()]
+            self._parent_positions.append(positions)
+            self._child_slots.append(slots)
+        for depth, (positions, slots) in enumerate(zip(self._parent_positions, self._child_slots)):
             self.register_buffer(f"parent_position_{depth}", torch.tensor(positions, dtype=torch.long), persistent=False)
+            if self.shared[depth]:
+                self.register_buffer(f"child_slot_{depth}", torch.tensor(slots, dtype=torch.long), persistent=False)
 
     def reset_buffers(self) -> None:
-        for depth, positions in enumerate(self._parent_positions):
+        for depth, (positions, slots) in enumerate(zip(self._parent_positions, self._child_slots)):
             init.copy_(getattr(self, f"parent_position_{depth}"), torch.tensor(positions, dtype=torch.long))
+            if self.shared[depth]:
+                init.copy_(getattr(self, f"child_slot_{depth}"), torch.tensor(slots, dtype=torch.long))
 
     def forward(self, doc: torch.Tensor) -> torch.Tensor:
         logits, parent_h2 = [], None
@@ -152,7 +239,11 @@ class HierarchicalHeads(nn.Module):
             parent_hidden = None
             if self.parent_links and depth > 0:
                 parent_hidden = parent_h2.index_select(0, getattr(self, f"parent_position_{depth}"))
-            level_logits, parent_h2 = level(doc, parent_hidden)
+            if self.shared[depth]:
+                slot = getattr(self, f"child_slot_{depth}") if self.parent_links else None
+                level_logits, parent_h2 = level(doc, parent_hidden, slot)
+            else:
+                level_logits, parent_h2 = level(doc, parent_hidden)
             logits.append(level_logits)
         return torch.cat(logits, dim=1)
 
@@ -213,10 +304,10 @@ def pool_encoder_outputs(doc_representation: str, outputs, hidden_states, attent
 
 
 @torch.no_grad()
-def set_output_biases(heads: nn.Module, taxonomy: Taxonomy, priors) -> None:
+def set_output_biases(heads: nn.Module, taxonomy: Taxonomy, priors, from_level: int = 1) -> None:
     """Set each head's output bias to the log-odds of its node's prior (``[nodes]`` probabilities in
-    taxonomy order); :class:`FlatHead` sets its leaves'. A ValueError unless every prior is strictly
-    between 0 and 1."""
+    taxonomy order), on the levels from ``from_level`` down; :class:`FlatHead` sets its leaves'. A
+    ValueError unless every prior is strictly between 0 and 1."""
     priors = torch.as_tensor(np.asarray(priors, dtype=np.float64))
     if priors.shape != (len(taxonomy),) or not bool(((priors > 0) & (priors < 1)).all()):
         raise ValueError(f"priors must be {len(taxonomy)} probabilities strictly between 0 and 1")
@@ -224,5 +315,6 @@ def set_output_biases(heads: nn.Module, taxonomy: Taxonomy, priors) -> None:
     if isinstance(heads, FlatHead):
         heads.classifier.bias.copy_(log_odds[heads.leaf_ids.cpu()])
         return
-    for level, nodes in zip(heads.levels, taxonomy.level_slices):
-        level.bias_out.copy_(log_odds[nodes].view(-1, 1, 1))
+    for depth, (level, nodes) in enumerate(zip(heads.levels, taxonomy.level_slices), start=1):
+        if depth >= from_level:
+            level.bias_out.copy_(log_odds[nodes].view(-1, 1, 1))

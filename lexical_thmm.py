@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["LexicalScorer", "build_lexical_scorer", "fuse_lexical_logits"]
+__all__ = ["LexicalScorer", "build_lexical_scorer", "fuse_lexical_logits", "top_k_weights"]
 
 
 class LexicalScorer(nn.Module):
@@ -21,12 +21,21 @@ class LexicalScorer(nn.Module):
     sublinear_tf=True)``). Its buffers are fitted outside backpropagation (``thmm.lexical``: one
     linear SVM per node, as the TwistBytes baseline); a word-piece with ``idf`` 0 (special tokens,
     padding, pieces rare in training) does not count. It reads the ``input_ids`` the encoder reads,
-    so it runs wherever the model does (``predict``, the pipeline, ``AutoModel``)."""
+    so it runs wherever the model does (``predict``, the pipeline, ``AutoModel``).
 
-    def __init__(self, vocab_size: int, num_nodes: int):
+    With ``top_k`` > 0 each node keeps only its ``top_k`` word-pieces of largest absolute weight
+    (``top_indices``/``top_values``, ``[nodes, top_k]``) instead of a dense ``weight [vocab, nodes]``:
+    at thousands of nodes (main groups, subgroups) the dense matrix would outweigh the model."""
+
+    def __init__(self, vocab_size: int, num_nodes: int, top_k: int = 0):
         super().__init__()
+        self.top_k = top_k
         self.register_buffer("idf", torch.zeros(vocab_size))
-        self.register_buffer("weight", torch.zeros(vocab_size, num_nodes))
+        if top_k:
+            self.register_buffer("top_indices", torch.zeros(num_nodes, top_k, dtype=torch.long))
+            self.register_buffer("top_values", torch.zeros(num_nodes, top_k))
+        else:
+            self.register_buffer("weight", torch.zeros(vocab_size, num_nodes))
         self.register_buffer("bias", torch.zeros(num_nodes))
 
     def tfidf(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,7 +49,15 @@ class LexicalScorer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[batch, nodes]`` decision values (the SVMs' scale, not logits)."""
-        return self.tfidf(input_ids, attention_mask) @ self.weight + self.bias
+        features = self.tfidf(input_ids, attention_mask)
+        if not self.top_k:
+            return features @ self.weight + self.bias
+        # the top-k weights as a sparse [nodes, vocab] matrix: one sparse-dense product, no dense copy
+        nodes, k = self.top_indices.shape
+        rows = torch.arange(nodes, device=features.device).repeat_interleave(k)
+        sparse = torch.sparse_coo_tensor(torch.stack([rows, self.top_indices.reshape(-1)]), self.top_values.reshape(-1),
+                                         (nodes, features.shape[1]), check_invariants=True)  # indices in range
+        return torch.sparse.mm(sparse, features.T).T + self.bias
 
 
 def fuse_lexical_logits(head_logits, decisions, weight: float, scale: float, shift: float):
@@ -49,16 +66,48 @@ def fuse_lexical_logits(head_logits, decisions, weight: float, scale: float, shi
     return (1 - weight) * head_logits + weight * (scale * decisions + shift)
 
 
+def top_k_weights(weight, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each node's ``top_k`` weights of largest absolute value from ``weight [vocab, nodes]`` (a dense
+    array, or a scipy sparse matrix): ``(indices, values)``, both ``[nodes, top_k]``, largest first;
+    a node with fewer non-zero weights is padded with index 0 and value 0."""
+    if hasattr(weight, "tocsc"):  # scipy sparse: only the stored entries of each column
+        weight = weight.tocsc()
+        indices = np.zeros((weight.shape[1], top_k), dtype=np.int64)
+        values = np.zeros((weight.shape[1], top_k), dtype=np.float32)
+        for j in range(weight.shape[1]):
+            rows, data = weight.indices[weight.indptr[j]:weight.indptr[j + 1]], weight.data[weight.indptr[j]:weight.indptr[j + 1]]
+            keep = np.argsort(-np.abs(data), kind="stable")[:top_k]
+            indices[j, :keep.size], values[j, :keep.size] = rows[keep], data[keep]
+        return indices, values
+    weight = np.asarray(weight, dtype=np.float32)
+    k = min(top_k, weight.shape[0])
+    best = np.argpartition(-np.abs(weight), k - 1, axis=0)[:k].T  # [nodes, k], unordered
+    vals = np.take_along_axis(weight.T, best, axis=1)
+    order = np.argsort(-np.abs(vals), axis=1, kind="stable")
+    indices = np.zeros((weight.shape[1], top_k), dtype=np.int64)
+    values = np.zeros((weight.shape[1], top_k), dtype=np.float32)
+    indices[:, :k], values[:, :k] = np.take_along_axis(best, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    values[values == 0] = 0.0  # a zero weight is padding, whatever its index
+    return indices, values
+
+
 @torch.no_grad()
-def build_lexical_scorer(idf, weight, bias, num_nodes: int) -> LexicalScorer:
-    """A :class:`LexicalScorer` holding fitted values (``idf [vocab]``, ``weight [vocab, nodes]``,
-    ``bias [nodes]``, arrays or tensors; ``thmm.lexical.fit_lexical_scorer``); a ValueError naming
-    the shapes unless they fit a taxonomy of ``num_nodes`` nodes."""
-    idf, weight, bias = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in (idf, weight, bias))
-    if weight.ndim != 2 or weight.shape[1] != num_nodes or idf.shape != (weight.shape[0],) or bias.shape != (num_nodes,):
+def build_lexical_scorer(idf, weight, bias, num_nodes: int, top_k: int = 0) -> LexicalScorer:
+    """A :class:`LexicalScorer` holding fitted values (``idf [vocab]``, ``weight [vocab, nodes]`` dense
+    or scipy sparse, ``bias [nodes]``, arrays or tensors; ``thmm.lexical.fit_lexical_scorer``), keeping
+    each node's ``top_k`` largest weights when ``top_k`` > 0; a ValueError naming the shapes unless they
+    fit a taxonomy of ``num_nodes`` nodes."""
+    idf, bias = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in (idf, bias))
+    shape = tuple(weight.shape)
+    if len(shape) != 2 or shape[1] != num_nodes or tuple(idf.shape) != (shape[0],) or tuple(bias.shape) != (num_nodes,):
         raise ValueError(f"a lexical scorer needs idf [vocab], weight [vocab, {num_nodes}] and bias [{num_nodes}], "
-                         f"got {tuple(idf.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
-    scorer = LexicalScorer(*weight.shape)
-    for name, value in (("idf", idf), ("weight", weight), ("bias", bias)):
+                         f"got {tuple(idf.shape)}, {shape}, {tuple(bias.shape)}")
+    scorer = LexicalScorer(shape[0], num_nodes, top_k)
+    if top_k:
+        indices, values = top_k_weights(weight, top_k)
+        tensors = {"top_indices": torch.from_numpy(indices), "top_values": torch.from_numpy(values)}
+    else:
+        tensors = {"weight": torch.as_tensor(np.asarray(weight), dtype=torch.float32)}
+    for name, value in (("idf", idf), *tensors.items(), ("bias", bias)):
         getattr(scorer, name).copy_(value)
     return scorer

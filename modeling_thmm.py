@@ -58,10 +58,11 @@ try:  # relative imports when loaded as remote code next to a saved model (trust
         FlatHead,
         HierarchicalHeads,
         LevelHeads,
+        SharedLevelHeads,
         pool_encoder_outputs,
         set_output_biases,
     )
-    from .lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits
+    from .lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits, top_k_weights
     from .tokenization_thmm import (
         check_batching,
         check_documents,
@@ -97,10 +98,11 @@ except ImportError:  # plain imports when installed as top-level modules
         FlatHead,
         HierarchicalHeads,
         LevelHeads,
+        SharedLevelHeads,
         pool_encoder_outputs,
         set_output_biases,
     )
-    from lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits
+    from lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits, top_k_weights
     from tokenization_thmm import (
         check_batching,
         check_documents,
@@ -138,6 +140,7 @@ __all__ = [
     "encode_documents",
     "encoder_layer_list",
     "fuse_lexical_logits",
+    "top_k_weights",
     "longest_first",
     "read_safetensors_header",
 ]
@@ -178,7 +181,7 @@ class THMMPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, LevelHeads):
+        if isinstance(module, (LevelHeads, SharedLevelHeads)):
             module.reset_parameters()
         elif isinstance(module, (nn.Linear, nn.Conv1d)):
             fan_in = module.weight[0].numel()
@@ -219,9 +222,11 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
             self.heads = FlatHead(taxonomy, doc_size, config.flat_hidden_size, config.head_dropout)
         else:
             self.heads = HierarchicalHeads(
-                taxonomy, doc_size, config.head_hidden_size, config.head_dropout, parent_links=config.head_type == "thmm"
+                taxonomy, doc_size, config.head_hidden_size, config.head_dropout, parent_links=config.head_type == "thmm",
+                deep_heads=config.deep_heads, deep_hidden_size=config.deep_head_hidden_size,
             )
-        self.lexical = LexicalScorer(config.lexical_vocab_size, len(taxonomy)) if config.lexical_vocab_size else None
+        self.lexical = (LexicalScorer(config.lexical_vocab_size, len(taxonomy), config.lexical_top_k)
+                        if config.lexical_vocab_size else None)
         # Saved with the weights, so that weights meet the taxonomy they were trained for.
         self.register_buffer("taxonomy_fingerprint", fingerprint_tensor(taxonomy))
         self.register_load_state_dict_pre_hook(self._check_state_dict_fingerprint)
@@ -318,18 +323,22 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         return self.config.doc_representation == "cnn"
 
     @torch.no_grad()
-    def init_output_biases(self, priors) -> None:
+    def init_output_biases(self, priors, from_level: int = 1) -> None:
         """Set each head's output bias to the log-odds of its node's prior (``[nodes]`` probabilities in
         taxonomy order, e.g. training-set frequencies), so that training starts from the label
-        frequencies instead of 0.5 for every node. Flat models set their leaves' biases."""
-        set_output_biases(self.heads, self.taxonomy, priors)
+        frequencies instead of 0.5 for every node; only on the levels from ``from_level`` down
+        (TMM/THMM). Flat models set their leaves' biases."""
+        set_output_biases(self.heads, self.taxonomy, priors, from_level)
 
     @torch.no_grad()
-    def set_lexical_scorer(self, idf, weight, bias, fusion_weight: float, scale: float, shift: float) -> None:
+    def set_lexical_scorer(self, idf, weight, bias, fusion_weight: float, scale: float, shift: float,
+                           top_k: int = 0) -> None:
         """Install a fitted lexical scorer (``idf [vocab]``, ``weight [vocab, nodes]``, ``bias [nodes]``;
-        ``thmm.lexical.fit_lexical_scorer``) and its fusion settings, in the module and the config."""
-        scorer = build_lexical_scorer(idf, weight, bias, len(self.taxonomy))
-        values = {"lexical_vocab_size": scorer.idf.shape[0], "lexical_weight": float(fusion_weight),
+        ``thmm.lexical.fit_lexical_scorer``; each node's ``top_k`` largest weights only when ``top_k`` > 0)
+        and its fusion settings, in the module and the config."""
+        scorer = build_lexical_scorer(idf, weight, bias, len(self.taxonomy), top_k)
+        values = {"lexical_vocab_size": scorer.idf.shape[0], "lexical_top_k": int(top_k),
+                  "lexical_weight": float(fusion_weight),
                   "lexical_scale": float(scale), "lexical_shift": float(shift)}
         type(self.config)(**{**self.config.to_dict(), **values})  # validated before anything changes
         for key, value in values.items():

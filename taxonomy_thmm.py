@@ -34,9 +34,14 @@ __all__ = [
     "TaxonomyError",
     "ThresholdError",
     "Thresholds",
+    "DEPTHS",
     "cpc_ancestors",
     "cpc_level",
+    "cut_code",
+    "cut_labels",
+    "label_depth",
     "level_name",
+    "normalize_symbol",
     "read_label_titles",
 ]
 
@@ -55,46 +60,156 @@ _CODE_LENGTH = {1: 1, 2: 3, 3: 4}  # level -> length of its codes, which are pre
 _LEVEL_BY_LENGTH = {length: level for level, length in _CODE_LENGTH.items()}
 
 
+# Below the subclass: main group (level 4, ``G05D 1/00``) and subgroup (level 5, ``G05D 1/02``). Their
+# canonical form is the patent offices' display form: subclass, one space, the main group number
+# without leading zeros, "/", the subgroup digits ("00" for the main group itself).
+GROUP_LEVEL_NAMES = {4: "main group", 5: "subgroup"}
+DEPTHS = (3, 4, 5)  # how deep a CPC/IPC taxonomy's codes go: subclass, main group, subgroup
+_SUBCLASS = {"cpc": "[A-HY][0-9]{2}[A-Z]", "ipc": "[A-H][0-9]{2}[A-Z]"}
+_CANONICAL_GROUP = {scheme: re.compile(rf"({sub}) ([1-9][0-9]{{0,3}})/([0-9]{{2,6}})") for scheme, sub in _SUBCLASS.items()}
+# What users have: compact "G05D1/02" (Lens), spaced "G05D 1/02", padded bulk-file "G05D   1/02"
+# (main group right-aligned in 4 places); leading zeros of the main group are allowed ("G05D0001/02").
+_WRITTEN_GROUP = {scheme: re.compile(rf"({sub}) *([0-9]{{1,4}})/([0-9]{{2,6}})") for scheme, sub in _SUBCLASS.items()}
+# The 14-character master-file form: subclass, main group in 4 digits zero-padded on the left, subgroup
+# in 6 digits zero-padded on the right ("G05D0001020000" is G05D 1/02). Unambiguous because no IPC/CPC
+# subgroup number ends in 0 after its first two digits (none of dronesr-groups' 13,803 does).
+_PADDED_GROUP = {scheme: re.compile(rf"({sub})([0-9]{{4}})([0-9]{{6}})") for scheme, sub in _SUBCLASS.items()}
+
+
 class TaxonomyError(ValueError):
     """A label code or a hierarchy that cannot be used; the message names the offending code."""
 
 
-def cpc_level(code: str, scheme: str = "cpc") -> int:
-    """Level of a CPC/IPC code: 1 = section (``A``), 2 = class (``A43``), 3 = subclass (``A43B``).
-
-    Raises :class:`TaxonomyError` naming the code when it is not a well-formed section, class or
-    subclass symbol of ``scheme`` (``"cpc"`` allows section ``Y``, ``"ipc"`` does not).
-    """
+def _check_scheme_and_type(code, scheme: str) -> None:
     if scheme not in _CPC_PATTERNS:
         raise TaxonomyError(f"unknown code scheme {scheme!r}; expected 'cpc' or 'ipc'")
     if not isinstance(code, str):
         raise TaxonomyError(f"label code must be a string, got {type(code).__name__} {code!r}")
-    if not _CPC_PATTERNS[scheme].fullmatch(code):
+
+
+def _check_depth(depth) -> int:
+    if isinstance(depth, bool) or depth not in DEPTHS:
+        raise TaxonomyError(f"depth must be one of {list(DEPTHS)} (subclass, main group, subgroup), got {depth!r}")
+    return depth
+
+
+def cpc_level(code: str, scheme: str = "cpc", depth: int = 3) -> int:
+    """Level of a CPC/IPC code: 1 = section (``A``), 2 = class (``A43``), 3 = subclass (``A43B``),
+    and with ``depth`` 4 or 5, 4 = main group (``G05D 1/00``), 5 = subgroup (``G05D 1/02``, depth 5 only).
+
+    Codes are in canonical form (:func:`normalize_symbol` turns other notations into it). Raises
+    :class:`TaxonomyError` naming the code when it is not a well-formed symbol of ``scheme`` (``"cpc"``
+    allows section ``Y``, ``"ipc"`` does not) at that depth.
+    """
+    _check_scheme_and_type(code, scheme)
+    depth = _check_depth(depth)
+    if _CPC_PATTERNS[scheme].fullmatch(code):
+        return _LEVEL_BY_LENGTH[len(code)]
+    group = _CANONICAL_GROUP[scheme].fullmatch(code)
+    if group and depth >= 4:
+        level = 4 if group.group(3) == "00" else 5
+        if level > depth:
+            raise TaxonomyError(f"{scheme.upper()} code {code!r} is a subgroup; at depth 4 labels stop at the main "
+                                f"group ({cut_code(code, 4)!r}; use depth 5 for subgroups)")
+        return level
+    hint = ""
+    if code != code.strip():
+        hint = " (it has surrounding whitespace)"
+    elif code.upper() != code and _CPC_PATTERNS[scheme].fullmatch(code.upper()):
+        hint = f" (codes are upper case: {code.upper()!r})"
+    elif len(code) > 4 and _CPC_PATTERNS[scheme].fullmatch(code[:4]):
+        if depth == 3:
+            hint = (f" (only section, class and subclass are supported at depth 3; the subclass is {code[:4]!r}; "
+                    "main groups and subgroups need depth 4 or 5)")
+        else:
+            try:
+                hint = f" (write it as {normalize_symbol(code, scheme)!r})"
+            except TaxonomyError:
+                hint = " (a group symbol is written like 'G05D 1/02')"
+    expected = "A-H or Y" if scheme == "cpc" else "A-H"
+    groups = ", a main group like 'G05D 1/00'" + (" or a subgroup like 'G05D 1/02'" if depth == 5 else "")
+    raise TaxonomyError(
+        f"malformed {scheme.upper()} code {code!r}{hint}: expected a section ({expected}), "
+        f"a class like 'A43'{groups if depth > 3 else ''} or a subclass like 'A43B'"
+    )
+
+
+def normalize_symbol(text: str, scheme: str = "cpc") -> str:
+    """The canonical code of a CPC/IPC symbol written in any of the accepted notations.
+
+    Sections, classes and subclasses are returned as they are (``A43B``). Group symbols may be
+    compact (``G05D1/02``), spaced (``G05D 1/02``), padded as in the patent offices' bulk files
+    (``G05D   1/02``) or in the 14-digit master-file form (``G05D0001020000``); all become
+    ``G05D 1/02`` (a main group: ``G05D 1/00``). Anything else raises a :class:`TaxonomyError`
+    naming the text and the accepted forms.
+
+    Example:
+        >>> normalize_symbol("G05D1/02"), normalize_symbol("G05D   1/00"), normalize_symbol("H04L0029080000")
+        ('G05D 1/02', 'G05D 1/00', 'H04L 29/08')
+    """
+    _check_scheme_and_type(text, scheme)
+    if _CPC_PATTERNS[scheme].fullmatch(text):
+        return text
+    subclass = main = sub = None
+    if (match := _WRITTEN_GROUP[scheme].fullmatch(text)):
+        subclass, main, sub = match.groups()
+    elif (match := _PADDED_GROUP[scheme].fullmatch(text)):
+        subclass, main, sub = match.groups()
+        sub = sub[:2] + sub[2:].rstrip("0")
+    if subclass is None or int(main) == 0:
         hint = ""
-        if code != code.strip():
+        if text != text.strip():
             hint = " (it has surrounding whitespace)"
-        elif code.upper() != code and _CPC_PATTERNS[scheme].fullmatch(code.upper()):
-            hint = f" (codes are upper case: {code.upper()!r})"
-        elif len(code) > 4 and _CPC_PATTERNS[scheme].fullmatch(code[:4]):
-            hint = f" (only section, class and subclass are supported; the subclass is {code[:4]!r})"
+        elif text.upper() != text:
+            hint = f" (symbols are upper case: {text.upper()!r})"
+        elif subclass is not None:
+            hint = " (main group 0 does not exist)"
         expected = "A-H or Y" if scheme == "cpc" else "A-H"
         raise TaxonomyError(
-            f"malformed {scheme.upper()} code {code!r}{hint}: expected a section ({expected}), "
-            f"a class like 'A43' or a subclass like 'A43B'"
+            f"malformed {scheme.upper()} symbol {text!r}{hint}: expected a section ({expected}), a class like 'A43', "
+            "a subclass like 'A43B', or a group symbol like 'G05D1/02', 'G05D 1/02', 'G05D   1/02' or "
+            "'G05D0001020000'"
         )
-    return _LEVEL_BY_LENGTH[len(code)]
+    return f"{subclass} {int(main)}/{sub}"
 
 
-def cpc_ancestors(code: str, scheme: str = "cpc") -> list[str]:
-    """Ancestors of a CPC/IPC code by the prefix rule, root first: ``A43B`` -> ``["A", "A43"]``."""
-    level = cpc_level(code, scheme)
-    return [code[: _CODE_LENGTH[lvl]] for lvl in range(1, level)]
+def cut_code(code: str, depth: int) -> str:
+    """A canonical code cut to ``depth`` (3: subclass, 4: main group, 5: as is): ``G05D 1/02`` ->
+    ``G05D`` / ``G05D 1/00``. Codes at or above ``depth`` are returned unchanged."""
+    depth = _check_depth(depth)
+    if len(code) <= 4 or depth == 5:
+        return code
+    if depth == 3:
+        return code[:4]
+    return code.partition("/")[0] + "/00"
+
+
+def cut_labels(codes: Iterable[str], depth: int) -> list[str]:
+    """A label list cut to ``depth`` (:func:`cut_code`), in order, each code once: ``["G05D 1/02",
+    "G05D 1/04"]`` -> ``["G05D 1/00"]`` at depth 4."""
+    return list(dict.fromkeys(cut_code(code, depth) for code in codes))
+
+
+def label_depth(codes: Iterable[str], scheme: str = "cpc") -> int:
+    """The depth a taxonomy needs for these canonical label codes: 5 when one is a subgroup, 4 when one
+    is a main group, else 3 (subclass labels, the paper's)."""
+    return max(3, max((cpc_level(code, scheme, 5) for code in codes), default=3))
+
+
+def cpc_ancestors(code: str, scheme: str = "cpc", depth: int = 3) -> list[str]:
+    """Ancestors of a CPC/IPC code by the prefix rule, root first: ``A43B`` -> ``["A", "A43"]``;
+    ``G05D 1/02`` (depth 5) -> ``["G", "G05", "G05D", "G05D 1/00"]``."""
+    level = cpc_level(code, scheme, depth)
+    chain = [code[: _CODE_LENGTH[lvl]] for lvl in range(1, min(level, 4))]
+    if level == 5:
+        chain.append(cut_code(code, 4))
+    return chain
 
 
 def level_name(level: int, plural: bool = False) -> str:
-    """Name of a CPC/IPC level (:data:`LEVEL_NAMES`): ``level_name(2, plural=True) == "classes"``;
-    ``"level 4"`` / ``"level 4 nodes"`` beyond the named levels (e.g. in a parent-map taxonomy)."""
-    name = LEVEL_NAMES.get(level)
+    """Name of a CPC/IPC level (:data:`LEVEL_NAMES`, then main group and subgroup):
+    ``level_name(2, plural=True) == "classes"``; ``"level 6"`` / ``"level 6 nodes"`` beyond the named levels."""
+    name = LEVEL_NAMES.get(level) or GROUP_LEVEL_NAMES.get(level)
     if name is None:
         return f"level {level} nodes" if plural else f"level {level}"
     return name + ("es" if name.endswith("s") else "s") if plural else name
@@ -268,7 +383,8 @@ class Taxonomy:
         (6, 2)
     """
 
-    def __init__(self, parent_map: Mapping[str, str | None], scheme: str | None = None):
+    def __init__(self, parent_map: Mapping[str, str | None], scheme: str | None = None, depth: int | None = None):
+        code_depth = depth
         parents: dict[str, str | None] = {}
         for child, parent in parent_map.items():
             self._check_name(child)
@@ -284,6 +400,8 @@ class Taxonomy:
             raise TaxonomyError("a taxonomy needs at least one node")
         if scheme is not None and not (isinstance(scheme, str) and scheme in _CPC_PATTERNS):
             raise TaxonomyError(f"unknown code scheme {scheme!r}; expected 'cpc', 'ipc' or none")
+        if scheme is None and code_depth is not None:
+            raise TaxonomyError("depth is a CPC/IPC setting; a parent-map taxonomy has none")
 
         depth: dict[str, int] = {}
         for start in parents:
@@ -300,6 +418,9 @@ class Taxonomy:
                 depth[visited] = base + offset
 
         self.scheme = scheme
+        #: how deep the codes of a CPC/IPC taxonomy may go (3: subclass, 4: main group, 5: subgroup);
+        #: ``None`` for a parent-map taxonomy
+        self.depth = None if scheme is None else _check_depth(3 if code_depth is None else code_depth)
         self._nodes: tuple[str, ...] = tuple(sorted(parents, key=lambda c: (depth[c], c)))
         self._label2id = {code: i for i, code in enumerate(self._nodes)}
         self._levels = np.array([depth[c] for c in self._nodes], dtype=np.int64)
@@ -330,19 +451,21 @@ class Taxonomy:
     # ---- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_codes(cls, codes: Iterable[str], scheme: str = "cpc") -> Taxonomy:
-        """All given CPC/IPC codes plus their ancestors by the prefix rule (``A43B`` -> ``A43`` -> ``A``).
+    def from_codes(cls, codes: Iterable[str], scheme: str = "cpc", depth: int = 3) -> Taxonomy:
+        """All given CPC/IPC codes plus their ancestors by the prefix rule (``A43B`` -> ``A43`` -> ``A``;
+        with ``depth`` 4 or 5, ``G05D 1/02`` -> ``G05D 1/00`` -> ``G05D``; canonical codes, see
+        :func:`normalize_symbol`).
 
-        Raises :class:`TaxonomyError` naming the first malformed code.
+        Raises :class:`TaxonomyError` naming the first malformed code, or one deeper than ``depth``.
         """
         parent_map: dict[str, str | None] = {}
         for code in codes:
-            chain = cpc_ancestors(code, scheme) + [code]
+            chain = cpc_ancestors(code, scheme, depth) + [code]
             for i, node in enumerate(chain):
                 parent_map[node] = chain[i - 1] if i else None
         if not parent_map:
             raise TaxonomyError("cannot build a taxonomy from an empty list of codes")
-        return cls(parent_map, scheme=scheme)
+        return cls(parent_map, scheme=scheme, depth=depth)
 
     @classmethod
     def from_parent_map(cls, parent_map: Mapping[str, str | None]) -> Taxonomy:
@@ -354,10 +477,12 @@ class Taxonomy:
         """Inverse of :meth:`to_dict`; validates that the stored node order is the canonical one."""
         if not isinstance(data, Mapping) or not all(isinstance(data.get(k), list) for k in ("nodes", "parents")):
             raise TaxonomyError("a serialized taxonomy needs 'nodes' and 'parents' lists")
-        unknown = sorted(map(str, set(data) - {"nodes", "parents", "scheme"}))
+        unknown = sorted(map(str, set(data) - {"nodes", "parents", "scheme", "depth"}))
         if unknown:
-            raise TaxonomyError(f"a serialized taxonomy has 'nodes', 'parents' and 'scheme', not {unknown}")
-        nodes, parents, scheme = data["nodes"], data["parents"], data.get("scheme")
+            raise TaxonomyError(f"a serialized taxonomy has 'nodes', 'parents', 'scheme' and 'depth', not {unknown}")
+        nodes, parents, scheme, depth = data["nodes"], data["parents"], data.get("scheme"), data.get("depth")
+        if depth is not None:
+            _check_depth(depth)
         if len(nodes) != len(parents):
             raise TaxonomyError(f"serialized taxonomy has {len(nodes)} nodes but {len(parents)} parents")
         for node in nodes:
@@ -366,11 +491,11 @@ class Taxonomy:
             raise TaxonomyError("serialized taxonomy lists a node twice")
         if isinstance(scheme, str) and scheme in _CPC_PATTERNS:  # the codes and their parents follow the prefix rule
             for node, parent in zip(nodes, parents):
-                expected = (cpc_ancestors(node, scheme) or [None])[-1]
+                expected = (cpc_ancestors(node, scheme, depth or 3) or [None])[-1]
                 if parent != expected:
                     raise TaxonomyError(f"node {node!r} has parent {parent!r}, but the {scheme.upper()} prefix rule "
                                         f"gives {expected!r}")
-        taxonomy = cls(dict(zip(nodes, parents)), scheme=scheme)
+        taxonomy = cls(dict(zip(nodes, parents)), scheme=scheme, depth=depth)
         if list(taxonomy.nodes) != nodes:
             raise TaxonomyError("serialized taxonomy nodes are not in canonical (level, code) order")
         return taxonomy
@@ -378,7 +503,10 @@ class Taxonomy:
     def to_dict(self) -> dict:
         """Plain-JSON form, stored in ``THMMConfig.taxonomy``."""
         parents = [None if p < 0 else self._nodes[p] for p in self._parent_index]
-        return {"scheme": self.scheme, "nodes": list(self._nodes), "parents": parents}
+        out = {"scheme": self.scheme, "nodes": list(self._nodes), "parents": parents}
+        if self.depth not in (None, 3):  # a subclass taxonomy keeps the form it always had
+            out["depth"] = self.depth
+        return out
 
     @classmethod
     def from_json(cls, path) -> Taxonomy:
@@ -452,7 +580,8 @@ class Taxonomy:
 
     def __repr__(self) -> str:
         counts = ", ".join(str(s.stop - s.start) for s in self.level_slices)
-        return f"Taxonomy({len(self)} nodes; per level: {counts}; scheme={self.scheme})"
+        deep = f", depth={self.depth}" if self.depth not in (None, 3) else ""
+        return f"Taxonomy({len(self)} nodes; per level: {counts}; scheme={self.scheme}{deep})"
 
     def index(self, code: str) -> int:
         """Node index of ``code``; a :class:`TaxonomyError` names an unknown code."""
@@ -463,7 +592,7 @@ class Taxonomy:
 
     def _unknown_message(self, code) -> str:
         if self.scheme is not None:
-            cpc_level(code, self.scheme)  # a malformed code gets the format error
+            cpc_level(code, self.scheme, self.depth)  # a malformed code gets the format error
         return f"label code {code!r} is not in this taxonomy of {len(self)} nodes"
 
     def level(self, code: str) -> int:
@@ -746,7 +875,9 @@ class Taxonomy:
 
 
 def read_label_titles(path) -> dict[str, str]:
-    """Read a ``code<TAB>title`` file (no header), such as the official CPC title list.
+    """Read a ``code<TAB>title`` file (no header), such as the official CPC title list, at any level:
+    group symbols may be written in any notation :func:`normalize_symbol` reads (``G05D1/02``,
+    ``G05D 1/02``, ``G05D   1/02``, ``G05D0001020000``) and are keyed by their canonical form.
 
     Errors name the file and the line.
     """
@@ -768,6 +899,11 @@ def read_label_titles(path) -> dict[str, str]:
         problem = _title_line_problem(code, title)
         if problem:
             raise ValueError(f"{path}, line {lineno}, field {problem}")
+        if len(code) > 4 and code[4] in "0123456789 ":  # a group symbol, in any notation: its canonical form
+            try:
+                code = normalize_symbol(code, "cpc")
+            except TaxonomyError as err:
+                raise ValueError(f"{path}, line {lineno}, field 'code': {err}") from None
         if code in titles:
             raise ValueError(f"{path}, line {lineno}: code {code!r} appears twice")
         titles[code] = title.strip()

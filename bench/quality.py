@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configuration_thmm import LOSS_TYPES, Taxonomy
+from configuration_thmm import DEEP_HEADS, DEPTHS, LOSS_TYPES, Taxonomy
 from thmm.hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
 from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, THRESHOLD_OBJECTIVES, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
@@ -123,7 +123,8 @@ def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0, fi
         scores = taxonomy.min_along_path(fitted["decisions"][name])
         predictions = taxonomy.decode(scores, threshold=SVM_THRESHOLD)
         refs = [list(x) for x in splits[name]["labels"]]
-        eval_tax = Taxonomy.from_codes(set(taxonomy.nodes) | {c for r in refs for c in r}, scheme=taxonomy.scheme)
+        eval_tax = Taxonomy.from_codes(set(taxonomy.nodes) | {c for r in refs for c in r}, scheme=taxonomy.scheme,
+                                       depth=taxonomy.depth)
         out[name] = compute_hierarchical_metrics(predictions, refs, scores=scores, score_labels=list(taxonomy.nodes),
                                                  taxonomy=eval_tax)
     return out
@@ -146,13 +147,42 @@ def neural_run(name, args, out_dir: Path) -> dict:
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
         freeze_encoder=run_settings(args)["frozen_encoder"], mixed_precision=args.mixed_precision,
         freeze_lower_layers=args.freeze_lower_layers, lexical_fusion=args.lexical_fusion,
-        features_cache_dir=None if args.full_finetune else str(args.out / "features_cache"),
+        features_cache_dir=None if args.full_finetune else str(features_cache(args)),
+        depth=args.depth, deep_heads=args.deep_heads, deep_head_hidden_size=args.deep_head_hidden_size,
     )
     run_args.validate()
     t0 = time.perf_counter()
     summary = train(run_args)
     summary["train_seconds"] = time.perf_counter() - t0
+    model_dir = out_dir / "model"
+    summary["model_bytes"] = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    summary["head_parameters"] = head_parameters(model_dir)
     return summary
+
+
+def head_parameters(model_dir: Path) -> int:
+    """Parameters of the saved model's heads (the CNN and the encoder left out)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in model_dir.glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():
+                if name.startswith("heads."):
+                    total += int(np.prod(f.get_slice(name).get_shape()))
+    return total
+
+
+def features_cache(args) -> Path:
+    """Where frozen-encoder features are cached: runs at other depths on the same patents share them."""
+    return getattr(args, "features_cache_dir", None) or args.out / "features_cache"  # bench/thresholds.py has none
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_settings(args) -> dict:
@@ -165,7 +195,8 @@ def run_settings(args) -> dict:
             "max_train_samples": args.max_train_samples,
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
             "small_dev_documents": args.small_dev_documents,
-            "lexical_fusion": args.lexical_fusion}
+            "lexical_fusion": args.lexical_fusion, "depth": args.depth, "deep_heads": args.deep_heads,
+            "deep_head_hidden_size": args.deep_head_hidden_size}
 
 
 def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
@@ -195,7 +226,7 @@ def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
     datasets_, collate, _, _ = split_datasets(accelerator, model, tokenizer, splits, taxonomy, tuple(references),
                                               freeze_encoder=settings["frozen_encoder"],
                                               max_length=settings["max_length"], batch_size=256,
-                                              cache_root=args.out / "features_cache")
+                                              cache_root=features_cache(args))
     # prepared loaders put each batch on the model's device (a GPU when there is one)
     loaders = {s: accelerator.prepare(DataLoader(d, batch_size=256, collate_fn=collate)) for s, d in datasets_.items()}
     # the heads' logits: a saved model with a lexical scorer fuses it from input_ids, which cached features lack
@@ -293,6 +324,16 @@ def main(argv=None):
     parser.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISION,
                         help="train.py --mixed-precision (bf16 on a GPU)")
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for the SVMs")
+    parser.add_argument("--depth", type=int, default=None, choices=DEPTHS,
+                        help="train.py --depth: cut the labels at subclass (3), main group (4) or subgroup (5); "
+                             "default: the labels' own depth")
+    parser.add_argument("--deep-heads", default=TrainingArguments.deep_heads, choices=DEEP_HEADS,
+                        help="train.py --deep-heads (the main-group and subgroup heads)")
+    parser.add_argument("--deep-head-hidden-size", type=int, default=TrainingArguments.deep_head_hidden_size,
+                        help="train.py --deep-head-hidden-size")
+    parser.add_argument("--features-cache-dir", type=Path, default=None,
+                        help="frozen-encoder feature cache (default OUT/features_cache); runs at several depths "
+                             "on the same patents can share one")
     parser.add_argument("--force", action="store_true", help="retrain models that already have results")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted neural model from its last checkpoint instead of restarting it")
@@ -354,10 +395,15 @@ def main(argv=None):
 
     from dataset_script import load_patent_splits
 
+    from thmm.data import cut_splits, training_depth
+
     splits = load_patent_splits(str(args.data), scheme=args.scheme)
     if args.max_train_samples:  # the same cut the runs make (the SVM sees the same training documents)
         splits["train"] = splits["train"].select(range(min(args.max_train_samples, len(splits["train"]))))
-    taxonomy = Taxonomy.from_codes({c for labels in splits["train"]["labels"] for c in labels}, scheme=args.scheme)
+    depth = training_depth(TrainingArguments(depth=args.depth, scheme=args.scheme), splits["train"]["labels"])
+    splits = cut_splits(splits, depth)  # as train.py --depth does
+    taxonomy = Taxonomy.from_codes({c for labels in splits["train"]["labels"] for c in labels}, scheme=args.scheme,
+                                   depth=depth)
     print(f"data {args.data}: train {len(splits['train'])}, dev {len(splits['validation'])}, test {len(splits['test'])}; "
           f"{taxonomy}")
 
@@ -430,10 +476,14 @@ def main(argv=None):
         if name == "svm":
             run = svm_baseline(splits, taxonomy, n_jobs=args.n_jobs, fitted=word_svm_decisions())
             results[name] = {"dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
-                             "settings": {"C": 1.0, "threshold": SVM_THRESHOLD, "vocabulary": run["vocabulary"]}}
+                             "peak_rss_mb": peak_rss_mb(),
+                             "settings": {"C": 1.0, "threshold": SVM_THRESHOLD, "vocabulary": run["vocabulary"],
+                                          "depth": depth}}
         elif name in BASELINES:
             results[name] = baseline_entry(name, args, splits, taxonomy, knn_ks, word_svm_decisions)
             results[name]["seconds"] = time.perf_counter() - t0
+            results[name]["peak_rss_mb"] = peak_rss_mb()
+            results[name].setdefault("settings", {})["depth"] = depth
         elif name in HARNN_MODELS:
             run = harnn_probabilities(force=args.force)
             harnn = harnn_module()
@@ -456,7 +506,8 @@ def main(argv=None):
                              "train_seconds_per_epoch": summary["train_seconds_per_epoch"],
                              "lexical_fusion": summary.get("lexical_fusion"),
                              "test_heads_only": summary.get("test_heads_only"),
-                             "settings": run_settings(args)}
+                             "model_bytes": summary["model_bytes"], "head_parameters": summary["head_parameters"],
+                             "peak_rss_mb": peak_rss_mb(), "settings": run_settings(args) | {"depth": depth}}
         else:  # pragma: no cover - the names were checked above
             raise SystemExit(f"unknown model {name!r}; choose from {', '.join(known)}")
         results_path.write_text(json.dumps(results, indent=1))
@@ -566,6 +617,17 @@ def render(results: dict, args, argv) -> str:
                      f"{settings.get('head_learning_rate', '')} | {settings.get('selection_metric', '')} | "
                      f"{settings.get('epochs', '')} | {r.get('best_epoch', '')} | {thr} | "
                      f"{per_epoch / 60 if per_epoch else float('nan'):.2f} | {r['seconds'] / 60:.1f} |")
+    costs = {name: r for name, r in results.items() if r.get("peak_rss_mb")}
+    if costs:  # the depth benchmark: each model run alone (one --models per command), so the peak is its own
+        lines += ["", "Cost (peak RSS of the command that trained the model; model size: its safetensors files):", "",
+                  "| model | depth | deep heads | head parameters | model MB | peak RSS MB | min/epoch |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        for name, r in costs.items():
+            settings, per_epoch = r.get("settings", {}), r.get("train_seconds_per_epoch")
+            params = f"{r['head_parameters']:,}" if r.get("head_parameters") is not None else ""
+            size = f"{r['model_bytes'] / 2**20:.0f}" if r.get("model_bytes") else ""
+            lines.append(f"| {name} | {settings.get('depth', '')} | {settings.get('deep_heads', '')} | {params} | "
+                         f"{size} | {r['peak_rss_mb']:.0f} | {per_epoch / 60 if per_epoch else float('nan'):.2f} |")
     consistent = {name: r for name, r in results.items() if r.get("test_consistent")}
     if consistent:
         lines += ["", "Consistent scores (each node capped by its ancestors, same thresholds) against the raw scores, test:",

@@ -28,7 +28,7 @@ from pathlib import Path
 from defusedxml import DefusedXmlException, EntitiesForbidden
 from defusedxml.ElementTree import DefusedXMLParser
 
-from taxonomy_thmm import LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, level_name
+from taxonomy_thmm import LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, level_name, normalize_symbol
 
 __all__ = [
     "COLUMNS",
@@ -117,16 +117,18 @@ def parse_label_list(text: str) -> list[str]:
 def hierarchy_fields(labels: list[str], scheme: str = "cpc") -> dict[str, list[str]]:
     """The derived fields: sorted unique ancestors of the subclass labels at each level above
     theirs, named after the level (``sections``, ``classes``)."""
-    ancestors = [cpc_ancestors(code, scheme) for code in labels]
+    ancestors = [cpc_ancestors(code, scheme, depth=5) for code in labels]  # subclass or group codes
     return {
         level_name(level, plural=True): sorted({chain[level - 1] for chain in ancestors})
         for level in range(1, _LABEL_LEVEL)
     }
 
 
-def _check_labels(codes: list[str], scheme: str) -> None:
-    """Subclass codes only, each once; raises ``ValueError``/``TaxonomyError`` naming the code."""
-    seen = set()
+def _check_labels(codes: list[str], scheme: str) -> list[str]:
+    """Subclass codes or group symbols (main groups, subgroups in any notation :func:`normalize_symbol`
+    reads), each once; returns them in canonical form (``G05D1/02`` -> ``G05D 1/02``); raises
+    ``ValueError``/``TaxonomyError`` naming the code."""
+    seen, canonical = set(), []
     for code in codes:
         if not isinstance(code, str):
             raise ValueError(f"label {code!r} is a {_json_type(code)}; labels are strings like 'A43B'")
@@ -135,14 +137,22 @@ def _check_labels(codes: list[str], scheme: str) -> None:
             raise ValueError(
                 f"code {code!r} has the non-ASCII character {_describe_char(odd)}; codes are ASCII like 'A43B'"
             )
-        level = cpc_level(code, scheme)
-        if level != _LABEL_LEVEL:
-            raise TaxonomyError(
-                f"{code!r} is a {level_name(level)}; labels must be {level_name(_LABEL_LEVEL)} codes like 'A43B'"
-            )
+        if len(code) > 4 and code[4:5] in "0123456789 ":  # a group symbol: its notation is checked here
+            written, code = code, normalize_symbol(code, scheme)
+            if code in seen:
+                raise ValueError(f"code {written!r} is listed twice (as {code!r})")
+        else:
+            level = cpc_level(code, scheme)
+            if level != _LABEL_LEVEL:
+                raise TaxonomyError(
+                    f"{code!r} is a {level_name(level)}; labels must be {level_name(_LABEL_LEVEL)} codes like 'A43B'"
+                    " (or group symbols like 'G05D1/02')"
+                )
         if code in seen:
             raise ValueError(f"code {code!r} is listed twice")
         seen.add(code)
+        canonical.append(code)
+    return canonical
 
 
 def _check_policy(name: str, value: str) -> None:
@@ -220,7 +230,9 @@ class PatentRowValidator:
     - ``title`` and ``abstract`` hold no control characters other than tab, line feed and carriage
       return (a NUL, form feed or escape is refused, not dropped), and are not both empty;
     - ``labels`` is a list of distinct ASCII subclass codes of ``scheme`` (``'A43B'``; a class like
-      ``'A43'``, lower case or inner spaces are refused), non-empty (``empty_labels``);
+      ``'A43'``, lower case or inner spaces are refused) or group symbols (``'G05D1/02'``, ``'G05D 1/02'``,
+      ``'G05D   1/02'``, ``'G05D0001020000'``; stored in canonical form ``'G05D 1/02'``), non-empty
+      (``empty_labels``);
     - ``sections``/``classes``, when given, equal the labels' ancestors.
 
     :meth:`validate` returns the row as stored (the four fields plus ``sections`` and ``classes``),
@@ -298,15 +310,16 @@ class PatentRowValidator:
             fail("labels", f"expected a list of subclass codes like ['A43B', 'Y10T'], got {_json_type(labels)} "
                            f"{str(labels)[:80]!r}")
         key = tuple(labels) if all(isinstance(code, str) for code in labels) else None
-        derived = self._checked_labels.get(key)
-        if derived is None:
+        checked = self._checked_labels.get(key)
+        if checked is None:
             try:
-                _check_labels(labels, self.scheme)
+                canonical = _check_labels(labels, self.scheme)
             except ValueError as err:  # TaxonomyError is a ValueError
                 fail("labels", str(err))
-            derived = hierarchy_fields(labels, self.scheme)
+            checked = (canonical, hierarchy_fields(canonical, self.scheme))
             if key is not None and len(self._checked_labels) < _LABEL_CACHE_SIZE:
-                self._checked_labels[key] = derived
+                self._checked_labels[key] = checked
+        labels, derived = list(checked[0]), checked[1]
 
         if not labels:
             if self.empty_labels == "error":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taxonomy_thmm import LEVEL_NAMES, Taxonomy, level_name
+from taxonomy_thmm import LEVEL_NAMES, Taxonomy, label_depth, level_name
 from thmm.outputs import check_output_dir, staged_output_dir
 
 __all__ = ["label_statistics", "format_markdown", "plot_label_distribution", "write_report"]
@@ -46,7 +46,7 @@ def label_statistics(splits: Mapping[str, Iterable], min_count: int = 10) -> dic
     }
     codes = sorted({code for lists in label_lists.values() for labels in lists for code in labels})
     # "cpc" accepts IPC codes too (IPC is CPC without section Y), so one scheme serves both.
-    taxonomy = Taxonomy.from_codes(codes, "cpc") if codes else None
+    taxonomy = Taxonomy.from_codes(codes, "cpc", depth=label_depth(codes)) if codes else None  # group symbols too
     report = {}
     for split, lists in label_lists.items():
         n = len(lists)

@@ -444,6 +444,12 @@ CASES = {
     # ---- field sizes: csv's 131,072 is no limit; MAX_FIELD_CHARS is, named with file, line, field
     "data-tsv-150k-abstract-reads": Case(
         "api", reads(tsv_edit(2, "abstract", LONG_ABSTRACT), train_row_is(0, abstract=LONG_ABSTRACT)), None),
+    "data-tsv-malformed-group-symbol": Case(
+        "api", loads(tsv_edit(3, "labels", "['G05D1/2']")), PatentDataError,
+        ("{tmp}/data/train.tsv, line 3, field 'labels': malformed CPC symbol 'G05D1/2'", "'G05D 1/02'")),
+    "data-tsv-group-symbol-twice": Case(
+        "api", loads(tsv_edit(3, "labels", "['G05D1/02', 'G05D 1/02']")), PatentDataError,
+        ("{tmp}/data/train.tsv, line 3, field 'labels': code 'G05D 1/02' is listed twice",)),
     "data-tsv-field-too-long": Case(
         "api", loads(tsv_edit(2, "abstract", "x" * (MAX_FIELD_CHARS + 1))), PatentDataError,
         (f"{{data}}/train.tsv, line 2, field 'abstract': {MAX_FIELD_CHARS + 1:,} characters, {LIMIT}",)),

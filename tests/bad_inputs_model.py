@@ -103,6 +103,9 @@ def predict_with_bigger_tokenizer(env):
 
 CASES = {
     # ---- config.json: each bad field is one line naming the file, the field, the rule and the value
+    "model-config-depth-other-than-taxonomy": config_case(
+        "'depth': must equal the taxonomy's depth 3 (got 4)", depth=4),
+    "model-config-depth-out-of-range": config_case("'depth': must be one of 3, 4, 5", depth=7),
     "model-config-dropout-out-of-range": config_case("'head_dropout': must be in [0, 1) (got 1.5)", head_dropout=1.5),
     "model-config-string-for-an-integer": config_case(
         "'head_hidden_size': must be an integer (got '16')", head_hidden_size="16"),

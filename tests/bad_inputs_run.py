@@ -151,6 +151,17 @@ CASES = {
     "run-taxonomy-titles-lower-case-code": Case(
         "train", lambda env: taxonomy_file(env, "tax.tsv", "a43b\tFootwear\n"), 2,
         ("--taxonomy {tmp}/tax.tsv", "field 'code'", "'a43b'", "upper case")),
+    "run-depth-6": Case("train", lambda env: env.train_argv("--depth", "6"), 2, ("--depth: must be one of 3, 4, 5 (got 6)",)),
+    "run-deep-head-hidden-size-0": Case("train", lambda env: env.train_argv("--deep-head-hidden-size", "0"), 2,
+                                        ("--deep-head-hidden-size: must be positive (got 0)",)),
+    "run-depth-other-than-taxonomy-json": Case(
+        "train", lambda env: [*taxonomy_file(env, "tax.json", json.dumps(
+            {"scheme": "cpc", "depth": 4, "nodes": ["A", "A43", "A43B", "A43B 13/00"],
+             "parents": [None, "A", "A43", "A43B"]})), "--depth", "3"], 2,
+        ("--taxonomy {tmp}/tax.json: its depth is 4, not --depth 3",)),
+    "run-taxonomy-titles-malformed-group-symbol": Case(
+        "train", lambda env: taxonomy_file(env, "tax.tsv", "A43B\tFootwear\nA43B13/4\tSoles\n"), 2,
+        ("--taxonomy {tmp}/tax.tsv", "line 2, field 'code': malformed CPC symbol 'A43B13/4'")),
     # ---- numbers: finite, and sizes the run can use
     "run-weight-decay-inf": Case("train", lambda env: env.train_argv("--weight-decay", "inf"), 2,
                                  ("--weight-decay: must be a finite number (got inf)",)),

@@ -150,6 +150,18 @@ def test_train_old_push_to_hub_repo_warns_once(argv, tiny_encoder_dir, capsys):
     assert deprecations(err) == [err.strip()] and "--push-to-hub --hub-model-id REPO" in err
 
 
+def test_train_depth_options_use_the_dashed_vocabulary(tiny_encoder_dir, capsys):
+    """Issue 32's options: dashed names in --help, the choices shown, and parsed to the right types."""
+    text = help_text("train", capsys)
+    for option in ("--depth {3,4,5}", "--deep-heads {shared,per_node}", "--deep-head-hidden-size"):
+        assert option in text, option
+    args, err = parse(["--encoder", tiny_encoder_dir, "--depth", "4", "--deep-heads", "per_node",
+                       "--deep-head-hidden-size", "16"], capsys)
+    assert (args.depth, args.deep_heads, args.deep_head_hidden_size, err) == (4, "per_node", 16, "")
+    args, _ = parse(["--encoder", tiny_encoder_dir], capsys)
+    assert (args.depth, args.deep_heads, args.deep_head_hidden_size) == (None, "shared", 128)  # None: the labels' depth
+
+
 def test_train_underscore_spellings_still_parse_silently(tiny_encoder_dir, capsys):
     args, err = parse(["--encoder", tiny_encoder_dir, "--head_type", "tmm", "--no_lexical_fusion", "--output_dir", "x",
                        "--hub_private"], capsys)

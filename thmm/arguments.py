@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from configuration_thmm import (
+    DEEP_HEADS,
     DOC_REPRESENTATIONS,
     HEAD_TYPES,
     LOSS_TYPES,
@@ -23,6 +24,8 @@ from configuration_thmm import (
     check_max_length,
     looks_like_local_path,
 )
+
+from taxonomy_thmm import DEPTHS
 
 from .calibration import CALIBRATIONS
 from .selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
@@ -57,6 +60,10 @@ class TrainingArguments:
     trust_remote_code: bool = _arg(False, "let --encoder run code from its folder or Hub repo (an auto_map in its "
                                           "config or tokenizer); without it such an encoder is refused")
     head_hidden_size: int = _arg(256, "hidden size of each node head")
+    deep_heads: str = _arg("shared", "heads of main groups and subgroups (--depth 4, 5): shared (hidden layers shared "
+                                     "by the level, one output row per node; THMM: one hidden state per parent) or "
+                                     "per_node (the paper's heads, --deep-head-hidden-size wide)", DEEP_HEADS)
+    deep_head_hidden_size: int = _arg(128, "hidden size of the main-group and subgroup heads")
     head_dropout: float = _arg(0.25, "dropout in the heads")
     loss_type: str = _arg("bce", "bce: binary cross-entropy over all heads (the paper's); focal: focal loss, which "
                                  "weighs rare labels' hard examples more", LOSS_TYPES)
@@ -83,6 +90,8 @@ class TrainingArguments:
     dataset: str | None = _arg(None, "Hub dataset id, a dir exported by thmm-publish, or a dir of train/dev/test "
                                      "TSVs (default: the official USPTO-70k release)", metavar="DIR_OR_HUB_ID")
     scheme: str = _arg("cpc", "label code scheme of the data", ("cpc", "ipc"))
+    depth: int | None = _arg(None, "cut labels at 3 (subclass), 4 (main group) or 5 (subgroup); default: the "
+                                   "depth of the training labels (3 for subclass codes)", metavar="{3,4,5}")
     upsample: bool = _arg(False, "up-sample train so that every label occurs at least 10 times (the paper's)")
     allow_split_overlap: bool = _arg(False, "train although a patent_id is in two splits (a warning instead of an "
                                             "error; the scores then overstate the model)")
@@ -209,6 +218,7 @@ class TrainingArguments:
         need(self.small_dev_documents >= 0, "small_dev_documents", "must be 0 (never) or positive")
         need(0.0 <= self.head_dropout < 1.0, "head_dropout", "must be in [0, 1)")
         need(self.head_hidden_size >= 1, "head_hidden_size", "must be positive")
+        need(self.deep_head_hidden_size >= 1, "deep_head_hidden_size", "must be positive")
         need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")
         need(self.lexical_max_train_documents == 0 or self.lexical_max_train_documents >= 2,
              "lexical_max_train_documents", "must be 0 (all of them) or at least 2")
@@ -221,6 +231,7 @@ class TrainingArguments:
         need(self.num_workers >= 0, "num_workers", "must be non-negative")
         need(self.preprocessing_num_workers is None or self.preprocessing_num_workers >= 1, "preprocessing_num_workers",
              "must be positive")
+        need(self.depth is None or self.depth in DEPTHS, "depth", f"must be one of {', '.join(map(str, DEPTHS))}")
         need(self.max_train_samples is None or self.max_train_samples >= 1, "max_train_samples", "must be positive")
         need(self.max_eval_samples is None or self.max_eval_samples >= 1, "max_eval_samples", "must be positive")
         for name in ("taxonomy", "label_titles"):

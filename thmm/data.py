@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from transformers.trainer_pt_utils import LengthGroupedSampler as _TransformersLengthGroupedSampler
 
 from configuration_thmm import Taxonomy, read_label_titles
+from taxonomy_thmm import cut_code, cut_labels, label_depth
 
 from .arguments import ConfigError, TrainingArguments
 from .mapped_pages import PageReleaser, release_mapped_pages
@@ -44,6 +45,28 @@ def load_splits(args: TrainingArguments):
     for name in SPLITS:
         if len(splits[name]) == 0:
             raise ConfigError(f"--dataset {args.dataset}: the {name} split is empty")
+    return cut_splits(splits, training_depth(args, splits["train"]["labels"]))
+
+
+def training_depth(args: TrainingArguments, train_labels) -> int:
+    """``--depth``, or the depth of the training labels: 3 for subclass labels, 4 or 5 when they hold
+    main groups or subgroups (``label_depth``)."""
+    if args.depth is not None:
+        return args.depth
+    return label_depth({code for labels in train_labels for code in labels}, args.scheme)
+
+
+def cut_splits(splits, depth: int):
+    """Every split's labels cut to ``depth`` (``G05D 1/02`` -> ``G05D 1/00`` at depth 4), each code
+    once; logged with the number of labels cut, so that nothing changes silently."""
+    for name in list(splits):
+        labels = splits[name]["labels"]
+        deeper = sum(1 for codes in labels for code in codes if cut_code(code, depth) != code)
+        if deeper:
+            splits[name] = splits[name].map(lambda rows: {"labels": [cut_labels(codes, depth) for codes in rows]},
+                                            batched=True, input_columns=["labels"], desc=f"labels to depth {depth}")
+            logger.info("%s: %d labels deeper than depth %d cut to their %s", name, deeper, depth,
+                        {3: "subclass", 4: "main group"}[depth])
     return splits
 
 
@@ -52,12 +75,18 @@ def build_taxonomy(args: TrainingArguments, train_labels) -> Taxonomy:
         path = Path(args.taxonomy)
         try:
             if path.suffix == ".json":
-                return Taxonomy.from_json(path)
-            return Taxonomy.from_codes(read_label_titles(path), scheme=args.scheme)
+                taxonomy = Taxonomy.from_json(path)
+                if args.depth is not None and taxonomy.scheme and taxonomy.depth != args.depth:
+                    raise ValueError(f"its depth is {taxonomy.depth}, not --depth {args.depth}")
+                return taxonomy
+            depth = training_depth(args, train_labels)  # the title file's deeper codes are cut to it
+            codes = {cut_code(code, depth) for code in read_label_titles(path)}
+            return Taxonomy.from_codes(codes, scheme=args.scheme, depth=depth)
         except ValueError as err:  # a TaxonomyError too: name the option and the file (once)
             message = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"--taxonomy {path}: {message.replace(f'{path}: ', '', 1)}") from None
-    return Taxonomy.from_codes({code for labels in train_labels for code in labels}, scheme=args.scheme)
+    return Taxonomy.from_codes({code for labels in train_labels for code in labels}, scheme=args.scheme,
+                               depth=training_depth(args, train_labels))
 
 
 def label_titles_for(args: TrainingArguments, taxonomy: Taxonomy) -> dict[str, str] | None:

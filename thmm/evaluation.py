@@ -37,7 +37,7 @@ def evaluation_taxonomy(taxonomy: Taxonomy, references, scheme: str) -> Taxonomy
     """The model's nodes plus every reference code: gold codes the model has no head for stay in the
     evaluation and count as misses (built once per split, not once per metric call)."""
     codes = set(taxonomy.nodes) | {c for labels in references for c in labels}
-    return Taxonomy.from_codes(codes, scheme=scheme)
+    return Taxonomy.from_codes(codes, scheme=scheme, depth=taxonomy.depth or 3)
 
 
 def model_columns(taxonomy: Taxonomy, eval_taxonomy: Taxonomy) -> np.ndarray:

@@ -103,7 +103,8 @@ def compute_hierarchical_metrics(
           probabilities (all in [0, 1]): over every (document, scored node) pair, and per level
           (``thmm.calibration``; 15 equal-width bins). Absent otherwise.
         - ``level{l}_micro_precision`` ... ``level{l}_macro_f1``: the same six numbers restricted to
-          the nodes of level ``l`` (1 = section, 2 = class, 3 = subclass for CPC).
+          the nodes of level ``l`` (1 = section, 2 = class, 3 = subclass, 4 = main group, 5 = subgroup for
+          CPC/IPC).
         - ``level{l}_avg_predicted``, ``level{l}_avg_gold``: mean number of predicted / gold labels
           of level ``l`` per document; ``level{l}_docs_without_prediction``: documents with no
           predicted label at level ``l``.
@@ -291,22 +292,23 @@ def _resolve_taxonomy(taxonomy, label_lists: dict[str, list[list[str]]], score_l
         raise TaxonomyError(
             "no label code in predictions or references; pass taxonomy= to score documents without labels"
         )
+    depth = 5 if any("/" in code for code in codes if isinstance(code, str)) else 3  # group symbols: G05D 1/02
     try:
-        return Taxonomy.from_codes(sorted(codes), scheme="cpc")
+        return Taxonomy.from_codes(sorted(codes), scheme="cpc", depth=depth)
     except TaxonomyError:
         # Find where the malformed code is, so that the message names the document.
         for name, docs in label_lists.items():
             for i, labels in enumerate(docs):
                 for code in labels:
-                    _check_code(code, "cpc", f"{name}[{i}]")
+                    _check_code(code, "cpc", f"{name}[{i}]", depth)
         for k, code in enumerate(score_labels or ()):
-            _check_code(code, "cpc", f"score_labels[{k}]")
+            _check_code(code, "cpc", f"score_labels[{k}]", depth)
         raise
 
 
-def _check_code(code: str, scheme: str, where: str) -> None:
+def _check_code(code: str, scheme: str, where: str, depth: int = 3) -> None:
     try:
-        cpc_level(code, scheme)
+        cpc_level(code, scheme, depth)
     except TaxonomyError as err:
         raise TaxonomyError(f"{where}: {err}") from None
 
@@ -317,7 +319,7 @@ def _lookup(code: str, taxonomy: Taxonomy, label2id: dict, mode: str, where: str
     if node is not None:
         return node
     if taxonomy.scheme is not None:
-        _check_code(code, taxonomy.scheme, where)  # malformed codes raise in both modes
+        _check_code(code, taxonomy.scheme, where, taxonomy.depth)  # malformed codes raise in both modes
     if mode == "error":
         raise TaxonomyError(
             f"{where}: label code {code!r} is not in the taxonomy ({len(taxonomy)} nodes); "
@@ -558,7 +560,8 @@ _TABLES = [
         [*_PRF_KEYS, "f1_avg", "auprc"],
         False,
     ),
-    ("Per level (1 = section, 2 = class, 3 = subclass for CPC)", _PRF_HEADER, _PRF_KEYS, True),
+    ("Per level (1 = section, 2 = class, 3 = subclass, 4 = main group, 5 = subgroup for CPC/IPC)", _PRF_HEADER,
+     _PRF_KEYS, True),
     (
         "Coverage per level",
         ["Avg. predicted / doc", "Avg. gold / doc", "Docs without prediction"],

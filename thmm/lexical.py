@@ -41,6 +41,15 @@ logger = logging.getLogger(__name__)
 # heads have learnt little, e.g. from a few hundred documents, the model then does what the SVMs do).
 FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 SVM_C = 1.0  # the TwistBytes baseline's
+# Main-group and subgroup taxonomies (depth 4, 5: thousands of nodes) keep each node's LEXICAL_TOP_K
+# word-pieces of largest weight instead of a dense [vocab, nodes] matrix (bench/lexical_topk.py measured
+# the memory and the score agreement; docs/benchmarks.md, issue 32). Subclass taxonomies stay dense.
+LEXICAL_TOP_K = 256
+
+
+def lexical_top_k(taxonomy: Taxonomy) -> int:
+    """How many weights per node the lexical scorer keeps: all (0, dense) at depth 3, else LEXICAL_TOP_K."""
+    return LEXICAL_TOP_K if (taxonomy.depth or 3) > 3 else 0
 MIN_DOCUMENT_FREQUENCY = 2  # word-pieces in fewer training documents get no weight
 
 
@@ -110,21 +119,25 @@ class LexicalScorerFit:
     """A fitted lexical scorer: the buffers of ``modeling_thmm.LexicalScorer``."""
 
     idf: np.ndarray  # [vocab]; 0 for ignored and rare word-pieces
-    weight: np.ndarray  # [vocab, nodes]
+    weight: np.ndarray | sp.csc_matrix  # [vocab, nodes]; sparse with each node's top_k weights when top_k
     bias: np.ndarray  # [nodes]
     seconds: float
     vocabulary: int  # word-pieces with a weight
     documents: int  # training documents the SVMs were fitted on
+    top_k: int = 0  # weights kept per node (0: all)
 
     def decisions(self, counts: sp.csr_matrix) -> np.ndarray:
         """``[documents, nodes]`` SVM decision values of documents given as :func:`token_counts`."""
-        return np.asarray(tfidf(counts, self.idf) @ self.weight, dtype=np.float64) + self.bias
+        product = tfidf(counts, self.idf) @ self.weight
+        product = product.toarray() if sp.issparse(product) else product
+        return np.asarray(product, dtype=np.float64) + self.bias
 
 
 def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SVM_C,
-                       n_jobs: int | None = None) -> LexicalScorerFit:
+                       n_jobs: int | None = None, top_k: int = 0) -> LexicalScorerFit:
     """TF-IDF over the training word-pieces (``counts``, from :func:`token_counts`) and a
-    ``LinearSVC`` per node (``targets``: ``[documents, nodes]`` 0/1, ancestors included)."""
+    ``LinearSVC`` per node (``targets``: ``[documents, nodes]`` 0/1, ancestors included); with
+    ``top_k``, each node keeps its ``top_k`` weights of largest absolute value (a sparse ``weight``)."""
     from sklearn.feature_extraction.text import TfidfTransformer
 
     t0 = time.perf_counter()
@@ -138,10 +151,19 @@ def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SV
     idf[used] = transformer.idf_
     X = tfidf(counts, idf)[:, used]
     coef, intercept = fit_node_svms(X, np.asarray(targets), C, n_jobs)
-    weight = np.zeros((counts.shape[1], targets.shape[1]), dtype=np.float32)
-    weight[used] = coef
+    if top_k:
+        from modeling_thmm import top_k_weights
+
+        indices, values = top_k_weights(coef, top_k)  # rows of coef: the used word-pieces
+        nodes = np.repeat(np.arange(coef.shape[1]), indices.shape[1])
+        keep = values.reshape(-1) != 0
+        weight = sp.csc_matrix((values.reshape(-1)[keep], (used[indices.reshape(-1)[keep]], nodes[keep])),
+                               shape=(counts.shape[1], coef.shape[1]), dtype=np.float32)
+    else:
+        weight = np.zeros((counts.shape[1], targets.shape[1]), dtype=np.float32)
+        weight[used] = coef
     return LexicalScorerFit(idf.astype(np.float32), weight, intercept, time.perf_counter() - t0, len(used),
-                            counts.shape[0])
+                            counts.shape[0], top_k)
 
 
 def calibrate(decisions: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -245,7 +267,7 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
     train_refs = references["train"] if train_rows is None else [references["train"][i] for i in train_rows]
     fit = None
     try:  # too few training documents for a vocabulary, or no dev document with a code of the taxonomy
-        fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, train_refs))
+        fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, train_refs), top_k=lexical_top_k(taxonomy))
         decisions = {name: fit.decisions(counts[name]) for name in head_logits}
         scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
     except ValueError as err:

@@ -222,6 +222,12 @@ def _plain(value) -> str:
     return f"{float(value):.4g}"
 
 
+def _depth_text(taxonomy: Taxonomy) -> str:
+    """``"4: labels cut at the main group (G05D 1/00)"``: what the model's codes go down to."""
+    what = {3: "subclass (A43B)", 4: "main group (G05D 1/00)", 5: "subgroup (G05D 1/02)"}[taxonomy.depth]
+    return f"{taxonomy.depth}: codes down to the {what}"
+
+
 def _levels(taxonomy: Taxonomy, scheme: str) -> str:
     """``"8 sections, 120 classes, 600 subclasses"`` (``"... at level 4"`` beyond the named levels)."""
     def name(level: int) -> str:
@@ -431,6 +437,7 @@ def build_model_card(
             "Neural Multi-Label Hierarchical Patent Classification using Transformers* (ECIR 2021).\n"
         ),
         f"- **Heads:** {head}, {len(taxonomy)} taxonomy nodes ({_levels(taxonomy, scheme)}).",
+        *([f"- **Depth:** {_depth_text(taxonomy)}."] if taxonomy.depth else []),
         f"- **Document vector:** {document_vector} of {encoder_text}.",
         f"- **Data:** {data_text}.",
         f"- **Training:** {epochs_run} epoch{'s' if epochs_run != 1 else ''}{best}.",

@@ -327,12 +327,17 @@ class Trainer:
             model = THMMForHierarchicalClassification.from_encoder(
                 args.encoder, taxonomy, encoder_kwargs=trust, head_type=args.head_type,
                 doc_representation=args.doc_representation, head_hidden_size=args.head_hidden_size,
+                deep_heads=args.deep_heads, deep_head_hidden_size=args.deep_head_hidden_size,
                 head_dropout=args.head_dropout, threshold=args.threshold, max_length=args.max_length,
                 label_titles=label_titles_for(args, taxonomy), loss_type=args.loss_type, focal_gamma=args.focal_gamma,
                 consistent_scores=args.consistent_scores,
             )
         if args.output_bias_init == "prior":  # a resumed run loads its biases from the checkpoint instead
             model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)))
+        elif args.head_type != "flat" and taxonomy.num_levels > 3:
+            # thousands of rare main groups and subgroups: started at 0.5, the shared deep heads would spend
+            # their first epoch pushing every node down (levels 1-3 keep --output-bias-init uniform)
+            model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)), from_level=4)
         if args.resume_from_model and not self.resume_from:  # a checkpoint of this run comes later, and wins
             load_trained_weights(model, args.resume_from_model, taxonomy)
         if args.freeze_encoder:
@@ -749,7 +754,8 @@ class Trainer:
             final.config.calibration_shifts = self.shifts
             if self.lexical is not None and self.lexical.choice.weight > 0:
                 fit, choice = self.lexical.fit, self.lexical.choice
-                final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift)
+                final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift,
+                                         top_k=fit.top_k)
             ckpt.check_finite(final.named_parameters(), f"the final model to {run.model}")
             with ckpt.writing(run.partial_model):
                 if run.partial_model.exists():  # an interrupted save's: ours, and incomplete
