@@ -5,6 +5,8 @@
 - :func:`load_patent_splits`: one call from a release, a TSV folder, a published folder or a Hub id.
 - :func:`read_patent_tsv`, :func:`read_patent_jsonl`, :func:`read_wipo_alpha`: the strict readers; every
   format (parquet too) checks its rows with :class:`PatentRowValidator`.
+- :mod:`dataset_script.streaming`: large TSV and JSONL files into Arrow a byte range at a time, by
+  several processes, with the rows and errors of the line-by-line readers.
 - ``python -m dataset_script.publish`` / ``python -m dataset_script.stats``: parquet + card, statistics.
 """
 
