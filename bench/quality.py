@@ -17,7 +17,9 @@ that score at -0.25 is exactly the parent gating, and the same scores give its A
 Writes ``OUT/results.json``, ``OUT/results.md`` (the paper's Table 1 and Table 3 columns) and
 ``OUT/per_level_macro_f1.png`` (Fig. 4); each model's run directory is kept under ``OUT/runs``.
 Finished models are reused on a rerun (``--force`` retrains them); ``--resume`` continues a neural
-model that was interrupted, from its last epoch checkpoint, with the same arguments.
+model that was interrupted, from its last epoch checkpoint, with the same arguments. ``bench/results/``
+is git-ignored and does not survive a fresh checkout: give a long run an ``--out`` outside the checkout
+(e.g. ``~/thmm-bench/top2-fused``) and rerun the same command with ``--resume`` to continue it.
 
 ``--retune micro_f1`` trains nothing: it reloads each named neural model that has finished (or the best
 epoch an interrupted run saved, with this command's settings), tunes its thresholds on dev for that

@@ -44,7 +44,7 @@ def free_port() -> int:
 # (5 steps per epoch), the last 3 of them kept after the run.
 RESUMABLE = ("--checkpoint-every", "2", "--save-total-limit", "3", "--keep-checkpoints")
 TITLED = ("--label-titles", str(REPO_ROOT / "tests" / "fixtures" / "cpc_titles.tsv"), "--node-threshold-min-support",
-          "2")
+          "2", "--small-dev-documents", "0")  # per-node thresholds on its 13 dev documents
 
 
 @pytest.fixture(scope="module")
