@@ -414,3 +414,14 @@ def test_top_k_lexical_scorer_round_trip_at_depth_four(tiny_encoder_config, tiny
             assert torch.equal(outputs[top_k], model(**batch).logits)
     assert torch.allclose(outputs[0], outputs[vocab], atol=1e-5)  # every weight kept: the dense scores
     assert not torch.allclose(outputs[0], outputs[4], atol=1e-3)  # 4 of them: other scores
+
+
+def test_thresholds_are_tuned_at_depth_five():
+    """Five levels: one threshold per level (the count tables hold 20 ** 5 cells per section)."""
+    from thmm.thresholds import tune_thresholds
+
+    taxonomy = deep_taxonomy(5)
+    references = [["G05D 1/02"], ["B64C 39/02", "A43B"], ["G08G 1/04"], ["G05D 3/00"]] * 3
+    probs = np.random.default_rng(0).random((len(references), len(taxonomy))).astype(np.float32)
+    tuned = tune_thresholds(probs, references, taxonomy, "f1_mean", taxonomy, "level")
+    assert len(tuned.thresholds.per_level) == 5
