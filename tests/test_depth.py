@@ -390,3 +390,38 @@ def test_deep_levels_can_start_at_their_priors_alone(tiny_encoder_config):
         else:
             expected = torch.log(torch.tensor(priors[nodes] / (1 - priors[nodes]))).float()
             assert torch.allclose(level.bias_out.view(-1), expected)
+
+
+def test_top_k_lexical_scorer_round_trip_at_depth_four(tiny_encoder_config, tiny_tokenizer, tmp_path):
+    """A depth-4 model's lexical scorer keeps each node's top-k weights (sparse); saved and loaded, it
+    scores as the dense scorer holding only those weights, and with k = vocab as the dense one."""
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    rng = np.random.default_rng(0)
+    model = build_tiny_model(tiny_encoder_config, deep_taxonomy(4), head_type="thmm")
+    vocab, nodes = len(tiny_tokenizer), len(model.taxonomy)
+    idf, weight, bias = rng.random(vocab), rng.normal(size=(vocab, nodes)), rng.normal(size=nodes)
+    batch = dict(tiny_tokenizer(["drone flight control", "shoe sole"], return_tensors="pt", padding=True))
+    outputs = {}
+    for top_k in (0, 4, vocab):
+        model.set_lexical_scorer(idf, weight, bias, fusion_weight=0.5, scale=2.0, shift=-1.0, top_k=top_k)
+        folder = save_model_dir(model, tiny_tokenizer, tmp_path / f"k{top_k}")
+        loaded = THMMForHierarchicalClassification.from_pretrained(folder).eval()
+        assert loaded.config.lexical_top_k == top_k
+        assert ("lexical.weight" in loaded.state_dict()) == (top_k == 0)
+        with torch.no_grad():
+            outputs[top_k] = loaded(**batch).logits
+            assert torch.equal(outputs[top_k], model(**batch).logits)
+    assert torch.allclose(outputs[0], outputs[vocab], atol=1e-5)  # every weight kept: the dense scores
+    assert not torch.allclose(outputs[0], outputs[4], atol=1e-3)  # 4 of them: other scores
+
+
+def test_thresholds_are_tuned_at_depth_five():
+    """Five levels: one threshold per level (the count tables hold 20 ** 5 cells per section)."""
+    from thmm.thresholds import tune_thresholds
+
+    taxonomy = deep_taxonomy(5)
+    references = [["G05D 1/02"], ["B64C 39/02", "A43B"], ["G08G 1/04"], ["G05D 3/00"]] * 3
+    probs = np.random.default_rng(0).random((len(references), len(taxonomy))).astype(np.float32)
+    tuned = tune_thresholds(probs, references, taxonomy, "f1_mean", taxonomy, "level")
+    assert len(tuned.thresholds.per_level) == 5

@@ -44,7 +44,7 @@ SVM_C = 1.0  # the TwistBytes baseline's
 # Main-group and subgroup taxonomies (depth 4, 5: thousands of nodes) keep each node's LEXICAL_TOP_K
 # word-pieces of largest weight instead of a dense [vocab, nodes] matrix (bench/lexical_topk.py measured
 # the memory and the score agreement; docs/benchmarks.md, issue 32). Subclass taxonomies stay dense.
-LEXICAL_TOP_K = 256
+LEXICAL_TOP_K = 1024
 
 
 def lexical_top_k(taxonomy: Taxonomy) -> int:

@@ -23,8 +23,9 @@ from .evaluation import comparable_thresholds, model_columns
 THRESHOLD_GRID = tuple(round(float(t), 2) for t in np.arange(0.05, 0.951, 0.05))
 #: what :func:`tune_thresholds` can maximise: the overall numbers of ``compute_hierarchical_metrics``
 OBJECTIVES = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1", "f1_avg", "f1_mean")
-# The most table cells _GridCounts allocates (each node spans 20 ** (levels at and below it) cells).
-_MAX_TABLE_CELLS = 1 << 24
+# The most table cells _GridCounts allocates (each node spans 20 ** (levels at and below it) cells): a
+# subgroup taxonomy (5 levels) needs about 46M for dronesr-groups' 8 sections, some 1.5 GB of counts.
+_MAX_TABLE_CELLS = 1 << 26
 
 
 #: how finely :func:`tune_thresholds` tunes: one global value, one per level, or per level and then
