@@ -88,7 +88,7 @@ def _lexical_attributions(model, enc, node_ids: list[int]) -> torch.Tensor:
     tfidf = scorer.tfidf(ids, enc["attention_mask"].to(model.device))[0]  # [vocab]
     counts = torch.bincount(ids[0], minlength=tfidf.shape[0]).clamp(min=1).to(tfidf.dtype)
     per_piece = (tfidf / counts)[ids[0]]  # [tokens]: the piece's term, shared by its occurrences
-    weights = scorer.weight[ids[0]][:, node_ids]  # [tokens, codes]
+    weights = scorer.piece_weights(ids[0], node_ids)  # [tokens, codes]
     return (per_piece[:, None] * weights).T.float().cpu()
 
 

@@ -49,6 +49,15 @@ class LexicalScorer(nn.Module):
         tf = torch.where(counts > 0, 1 + torch.log(counts.clamp(min=1)), torch.zeros_like(counts))
         return F.normalize(tf * self.idf, dim=1)
 
+    def piece_weights(self, piece_ids: torch.Tensor, node_ids: list[int]) -> torch.Tensor:
+        """``[pieces, len(node_ids)]``: each node's SVM weight for each word-piece (0 for a piece outside a
+        top-k node's kept weights), dense or top-k alike (the explanations read it)."""
+        if not self.top_k:
+            return self.weight[piece_ids][:, node_ids]
+        nodes = torch.as_tensor(node_ids, dtype=torch.long, device=piece_ids.device)
+        match = self.top_indices[nodes][None, :, :] == piece_ids[:, None, None]  # [pieces, codes, top_k]
+        return (match * self.top_values[nodes][None, :, :]).sum(dim=-1)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[batch, nodes]`` decision values (the SVMs' scale, not logits)."""
         features = self.tfidf(input_ids, attention_mask)

@@ -265,6 +265,30 @@ def test_explanations_name_only_words_of_the_document(tiny_model, tiny_tokenizer
         pipe(documents, explain="yes")
 
 
+def test_lexical_evidence_reads_top_k_scorers_as_dense_ones(tiny_model, tiny_tokenizer):
+    """Main-group models keep each node's top-k SVM weights only: the explanation reads those weights,
+    and with k the whole vocabulary it finds exactly the dense scorer's evidence."""
+    import torch
+
+    from explain_thmm import explain_document
+
+    dense = with_lexical_scorer(tiny_model(seed=4), tiny_tokenizer)
+    rng = np.random.default_rng(0)
+    vocab, nodes = len(tiny_tokenizer), len(dense.taxonomy)
+    idf, weight, bias = rng.random(vocab), rng.normal(size=(vocab, nodes)), rng.normal(size=nodes)
+    top_k = tiny_model(seed=4)
+    top_k.set_lexical_scorer(idf, weight, bias, 0.5, 1.5, -0.2, top_k=vocab)
+    pieces = torch.tensor([5, 9, 5, 12])
+    assert torch.allclose(top_k.lexical.piece_weights(pieces, [0, 3]), dense.lexical.piece_weights(pieces, [0, 3]))
+    small = tiny_model(seed=4)
+    small.set_lexical_scorer(idf, weight, bias, 0.5, 1.5, -0.2, top_k=2)
+    kept = small.lexical.piece_weights(pieces, [0, 3])
+    assert (kept != 0).sum(dim=0).le(2 * 2).all()  # only a node's kept pieces (each may occur twice) weigh
+    codes = list(dense.taxonomy.nodes[:3])
+    assert explain_document(top_k, tiny_tokenizer, "drone rotor", "an unmanned wing", codes) == \
+        explain_document(dense, tiny_tokenizer, "drone rotor", "an unmanned wing", codes)
+
+
 def test_explanation_words_are_whole_words_of_the_text(tiny_model, tiny_tokenizer):
     from explain_thmm import document_words
 
