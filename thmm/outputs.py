@@ -101,6 +101,20 @@ def _foreign(path: Path, written: set[str], will_write: Iterable[str]) -> list[s
     return sorted(set(foreign))
 
 
+def replaceable_output_file(path: Path, is_own_record) -> bool:
+    """Whether the file ``path`` may be replaced by a command that writes JSON lines: it is empty, or its
+    first line is a JSON object that ``is_own_record`` recognises as that command's record."""
+    with open(path, "rb") as stream:
+        first = stream.readline(1 << 20)
+    if not first.strip():
+        return True
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and is_own_record(record)
+
+
 def check_output_dir(
     path: str | os.PathLike, option: str, command: str | None = None, will_write: Iterable[str] = ()
 ) -> dict | None:

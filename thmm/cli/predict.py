@@ -73,6 +73,7 @@ from thmm.cli import (
     one_line_errors,
     run_cli,
 )
+from thmm.outputs import replaceable_output_file
 from thmm.prediction import (
     CHUNK_SIZE,
     FORMATS,
@@ -399,15 +400,7 @@ def check_writable(path: str, option: str) -> None:
 
 def is_prediction_output(path: Path) -> bool:
     """Whether ``path`` is empty or starts with a record this command writes (so it may be replaced)."""
-    with open(path, "rb") as stream:
-        first = stream.readline(1 << 20)
-    if not first.strip():
-        return True
-    try:
-        record = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and {"id", "predicted"} <= record.keys()
+    return replaceable_output_file(path, lambda record: {"id", "predicted"} <= record.keys())
 
 
 def cli(argv=None) -> int:

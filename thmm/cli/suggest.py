@@ -26,20 +26,13 @@ import tempfile
 from pathlib import Path
 
 from thmm.cli import HelpFormatter, add_common_options, check_quiet_verbose, description, one_line_errors, run_cli
+from thmm.outputs import replaceable_output_file
 from thmm.prediction import CHUNK_SIZE, FORMATS, InputError, check_finite_scores, chunked, input_name, iter_documents
 
 
 def is_suggest_output(path: Path) -> bool:
     """Whether ``path`` is empty or starts with a record this command writes (so it may be replaced)."""
-    with open(path, "rb") as stream:
-        first = stream.readline(1 << 20)
-    if not first.strip():
-        return True
-    try:
-        record = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and set(record) == {"id", "rank", "score"}
+    return replaceable_output_file(path, lambda record: set(record) == {"id", "rank", "score"})
 
 
 def check_output(path: str) -> None:
