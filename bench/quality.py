@@ -76,29 +76,20 @@ HARNN_MODELS = ("harnn-orig", "harnn")  # one trained HARNN: at threshold 0.5, a
 HARNN_ORIG_THRESHOLD = 0.5
 
 
-def harnn_module():
-    """``bench/harnn.py``, imported from its file (this script also runs without bench/ on sys.path)."""
-    if "bench_harnn" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_harnn", Path(__file__).resolve().parent / "harnn.py")
+def bench_module(name: str):
+    """``bench/NAME.py`` (``harnn``: HARNN; ``baselines``: ``svm-tuned``, ``knn``), imported once from its
+    file (this script also runs without bench/ on sys.path)."""
+    if f"bench_{name}" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parent / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_harnn"] = module
+        sys.modules[f"bench_{name}"] = module
         spec.loader.exec_module(module)
-    return sys.modules["bench_harnn"]
-
-
-def baselines_module():
-    """``bench/baselines.py`` (``svm-tuned``, ``knn``), imported from its file as :func:`harnn_module` is."""
-    if "bench_baselines" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_baselines", Path(__file__).resolve().parent / "baselines.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_baselines"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["bench_baselines"]
+    return sys.modules[f"bench_{name}"]
 
 
 def harnn_config(args):
     """The HARNN settings of this command (checked: a ``ValueError`` naming the bad option)."""
-    harnn = harnn_module()
+    harnn = bench_module("harnn")
     config = harnn.HARNNConfig(
         embedding_dim=args.harnn_embedding_dim, lstm_hidden=args.harnn_lstm_hidden,
         attention_size=args.harnn_attention_size, fc_size=args.harnn_fc_size, alpha=args.harnn_alpha,
@@ -119,7 +110,7 @@ def harnn_settings(args, config, splits) -> dict:
 def svm_baseline(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1.0, fitted: dict | None = None) -> dict:
     """TwistBytes-like: TF-IDF unigrams, a LinearSVC per node, parent gating, threshold -0.25
     (``fitted``: the SVMs' decisions from ``baselines.word_svm_decisions``, fitted here when absent)."""
-    fitted = fitted or baselines_module().word_svm_decisions(splits, taxonomy, n_jobs, C)
+    fitted = fitted or bench_module("baselines").word_svm_decisions(splits, taxonomy, n_jobs, C)
     out = {"fit_seconds": fitted["fit_seconds"], "vocabulary": fitted["vocabulary"]}
     for name in ("validation", "test"):
         scores = taxonomy.min_along_path(fitted["decisions"][name])
@@ -345,7 +336,7 @@ def main(argv=None):
                         default=TrainingArguments.lexical_fusion,
                         help="train.py --lexical-fusion: fuse a word-piece TF-IDF SVM per node into the heads' "
                              "logits, weight chosen on dev (with --retune: fitted anew on the saved model)")
-    parser.add_argument("--knn-k", default=",".join(map(str, baselines_module().KNN_K_GRID)), metavar="K[,K...]",
+    parser.add_argument("--knn-k", default=",".join(map(str, bench_module("baselines").KNN_K_GRID)), metavar="K[,K...]",
                         help="knn: the numbers of neighbours tried; two-fold CV on dev chooses one (each in 1..training size)")
     harnn_group = parser.add_argument_group("HARNN (harnn-orig, harnn; bench/harnn.py)")
     harnn_group.add_argument("--harnn-epochs", type=int, default=20, help="at most; early stopping on dev (--patience)")
@@ -376,8 +367,8 @@ def main(argv=None):
     if args.small_dev_documents < 0:
         parser.exit(2, f"error: --small-dev-documents: must be 0 (never) or positive (got {args.small_dev_documents})\n")
     try:
-        knn_ks = baselines_module().parse_knn_k(args.knn_k)
-        baselines_module().check_knn_k(knn_ks, train_size=sys.maxsize)  # the training size is checked once it is read
+        knn_ks = bench_module("baselines").parse_knn_k(args.knn_k)
+        bench_module("baselines").check_knn_k(knn_ks, train_size=sys.maxsize)  # the training size is checked once it is read
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
 
@@ -411,7 +402,7 @@ def main(argv=None):
 
     if "knn" in names and not args.retune:
         try:
-            baselines_module().check_knn_k(knn_ks, len(splits["train"]))
+            bench_module("baselines").check_knn_k(knn_ks, len(splits["train"]))
         except ValueError as error:
             parser.exit(2, f"error: {error}\n")
 
@@ -421,13 +412,13 @@ def main(argv=None):
     def word_svm_decisions() -> dict:
         nonlocal word_svms
         if word_svms is None:
-            word_svms = baselines_module().word_svm_decisions(splits, taxonomy, n_jobs=args.n_jobs)
+            word_svms = bench_module("baselines").word_svm_decisions(splits, taxonomy, n_jobs=args.n_jobs)
         return word_svms
 
     def harnn_probabilities(force: bool) -> dict:
         nonlocal harnn_run
         if harnn_run is None:
-            harnn_run = harnn_module().run_harnn(splits, taxonomy, config, args.out / "runs" / "harnn", args.scheme,
+            harnn_run = bench_module("harnn").run_harnn(splits, taxonomy, config, args.out / "runs" / "harnn", args.scheme,
                                                  harnn_settings(args, config, splits), force=force)
         return harnn_run
 
@@ -435,11 +426,11 @@ def main(argv=None):
     for name in names:
         if args.retune and name == "harnn":
             run_dir = args.out / "runs" / "harnn"
-            run = harnn_module().load_run(run_dir)  # its own settings, whatever this command's
+            run = bench_module("harnn").load_run(run_dir)  # its own settings, whatever this command's
             if run is None:
                 raise SystemExit(f"--retune: 'harnn' has no saved scores under {run_dir}; train it first")
             t0 = time.perf_counter()
-            scores = harnn_module().tuned_harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme,
+            scores = bench_module("harnn").tuned_harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme,
                                                        args.retune, args.threshold_granularity)
             key = f"harnn@{args.retune}" + ("" if args.threshold_granularity == "level" else f":{args.threshold_granularity}")
             results[key] = harnn_entry(run, scores, time.perf_counter() - t0) | {
@@ -488,7 +479,7 @@ def main(argv=None):
             results[name].setdefault("settings", {})["depth"] = depth
         elif name in HARNN_MODELS:
             run = harnn_probabilities(force=args.force)
-            harnn = harnn_module()
+            harnn = bench_module("harnn")
             if name == "harnn-orig":
                 scores = harnn.harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme, HARNN_ORIG_THRESHOLD)
                 settings = {"threshold": HARNN_ORIG_THRESHOLD}
@@ -526,7 +517,7 @@ def main(argv=None):
 def baseline_entry(name: str, args, splits, taxonomy: Taxonomy, knn_ks, word_svm_decisions) -> dict:
     """The ``svm-tuned`` or ``knn`` row of ``results.json`` (``bench/baselines.py``): chosen on dev with
     this command's threshold objective and granularity."""
-    baselines = baselines_module()
+    baselines = bench_module("baselines")
     references = baselines.references_of(splits)
     tuning = {"threshold_objective": args.threshold_objective, "threshold_granularity": args.threshold_granularity,
               "small_dev_documents": args.small_dev_documents}

@@ -35,6 +35,18 @@ TINY_WORDS = (
 ).split()
 
 
+def bench_module(name: str):
+    """A script of bench/ imported from its file, without putting bench/ on sys.path (registered in
+    sys.modules: the dataclasses of a script need that)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_test", REPO_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_tiny_vocab(path: Path) -> Path:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)]

@@ -1,6 +1,5 @@
 """The benchmark scripts run (tiny settings; no timing assertions: figures belong in their output)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import QUICKSTART_DATA, REPO_ROOT
+from conftest import QUICKSTART_DATA, REPO_ROOT, bench_module
 from thmm.arguments import TrainingArguments
 from thmm.lexical import FUSION_WEIGHTS
 
@@ -26,14 +25,6 @@ def test_heads_benchmark_runs_and_compares_both_variants():
     rows = [line for line in out.stdout.splitlines() if line.startswith("| 2 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["THMM"]
     assert float(rows[0].split("|")[5].strip().rstrip("x")) > 0  # a speed-up figure was measured
-
-
-def bench_module(name: str):
-    """A script of bench/ imported from its file, without putting bench/ on sys.path for every test."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cpc_sized_taxonomy_has_cpc_level_sizes():

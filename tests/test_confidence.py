@@ -14,7 +14,7 @@ from scipy.stats import rankdata
 from calibration_thmm import (calibrate_logits, calibrated_thresholds, document_confidence, node_shifts,
                               node_temperatures)
 from configuration_thmm import ConfigFieldError, Taxonomy, THMMConfig, Thresholds
-from conftest import QUICKSTART_DATA, SMALL_RUN_ARGS, save_model_dir, train_in_process
+from conftest import QUICKSTART_DATA, SMALL_RUN_ARGS, bench_module, save_model_dir, train_in_process
 from thmm.calibration import expected_calibration_error, fit_platt, fit_temperatures, plot_reliability
 
 TEXTS = [("Shoe sole with a heel", "An insole for a boot with a lace."),
@@ -451,19 +451,8 @@ def test_resume_from_model_trains_on(calibrated_run, tiny_encoder_dir, tmp_path)
 # ---- the benchmark scripts' own pieces (their figures are in docs/benchmarks.md) ----------------------
 
 
-def bench_script(name: str):
-    import importlib.util
-
-    from conftest import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_faithfulness_deletes_every_occurrence_of_the_words():
-    without = bench_script("faithfulness").without
+    without = bench_module("faithfulness").without
     assert without("Drone with a drone-rotor, and DRONE legs", {"drone", "legs"}) == "with a - rotor , and"
 
 
@@ -471,4 +460,4 @@ def test_faithfulness_deletes_every_occurrence_of_the_words():
 def test_bench_scripts_say_so_without_the_data(name, tmp_path):
     argv = ["--data", str(tmp_path)] + (["--model", str(tmp_path)] if name == "faithfulness" else [])
     with pytest.raises(SystemExit, match="no dronesr data at .*nothing measured"):
-        bench_script(name).main(argv)
+        bench_module(name).main(argv)

@@ -11,18 +11,9 @@ import pytest
 import torch
 
 from configuration_thmm import Taxonomy
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, bench_module
 
 CODES = ["A43B", "A43C", "H04L", "H04W"]  # 8 nodes: A, H | A43, H04 | A43B, A43C, H04L, H04W
-
-
-def bench_module(name: str):
-    """A script of bench/ imported from its file (registered in sys.modules: its dataclasses need that)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}_test", REPO_ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 harnn = bench_module("harnn")

@@ -1,7 +1,6 @@
 """The data path at scale: one tokenizer pass giving encode_documents' exact ids, Arrow tokens cached by
 datasets' fingerprints, per-batch padding and labels, memory-mapped feature caches, and bench/scale.py."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import QUICKSTART_DATA, REPO_ROOT, TINY_WORDS
+from conftest import QUICKSTART_DATA, REPO_ROOT, TINY_WORDS, bench_module
 
 from modeling_thmm import encode_documents
 from thmm import data, features
@@ -235,21 +234,13 @@ def run_scale(tmp_path, *options):
                            *options], capture_output=True, text=True, timeout=900, check=False)
 
 
-def scale_module():
-    """bench/scale.py, imported (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("bench_scale", REPO_ROOT / "bench" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_scale_in_process(tmp_path, monkeypatch, capsys, *options, own_process=()):
     """``bench/scale.py --work TMP/work OPTIONS`` in this process: its steps run here too, except those
     named in ``own_process``, which go through the script's own ``run_step`` (a fresh Python process
     each, their result read back as JSON). An in-process step's result makes the same JSON round trip.
     Each step started anew costs about 10 s of imports on CI's machine, and the test reads the table,
     not the memory figures that the separate processes are for."""
-    scale = scale_module()
+    scale = bench_module("scale")
     real_run_step = scale.run_step
 
     def run_step(name, timeout=None, **opts):
