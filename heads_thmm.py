@@ -91,6 +91,10 @@ class LevelHeads(nn.Module):
         self.bias_out = nn.Parameter(torch.empty(num_nodes, 1, 1))
         self.dropout = nn.Dropout(dropout)
 
+    def activation_elements(self) -> int:
+        """Elements per document of one ``[nodes, batch, hidden]`` activation (the backward pass keeps several)."""
+        return self.num_nodes * self.hidden_size
+
     def reset_parameters(self) -> None:
         """``nn.Linear``'s default init, per node: U(+-1/sqrt(fan_in)) for weights and biases."""
         fan_in1 = self.in_features + (self.parent_weight1.shape[1] if self.parent_weight1 is not None else 0)
@@ -151,6 +155,10 @@ class SharedLevelHeads(nn.Module):
         self.bias_out = nn.Parameter(torch.empty(num_nodes, 1, 1))
         self.node_embedding = nn.Parameter(torch.empty(num_nodes, 1, hidden_size)) if node_states else None
         self.dropout = nn.Dropout(dropout)
+
+    def activation_elements(self) -> int:
+        """Elements per document of its largest activation: THMM's per-node states, or the shared layers."""
+        return self.hidden_size * (self.num_nodes if self.parent_weight1 is not None else 1)
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s default init: U(+-1/sqrt(fan_in)); node embeddings start at 0."""
@@ -227,6 +235,10 @@ class HierarchicalHeads(nn.Module):
             if self.shared[depth]:
                 self.register_buffer(f"child_slot_{depth}", torch.tensor(slots, dtype=torch.long), persistent=False)
 
+    def activation_elements(self) -> int:
+        """Elements per document of the largest activation one level computes (see :class:`LevelHeads`)."""
+        return max(level.activation_elements() for level in self.levels)
+
     def reset_buffers(self) -> None:
         for depth, (positions, slots) in enumerate(zip(self._parent_positions, self._child_slots)):
             init.copy_(getattr(self, f"parent_position_{depth}"), torch.tensor(positions, dtype=torch.long))
@@ -271,6 +283,10 @@ class FlatHead(nn.Module):
         self.num_parent_levels = len(taxonomy.children_by_level())
         for name, values in self._index_buffers.items():
             self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
+
+    def activation_elements(self) -> int:
+        """Elements per document of its largest activation: the node logits, or the hidden layer."""
+        return max(self.num_nodes, self.classifier.in_features)
 
     def reset_buffers(self) -> None:
         for name, values in self._index_buffers.items():

@@ -58,6 +58,7 @@ import numpy as np
 
 from configuration_thmm import DEEP_HEADS, DEPTHS, LOSS_TYPES, Taxonomy
 from thmm.hierarchical_metrics import compute_hierarchical_metrics, format_markdown, plot_per_level_f1
+from thmm.calibration import CALIBRATIONS
 from thmm.arguments import MIXED_PRECISION, OUTPUT_BIAS_INITS, THRESHOLD_OBJECTIVES, TrainingArguments
 from thmm.selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 from thmm.thresholds import DEFAULT_GRANULARITY, GRANULARITIES, dev_granularity
@@ -142,6 +143,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         freeze_lower_layers=args.freeze_lower_layers, lexical_fusion=args.lexical_fusion,
         features_cache_dir=None if args.full_finetune else str(features_cache(args)),
         depth=args.depth, deep_heads=args.deep_heads, deep_head_hidden_size=args.deep_head_hidden_size,
+        calibration=args.calibration,
     )
     run_args.validate()
     t0 = time.perf_counter()
@@ -189,7 +191,7 @@ def run_settings(args) -> dict:
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
             "small_dev_documents": args.small_dev_documents,
             "lexical_fusion": args.lexical_fusion, "depth": args.depth, "deep_heads": args.deep_heads,
-            "deep_head_hidden_size": args.deep_head_hidden_size}
+            "deep_head_hidden_size": args.deep_head_hidden_size, "calibration": args.calibration}
 
 
 def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
@@ -304,6 +306,8 @@ def main(argv=None):
                         help="dev number that chooses the best epoch (train.py --selection-metric)")
     parser.add_argument("--selection-only", action="store_true",
                         help="stop on the selection metric alone (the old rule), even while dev AUPRC improves")
+    parser.add_argument("--calibration", default=TrainingArguments.calibration, choices=CALIBRATIONS,
+                        help="train.py --calibration: fitted on dev after the thresholds (decisions unchanged)")
     parser.add_argument("--loss-type", default="bce", choices=LOSS_TYPES, help="bce (the paper's) or focal")
     parser.add_argument("--output-bias-init", default="uniform", choices=OUTPUT_BIAS_INITS,
                         help="train.py --output-bias-init: uniform, or prior (each head starts at its node's frequency)")

@@ -405,3 +405,29 @@ def test_predict_proba_keeps_input_order(tiny_model, small_taxonomy, tiny_tokeni
     for i, title in enumerate(titles):
         np.testing.assert_allclose(together[i], model.predict_proba(tiny_tokenizer, [title])[0], atol=1e-5)
     assert model.predict_proba(tiny_tokenizer, []).shape == (0, len(small_taxonomy))
+
+
+def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, monkeypatch, capsys):
+    """On a CPU a batch whose head activations exceed the budget is trained in micro-batches: the
+    same optimizer steps, and (dropout off) the same weights as the whole batch at once."""
+    from thmm import trainer as trainer_module
+
+    def frozen_run(name):
+        out = tmp_path / name
+        summary = run_training(parse_args(small_args(
+            tiny_encoder_dir, out, "--freeze-encoder", "--epochs", "1", "--head-dropout", "0", "--head-type", "thmm",
+            "--features-cache-dir", str(tmp_path / "cache"), "--no-lexical-fusion")))
+        return load_file(out / "model" / "model.safetensors"), summary
+
+    whole, _ = frozen_run("whole")
+    from configuration_thmm import THMMConfig
+
+    slices = THMMConfig.from_pretrained(tmp_path / "whole" / "model").get_taxonomy().level_slices
+    per_document = 16 * max(s.stop - s.start for s in slices)  # the widest level's heads, 16 wide
+    monkeypatch.setattr(trainer_module, "CPU_MICRO_BATCH_ELEMENTS", 4 * per_document)  # 4 of the 8 documents
+    capsys.readouterr()
+    micro, _ = frozen_run("micro")
+    assert "training in 2 micro-batches of 4 documents per step of 8" in "".join(capsys.readouterr())
+    assert whole.keys() == micro.keys()
+    for name in whole:
+        torch.testing.assert_close(micro[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -137,6 +137,33 @@ def check_writable_dir(path: Path, option: str) -> None:
         raise ConfigError(f"{option} {path}: {probe} is not a writable directory")
 
 
+# On a CPU a batch is trained in micro-batches (gradient accumulation) small enough that one of the heads'
+# [nodes, batch, hidden] activations stays within this many elements (64 MiB in float32): at batch 512 the
+# 500 subclass heads' activations were 0.26 GB each, and those a backward pass keeps took a 200k-document
+# run to 5 GB. The gradient is the whole batch's (Accelerate averages the micro-batches); time is unchanged.
+CPU_MICRO_BATCH_ELEMENTS = 2**24
+
+
+def cpu_micro_batches(args: TrainingArguments, accelerator, model) -> int:
+    """Micro-batches per optimizer step: ``--gradient-accumulation-steps``, raised on a CPU to the
+    smallest divisor of the per-process batch whose micro-batches keep the heads' largest activation
+    within :data:`CPU_MICRO_BATCH_ELEMENTS`."""
+    accum = args.gradient_accumulation_steps
+    per_process = args.batch_size // accelerator.num_processes
+    if accelerator.device.type != "cpu":
+        return accum
+    per_document = accelerator.unwrap_model(model).heads.activation_elements()
+    needed = math.ceil(per_process * per_document / CPU_MICRO_BATCH_ELEMENTS)
+    if needed <= accum:
+        return accum
+    accum = next(n for n in range(needed, per_process + 1) if per_process % n == 0)
+    logger.info("training in %d micro-batches of %d documents per step of %d (gradient accumulation), so that "
+                "the heads' activations stay within %g MiB each on this CPU", accum, per_process // accum,
+                args.batch_size, CPU_MICRO_BATCH_ELEMENTS * 4 / 2**20)
+    accelerator.gradient_accumulation_steps = accum
+    return accum
+
+
 def features_cache_root(args: TrainingArguments) -> Path:
     default = Path(args.output_dir).parent / ".features_cache"
     return Path(args.features_cache_dir) if args.features_cache_dir else default
@@ -286,8 +313,7 @@ class Trainer:
         )
         self.run = RunFolder(output_dir)  # claimed (an old run's entries removed) only when training starts
         configure_logging(args, accelerator.is_main_process)
-        per_device_batch = args.batch_size // (accum * accelerator.num_processes)
-        if per_device_batch * accum * accelerator.num_processes != args.batch_size:
+        if args.batch_size % (accum * accelerator.num_processes):
             raise ConfigError(f"--batch-size {args.batch_size} is not divisible by {accelerator.num_processes} "
                               f"processes x {accum} accumulation steps")
         set_seed(args.seed)
@@ -352,6 +378,8 @@ class Trainer:
             model.to(accelerator.device)  # the main process encodes the lower-layer cache before prepare()
 
         # ---- datasets and loaders
+        accum = cpu_micro_batches(args, accelerator, model)
+        per_device_batch = args.batch_size // (accum * accelerator.num_processes)
         self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
         self.loss_columns = taxonomy.leaf_ids if args.head_type == "flat" else None  # flat: trained on leaves
         self.datasets, collate, self.cache_dir, self.cache_hit = split_datasets(
