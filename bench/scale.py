@@ -431,6 +431,10 @@ def step_train(opts: dict) -> dict:
     from thmm.cli import train
     from thmm.trainer import Trainer
 
+    if opts.get("micro_batches") == "off":  # the whole batch at once, as before micro-batches (for the comparison)
+        import thmm.trainer
+
+        thmm.trainer.CPU_MICRO_BATCH_ELEMENTS = 2**62
     cpu0, timed = cpu_seconds(), {}
     calls = {"fusion_s": (thmm.lexical, "fit_fusion"), "fit_s": (Trainer, "fit"), "build_s": (Trainer, "__init__")}
     with timed_calls(timed, calls), PeakMemory() as memory:
@@ -572,8 +576,8 @@ def _judge_preparation(results: dict, data_format: str) -> list[str]:
     return lines
 
 
-def report(results: dict, tune: dict | None, args, train: dict | None = None, fusion: dict | None = None) -> str:
-    """``results``: per format, per size, the steps' results."""
+def report(results: dict, tune: dict | None, args, train: list[dict] | None = None, fusion: dict | None = None) -> str:
+    """``results``: per format, per size, the steps' results; ``train``: one ``thmm-train`` run per micro-batch mode."""
     lines = [
         ("| format | documents | prepare (s): load + tokenize + loader + pass | docs/s | docs per CPU-s | load avg | "
          "peak RSS GiB (anon) | again, cached (s) | again: peak RSS GiB | predict docs/s | "
@@ -633,13 +637,14 @@ def report(results: dict, tune: dict | None, args, train: dict | None = None, fu
                      "training document relative to the smallest: " + ", ".join(
                          f"{f['docs']:,}: x{(f['seconds'] / f['docs']) / (base['seconds'] / base['docs']):.2f}"
                          for f in fusion))
-    if train:
-        lines += ["", (f"thmm-train, one epoch on {args.train_docs:,} {train['format']} documents (defaults, lexical "
-                       f"fusion on; tiny encoder, batch {args.train_batch_size}): {train['seconds']:.0f} s in all "
-                       f"(building {train.get('build_s', 0):.0f} s, the epoch {train.get('fit_s', 0):.0f} s, lexical "
-                       f"fusion {train.get('fusion_s', 0):.0f} s), {train['cpu_s']:.0f} CPU-s, peak RSS "
-                       f"{train['peak_rss'] / 1e9:.2f} GB ({gb(train['peak_anon'])} GiB anonymous), load average "
-                       f"{train['load_average']:.1f} at the end; exit code {train['code']}.")]
+    for run in train or []:
+        lines += ["", (f"thmm-train, one epoch on {args.train_docs:,} {run['format']} documents (defaults, lexical "
+                       f"fusion on; tiny encoder, batch {args.train_batch_size}, CPU micro-batches "
+                       f"{run['micro_batches']}): {run['seconds']:.0f} s in all "
+                       f"(building {run.get('build_s', 0):.0f} s, the epoch {run.get('fit_s', 0):.0f} s, lexical "
+                       f"fusion {run.get('fusion_s', 0):.0f} s), {run['cpu_s']:.0f} CPU-s, peak RSS "
+                       f"{run['peak_rss'] / 1e9:.2f} GB ({gb(run['peak_anon'])} GiB anonymous), load average "
+                       f"{run['load_average']:.1f} at the end; exit code {run['code']}.")]
     lines += ["", "Targets:"]
     for data_format, by_size in results.items():
         lines += _judge_preparation(by_size, data_format)
@@ -647,10 +652,11 @@ def report(results: dict, tune: dict | None, args, train: dict | None = None, fu
         ok = "timeout" not in tune and tune["seconds"] <= TARGETS["tune_s"]
         lines.append(f"- threshold tuning on {args.tune_docs:,} dev documents (target <= {TARGETS['tune_s']:.0f} s): "
                      f"{judge(ok)}")
-    if train:
-        lines.append(f"- thmm-train at {args.train_docs:,} {train['format']} documents: peak RSS "
-                     f"{train['peak_rss'] / 1e9:.2f} GB (target <= {TEXT_TARGETS['rss_gb']} GB): "
-                     f"{judge(train['peak_rss'] <= TEXT_TARGETS['rss_gb'] * 1e9 and train['code'] == 0)}")
+    for run in train or []:
+        lines.append(f"- thmm-train at {args.train_docs:,} {run['format']} documents, micro-batches "
+                     f"{run['micro_batches']}: peak RSS "
+                     f"{run['peak_rss'] / 1e9:.2f} GB (target <= {TEXT_TARGETS['rss_gb']} GB): "
+                     f"{judge(run['peak_rss'] <= TEXT_TARGETS['rss_gb'] * 1e9 and run['code'] == 0)}")
     return "\n".join(lines)
 
 
@@ -681,6 +687,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-docs", type=int, default=0,
                         help="one thmm-train epoch on a corpus of this many documents of the first --format (0: skip)")
     parser.add_argument("--train-batch-size", type=int, default=512)
+    parser.add_argument("--train-micro-batches", default="auto",
+                        help="auto (thmm-train's CPU micro-batches), off (the whole batch at once), or both: auto,off")
     parser.add_argument("--fusion-docs", default="",
                         help="lexical fusion fitted on these numbers of training documents, comma-separated, on the "
                              "corpus of the largest --sizes in the first --format")
@@ -751,13 +759,15 @@ def main(argv=None) -> int:
         corpus, _ = make_corpus(args, args.train_docs, formats[0])
         encoder = args.work / "tiny-encoder"
         print(f"tiny encoder: {run_step('encoder', encoder=str(encoder))}", flush=True)
-        output = args.work / f"train_{args.train_docs}_{formats[0]}"
-        shutil.rmtree(output, ignore_errors=True)
-        shutil.rmtree(args.work / "train-hf-cache", ignore_errors=True)  # a cold start, as a user's first run
-        train = {"format": formats[0], **run_step(
-            "train", corpus=str(corpus), scheme=args.scheme, encoder=str(encoder), batch_size=args.train_batch_size,
-            output=str(output), cache=str(args.work / "train-hf-cache"))}
-        print(f"train: {train}", flush=True)
+        train = []
+        for mode in args.train_micro_batches.split(","):
+            output = args.work / f"train_{args.train_docs}_{formats[0]}"
+            shutil.rmtree(output, ignore_errors=True)
+            shutil.rmtree(args.work / "train-hf-cache", ignore_errors=True)  # a cold start, as a user's first run
+            train.append({"format": formats[0], "micro_batches": mode, **run_step(
+                "train", corpus=str(corpus), scheme=args.scheme, encoder=str(encoder), batch_size=args.train_batch_size,
+                output=str(output), cache=str(args.work / "train-hf-cache"), micro_batches=mode)})
+            print(f"train: {train[-1]}", flush=True)
     table = report(results, tune, args, train, fusion)
     print("\n" + table)
     if args.out:

@@ -274,13 +274,14 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     stdout = run_scale_in_process(tmp_path, monkeypatch, capsys, "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
                                   "--sizes", "200", "--format", "tsv,jsonl", "--eval-docs", "20", "--tune-docs", "0",
                                   "--skip-predict", "--fusion-docs", "100,200", "--fusion-nodes", "3", "--train-docs",
-                                  "200")  # the release format and JSON Lines, streamed into Arrow; fusion; thmm-train
+                                  "200", "--train-micro-batches", "auto,off")  # the release format and JSON Lines, streamed into Arrow; fusion; thmm-train
     assert "| tsv | 200 |" in stdout and "| jsonl | 200 |" in stdout and "tokens not reused" not in stdout
     assert "Tokenizing 200 of these documents" in stdout
     assert "| n/a | n/a |" in stdout and "prediction peak RSS" not in stdout  # --skip-predict
     assert "- tsv: 200 documents prepared" in stdout and "- jsonl: 200 documents prepared" in stdout
     assert "| 100 | 3 |" in stdout and "| 200 | 3 |" in stdout and "26 nodes, 20 dev documents" in stdout
     assert "thmm-train, one epoch on 200 tsv documents" in stdout and "exit code 0" in stdout
+    assert "CPU micro-batches auto)" in stdout and "CPU micro-batches off)" in stdout
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
     jsonl = (tmp_path / "work" / "docs_200_jsonl" / "train.jsonl").read_text().splitlines()
