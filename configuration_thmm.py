@@ -271,7 +271,8 @@ _VALUE_RULES = {
     "focal_gamma": ("must be finite and at least 0", lambda v: 0 <= v < math.inf),
     "lexical_vocab_size": ("must be at least 0", lambda v: v >= 0),
     "lexical_top_k": ("must be at least 0", lambda v: v >= 0),
-    "lexical_weight": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "lexical_weight": ("must be in [0, 1], or a non-empty list of such weights (one per level)",
+                       lambda v: (len(v) > 0 and all(0 <= w <= 1 for w in v)) if isinstance(v, list) else 0 <= v <= 1),
     "lexical_scale": ("must be finite", math.isfinite),
     "lexical_shift": ("must be finite", math.isfinite),
     "dtype": ("must name a torch dtype, such as 'float32'", _is_dtype_name),
@@ -373,10 +374,11 @@ class THMMConfig(PretrainedConfig):
         lexical_top_k (`int`, *optional*, defaults to 0):
             0: the lexical scorer holds a dense `[vocab, nodes]` weight matrix; k > 0: each node keeps its
             k word-pieces of largest absolute weight (what `train.py` stores for main groups and subgroups).
-        lexical_weight (`float`, *optional*, defaults to 0.0):
+        lexical_weight (`float` or `list[float]`, *optional*, defaults to 0.0):
             How much of each node's logit the lexical scorer gives, in [0, 1]: the model outputs
             `(1 - lexical_weight) * heads + lexical_weight * (lexical_scale * svm + lexical_shift)`.
-            Chosen on dev by `train.py`; 0 leaves the heads' logits as they are.
+            One weight, or one per taxonomy level (the words weigh more at the main groups than at the
+            sections). Chosen on dev by `train.py`; 0 leaves the heads' logits as they are.
         lexical_scale (`float`, *optional*, defaults to 1.0):
             Slope of the calibration that maps SVM decision values onto logits (Platt scaling, fitted on dev).
         lexical_shift (`float`, *optional*, defaults to 0.0):
@@ -428,7 +430,7 @@ class THMMConfig(PretrainedConfig):
     focal_gamma: float | int = 2.0
     lexical_vocab_size: int = 0
     lexical_top_k: int = 0
-    lexical_weight: float | int = 0.0
+    lexical_weight: float | int | list[float | int] = 0.0
     lexical_scale: float | int = 1.0
     lexical_shift: float | int = 0.0
     calibration_temperatures: list[float | int] | None = None
@@ -570,9 +572,14 @@ class THMMConfig(PretrainedConfig):
                                        f"({len(temperatures) if temperatures else 'none set'})", shifts)
             if not all(math.isfinite(b) for b in shifts):
                 raise ConfigFieldError("calibration_shifts", "must hold finite numbers", shifts)
-        if self.lexical_weight > 0 and not self.lexical_vocab_size:
+        weights = self.lexical_weight if isinstance(self.lexical_weight, list) else [self.lexical_weight]
+        if max(weights) > 0 and not self.lexical_vocab_size:
             raise ConfigFieldError("lexical_weight", "must be 0 without a lexical scorer (lexical_vocab_size 0)",
                                    self.lexical_weight)
+        if isinstance(self.lexical_weight, list) and self.taxonomy is not None \
+                and len(weights) != self.get_taxonomy().num_levels:
+            raise ConfigFieldError("lexical_weight", "must hold one weight per taxonomy level "
+                                   f"({self.get_taxonomy().num_levels}), or be one number", self.lexical_weight)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

@@ -107,10 +107,12 @@ def explain_document(model, tokenizer, title: str, abstract: str, codes: list[st
     taxonomy, config = model.taxonomy, model.config
     node_ids = [taxonomy.index(code) for code in codes]
     enc, words = document_words(tokenizer, title, abstract or "", max_length or config.max_length)
-    fusion = config.lexical_weight if model.lexical is not None else 0.0
-    tokens = _token_attributions(model, enc, node_ids) * (1 - fusion)
-    if fusion > 0:
-        tokens = tokens + _no_grad_lexical(model, enc, node_ids) * (fusion * config.lexical_scale)
+    # each code's fusion weight (one per level, or one for all), as a column against [codes, word-pieces]
+    fusion = model.lexical_node_weights()[node_ids].unsqueeze(1) if model.lexical is not None else None
+    tokens = _token_attributions(model, enc, node_ids)
+    if fusion is not None and fusion.max() > 0:
+        fusion = fusion.to(tokens)
+        tokens = tokens * (1 - fusion) + _no_grad_lexical(model, enc, node_ids).to(tokens) * (fusion * config.lexical_scale)
     explanations = {}
     for row, code in enumerate(codes):
         by_word: dict[str, list] = {}

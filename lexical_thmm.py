@@ -75,10 +75,24 @@ class LexicalScorer(nn.Module):
         return (sparse @ features.T).T + self.bias
 
 
-def fuse_lexical_logits(head_logits, decisions, weight: float, scale: float, shift: float):
+def fuse_lexical_logits(head_logits, decisions, weight, scale: float, shift: float):
     """The fused node logits: ``(1 - weight) * head_logits + weight * (scale * decisions + shift)``
-    (torch tensors or numpy arrays); ``THMMConfig.lexical_*`` hold the numbers."""
+    (torch tensors or numpy arrays); ``weight`` is one number or one per node (:func:`node_fusion_weights`);
+    ``THMMConfig.lexical_*`` hold the numbers."""
     return (1 - weight) * head_logits + weight * (scale * decisions + shift)
+
+
+def node_fusion_weights(weight, levels) -> float | np.ndarray:
+    """The fusion weight of each node: ``weight`` itself when it is one number, else ``[nodes]`` from its
+    one weight per level (``levels``: each node's level, 1-based, as ``Taxonomy.levels``)."""
+    if isinstance(weight, (list, tuple, np.ndarray)):
+        return np.asarray(weight, dtype=np.float32)[np.asarray(levels) - 1]
+    return float(weight)
+
+
+def max_fusion_weight(weight) -> float:
+    """The largest weight of a config's ``lexical_weight`` (one number or one per level): 0 means no fusion."""
+    return float(max(weight)) if isinstance(weight, (list, tuple)) else float(weight)
 
 
 def top_k_weights(weight, top_k: int) -> tuple[np.ndarray, np.ndarray]:

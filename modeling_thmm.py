@@ -62,7 +62,8 @@ try:  # relative imports when loaded as remote code next to a saved model (trust
         pool_encoder_outputs,
         set_output_biases,
     )
-    from .lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits, top_k_weights
+    from .lexical_thmm import (LexicalScorer, build_lexical_scorer, fuse_lexical_logits, max_fusion_weight,
+                               node_fusion_weights, top_k_weights)
     from .tokenization_thmm import (
         check_batching,
         check_documents,
@@ -102,7 +103,8 @@ except ImportError:  # plain imports when installed as top-level modules
         pool_encoder_outputs,
         set_output_biases,
     )
-    from lexical_thmm import LexicalScorer, build_lexical_scorer, fuse_lexical_logits, top_k_weights
+    from lexical_thmm import (LexicalScorer, build_lexical_scorer, fuse_lexical_logits, max_fusion_weight,
+                              node_fusion_weights, top_k_weights)
     from tokenization_thmm import (
         check_batching,
         check_documents,
@@ -140,6 +142,7 @@ __all__ = [
     "encode_documents",
     "encoder_layer_list",
     "fuse_lexical_logits",
+    "node_fusion_weights",
     "top_k_weights",
     "longest_first",
     "read_safetensors_header",
@@ -331,19 +334,25 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         set_output_biases(self.heads, self.taxonomy, priors, from_level)
 
     @torch.no_grad()
-    def set_lexical_scorer(self, idf, weight, bias, fusion_weight: float, scale: float, shift: float,
+    def set_lexical_scorer(self, idf, weight, bias, fusion_weight, scale: float, shift: float,
                            top_k: int = 0) -> None:
         """Install a fitted lexical scorer (``idf [vocab]``, ``weight [vocab, nodes]``, ``bias [nodes]``;
         ``thmm.lexical.fit_lexical_scorer``; each node's ``top_k`` largest weights only when ``top_k`` > 0)
-        and its fusion settings, in the module and the config."""
+        and its fusion settings (``fusion_weight``: one number, or one per level), in the module and the config."""
         scorer = build_lexical_scorer(idf, weight, bias, len(self.taxonomy), top_k)
         values = {"lexical_vocab_size": scorer.idf.shape[0], "lexical_top_k": int(top_k),
-                  "lexical_weight": float(fusion_weight),
+                  "lexical_weight": ([float(w) for w in fusion_weight] if isinstance(fusion_weight, (list, tuple))
+                                     else float(fusion_weight)),
                   "lexical_scale": float(scale), "lexical_shift": float(shift)}
         type(self.config)(**{**self.config.to_dict(), **values})  # validated before anything changes
         for key, value in values.items():
             setattr(self.config, key, value)
         self.lexical = scorer.to(self.taxonomy_fingerprint.device)
+
+    def lexical_node_weights(self) -> torch.Tensor:
+        """The lexical fusion weight of each node, ``[nodes]`` (``config.lexical_weight``: one, or one per level)."""
+        weights = node_fusion_weights(self.config.lexical_weight, self.taxonomy.levels)
+        return torch.as_tensor(np.broadcast_to(np.float32(weights), (len(self.taxonomy),)).copy())
 
     def freeze_lower_layers(self, num_layers: int) -> None:
         """Freeze the encoder's embeddings and its lowest ``num_layers`` layers, so that their output
@@ -432,7 +441,7 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
             (:func:`fuse_lexical_logits`); it reads `input_ids`, so cached `encoder_features` or
             `lower_layer_states` alone need `fuse_lexical=False` (the heads' logits alone).
         """
-        fuse = fuse_lexical and self.lexical is not None and self.config.lexical_weight > 0
+        fuse = fuse_lexical and self.lexical is not None and max_fusion_weight(self.config.lexical_weight) > 0
         if fuse and input_ids is None:
             raise ValueError("this model fuses lexical scores, which read input_ids: pass input_ids (with "
                              "attention_mask), or fuse_lexical=False for the heads' logits alone")
@@ -450,7 +459,8 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         if fuse:  # after the loss: the lexical scorer is fitted outside backpropagation
             cfg = self.config
             decisions = self.lexical(input_ids, attention_mask).to(logits.dtype)
-            logits = fuse_lexical_logits(logits, decisions, cfg.lexical_weight, cfg.lexical_scale, cfg.lexical_shift)
+            logits = fuse_lexical_logits(logits, decisions, self.lexical_node_weights().to(logits), cfg.lexical_scale,
+                                         cfg.lexical_shift)
         output = HierarchicalClassifierOutput(
             loss=loss,
             logits=logits,

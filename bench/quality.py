@@ -642,7 +642,9 @@ def render(results: dict, args, argv) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in fused.items():
             heads, test = r["test_heads_only"], r["test"]
-            lines.append(f"| {name} | {r['lexical_fusion']['weight']:g} | {heads['macro_f1']:.4f} | "
+            weight = r["lexical_fusion"]["weight"]  # one, or one per level
+            weight = "/".join(f"{w:g}" for w in weight) if isinstance(weight, list) else f"{weight:g}"
+            lines.append(f"| {name} | {weight} | {heads['macro_f1']:.4f} | "
                          f"{test['macro_f1']:.4f} | {heads['micro_f1']:.4f} | {test['micro_f1']:.4f} | "
                          f"{heads['auprc']:.4f} | {test['auprc']:.4f} |")
     lines += baseline_gains(results)

@@ -147,10 +147,61 @@ def test_fusion_weight_is_chosen_by_cross_validation_on_dev(small_taxonomy):
     kwargs = dict(references=references, taxonomy=small_taxonomy, scheme="cpc", objective="f1_mean",
                   granularity="level", min_support=20, scale=1.0, shift=0.0, weights=(0.0, 0.5, 0.7))
     to_svm = lexical.choose_fusion_weight(noise, informative, **kwargs)
-    assert to_svm.weight > 0 and to_svm.cv_dev[to_svm.weight] > to_svm.cv_dev[0.0]
+    assert to_svm.largest > 0 and to_svm.cv_score > to_svm.cv_dev[0.0]
     to_heads = lexical.choose_fusion_weight(informative, noise, **kwargs)
     assert to_heads.weight == 0.0
     assert set(to_heads.to_dict()["cv_dev"]) == {"0", "0.5", "0.7"}
+
+
+def test_each_level_gets_its_own_fusion_weight_when_dev_prefers_it(small_taxonomy):
+    """Heads that know the sections and classes but not the subclasses, SVM scores the other way
+    round: one weight per level (heads above, SVM below) beats any single weight by two-fold CV on
+    dev; where every level prefers the same weight, a single weight stays."""
+    tax, rng = small_taxonomy, np.random.default_rng(5)
+    leaves = [c for c in tax.nodes if tax.level(c) == 3]
+    references = [[leaves[i % len(leaves)]] for i in range(120)]
+    targets = tax.multi_hot(references).astype(np.float64)
+    deep = tax.levels == 3
+    informative, noise = 4 * targets - 2, rng.normal(size=targets.shape)
+    heads = np.where(deep, noise, informative)
+    svm = np.where(deep, informative, noise)
+    kwargs = dict(references=references, taxonomy=tax, scheme="cpc", objective="f1_mean", granularity="level",
+                  min_support=20, scale=1.0, shift=0.0, weights=(0.0, 0.5, 1.0))
+    choice = lexical.choose_fusion_weight(heads, svm, **kwargs)
+    assert isinstance(choice.weight, tuple) and len(choice.weight) == tax.num_levels
+    assert choice.weight[1] < choice.weight[2]  # the classes read the heads, the subclasses the SVMs
+    assert choice.cv_score > max(choice.cv_dev.values())
+    assert choice.to_dict()["weight"] == list(choice.weight) and set(choice.to_dict()["cv_dev_per_level"]) == {"1", "2", "3"}
+    single = lexical.choose_fusion_weight(heads, svm, **kwargs, per_level=False)
+    assert isinstance(single.weight, float) and single.cv_score == max(single.cv_dev.values())
+    same_everywhere = lexical.choose_fusion_weight(noise, informative, **kwargs)  # every level wants the SVMs
+    assert not isinstance(same_everywhere.weight, tuple)
+
+
+def test_a_model_fuses_with_one_weight_per_level(tiny_model, tiny_tokenizer, small_taxonomy, tmp_path):
+    from transformers import AutoModel
+
+    rng = np.random.default_rng(6)
+    vocab, tax = len(tiny_tokenizer), small_taxonomy
+    fit = lexical.LexicalScorerFit(rng.random(vocab).astype(np.float32),
+                                   rng.normal(size=(vocab, len(tax))).astype(np.float32),
+                                   rng.normal(size=len(tax)).astype(np.float32), 0.0, vocab, 0)
+    model = tiny_model()
+    titles = ["a wireless network node", "a shoe sole with a spring"]
+    head_logits = np.log(1 / model.predict_proba(tiny_tokenizer, titles) - 1) * -1
+    model.set_lexical_scorer(fit.idf, fit.weight, fit.bias, fusion_weight=[0.0, 0.2, 0.9], scale=2.0, shift=0.25)
+    enc = tiny_tokenizer(titles, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        decisions = model.lexical(enc["input_ids"], enc["attention_mask"]).numpy()
+    w = np.array([0.0, 0.2, 0.9])[tax.levels - 1]
+    expected = 1 / (1 + np.exp(-((1 - w) * head_logits + w * (2.0 * decisions + 0.25))))
+    np.testing.assert_allclose(model.predict_proba(tiny_tokenizer, titles), expected, atol=1e-4)
+    save_model_dir(model, tiny_tokenizer, tmp_path / "per-level")
+    assert json.loads((tmp_path / "per-level" / "config.json").read_text())["lexical_weight"] == [0.0, 0.2, 0.9]
+    reloaded = AutoModel.from_pretrained(tmp_path / "per-level")
+    np.testing.assert_allclose(reloaded.predict_proba(tiny_tokenizer, titles), expected, atol=1e-4)
+    with pytest.raises(Exception, match="one weight per taxonomy level"):
+        model.set_lexical_scorer(fit.idf, fit.weight, fit.bias, fusion_weight=[0.1, 0.2], scale=2.0, shift=0.25)
 
 
 @pytest.mark.slow

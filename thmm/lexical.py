@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from configuration_thmm import Taxonomy
-from modeling_thmm import fuse_lexical_logits
+from modeling_thmm import fuse_lexical_logits, node_fusion_weights
 
 from .data import label_targets, tokenize_split
 from .evaluation import evaluate_probabilities, evaluation_taxonomy
@@ -184,34 +184,63 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FusionChoice:
-    """The chosen weight and, per weight tried, its two-fold CV-dev threshold objective."""
+    """The chosen weight (one number, or a tuple of one per level) and, per weight tried, its two-fold
+    CV-dev threshold objective: one weight for every node (``cv_dev``), then each level's own
+    (``cv_dev_per_level``, by level, the other levels at their weights so far)."""
 
-    weight: float
+    weight: float | tuple[float, ...]
     scale: float
     shift: float
     objective: str
     cv_dev: dict[float, float] = field(default_factory=dict)
+    cv_dev_per_level: dict[int, dict[float, float]] = field(default_factory=dict)
+
+    @property
+    def largest(self) -> float:
+        """The largest weight: 0 means the heads alone."""
+        return max(self.weight) if isinstance(self.weight, tuple) else self.weight
+
+    @property
+    def cv_score(self) -> float:
+        """The chosen weights' two-fold CV-dev objective."""
+        if isinstance(self.weight, tuple):
+            return self.cv_dev_per_level[len(self.weight)][self.weight[-1]]
+        return self.cv_dev[self.weight]
+
+    def describe(self) -> str:
+        """``0.3``, or ``0.2/0.2/0.3/0.7`` (per level)."""
+        return "/".join(f"{w:g}" for w in self.weight) if isinstance(self.weight, tuple) else f"{self.weight:g}"
 
     def to_dict(self) -> dict:
-        return {"weight": self.weight, "scale": self.scale, "shift": self.shift, "objective": self.objective,
-                "cv_dev": {f"{w:g}": v for w, v in self.cv_dev.items()}}
+        weight = list(self.weight) if isinstance(self.weight, tuple) else self.weight
+        out = {"weight": weight, "scale": self.scale, "shift": self.shift, "objective": self.objective,
+               "cv_dev": {f"{w:g}": v for w, v in self.cv_dev.items()}}
+        if self.cv_dev_per_level:
+            out["cv_dev_per_level"] = {str(level): {f"{w:g}": v for w, v in scores.items()}
+                                       for level, scores in self.cv_dev_per_level.items()}
+        return out
 
 
 def choose_fusion_weight(head_logits: np.ndarray, decisions: np.ndarray, references, taxonomy: Taxonomy,
                          scheme: str, objective: str, granularity: str, min_support: int,
                          scale: float, shift: float, weights=FUSION_WEIGHTS, seed: int = 0,
-                         fixed_threshold: float | None = None) -> FusionChoice:
+                         fixed_threshold: float | None = None, per_level: bool = True) -> FusionChoice:
     """The fusion weight whose dev threshold objective is best by two-fold cross-validation on dev
     (the dev documents halved at random; thresholds tuned as ``train.py`` tunes them on one half,
     the objective scored on the other, both ways round). With ``fixed_threshold`` (``train.py
     --no-tune-thresholds``) nothing is tuned: each weight is scored at that threshold. Ties go to
-    the smaller weight."""
+    the smaller weight.
+
+    With ``per_level``, each level then gets its own weight, from the top level down (every weight of
+    the grid tried for that level, the others held at their choice so far; ties keep the weight so
+    far): the words matter more for thousands of main groups than for eight sections. One weight per
+    level is kept only when its CV-dev objective beats the single weight's."""
     order = np.random.default_rng(seed).permutation(len(references))
     halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
     refs = [[references[i] for i in half] for half in halves]
     eval_tax = [evaluation_taxonomy(taxonomy, r, scheme) for r in refs]
-    cv = {}
-    for weight in weights:
+
+    def cv_objective(weight) -> float:  # one number, or one weight per node
         probs = _sigmoid(fuse_lexical_logits(head_logits, decisions, weight, scale, shift))
         scores = []
         for tune_on in (0, 1):
@@ -222,10 +251,31 @@ def choose_fusion_weight(head_logits: np.ndarray, decisions: np.ndarray, referen
             metrics = evaluate_probabilities(probs[halves[score_on]], refs[score_on], taxonomy, thresholds,
                                              eval_tax[score_on], with_scores=False)
             scores.append(metrics[objective] or 0.0)
-        cv[float(weight)] = float(np.mean(scores))
+        return float(np.mean(scores))
+
+    cv = {}
+    for weight in weights:
+        cv[float(weight)] = cv_objective(weight)
         logger.debug("lexical fusion weight %.2f: two-fold CV-dev %s %.4f", weight, objective, cv[float(weight)])
     best = max(cv, key=lambda w: (cv[w], -w))
-    return FusionChoice(best, scale, shift, objective, cv)
+    if not per_level or taxonomy.num_levels < 2 or len(cv) < 2:
+        return FusionChoice(best, scale, shift, objective, cv)
+    chosen, score, per_level_cv = [best] * taxonomy.num_levels, cv[best], {}
+    for level in range(1, taxonomy.num_levels + 1):
+        tried = {}
+        for weight in map(float, weights):
+            trial = [*chosen[: level - 1], weight, *chosen[level:]]
+            tried[weight] = score if weight == chosen[level - 1] else cv_objective(
+                node_fusion_weights(trial, taxonomy.levels))
+        keep = chosen[level - 1]
+        chosen[level - 1] = max(tried, key=lambda w: (tried[w], w == keep, -w))
+        score = tried[chosen[level - 1]]
+        per_level_cv[level] = tried
+        logger.debug("lexical fusion, level %d: weight %g, two-fold CV-dev %s %.4f", level, chosen[level - 1],
+                     objective, score)
+    if score <= cv[best]:  # no level gained: one weight for all
+        return FusionChoice(best, scale, shift, objective, cv, per_level_cv)
+    return FusionChoice(tuple(chosen), scale, shift, objective, cv, per_level_cv)
 
 
 @dataclass
@@ -280,9 +330,10 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
                                   fixed_threshold=fixed_threshold)
     sample = "" if train_rows is None else (f" fitted on a random {len(train_rows)} of the {train_size} training "
                                             "documents (--lexical-max-train-documents)")
-    logger.info("lexical fusion: weight %g chosen on dev (two-fold CV %s %.4f, heads alone %.4f); SVMs over %d "
-                "word-pieces%s in %.0f s", choice.weight, objective, choice.cv_dev[choice.weight],
+    logger.info("lexical fusion: weight %s chosen on dev (two-fold CV %s %.4f, heads alone %.4f); SVMs over %d "
+                "word-pieces%s in %.0f s", choice.describe(), objective, choice.cv_score,
                 choice.cv_dev.get(0.0, float("nan")), fit.vocabulary, sample, fit.seconds)
-    fused = {name: fuse_lexical_logits(logits, decisions[name], choice.weight, scale, shift)
+    node_weights = node_fusion_weights(choice.weight, taxonomy.levels)
+    fused = {name: fuse_lexical_logits(logits, decisions[name], node_weights, scale, shift)
              for name, logits in head_logits.items()}
     return LexicalFusion(fit, choice, fused)

@@ -780,7 +780,7 @@ class Trainer:
             final.config.node_thresholds = self.thresholds.per_node
             final.config.calibration_temperatures = self.temperatures
             final.config.calibration_shifts = self.shifts
-            if self.lexical is not None and self.lexical.choice.weight > 0:
+            if self.lexical is not None and self.lexical.choice.largest > 0:
                 fit, choice = self.lexical.fit, self.lexical.choice
                 final.set_lexical_scorer(fit.idf, fit.weight, fit.bias, choice.weight, choice.scale, choice.shift,
                                          top_k=fit.top_k)
