@@ -394,6 +394,7 @@ def test_lexical_fusion_logs_one_line(tiny_tokenizer, small_taxonomy, caplog):
                                     {"validation": np.zeros((12, len(small_taxonomy)))}, scheme="cpc",
                                     objective="f1_mean", granularity="level", min_support=20, max_train_documents=25)
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert len(info) == 1 and info[0].startswith(f"lexical fusion: weight {fusion.choice.weight:g} chosen on dev")
+    assert len(info) == 1 and info[0].startswith(f"lexical fusion: weight {fusion.choice.describe()} chosen on dev")
     assert "fitted on a random 25 of the 40 training documents" in info[0]
-    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == len(fusion.choice.cv_dev)
+    # a debug line per weight tried for all nodes, then one per level's own choice
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == len(fusion.choice.cv_dev) + small_taxonomy.num_levels
