@@ -431,3 +431,18 @@ def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, m
     assert whole.keys() == micro.keys()
     for name in whole:
         torch.testing.assert_close(micro[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_path):
+    """Fusion, tuning and saving run without the optimizer's moments and the gradients (they reload the
+    best epoch); the run still ends with a model."""
+    from thmm.trainer import Trainer
+
+    trainer = Trainer(parse_args(small_args(tiny_encoder_dir, tmp_path / "run", "--freeze-encoder", "--epochs", "1",
+                                            "--features-cache-dir", str(tmp_path / "cache"))))
+    trainer.fit()
+    assert not trainer.optimizer.state
+    assert all(p.grad is None for p in trainer.model.parameters())
+    trainer.tune_thresholds()
+    trainer.save()
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()

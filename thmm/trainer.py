@@ -6,7 +6,9 @@ with its card and the test reports."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -162,6 +164,15 @@ def cpu_micro_batches(args: TrainingArguments, accelerator, model) -> int:
                 args.batch_size, CPU_MICRO_BATCH_ELEMENTS * 4 / 2**20)
     accelerator.gradient_accumulation_steps = accum
     return accum
+
+
+def return_freed_memory() -> None:
+    """Give freed heap pages back to the operating system (glibc's ``malloc_trim``), so that resident
+    memory falls once large tensors are freed; a no-op where the C library has no such call."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def features_cache_root(args: TrainingArguments) -> Path:
@@ -556,7 +567,17 @@ class Trainer:
                 progress.close()
             self._end_epoch(epoch, train_seconds=time.perf_counter() - epoch_start)
         self._log_kept_epoch()
+        self._release_training_state()
         return state
+
+    def _release_training_state(self) -> None:
+        """After the last epoch nothing is trained again: the optimizer's moments and the gradients (three
+        times the weights' memory) go before fusion, tuning and saving, which load the best epoch anew.
+        An interrupted run resumes from its checkpoints, which hold them."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.state.clear()
+        gc.collect()
+        return_freed_memory()
 
     def _log_kept_epoch(self) -> None:
         """The line that ends training: which epoch's model is kept, of how many, and its dev score."""
