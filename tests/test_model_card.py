@@ -432,3 +432,14 @@ def test_saved_model_files_are_world_readable(tiny_run):
     assert "model.safetensors" in {path.name for path in files}  # safetensors writes its file 0600
     modes = {path.relative_to(model_dir).as_posix(): oct(stat.S_IMODE(path.stat().st_mode)) for path in files}
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_card_states_the_fusion_weight_of_each_level():
+    from thmm.model_card import _lexical_text
+
+    one = _lexical_text({"weight": 0.3, "word_pieces": 7370, "objective": "f1_mean"})
+    assert "0.7 x the head's plus 0.3 x a calibrated TF-IDF" in one
+    per_level = _lexical_text({"weight": [0.0, 0.1, 0.4, 0.7], "word_pieces": 7367, "objective": "f1_mean"})
+    assert "chosen per level on dev (f1_mean): 0 (sections), 0.1 (classes), 0.4 (subclasses), 0.7 (main groups)" \
+        in per_level
+    assert "given weight 0" in _lexical_text({"weight": [0.0, 0.0, 0.0], "word_pieces": 5, "objective": "f1_mean"})
