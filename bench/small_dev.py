@@ -65,7 +65,8 @@ def choose(procedure: str, head_logits, decisions, refs, taxonomy, scheme, objec
     scale, shift = calibrate(decisions, label_targets(taxonomy, refs))
     seeds = range(5) if rule == "cv5" else (0,)
     cvs = [choose_fusion_weight(head_logits, decisions, refs, taxonomy, scheme, objective, granularity,
-                                NODE_MIN_SUPPORT, scale, shift, seed=seed).cv_dev for seed in seeds]
+                                NODE_MIN_SUPPORT, scale, shift, seed=seed, per_level=False).cv_dev
+           for seed in seeds]  # the procedures compare one weight for all nodes, as measured
     cv = {w: float(np.mean([c[w] for c in cvs])) for w in cvs[0]}
     weight = max(cv, key=lambda w: (cv[w], -w))
     probs = sigmoid(fuse_lexical_logits(head_logits, decisions, weight, scale, shift))
