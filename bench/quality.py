@@ -636,14 +636,15 @@ def render(results: dict, args, argv) -> str:
                          f"{con['micro_f1']:.4f} | {raw['auprc']:.4f} | {con['auprc']:.4f} |")
     fused = {name: r for name, r in results.items() if r.get("lexical_fusion")}
     if fused:
+        from thmm.lexical import describe_fusion_weight  # torch and transformers: only for a table that needs it
+
         lines += ["", "Lexical fusion (--lexical-fusion; weight chosen by two-fold CV on dev) against the heads alone, "
                   "each with its own dev-tuned thresholds, test:", "",
                   "| model | weight | macro-hF1 heads | fused | micro-hF1 heads | fused | AUPRC heads | fused |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in fused.items():
             heads, test = r["test_heads_only"], r["test"]
-            weight = r["lexical_fusion"]["weight"]  # one, or one per level
-            weight = "/".join(f"{w:g}" for w in weight) if isinstance(weight, list) else f"{weight:g}"
+            weight = describe_fusion_weight(r["lexical_fusion"]["weight"])  # one, or one per level
             lines.append(f"| {name} | {weight} | {heads['macro_f1']:.4f} | "
                          f"{test['macro_f1']:.4f} | {heads['micro_f1']:.4f} | {test['micro_f1']:.4f} | "
                          f"{heads['auprc']:.4f} | {test['auprc']:.4f} |")

@@ -100,6 +100,24 @@ def tiny_encoder_dir(tmp_path_factory, tiny_encoder_config, tiny_tokenizer):
 
 QUICKSTART_DATA = REPO_ROOT / "dataset_script" / "quickstart"
 
+# A small training run on the quickstart patents: 40 training and 13 dev/test documents, tiny heads.
+SMALL_TRAINING = ["--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
+                  "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "2",
+                  "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16"]
+
+
+def small_training_args(encoder_dir, output_dir, *extra):
+    """``SMALL_TRAINING`` with an encoder and an output folder; ``extra`` options win (they come last)."""
+    return [*SMALL_TRAINING, "--encoder", str(encoder_dir), "--output-dir", str(output_dir), *extra]
+
+
+def force_fusion_weight(monkeypatch, weight: float) -> None:
+    """Lexical fusion may choose only ``weight`` (above 0: the fused path is what a run saves)."""
+    from thmm import lexical
+
+    choose = lexical.choose_fusion_weight
+    monkeypatch.setattr(lexical, "choose_fusion_weight", lambda *a, **kw: choose(*a, **{**kw, "weights": (weight,)}))
+
 
 # --------------------------------------------------------------------------------------------------
 # Shared builders: tiny models, a saved model folder, a command-line runner, a fake Hub API

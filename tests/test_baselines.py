@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import QUICKSTART_DATA, REPO_ROOT
+from conftest import QUICKSTART_DATA, REPO_ROOT, force_fusion_weight, small_training_args
 from configuration_thmm import Taxonomy
 from test_bench import bench_module
 
@@ -184,18 +184,12 @@ def test_fused_fine_tuned_model_saves_and_reloads_with_identical_predictions(tin
     from transformers import AutoModel, AutoTokenizer
 
     from dataset_script import read_patent_tsv
-    from thmm import lexical
     from thmm.arguments import parse_args
     from thmm.trainer import train
 
-    choose = lexical.choose_fusion_weight  # force a weight above 0, so that the fused path is what is saved
-    monkeypatch.setattr(lexical, "choose_fusion_weight", lambda *a, **kw: choose(*a, **{**kw, "weights": (0.4,)}))
+    force_fusion_weight(monkeypatch, 0.4)
     out = tmp_path / "fused"
-    summary = train(parse_args([
-        "--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
-        "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "1",
-        "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16",
-        "--encoder", str(tiny_encoder_dir), "--output-dir", str(out), *mode]))
+    summary = train(parse_args(small_training_args(tiny_encoder_dir, out, "--epochs", "1", *mode)))
     assert summary["lexical_fusion"]["weight"] == 0.4
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["lexical_weight"] == 0.4 and config["lexical_vocab_size"] > 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import QUICKSTART_DATA, save_model_dir
+from conftest import QUICKSTART_DATA, force_fusion_weight, save_model_dir, small_training_args
 from configuration_thmm import THMMConfig
 from thmm import lexical
 from thmm.arguments import parse_args
@@ -212,14 +212,9 @@ def test_training_fuses_and_the_saved_model_predicts_the_reported_scores(tiny_en
 
     from dataset_script import read_patent_tsv
 
-    choose = lexical.choose_fusion_weight
-    monkeypatch.setattr(lexical, "choose_fusion_weight", lambda *a, **kw: choose(*a, **{**kw, "weights": (0.5,)}))
+    force_fusion_weight(monkeypatch, 0.5)
     out = tmp_path / "fused"
-    summary = run_training(parse_args([
-        "--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
-        "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "1",
-        "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16",
-        "--encoder", str(tiny_encoder_dir), "--output-dir", str(out)]))
+    summary = run_training(parse_args(small_training_args(tiny_encoder_dir, out, "--epochs", "1")))
     assert summary["lexical_fusion"]["weight"] == 0.5 and summary["lexical_fusion"]["word_pieces"] > 0
     assert summary["test_heads_only"]["num_documents"] == summary["test"]["num_documents"] == 13
     config = json.loads((out / "model" / "config.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import QUICKSTART_DATA, REPO_ROOT, run_command, train_in_process
+from conftest import QUICKSTART_DATA, REPO_ROOT, SMALL_TRAINING, run_command, small_training_args, train_in_process
 from thmm import checkpoints, data, features
 from thmm.arguments import ConfigError, TrainingArguments, parse_args
 from thmm.cli import train as train_cli
@@ -18,13 +18,7 @@ from thmm.trainer import train as run_training
 
 pytestmark = pytest.mark.slow  # end-to-end training runs; CI runs them too
 
-SMALL = ["--dataset", str(QUICKSTART_DATA), "--max-train-samples", "40", "--max-eval-samples", "13",
-         "--batch-size", "8", "--eval-batch-size", "8", "--max-length", "48", "--epochs", "2",
-         "--learning-rate", "1e-3", "--report-to", "none", "--head-hidden-size", "16"]
-
-
-def small_args(encoder_dir, output_dir, *extra):
-    return [*SMALL, "--encoder", str(encoder_dir), "--output-dir", str(output_dir), *extra]
+SMALL, small_args = SMALL_TRAINING, small_training_args
 
 
 def run_script(args, timeout=300, launcher=None):

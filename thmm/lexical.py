@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from configuration_thmm import Taxonomy
-from modeling_thmm import fuse_lexical_logits, node_fusion_weights
+from modeling_thmm import fuse_lexical_logits, max_fusion_weight, node_fusion_weights
 
 from .data import label_targets, tokenize_split
 from .evaluation import evaluate_probabilities, evaluation_taxonomy
@@ -182,6 +182,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
 
 
+def describe_fusion_weight(weight) -> str:
+    """A fusion weight as the logs and tables show it: ``0.3``, or ``0.2/0.2/0.3/0.7`` (one per level)."""
+    return "/".join(f"{w:g}" for w in weight) if isinstance(weight, (list, tuple)) else f"{weight:g}"
+
+
 @dataclass
 class FusionChoice:
     """The chosen weight (one number, or a tuple of one per level) and, per weight tried, its two-fold
@@ -198,7 +203,7 @@ class FusionChoice:
     @property
     def largest(self) -> float:
         """The largest weight: 0 means the heads alone."""
-        return max(self.weight) if isinstance(self.weight, tuple) else self.weight
+        return max_fusion_weight(self.weight)
 
     @property
     def cv_score(self) -> float:
@@ -208,8 +213,7 @@ class FusionChoice:
         return self.cv_dev[self.weight]
 
     def describe(self) -> str:
-        """``0.3``, or ``0.2/0.2/0.3/0.7`` (per level)."""
-        return "/".join(f"{w:g}" for w in self.weight) if isinstance(self.weight, tuple) else f"{self.weight:g}"
+        return describe_fusion_weight(self.weight)
 
     def to_dict(self) -> dict:
         weight = list(self.weight) if isinstance(self.weight, tuple) else self.weight

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from configuration_thmm import hub_snapshot_id
+from lexical_thmm import max_fusion_weight
 from pipeline_thmm import PIPELINE_TASK  # the custom pipeline that config.json's custom_pipelines names
 from taxonomy_thmm import level_name
 
@@ -300,17 +301,16 @@ def _eval_results(test_metrics: Mapping, dataset_id: str, dataset_name: str,
 def _lexical_text(fusion: dict | None) -> str:
     if not fusion:
         return "none (the heads' scores alone)"
-    weights = fusion["weight"] if isinstance(fusion["weight"], list) else [fusion["weight"]]
-    if not max(weights):
+    if not max_fusion_weight(fusion["weight"]):
         return (f"a TF-IDF linear SVM per node over {fusion['word_pieces']} word-pieces was tried and given weight 0 "
                 f"on dev ({fusion['objective']}): the heads' scores alone")
-    if len(weights) > 1:  # one weight per level
+    if isinstance(fusion["weight"], list):  # one weight per level
         per_level = ", ".join(f"{_num(_round(w))} ({level_name(level, plural=True)})"
-                              for level, w in enumerate(weights, start=1))
+                              for level, w in enumerate(fusion["weight"], start=1))
         return (f"each node's logit mixes the head's with a calibrated TF-IDF linear SVM over {fusion['word_pieces']} "
                 f"word-pieces, the SVM's weight chosen per level on dev ({fusion['objective']}): {per_level}; "
                 "the model computes both from the input ids")
-    weight = _round(weights[0])
+    weight = _round(fusion["weight"])
     return (f"each node's logit is {_num(1 - weight)} x the head's plus {_num(weight)} x a calibrated TF-IDF "
             f"linear SVM over {fusion['word_pieces']} word-pieces (weight chosen on dev, {fusion['objective']}); "
             "the model computes both from the input ids")

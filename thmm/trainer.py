@@ -171,7 +171,7 @@ def return_freed_memory() -> None:
     memory falls once large tensors are freed; a no-op where the C library has no such call."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: a platform with no process-wide C library handle
         pass
 
 
