@@ -423,6 +423,9 @@ def step_encoder(opts: dict) -> dict:
     return {"parameters": sum(p.numel() for p in BertModel(config).parameters())}
 
 
+MICRO_BATCH_MODES = ("auto", "off")  # --train-micro-batches: thmm-train's CPU micro-batches, or the whole batch
+
+
 def step_train(opts: dict) -> dict:
     """``thmm-train`` with its defaults (lexical fusion on) but the tiny encoder, one epoch; the
     wall time of the whole run, of the epoch (``Trainer.fit``) and of lexical fusion (``fit_fusion``)."""
@@ -703,6 +706,10 @@ def main(argv=None) -> int:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         parser.error(f"--format: unknown {unknown}; choose from {list(FORMATS)}")
+    modes = args.train_micro_batches.split(",")
+    if not modes or any(mode not in MICRO_BATCH_MODES for mode in modes):
+        parser.error(f"--train-micro-batches: expected {', '.join(MICRO_BATCH_MODES)} or both, comma-separated "
+                     f"(got {args.train_micro_batches!r})")
     if not (args.data / "train.tsv").is_file():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv; see ../shared/README.md)")
         return 0

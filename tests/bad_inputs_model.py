@@ -220,4 +220,16 @@ CASES = {
         calibration_shifts=[0.0, 0.0, 0.0]),
     "model-config-calibration-temperature-zero": config_case(
         "'calibration_temperatures': must hold temperatures in [0.05, 20.0]", calibration_temperatures=[1.0, 0.0, 2.0]),
+    # ---- lexical fusion: one weight, or one per level, each in [0, 1]
+    "model-config-lexical-weights-per-level": config_case(
+        "'lexical_weight': must hold one weight per taxonomy level (3), or be one number (got [0.0, 0.0])",
+        lexical_weight=[0.0, 0.0]),
+    "model-config-lexical-weight-out-of-range-in-list": config_case(
+        "'lexical_weight': must be in [0, 1], or a non-empty list of such weights (one per level)",
+        lexical_weight=[0.0, 1.5, 0.0]),
+    "model-config-lexical-weights-empty": config_case(
+        "'lexical_weight': must be in [0, 1], or a non-empty list of such weights (one per level) (got [])",
+        lexical_weight=[]),
+    "model-config-lexical-weight-not-a-number": config_case(
+        "'lexical_weight': must be", lexical_weight="0.3"),
 }

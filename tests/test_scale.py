@@ -299,3 +299,10 @@ def test_encoding_leaves_the_callers_tokenizer_state_alone(tiny_tokenizer):
     table = data.encode_texts(tiny_tokenizer, ["shoe sole radio network"], ["ink sheet"], 5)
     assert table.column("truncated").to_pylist() == [True] and table.column("length").to_pylist() == [5]
     assert backend.truncation is None and backend.padding is None
+
+
+@pytest.mark.parametrize("value", ["on", "auto,", "auto,sometimes"])
+def test_scale_benchmark_refuses_an_unknown_micro_batch_mode(tmp_path, value):
+    out = run_scale(tmp_path, "--train-micro-batches", value)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"--train-micro-batches: expected auto, off or both, comma-separated (got {value!r})" in out.stderr
