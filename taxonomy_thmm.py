@@ -637,10 +637,10 @@ class Taxonomy:
 
     # ---- label matrices and decoding --------------------------------------------------------
 
-    def multi_hot(self, label_lists: Sequence[Iterable[str]], expand: bool = True) -> np.ndarray:
-        """``[documents, nodes]`` 0/1 float32 targets; ``expand`` adds every label's ancestors."""
+    def multi_hot(self, label_lists: Sequence[Iterable[str]], expand: bool = True, dtype=np.float32) -> np.ndarray:
+        """``[documents, nodes]`` 0/1 targets (float32 unless ``dtype``); ``expand`` adds every label's ancestors."""
         ids = [[self.index(code) for code in labels] for labels in label_lists]
-        return self.multi_hot_ids(ids, expand=expand, dtype=np.float32)
+        return self.multi_hot_ids(ids, expand=expand, dtype=dtype)
 
     def multi_hot_ids(self, id_lists: Sequence[Sequence[int]], expand: bool = True, dtype=bool) -> np.ndarray:
         """``[documents, nodes]`` matrix (``dtype``, ``True``/1 for a label) from each document's node

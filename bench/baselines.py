@@ -87,12 +87,12 @@ def cv_dev_objective(probs, references, taxonomy: Taxonomy, scheme: str, objecti
 
 
 def tuned_scores(probs: dict, references: dict, taxonomy: Taxonomy, scheme: str, objective: str,
-                 granularity: str, min_support: int = NODE_MIN_SUPPORT) -> dict:
-    """Thresholds tuned on all of dev, and the metrics of dev and test at them: ``{"validation",
-    "test", "thresholds"}``."""
+                 granularity: str, min_support: int = NODE_MIN_SUPPORT, node_frequency=None) -> dict:
+    """Thresholds tuned on all of dev (with the frequency bands when ``node_frequency`` is given, as
+    train.py tunes), and the metrics of dev and test at them: ``{"validation", "test", "thresholds"}``."""
     eval_tax = {s: evaluation_taxonomy(taxonomy, references[s], scheme) for s in EVAL_SPLITS}
     tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
-                            eval_tax["validation"], granularity, min_support)
+                            eval_tax["validation"], granularity, min_support, node_frequency)
     return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
             for s in EVAL_SPLITS} | {"thresholds": tuned.to_dict()}
 
@@ -102,7 +102,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def svm_tuned(decisions: dict, references: dict, taxonomy: Taxonomy, scheme: str, objective: str,
-              granularity: str, seed: int = 0) -> dict:
+              granularity: str, seed: int = 0, node_frequency=None) -> dict:
     """The ``svm-tuned`` row from the word SVMs' decision values on dev and test (``decisions``):
     Platt-calibrated on dev, the hierarchy rule chosen by two-fold CV on dev, thresholds tuned on
     all of dev. Returns :func:`tuned_scores`'s dict plus ``"hierarchy"``, ``"cv_dev"`` (per rule)
@@ -115,7 +115,8 @@ def svm_tuned(decisions: dict, references: dict, taxonomy: Taxonomy, scheme: str
     cv = {rule: cv_dev_objective(probs[rule]["validation"], references["validation"], taxonomy, scheme, objective,
                                  granularity, seed=seed) for rule in SVM_HIERARCHIES}
     best = max(SVM_HIERARCHIES, key=lambda rule: (cv[rule], rule == "consistent"))  # a tie keeps the gating
-    return tuned_scores(probs[best], references, taxonomy, scheme, objective, granularity) | {
+    return tuned_scores(probs[best], references, taxonomy, scheme, objective, granularity,
+                        node_frequency=node_frequency) | {
         "hierarchy": best, "cv_dev": cv, "calibration": {"scale": scale, "shift": shift}}
 
 
@@ -182,7 +183,7 @@ def knn_scores(indices: np.ndarray, sims: np.ndarray, train_targets: np.ndarray,
 
 
 def knn(vectors: dict, references: dict, taxonomy: Taxonomy, scheme: str, objective: str, granularity: str,
-        ks=KNN_K_GRID, seed: int = 0) -> dict:
+        ks=KNN_K_GRID, seed: int = 0, node_frequency=None) -> dict:
     """The ``knn`` row from document vectors by split (``train``, ``validation``, ``test``): k chosen by
     two-fold CV on dev from ``ks`` (a tie goes to the smaller k), thresholds tuned on all of dev.
     Returns :func:`tuned_scores`'s dict plus ``"k"`` and ``"cv_dev"`` (per k)."""
@@ -193,7 +194,8 @@ def knn(vectors: dict, references: dict, taxonomy: Taxonomy, scheme: str, object
                               scheme, objective, granularity, seed=seed) for k in ks}
     best = max(ks, key=lambda k: (cv[k], -k))
     probs = {s: knn_scores(*neighbours[s], targets, best) for s in EVAL_SPLITS}
-    return tuned_scores(probs, references, taxonomy, scheme, objective, granularity) | {
+    return tuned_scores(probs, references, taxonomy, scheme, objective, granularity,
+                        node_frequency=node_frequency) | {
         "k": best, "cv_dev": {str(k): v for k, v in cv.items()}}
 
 

@@ -318,14 +318,16 @@ def harnn_scores(probs: dict, references: dict, taxonomy: Taxonomy, scheme: str,
 
 
 def tuned_harnn_scores(probs: dict, references: dict, taxonomy: Taxonomy, scheme: str, objective: str,
-                       granularity: str) -> dict:
-    """Thresholds tuned on dev by :func:`thmm.thresholds.tune_thresholds` (as ``train.py`` tunes them),
-    and the dev and test scores at them, with ``"thresholds"``."""
+                       granularity: str, node_frequency=None) -> dict:
+    """Thresholds tuned on dev by :func:`thmm.thresholds.tune_thresholds` (as ``train.py`` tunes them,
+    with the frequency bands when ``node_frequency`` is given), and the dev and test scores at them,
+    with ``"thresholds"``."""
     from thmm.evaluation import evaluation_taxonomy
     from thmm.thresholds import tune_thresholds
 
     tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
-                            evaluation_taxonomy(taxonomy, references["validation"], scheme), granularity)
+                            evaluation_taxonomy(taxonomy, references["validation"], scheme), granularity,
+                            node_frequency=node_frequency)
     return harnn_scores(probs, references, taxonomy, scheme, tuned.thresholds) | {"thresholds": tuned.to_dict()}
 
 

@@ -135,7 +135,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, checkpoint_every=0,
         save_total_limit=1, report_to="none", overwrite_output_dir=True,
         threshold_objective=args.threshold_objective, threshold_granularity=args.threshold_granularity,
-        selection_metric=args.selection_metric, small_dev_documents=args.small_dev_documents,
+        threshold_frequency_bands=args.threshold_frequency_bands, selection_metric=args.selection_metric, small_dev_documents=args.small_dev_documents,
         selection_only=args.selection_only,
         loss_type=args.loss_type, output_bias_init=args.output_bias_init, max_train_samples=args.max_train_samples,
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
@@ -189,7 +189,7 @@ def run_settings(args) -> dict:
             "loss_type": args.loss_type, "output_bias_init": args.output_bias_init,
             "max_train_samples": args.max_train_samples,
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
-            "small_dev_documents": args.small_dev_documents,
+            "threshold_frequency_bands": args.threshold_frequency_bands, "small_dev_documents": args.small_dev_documents,
             "lexical_fusion": args.lexical_fusion, "depth": args.depth, "deep_heads": args.deep_heads,
             "deep_head_hidden_size": args.deep_head_hidden_size, "calibration": args.calibration}
 
@@ -233,6 +233,30 @@ def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
             "eval_taxonomy": eval_tax, "tokenizer": tokenizer}
 
 
+def bands_apply(args) -> bool:
+    """Whether this command's tuning uses the frequency bands (they are a step of the node granularity)."""
+    return args.threshold_frequency_bands and args.threshold_granularity == "node"
+
+
+def retune_key(name: str, args) -> str:
+    """The results key of a retune: the objective, a granularity other than per level, and ``+nobands``
+    where node thresholds were tuned without the frequency bands (the default tunes them)."""
+    key = f"{name}@{args.retune}"
+    if args.threshold_granularity != "level":
+        key += f":{args.threshold_granularity}"
+    if args.threshold_granularity == "node" and not args.threshold_frequency_bands:
+        key += "+nobands"
+    return key
+
+
+def training_frequency(args, splits, taxonomy: Taxonomy):
+    """Each node's training-document count for the frequency bands, as train.py passes it (``None``
+    without them)."""
+    from thmm.data import label_ids, node_document_counts
+
+    return node_document_counts(taxonomy, label_ids(splits["train"], taxonomy)) if bands_apply(args) else None
+
+
 def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     """Dev-tuned thresholds for another objective on a finished model, and its test scores at them;
     with ``--lexical-fusion``, on the heads' logits fused with a lexical scorer fitted anew
@@ -248,9 +272,11 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     granularity = dev_granularity(args.threshold_granularity, len(references["validation"]),
                                   settings.get("small_dev_documents", 0))
 
+    frequency = training_frequency(args, splits, taxonomy)
+
     def tuned_scores(probs):
         tuned = tune_thresholds(probs["validation"], references["validation"], taxonomy, objective,
-                                eval_tax["validation"], granularity)
+                                eval_tax["validation"], granularity, node_frequency=frequency)
         return {s: evaluate_probabilities(probs[s], references[s], taxonomy, tuned.thresholds, eval_tax[s])
                 for s in references} | {"thresholds": tuned.to_dict()}
 
@@ -300,6 +326,9 @@ def main(argv=None):
                         choices=THRESHOLD_OBJECTIVES, help="train.py --threshold-objective")
     parser.add_argument("--threshold-granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
                         help="train.py --threshold-granularity (and what --retune tunes)")
+    parser.add_argument("--threshold-frequency-bands", action=argparse.BooleanOptionalAction,
+                        default=TrainingArguments.threshold_frequency_bands,
+                        help="train.py --threshold-frequency-bands (and what --retune and the tuned baselines tune)")
     parser.add_argument("--small-dev-documents", type=int, default=TrainingArguments.small_dev_documents, metavar="N",
                         help="train.py --small-dev-documents: a smaller dev set tunes one global threshold (0: never)")
     parser.add_argument("--selection-metric", default=DEFAULT_SELECTION_METRIC, choices=tuple(SELECTION_METRICS),
@@ -435,11 +464,13 @@ def main(argv=None):
                 raise SystemExit(f"--retune: 'harnn' has no saved scores under {run_dir}; train it first")
             t0 = time.perf_counter()
             scores = bench_module("harnn").tuned_harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme,
-                                                       args.retune, args.threshold_granularity)
-            key = f"harnn@{args.retune}" + ("" if args.threshold_granularity == "level" else f":{args.threshold_granularity}")
+                                                       args.retune, args.threshold_granularity,
+                                                       training_frequency(args, splits, taxonomy))
+            key = retune_key("harnn", args)
             results[key] = harnn_entry(run, scores, time.perf_counter() - t0) | {
                 "settings": {**run["settings"], "retuned_from": "harnn", "threshold_objective": args.retune,
-                             "threshold_granularity": args.threshold_granularity}}
+                             "threshold_granularity": args.threshold_granularity,
+                             "threshold_frequency_bands": bands_apply(args)}}
             results_path.write_text(json.dumps(results, indent=1))
             print(f"{key}: test macro-hF1 {scores['test']['macro_f1']:.4f}, micro-hF1 {scores['test']['micro_f1']:.4f}")
             continue
@@ -453,14 +484,14 @@ def main(argv=None):
                 raise SystemExit(f"--retune: {name!r} is not a neural model with a saved model under {args.out}")
             t0 = time.perf_counter()
             run = retune_run(args.retune, settings, args, splits, args.out / "runs" / name)
-            key = (f"{name}@{args.retune}" + ("" if args.threshold_granularity == "level" else f":{args.threshold_granularity}")
-                   + ("+lexical" if args.lexical_fusion else ""))
+            key = retune_key(name, args) + ("+lexical" if args.lexical_fusion else "")
             results[key] = {
                 "dev": run["validation"], "test": run["test"], "seconds": time.perf_counter() - t0,
                 "lexical_fusion": run.get("lexical_fusion"), "test_heads_only": run.get("test_heads_only"),
                 "best_epoch": results.get(name, {}).get("best_epoch"), "thresholds": run["thresholds"],
                 "settings": {**settings, "retuned_from": name, "threshold_objective": args.retune,
                              "threshold_granularity": args.threshold_granularity,
+                             "threshold_frequency_bands": bands_apply(args),
                              "lexical_fusion": args.lexical_fusion}}
             results_path.write_text(json.dumps(results, indent=1))
             print(f"{key}: test macro-hF1 {run['test']['macro_f1']:.4f}, "
@@ -489,9 +520,11 @@ def main(argv=None):
                 settings = {"threshold": HARNN_ORIG_THRESHOLD}
             else:
                 scores = harnn.tuned_harnn_scores(run["probs"], harnn_references, taxonomy, args.scheme,
-                                                  args.threshold_objective, args.threshold_granularity)
+                                                  args.threshold_objective, args.threshold_granularity,
+                                                  training_frequency(args, splits, taxonomy))
                 settings = {"threshold_objective": args.threshold_objective,
-                            "threshold_granularity": args.threshold_granularity}
+                            "threshold_granularity": args.threshold_granularity,
+                            "threshold_frequency_bands": bands_apply(args)}
             results[name] = harnn_entry(run, scores, time.perf_counter() - t0) | {
                 "settings": {**run["settings"], **settings}}
         elif name in NEURAL:
@@ -524,19 +557,20 @@ def baseline_entry(name: str, args, splits, taxonomy: Taxonomy, knn_ks, word_svm
     baselines = bench_module("baselines")
     references = baselines.references_of(splits)
     tuning = {"threshold_objective": args.threshold_objective, "threshold_granularity": args.threshold_granularity,
-              "small_dev_documents": args.small_dev_documents}
+              "threshold_frequency_bands": bands_apply(args), "small_dev_documents": args.small_dev_documents}
+    frequency = training_frequency(args, splits, taxonomy)
     # as the neural runs tune: one global threshold on a dev set under --small-dev-documents
     granularity = dev_granularity(args.threshold_granularity, len(references["validation"]), args.small_dev_documents)
     if name == "svm-tuned":
         fitted = word_svm_decisions()
         run = baselines.svm_tuned(fitted["decisions"], references, taxonomy, args.scheme, args.threshold_objective,
-                                  granularity, seed=args.seed)
+                                  granularity, seed=args.seed, node_frequency=frequency)
         settings = {"C": 1.0, "vocabulary": fitted["vocabulary"], "hierarchy": run["hierarchy"],
                     "calibration": run["calibration"], **tuning}
     else:
         vectors = baselines.encoder_vectors(args.encoder, splits, taxonomy, args.max_length, args.out / "features_cache")
         run = baselines.knn(vectors, references, taxonomy, args.scheme, args.threshold_objective,
-                            granularity, ks=knn_ks, seed=args.seed)
+                            granularity, ks=knn_ks, seed=args.seed, node_frequency=frequency)
         settings = {"k": run["k"], "k_grid": list(knn_ks), "max_length": args.max_length,
                     "max_train_samples": args.max_train_samples, **tuning}
     return {"dev": run["validation"], "test": run["test"], "thresholds": run["thresholds"],

@@ -27,6 +27,15 @@ def test_heads_benchmark_runs_and_compares_both_variants():
     assert float(rows[0].split("|")[5].strip().rstrip("x")) > 0  # a speed-up figure was measured
 
 
+def test_lexical_memory_benchmark_compares_the_same_matrix():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "lexical_memory.py"), "--documents", "1500",
+                          "--length", "20"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "same matrix: True" in out.stdout
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
+    assert {"coo", "token_counts"} <= set(rows)
+
+
 def test_cpc_sized_taxonomy_has_cpc_level_sizes():
     tax = bench_module("heads").cpc_sized_taxonomy()
     assert [s.stop - s.start for s in tax.level_slices] == [9, 136, 674]
@@ -83,6 +92,9 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
         # the same heads score the same documents: only the thresholds, not the scores, changed
         assert run["test"]["auprc"] == pytest.approx(results["tmm-mean"]["test_heads_only"]["auprc"])
     assert retuned["tmm-mean@micro_f1"]["thresholds"]["per_node"] is None
+    # node thresholds tune the training-frequency bands by default; per-level ones have no bands
+    assert retuned["tmm-mean@micro_f1:node"]["settings"]["threshold_frequency_bands"] is True
+    assert retuned["tmm-mean@micro_f1"]["settings"]["threshold_frequency_bands"] is False
     assert retuned["tmm-mean@micro_f1:node"]["dev"]["micro_f1"] >= retuned["tmm-mean@micro_f1"]["dev"]["micro_f1"]
     assert "tmm-mean@micro_f1:node" in (tmp_path / "results.md").read_text()
     # with lexical fusion (the default) the retune fits the scorer anew; its heads-only line is the retune above

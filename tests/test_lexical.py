@@ -30,6 +30,24 @@ def test_token_counts_skip_special_tokens_and_refuse_foreign_ids():
         lexical.token_counts([[3, 60]], vocab_size=50)
 
 
+def test_token_counts_of_a_chunked_arrow_column_equal_counting_by_hand():
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 30, size=rng.integers(0, 15)).tolist() for _ in range(41)]
+    column = pa.array([None, *docs], type=pa.list_(pa.int32()))  # a null row counts nothing
+    chunked = pa.chunked_array([column.slice(0, 17), column.slice(17, 0), column.slice(17)])
+    expected = np.zeros((len(docs) + 1, 30))
+    for row, doc in enumerate(docs, start=1):
+        for token in doc:
+            expected[row, token] += token not in (0, 1)
+    for given in (chunked, column, [[], *docs]):
+        counts = lexical.token_counts(given, vocab_size=30, ignored_ids=[0, 1])
+        assert counts.has_canonical_format and np.array_equal(counts.toarray(), expected)
+    with pytest.raises(ValueError, match=r"got 0\.\.4294967301"):  # not wrapped into range by the int32 ids
+        lexical.token_counts(pa.chunked_array([pa.array([[0], [2**32 + 5]], type=pa.list_(pa.int64()))]), 30)
+
+
 def test_tfidf_matches_scikit_learn_vectorizer():
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -303,6 +303,15 @@ def test_card_says_when_no_node_had_the_dev_documents_for_its_own_threshold(test
     assert "1 node (A) have their own instead (`node_thresholds`, 0.45 to 0.45): of the 2 nodes gold in at least " \
            "20 dev documents, the others kept their level's" in own
 
+    banded = {**levels, "per_node": {"A": 0.45, "A01B": 0.02, "H04W": 0.03}}
+    bands = make_card(test_metrics, thresholds=banded,
+                      threshold_tuning={**tuning, "eligible_nodes": ["A", "H"], "frequency_bands": True}).text
+    assert "3 nodes (A, A01B, H04W) have their own instead (`node_thresholds`, 0.02 to 0.45): the 2 nodes gold in " \
+           "at least 20 dev documents each tuned alone, the others one value per level and training-frequency band " \
+           "(1-2, 3-5, 6-10, 11-25, 26-50, 51+ training documents)" in bands
+    alone = make_card(test_metrics, thresholds=banded, threshold_tuning={**tuning, "frequency_bands": True}).text
+    assert "no node was gold in the 20 dev documents needed to be tuned alone" in alone
+
     by_level = make_card(test_metrics, thresholds=levels, threshold_tuning={**tuning, "granularity": "level"}).text
     assert "node" not in by_level.split("**Thresholds:**")[1].split("\n")[0]
 
@@ -320,9 +329,11 @@ def test_threshold_tuning_info_counts_dev_documents_closed_upwards():
 
     references = [["A43B"], ["A43C"], ["A43B", "B41F"], ["H04W"]]  # H04W: no model node, counted only in eval
     eval_taxonomy = evaluation_taxonomy(TAXONOMY, references, "cpc")
-    args = SimpleNamespace(tune_thresholds=True, threshold_granularity="node", node_threshold_min_support=2)
+    args = SimpleNamespace(tune_thresholds=True, threshold_granularity="node", node_threshold_min_support=2,
+                           threshold_frequency_bands=True)
     info = threshold_tuning_info(args, references, TAXONOMY, eval_taxonomy)
-    assert info == {"tuned": True, "granularity": "node", "min_support": 2, "eligible_nodes": ["A", "A43", "A43B"]}
+    assert info == {"tuned": True, "granularity": "node", "min_support": 2, "eligible_nodes": ["A", "A43", "A43B"],
+                    "frequency_bands": True}
     args.threshold_granularity = "level"
     assert threshold_tuning_info(args, references, TAXONOMY, eval_taxonomy)["eligible_nodes"] == []
 
@@ -420,9 +431,12 @@ def test_trained_card_is_hub_ready_and_states_the_saved_thresholds(tiny_run):
     levels = ", ".join(f"{round(v, 4):g}" for v in config["level_thresholds"])
     assert f"per level {levels}, tuned on dev for `" in line
     assert f"`threshold` {round(config['threshold'], 4):g} is the best single value" in line
-    # 8 dev documents: no node has the default 20 it needs for a threshold of its own
-    assert config["node_thresholds"] is None
-    assert "no node had the 20 dev documents needed for its own threshold" in line and "their own instead" not in line
+    # 8 dev documents: no node has the default 20 it needs for a threshold of its own; the frequency bands
+    # gave the rare subclasses theirs, and the card says so
+    assert config["node_thresholds"] and all(code in line for code in config["node_thresholds"])
+    assert f"{len(config['node_thresholds'])} nodes (" in line and "their own instead" in line
+    assert "one value per level and training-frequency band" in line
+    assert "no node was gold in the 20 dev documents needed to be tuned alone" in line
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from thmm.evaluation import decoded_matrix, evaluate_probabilities, evaluation_t
 from thmm.thresholds import (
     GRANULARITIES,
     OBJECTIVES,
+    NODE_GRID,
     THRESHOLD_GRID,
     TunedThresholds,
     _GridCounts,
@@ -157,8 +158,11 @@ def test_time_threshold_tuning():
 # --------------------------------------------------------------------------------------------------
 
 
-def reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, min_support) -> TunedThresholds:
-    """Per-node coordinate ascent scored by the per-call path: from the per-level result, deepest level
+def reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, min_support,
+                        frequency=None) -> TunedThresholds:
+    """Per-node coordinate ascent scored by the per-call path: from the per-level result (then, given
+    each node's training ``frequency``, two top-down passes in which every frequency band of the nodes
+    gold in fewer than ``min_support`` documents tries every grid value together), deepest level
     first, every node gold in at least ``min_support`` documents tries every grid value."""
     level = reference_tune(probs, references, taxonomy, objective, eval_taxonomy)
     base = level.thresholds
@@ -168,13 +172,32 @@ def reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, m
         for code in closed:
             support[taxonomy.index(code)] += 1
     own, best = {}, level.per_level_score
+    band_best = None
+    if frequency is not None:
+        bands = {}
+        for n, code in enumerate(taxonomy.nodes):
+            if taxonomy.levels[n] > 1 and support[n] < min_support:  # bands by hand: 1-2, 3-5, 6-10, 11-25, 26-50, 51+
+                band = sum(frequency[n] >= bound for bound in (3, 6, 11, 26, 51))
+                bands.setdefault((int(taxonomy.levels[n]), band), []).append(code)
+        for _ in range(2):
+            for key in sorted(bands):
+                codes, choice = bands[key], None
+                for t in NODE_GRID:
+                    trial = Thresholds(base.global_threshold, base.per_level, objective,
+                                       per_node={**own, **dict.fromkeys(codes, t)})
+                    value = reference_scores(probs, references, taxonomy, trial, eval_taxonomy)[objective]
+                    if value > best + 1e-12:
+                        best, choice = value, t
+                if choice is not None:
+                    own.update(dict.fromkeys(codes, choice))
+        band_best = best
     for nodes in reversed(taxonomy.level_slices):
         for n in range(nodes.start, nodes.stop):
             code = taxonomy.nodes[n]
             if support[n] < min_support:
                 continue
             choice = own.get(code, base.per_level[int(taxonomy.levels[n]) - 1])
-            for t in THRESHOLD_GRID:
+            for t in NODE_GRID:
                 trial = Thresholds(base.global_threshold, base.per_level, objective, per_node={**own, code: t})
                 value = reference_scores(probs, references, taxonomy, trial, eval_taxonomy)[objective]
                 if value > best + 1e-12:
@@ -182,7 +205,7 @@ def reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, m
             own[code] = choice
     per_node = {c: t for c, t in own.items() if t != base.per_level[int(taxonomy.levels[taxonomy.index(c)]) - 1]}
     thresholds = Thresholds(base.global_threshold, base.per_level, objective, per_node=per_node)
-    return TunedThresholds(thresholds, level.global_score, level.per_level_score, best)
+    return TunedThresholds(thresholds, level.global_score, level.per_level_score, best, band_best)
 
 
 @pytest.mark.parametrize("objective", ["f1_avg", "micro_f1", "macro_f1", "f1_mean"])
@@ -198,6 +221,28 @@ def test_node_tuning_equals_the_per_call_path(objective):
         scored = evaluate_probabilities(probs, references, taxonomy, new.thresholds, eval_taxonomy, with_scores=False)
         assert scored[objective] == pytest.approx(new.per_node_score, abs=1e-12)
         assert new.per_node_score >= new.per_level_score
+
+
+@pytest.mark.parametrize("objective", ["f1_mean", "macro_f1", "micro_f1"])
+def test_frequency_bands_equal_the_per_call_path(objective):
+    rng = np.random.default_rng(11)
+    for probs, references, taxonomy, eval_taxonomy, min_support in (
+        (*synthetic_dev_set(240, 40, seed=5, outside_rate=0.05), 12),
+        (*parent_map_case(120, seed=2), 12),  # 4 levels, siblings not contiguous in node order
+    ):
+        probs = probs ** 3  # many probabilities below THRESHOLD_GRID, where the small values of NODE_GRID decide
+        frequency = rng.integers(0, 80, len(taxonomy))
+        new = tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy, "node", min_support, frequency)
+        old = reference_node_tune(probs, references, taxonomy, objective, eval_taxonomy, min_support, frequency)
+        assert new.thresholds == old.thresholds
+        assert new.per_band_score == pytest.approx(old.per_band_score, abs=1e-12)
+        assert new.per_node_score == pytest.approx(old.per_node_score, abs=1e-12)
+        scored = evaluate_probabilities(probs, references, taxonomy, new.thresholds, eval_taxonomy, with_scores=False)
+        assert scored[objective] == pytest.approx(new.per_node_score, abs=1e-12)
+        assert new.per_node_score >= new.per_band_score > new.per_level_score  # the bands moved something
+        assert min(new.thresholds.per_node.values()) < THRESHOLD_GRID[0]
+    with pytest.raises(ValueError, match="node_frequency must hold one count >= 0 per node"):
+        tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy, "node", min_support, frequency[1:])
 
 
 def test_node_thresholds_separate_leaves_one_level_threshold_cannot():

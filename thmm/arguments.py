@@ -29,7 +29,8 @@ from taxonomy_thmm import DEPTHS
 
 from .calibration import CALIBRATIONS
 from .selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
-from .thresholds import DEFAULT_GRANULARITY, GRANULARITIES, NODE_MIN_SUPPORT, SMALL_DEV_DOCUMENTS
+from .thresholds import (DEFAULT_GRANULARITY, GRANULARITIES, NODE_MIN_SUPPORT, SMALL_DEV_DOCUMENTS,
+                         describe_frequency_bands)
 
 THRESHOLD_OBJECTIVES = ("macro_f1", "micro_f1", "f1_avg", "f1_mean")
 TRACKERS = ("tensorboard", "none")
@@ -133,6 +134,10 @@ class TrainingArguments:
                                               "--node-threshold-min-support dev documents)", GRANULARITIES)
     node_threshold_min_support: int = _arg(NODE_MIN_SUPPORT, "dev documents a node must be gold in to get its own "
                                                              "threshold (--threshold-granularity node)")
+    threshold_frequency_bands: bool = _arg(True, "--threshold-granularity node: the nodes gold in too few dev "
+                                                 "documents for their own threshold share one per level and "
+                                                 f"training-frequency band ({describe_frequency_bands()} "
+                                                 "training documents) instead of their level's")
     small_dev_documents: int = _arg(SMALL_DEV_DOCUMENTS, "a dev set with fewer documents tunes one global "
                                                         "threshold, for the fusion weight too, whatever "
                                                         "--threshold-granularity says (0: never)", metavar="N")

@@ -109,16 +109,20 @@ def report_unknown_labels(taxonomy: Taxonomy, split: str, label_lists) -> None:
         )
 
 
-def label_targets(taxonomy: Taxonomy, label_lists) -> np.ndarray:
-    """``[documents, nodes]`` 0/1 targets, ancestors included; codes outside the taxonomy have no head."""
-    return taxonomy.multi_hot([[c for c in labels if c in taxonomy] for labels in label_lists])
+def label_targets(taxonomy: Taxonomy, label_lists, dtype=np.float32) -> np.ndarray:
+    """``[documents, nodes]`` 0/1 targets (``dtype``), ancestors included; codes outside the taxonomy have no head."""
+    return taxonomy.multi_hot([[c for c in labels if c in taxonomy] for labels in label_lists], dtype=dtype)
+
+
+def node_document_counts(taxonomy: Taxonomy, ids: pa.ListArray) -> np.ndarray:
+    """``[nodes]``: in how many documents of ``ids`` (:func:`label_ids`) each node is a label, ancestors included."""
+    return taxonomy.document_counts(ids.flatten().to_numpy(), ids.value_lengths().fill_null(0).to_numpy())
 
 
 def node_priors(taxonomy: Taxonomy, ids: pa.ListArray) -> np.ndarray:
     """Each node's frequency among the documents of ``ids`` (:func:`label_ids`), ancestors included,
     Laplace-smoothed, ``(documents + 1) / (all + 2)``, so that no node's prior is 0 or 1."""
-    counts = taxonomy.document_counts(ids.flatten().to_numpy(), ids.value_lengths().fill_null(0).to_numpy())
-    return (counts + 1) / (len(ids) + 2)
+    return (node_document_counts(taxonomy, ids) + 1) / (len(ids) + 2)
 
 
 def label_ids(split, taxonomy: Taxonomy) -> pa.ListArray:

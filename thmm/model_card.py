@@ -26,6 +26,7 @@ from pipeline_thmm import PIPELINE_TASK  # the custom pipeline that config.json'
 from taxonomy_thmm import level_name
 
 from .hub import CITATION_BIBTEX
+from .thresholds import describe_frequency_bands
 
 if TYPE_CHECKING:
     from configuration_thmm import Taxonomy
@@ -180,7 +181,8 @@ def threshold_tuning_info(args, references, taxonomy: Taxonomy, eval_taxonomy: T
     from .evaluation import model_columns
 
     tuning = {"tuned": bool(args.tune_thresholds), "granularity": args.threshold_granularity,
-              "min_support": int(args.node_threshold_min_support), "eligible_nodes": []}
+              "min_support": int(args.node_threshold_min_support), "eligible_nodes": [],
+              "frequency_bands": bool(args.threshold_frequency_bands)}
     if tuning["tuned"] and tuning["granularity"] == "node":
         gold, _ = label_matrix(references, eval_taxonomy, name="references")
         support = np.count_nonzero(gold[:, model_columns(taxonomy, eval_taxonomy)], axis=0)
@@ -268,7 +270,11 @@ def _thresholds_text(thresholds: Mapping, tuning: Mapping | None) -> str:
         values = [float(v) for v in per_node.values()]
         own = (f"; {_nodes(len(per_node))} ({_codes(list(per_node))}) have their own instead "
                f"(`node_thresholds`, {_num(min(values))} to {_num(max(values))})")
-        if eligible:
+        if tuning.get("frequency_bands"):
+            bands = f"one value per level and training-frequency band ({describe_frequency_bands()} training documents)"
+            own += (f": the {_nodes(len(eligible))} gold in at least {needs} each tuned alone, the others {bands}"
+                    if eligible else f": {bands}; no node was gold in the {needs} needed to be tuned alone")
+        elif eligible:
             own += f": of the {_nodes(len(eligible))} gold in at least {needs}, the others kept their level's"
         return text + own
     if tuning.get("tuned") and tuning.get("granularity") == "node":

@@ -21,6 +21,16 @@ from .hierarchical_metrics import label_matrix, scores_from_counts
 from .evaluation import comparable_thresholds, model_columns
 
 THRESHOLD_GRID = tuple(round(float(t), 2) for t in np.arange(0.05, 0.951, 0.05))
+#: the values of the band and per-node steps: THRESHOLD_GRID and the small ones below it that rare
+#: deep nodes need (their probabilities seldom reach 0.05; on dronesr-groups dev the rarest main
+#: groups chose 0.01, docs/benchmarks.md, "Frequency bands"). The per-level step keeps the coarse
+#: grid: its count tables grow as (values + 1) ** levels.
+NODE_GRID = (0.01, 0.02, 0.03, 0.04) + THRESHOLD_GRID
+#: training-document counts that bound the frequency bands: below the top level, the nodes with too
+#: few dev positives for a threshold of their own share one per level and band (1-2 training
+#: documents, 3-5, 6-10, 11-25, 26-50, 51 and more), so that a rare node is decided like nodes as
+#: rare as itself rather than at its level's threshold, which the frequent nodes choose
+FREQUENCY_BANDS = (3, 6, 11, 26, 51)
 #: what :func:`tune_thresholds` can maximise: the overall numbers of ``compute_hierarchical_metrics``
 OBJECTIVES = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1", "f1_avg", "f1_mean")
 # The most table cells _GridCounts allocates (each node spans 20 ** (levels at and below it) cells): a
@@ -57,17 +67,25 @@ class TunedThresholds:
     global_score: float
     per_level_score: float
     per_node_score: float | None = None
+    #: the dev score after the frequency bands, before the per-node step (``None`` without bands)
+    per_band_score: float | None = None
 
     def to_dict(self) -> dict:
         node_score = None if self.per_node_score is None else float(self.per_node_score)
+        band_score = None if self.per_band_score is None else float(self.per_band_score)
         return {**self.thresholds.to_dict(), "global_score": float(self.global_score),
-                "per_level_score": float(self.per_level_score), "per_node_score": node_score}
+                "per_level_score": float(self.per_level_score), "per_band_score": band_score,
+                "per_node_score": node_score}
 
 
 def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_taxonomy: Taxonomy,
-                    granularity: str = DEFAULT_GRANULARITY, node_min_support: int = NODE_MIN_SUPPORT) -> TunedThresholds:
+                    granularity: str = DEFAULT_GRANULARITY, node_min_support: int = NODE_MIN_SUPPORT,
+                    node_frequency=None) -> TunedThresholds:
     """Best global threshold on the grid, then per-level coordinate ascent (two passes) from it, then
-    (``granularity="node"``) per-node coordinate ascent from those (:func:`_tune_node_thresholds`).
+    (``granularity="node"``) one threshold per frequency band of each level for the nodes with fewer
+    than ``node_min_support`` dev positives (when ``node_frequency``, each node's training-document
+    count, is given; :func:`_tune_band_thresholds`), then per-node coordinate ascent for the others
+    (:func:`_tune_node_thresholds`); these two steps choose from :data:`NODE_GRID`.
 
     ``objective`` is one of :data:`OBJECTIVES`; each candidate scores what
     ``evaluate_probabilities(probs, references, taxonomy, candidate, eval_taxonomy)[objective]`` gives.
@@ -78,6 +96,12 @@ def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if isinstance(node_min_support, bool) or not isinstance(node_min_support, int) or node_min_support < 1:
         raise ValueError(f"node_min_support must be a positive integer, got {node_min_support!r}")
+    if node_frequency is not None:
+        node_frequency = np.asarray(node_frequency)
+        if node_frequency.shape != (len(taxonomy),) or not np.issubdtype(node_frequency.dtype, np.number) \
+                or (node_frequency < 0).any():
+            raise ValueError(f"node_frequency must hold one count >= 0 per node ({len(taxonomy)}), "
+                             f"got shape {list(node_frequency.shape)}")
     counts = _GridCounts(probs, references, taxonomy, eval_taxonomy)
 
     def score(grid_index):  # one THRESHOLD_GRID index per level
@@ -104,14 +128,118 @@ def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_
     thresholds = Thresholds(THRESHOLD_GRID[best_global], tuple(THRESHOLD_GRID[k] for k in levels), objective)
     if granularity == "level":
         return TunedThresholds(thresholds, global_scores[best_global], best)
-    start = np.asarray(levels)[taxonomy.levels - 1]
-    node_k, node_best = _tune_node_thresholds(probs, counts, taxonomy, objective, start, node_min_support)
-    per_node = {taxonomy.nodes[n]: THRESHOLD_GRID[node_k[n]] for n in np.flatnonzero(node_k != start)}
+    below = len(NODE_GRID) - len(THRESHOLD_GRID)  # THRESHOLD_GRID[k] is NODE_GRID[k + below]
+    start = np.asarray(levels)[taxonomy.levels - 1] + below
+    positions = _grid_positions(probs, NODE_GRID)  # [nodes, documents]; selected at NODE_GRID[k] when > k
+    gold = np.ascontiguousarray(counts.gold[:, counts.columns].T)  # closed, [nodes, documents]
+    support = np.count_nonzero(gold, axis=1)
+    node_k, band_best = start, None
+    if node_frequency is not None:
+        bands = frequency_bands(taxonomy, node_frequency, support < node_min_support)
+        node_k, band_best = _tune_band_thresholds(positions, gold, counts, taxonomy, objective, start, bands)
+    node_k, node_best = _tune_node_thresholds(positions, gold, counts, taxonomy, objective, node_k, node_min_support)
+    per_node = {taxonomy.nodes[n]: NODE_GRID[node_k[n]] for n in np.flatnonzero(node_k != start)}
     thresholds = Thresholds(thresholds.global_threshold, thresholds.per_level, objective, per_node=per_node)
-    return TunedThresholds(thresholds, global_scores[best_global], best, node_best)
+    return TunedThresholds(thresholds, global_scores[best_global], best, node_best, band_best)
 
 
-def _tune_node_thresholds(probs, counts: _GridCounts, taxonomy: Taxonomy, objective: str, start: np.ndarray,
+def describe_frequency_bands() -> str:
+    """The bands in words: ``"1-2, 3-5, 6-10, 11-25, 26-50, 51+"`` (training documents)."""
+    bounds = (1, *FREQUENCY_BANDS)
+    return ", ".join([*(f"{low}-{high - 1}" for low, high in zip(bounds, bounds[1:])), f"{bounds[-1]}+"])
+
+
+def frequency_bands(taxonomy: Taxonomy, node_frequency, eligible) -> list[np.ndarray]:
+    """The node ids of each non-empty band: per level below the top, the ``eligible`` nodes whose
+    training-document count (``node_frequency``) falls between two :data:`FREQUENCY_BANDS` bounds."""
+    band = np.searchsorted(np.asarray(FREQUENCY_BANDS), np.asarray(node_frequency), side="right")
+    bands = []
+    for level in range(2, taxonomy.num_levels + 1):
+        for b in range(len(FREQUENCY_BANDS) + 1):
+            members = np.flatnonzero(eligible & (taxonomy.levels == level) & (band == b))
+            if members.size:
+                bands.append(members)
+    return bands
+
+
+def _tune_band_thresholds(positions, gold, counts: _GridCounts, taxonomy: Taxonomy, objective: str,
+                          start: np.ndarray, bands: list[np.ndarray], passes: int = 2) -> tuple[np.ndarray, float]:
+    """Coordinate ascent of the dev ``objective`` over groups of nodes: each band of ``bands`` (node
+    ids of one level, all at one :data:`NODE_GRID` index in ``start``) tries every value of the grid
+    together, ``passes`` times top-down. Returns every node's grid index and the objective at them.
+
+    Scored exactly, from counts: per node and document, how many nodes of its subtree (itself
+    included) are selected; a node is predicted (closed upwards) where that count is positive. A
+    candidate changes the selection of its band's nodes only where their grid position lies between
+    the two values, and those changes, summed per ancestor and document, say where an ancestor's
+    prediction flips.
+    """
+    parents, num_docs = taxonomy.parent_index, positions.shape[1]
+    k = np.array(start, dtype=np.intp)
+    selected_below = (positions > k[:, None]).astype(np.int32)
+    for nodes in reversed(taxonomy.level_slices[1:]):
+        for n in range(nodes.start, nodes.stop):
+            selected_below[parents[n]] += selected_below[n]
+    predicted = selected_below > 0
+    tp = np.zeros(counts.num_eval_nodes, np.int64)
+    n_pred = np.zeros(counts.num_eval_nodes, np.int64)
+    tp[counts.columns] = np.count_nonzero(predicted & gold, axis=1)
+    n_pred[counts.columns] = np.count_nonzero(predicted, axis=1)
+    del predicted
+    best = scores_from_counts(tp, n_pred, counts.n_gold)[objective]
+
+    def changes(band, band_positions, old, new):
+        """``(nodes, documents, deltas)`` of the subtree counts on every level from the band's up."""
+        low, high = min(old, new), max(old, new)
+        rows, docs = np.nonzero((band_positions > low) & (band_positions <= high))
+        nodes, deltas = band[rows], np.full(rows.size, 1 if new < old else -1, np.int32)
+        steps = []
+        while nodes.size:
+            keys, inverse = np.unique(nodes.astype(np.int64) * num_docs + docs, return_inverse=True)
+            deltas = np.bincount(inverse, weights=deltas).astype(np.int32)
+            nodes, docs = keys // num_docs, keys % num_docs
+            keep = deltas != 0
+            nodes, docs, deltas = nodes[keep], docs[keep], deltas[keep]
+            steps.append((nodes, docs, deltas))
+            up = parents[nodes] >= 0
+            nodes, docs, deltas = parents[nodes[up]], docs[up], deltas[up]
+        return steps
+
+    def counted(steps):
+        """``tp`` and ``n_pred`` after ``steps``."""
+        new_tp, new_pred = tp.copy(), n_pred.copy()
+        for nodes, docs, deltas in steps:
+            before = selected_below[nodes, docs] > 0
+            flip = before != (selected_below[nodes, docs] + deltas > 0)
+            sign = np.where(before[flip], -1, 1)
+            columns = counts.columns[nodes[flip]]
+            np.add.at(new_pred, columns, sign)
+            np.add.at(new_tp, columns, sign * gold[nodes[flip], docs[flip]])
+        return new_tp, new_pred
+
+    for _ in range(passes):
+        for band in bands:
+            band_positions = positions[band]
+            current = choice = int(k[band[0]])
+            for candidate in range(len(NODE_GRID)):
+                if candidate == current:
+                    continue
+                steps = changes(band, band_positions, current, candidate)
+                if not steps:
+                    continue
+                value = scores_from_counts(*counted(steps), counts.n_gold)[objective]
+                if value > best + 1e-12:
+                    best, choice = value, candidate
+            if choice != current:
+                steps = changes(band, band_positions, current, choice)
+                tp, n_pred = counted(steps)
+                for nodes, docs, deltas in steps:
+                    selected_below[nodes, docs] += deltas
+                k[band] = choice
+    return k, best
+
+
+def _tune_node_thresholds(positions, gold, counts: _GridCounts, taxonomy: Taxonomy, objective: str, start: np.ndarray,
                           min_support: int) -> tuple[np.ndarray, float]:
     """Per-node coordinate ascent of the dev ``objective``, one pass from the deepest level up: each
     node that is gold in at least ``min_support`` dev documents tries every grid value (keeping its
@@ -124,9 +252,7 @@ def _tune_node_thresholds(probs, counts: _GridCounts, taxonomy: Taxonomy, object
     own score, or a closed child off the path) plus those where the tuned node's score reaches the
     candidate: counts from one histogram of grid positions. So a node costs its candidate documents.
     """
-    positions = _grid_positions(probs)  # [nodes, documents]; selected at grid index k when > k
-    gold = np.ascontiguousarray(counts.gold[:, counts.columns].T)  # closed, [nodes, documents]
-    parents, base = taxonomy.parent_index, len(THRESHOLD_GRID) + 1
+    parents, base = taxonomy.parent_index, len(NODE_GRID) + 1
     k = np.array(start, dtype=np.intp)
     own = positions > k[:, None]
     closed = own.copy()
@@ -158,7 +284,7 @@ def _tune_node_thresholds(probs, counts: _GridCounts, taxonomy: Taxonomy, object
             columns = counts.columns[path]
             anyway = firing_children[row[n], docs] > 0 if row[n] >= 0 else np.zeros(docs.size, bool)
             path_anyway = []
-            cand_tp = np.empty((len(path), len(THRESHOLD_GRID)), np.int64)
+            cand_tp = np.empty((len(path), len(NODE_GRID)), np.int64)
             cand_pred = np.empty_like(cand_tp)
             for i, x in enumerate(path):
                 if i:  # x's own score, or a closed child other than the one on the path
@@ -309,11 +435,11 @@ def _descendant_grid_positions(probs, levels: list[slice], children) -> list[np.
     return best
 
 
-def _grid_positions(probs) -> np.ndarray:
-    """uint8 ``[nodes, documents]``: the grid position of each probability of ``[documents, nodes]``
-    ``probs`` (see :func:`_descendant_grid_positions`)."""
+def _grid_positions(probs, grid=THRESHOLD_GRID) -> np.ndarray:
+    """uint8 ``[nodes, documents]``: the position in ``grid`` of each probability of ``[documents,
+    nodes]`` ``probs`` (see :func:`_descendant_grid_positions`)."""
     probs = np.asarray(probs)
-    grid = comparable_thresholds(THRESHOLD_GRID, probs.dtype)
+    grid = comparable_thresholds(grid, probs.dtype)
     probs = np.ascontiguousarray(probs, dtype=grid.dtype)
     # The position by the top 20 bits of each float, and exactly where those leave it open.
     bits = probs.view(np.uint32 if grid.dtype == np.float32 else np.uint64)
@@ -335,15 +461,16 @@ def _position_table(grid: np.ndarray) -> np.ndarray:
     the floats with one prefix form one interval (positive floats order like their bits; negative
     ones are all below the grid), so the position is that of both ends, or ``_OPEN`` where they
     differ (a grid value inside, or infinity and NaN)."""
-    if grid.dtype not in _POSITION_TABLES:
+    key = (grid.dtype, grid.tobytes())
+    if key not in _POSITION_TABLES:
         uint = np.uint32 if grid.dtype == np.float32 else np.uint64
         shift = uint(8 * grid.itemsize - _TABLE_BITS)
         low = np.arange(1 << _TABLE_BITS, dtype=uint) << shift
         ends = [low.view(grid.dtype), (low | ((uint(1) << shift) - uint(1))).view(grid.dtype)]
         first, last = (np.searchsorted(grid, end, side="right") for end in ends)
         same = (first == last) & ~np.isnan(ends[0]) & ~np.isnan(ends[1])
-        _POSITION_TABLES[grid.dtype] = np.where(same, first, _OPEN).astype(np.uint8)
-    return _POSITION_TABLES[grid.dtype]
+        _POSITION_TABLES[key] = np.where(same, first, _OPEN).astype(np.uint8)
+    return _POSITION_TABLES[key]
 
 
 # --------------------------------------------------------------------------------------------------

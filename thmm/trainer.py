@@ -36,6 +36,7 @@ from .data import (
     label_targets,
     label_titles_for,
     load_splits,
+    node_document_counts,
     node_priors,
     report_unknown_labels,
 )
@@ -715,10 +716,12 @@ class Trainer:
             self.probs = {split: self.taxonomy.min_along_path(p) for split, p in self.probs.items()}
         thresholds = Thresholds(args.threshold)
         if accelerator.is_main_process:
+            frequency = self.node_frequency if args.tune_thresholds else None
             if args.tune_thresholds:
                 self.tuned = tune_thresholds(self.probs["validation"], self.references["validation"], self.taxonomy,
                                              args.threshold_objective, self.eval_taxonomy["validation"],
-                                             self.threshold_granularity, args.node_threshold_min_support)
+                                             self.threshold_granularity, args.node_threshold_min_support,
+                                             frequency)
                 thresholds = self.tuned.thresholds
             if args.calibration != "none":
                 thresholds = self.calibrate(final_logits, thresholds)
@@ -744,7 +747,8 @@ class Trainer:
                 heads_thresholds = tune_thresholds(
                     heads["validation"], self.references["validation"], self.taxonomy, args.threshold_objective,
                     self.eval_taxonomy["validation"], self.threshold_granularity,
-                    args.node_threshold_min_support).thresholds if args.tune_thresholds else Thresholds(args.threshold)
+                    args.node_threshold_min_support, frequency).thresholds if args.tune_thresholds \
+                    else Thresholds(args.threshold)
                 self.results["test_heads_only"] = evaluate_probabilities(
                     heads["test"], self.references["test"], self.taxonomy, heads_thresholds, self.eval_taxonomy["test"])
         self.thresholds = thresholds
@@ -754,6 +758,14 @@ class Trainer:
                         self.results["validation"].get(args.threshold_objective) or 0.0)
         debug_kill_point("thresholds_tuned")
         return thresholds
+
+    @property
+    def node_frequency(self) -> np.ndarray | None:
+        """Each node's training-document count, for the frequency bands of the threshold tuner
+        (``None`` without ``--threshold-frequency-bands``)."""
+        if not self.args.threshold_frequency_bands:
+            return None
+        return node_document_counts(self.taxonomy, label_ids(self.splits["train"], self.taxonomy))
 
     def calibrate(self, logits: dict, thresholds: Thresholds) -> Thresholds:
         """``--calibration temperature`` (or ``platt``): fit one temperature (and shift) per level on the
