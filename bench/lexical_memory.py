@@ -68,7 +68,7 @@ def measure(method: str, documents: int, length: int) -> dict:
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     checksum = float(np.asarray(counts.sum(axis=0)).ravel() @ np.arange(VOCAB, dtype=np.float64))
-    return {"method": method, "seconds": round(seconds, 2), "peak_above_input_mb": round((peak - before) / 1024, 1),
+    return {"method": method, "seconds": round(seconds, 2), "peak_above_input_mib": round((peak - before) / 1024, 1),
             "nonzeros": int(counts.nnz), "checksum": checksum}
 
 
@@ -87,9 +87,9 @@ def main(argv=None) -> int:
                               "--length", str(args.length)], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{args.documents:,} documents of {args.length} word-pieces")
-    print("| construction | peak MB above the input | seconds | non-zeros |\n|---|---:|---:|---:|")
+    print("| construction | peak MiB above the input | seconds | non-zeros |\n|---|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['method']} | {row['peak_above_input_mb']:,} | {row['seconds']} | {row['nonzeros']:,} |")
+        print(f"| {row['method']} | {row['peak_above_input_mib']:,} | {row['seconds']} | {row['nonzeros']:,} |")
     print("same matrix:", rows[0]["nonzeros"] == rows[1]["nonzeros"] and rows[0]["checksum"] == rows[1]["checksum"])
     return 0
 

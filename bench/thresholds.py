@@ -5,6 +5,7 @@
     python bench/thresholds.py --out bench/results/full --models tmm-mean --min-supports 20,40 --scores raw,consistent
     python bench/thresholds.py --out bench/results/thmm3 --models thmm-mean --min-supports 20 --decodings plain,at_least_one
     python bench/thresholds.py --out bench/results/frozen --models thmm-mean --min-supports 20 --objectives f1_avg,f1_mean,micro_f1
+    python bench/thresholds.py --out ~/thmm-bench/d4 --data ../shared/data/dronesr-groups --models tmm-mean --min-supports 20 --frequency-bands
 
 Each named model was trained by ``bench/quality.py --out OUT`` (finished, or interrupted with a
 retune entry that holds its settings). Its saved model scores dev and test once. Then, for
@@ -42,12 +43,14 @@ SHOWN = ("macro_f1", "micro_f1", "f1_avg", "f1_mean")
 
 
 def compare(probs, references, taxonomy, scheme: str, objectives, min_supports, seed: int = 0,
-            score_kinds=("raw",), decodings=("plain",)) -> list[dict]:
+            score_kinds=("raw",), decodings=("plain",), node_frequency=None) -> list[dict]:
     """One row per threshold objective, kind of scores, setting and decoding: two-fold dev cross-validation and test
     scores (``probs`` and ``references`` by split: ``validation``, ``test``). ``consistent`` scores are
     capped by their ancestors (``Taxonomy.min_along_path``, what ``--consistent-scores`` decodes)
     before the thresholds are tuned on them. The ``at_least_one`` decoding gives a document with no
-    leaf above its threshold its best leaf, at the thresholds tuned for the plain decoding."""
+    leaf above its threshold its best leaf, at the thresholds tuned for the plain decoding. With
+    ``node_frequency`` (each node's training-document count), every per-node setting is repeated with
+    the training-frequency bands (``--threshold-frequency-bands``)."""
     dev_refs = references["validation"]
     order = np.random.default_rng(seed).permutation(len(dev_refs))
     halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
@@ -58,11 +61,15 @@ def compare(probs, references, taxonomy, scheme: str, objectives, min_supports, 
     for objective, kind in ((o, k) for o in objectives for k in score_kinds):
         scores = probs if kind == "raw" else {s: taxonomy.min_along_path(p) for s, p in probs.items()}
         dev = scores["validation"]
-        for granularity, support in [("level", NODE_MIN_SUPPORT), *(("node", m) for m in min_supports)]:
-            fold_thresholds = [tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective,
-                                               tax[tune_on], granularity, support).thresholds for tune_on in (0, 1)]
-            tuned = tune_thresholds(dev, dev_refs, taxonomy, objective, eval_tax["validation"], granularity, support)
-            setting = "per level" if granularity == "level" else f"per node, support >= {support}"
+        band_choices = (None,) if node_frequency is None else (None, node_frequency)
+        for granularity, support, frequency in [("level", NODE_MIN_SUPPORT, None),
+                                                *(("node", m, f) for m in min_supports for f in band_choices)]:
+            fold_thresholds = [tune_thresholds(dev[halves[tune_on]], refs[tune_on], taxonomy, objective, tax[tune_on],
+                                               granularity, support, frequency).thresholds for tune_on in (0, 1)]
+            tuned = tune_thresholds(dev, dev_refs, taxonomy, objective, eval_tax["validation"], granularity, support,
+                                    frequency)
+            setting = ("per level" if granularity == "level" else f"per node, support >= {support}"
+                       + ("" if frequency is None else ", frequency bands"))
             for decoding in decodings:
                 at_least_one = decoding == "at_least_one"
                 folds = [evaluate_probabilities(dev[halves[1 - i]], refs[1 - i], taxonomy, fold_thresholds[i],
@@ -75,6 +82,7 @@ def compare(probs, references, taxonomy, scheme: str, objectives, min_supports, 
                     + (", at least one leaf" if at_least_one else ""),
                     "objective": objective, "scores": kind, "decoding": decoding,
                     "granularity": granularity, "min_support": support if granularity == "node" else None,
+                    "frequency_bands": frequency is not None,
                     "cv_dev": {k: float(np.mean([f[k] for f in folds])) for k in SHOWN},
                     "test": {k: float(test[k]) for k in SHOWN},
                     "nodes_with_own_threshold": len(tuned.thresholds.per_node or {}),
@@ -112,6 +120,8 @@ def main(argv=None):
     parser.add_argument("--min-supports", default="5,10,20,40,80",
                         help="per-node settings to compare: dev documents a node must be gold in")
     parser.add_argument("--seed", type=int, default=0, help="of the random halving of dev")
+    parser.add_argument("--frequency-bands", action="store_true",
+                        help="repeat every per-node setting with the training-frequency bands")
     parser.add_argument("--scores", default="raw", help="comma-separated: raw, consistent (thresholds tuned on "
                         "scores capped by their ancestors, as --consistent-scores decodes)")
     parser.add_argument("--decodings", default="plain", help="comma-separated: plain, at_least_one (a document "
@@ -140,15 +150,22 @@ def main(argv=None):
 
     from dataset_script import load_patent_splits
 
-    splits = load_patent_splits(str(args.data), scheme=args.scheme)
+    from thmm.data import cut_splits, label_ids, node_document_counts
+
+    all_splits = load_patent_splits(str(args.data), scheme=args.scheme)
     tables = {}
     for name in args.models.split(","):
         settings = saved_run_settings(results, name) if name in NEURAL else None
         if settings is None:
             parser.error(f"--models: {name!r} is not a neural model with results in {results_path}")
+        splits = cut_splits(dict(all_splits), settings.get("depth") or 3)  # the labels at the run's depth
+        if settings.get("max_train_samples"):  # the training documents the run saw, for the bands' counts
+            splits["train"] = splits["train"].select(range(min(settings["max_train_samples"], len(splits["train"]))))
         run = run_probabilities(settings, args, splits, args.out / "runs" / name)
+        frequency = (node_document_counts(run["taxonomy"], label_ids(splits["train"], run["taxonomy"]))
+                     if args.frequency_bands else None)
         tables[name] = compare(run["probs"], run["references"], run["taxonomy"], args.scheme, objectives,
-                               min_supports, args.seed, score_kinds, decodings)
+                               min_supports, args.seed, score_kinds, decodings, frequency)
         print(render({name: tables[name]}), flush=True)
     (args.out / "thresholds.json").write_text(json.dumps(tables, indent=1))
     report = render(tables, results.get("svm"))

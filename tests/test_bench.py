@@ -143,6 +143,15 @@ def test_quality_benchmark_on_the_quickstart_data(tmp_path, tiny_encoder_dir):
         assert row["test"]["f1_mean"] == pytest.approx((row["test"]["macro_f1"] + row["test"]["micro_f1"]) / 2)
     report = (tmp_path / "thresholds.md").read_text()
     assert "per node, support >= 5" in report and "| tmm-mean | f1_mean | per level |" in report
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
+         "--out", str(tmp_path), "--models", "tmm-mean", "--min-supports", "5", "--frequency-bands"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "thresholds.json").read_text())["tmm-mean"]
+    assert [r["setting"] for r in rows] == ["per level", "per node, support >= 5",
+                                            "per node, support >= 5, frequency bands"]
+    assert [r["frequency_bands"] for r in rows] == [False, False, True]
     bad = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "thresholds.py"), "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
          "--out", str(tmp_path), "--models", "thmm-mean"], capture_output=True, text=True, timeout=300, cwd=tmp_path)

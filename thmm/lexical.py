@@ -57,8 +57,8 @@ def token_counts(input_ids, vocab_size: int, ignored_ids=()) -> sp.csr_matrix:
     """``[documents, vocab_size]`` counts of each word-piece per document, from a list column of
     token ids (a pyarrow (chunked) list array, or a list of lists); ``ignored_ids`` (special tokens)
     are not counted. Built as CSR straight from the list offsets, with int32 ids and float32 counts:
-    at 200k documents of 143 word-pieces this peaks 0.36 GB above its input, where a COO matrix of
-    int64 rows and float64 ones took 1.45 GB (``bench/lexical_memory.py``)."""
+    at 200k documents of 143 word-pieces this peaks 360 MiB above its input, where a COO matrix of
+    int64 rows and float64 ones took 1,454 MiB (``bench/lexical_memory.py``)."""
     if not isinstance(input_ids, (pa.Array, pa.ChunkedArray)):
         input_ids = pa.array(input_ids, type=pa.list_(pa.int64()))
     chunks = input_ids.chunks if isinstance(input_ids, pa.ChunkedArray) else [input_ids]
