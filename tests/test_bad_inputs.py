@@ -268,6 +268,11 @@ CASES = {
         "train", lambda env: ["--config", str(yaml_config(env, "epochs: 1.5\n"))], 2,
         ("--config {tmp}/run.yaml, field 'epochs': expected int, got 1.5",)),
     "yaml-1e-3-is-a-float": Case("api", parses_1e_3_as_float, None),
+    "yaml-bool-field": Case(
+        "train", lambda env: ["--config", str(yaml_config(env, "threshold_frequency_bands: sometimes\n"))], 2,
+        ("--config {tmp}/run.yaml, field 'threshold_frequency_bands': expected bool, got 'sometimes'",)),
+    "option-bool": Case("train", lambda env: ["--threshold-frequency-bands", "maybe"], 2,
+                        ("argument --threshold-frequency-bands/--no-threshold-frequency-bands", "got maybe")),
     "option-type": Case("train", lambda env: ["--batch-size", "x"], 2, ("error: argument --batch-size: invalid int",)),
     "option-range": Case("train", lambda env: ["--head-dropout", "1"], 2, ("--head-dropout: must be in [0, 1)",)),
     # ---- saved models: damaged weights, a config that does not match them
