@@ -235,7 +235,9 @@ def run_probabilities(settings: dict, args, splits, run_dir: Path) -> dict:
 
 def bands_apply(args) -> bool:
     """Whether this command's tuning uses the frequency bands (they are a step of the node granularity)."""
-    return args.threshold_frequency_bands and args.threshold_granularity == "node"
+    from thmm.thresholds import uses_frequency_bands
+
+    return uses_frequency_bands(args.threshold_granularity, args.threshold_frequency_bands)
 
 
 def retune_key(name: str, args) -> str:
@@ -252,9 +254,9 @@ def retune_key(name: str, args) -> str:
 def training_frequency(args, splits, taxonomy: Taxonomy):
     """Each node's training-document count for the frequency bands, as train.py passes it (``None``
     without them)."""
-    from thmm.data import label_ids, node_document_counts
+    from thmm.data import training_node_counts
 
-    return node_document_counts(taxonomy, label_ids(splits["train"], taxonomy)) if bands_apply(args) else None
+    return training_node_counts(taxonomy, splits["train"]) if bands_apply(args) else None
 
 
 def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:

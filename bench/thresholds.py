@@ -150,7 +150,7 @@ def main(argv=None):
 
     from dataset_script import load_patent_splits
 
-    from thmm.data import cut_splits, label_ids, node_document_counts
+    from thmm.data import cut_splits, training_node_counts
 
     all_splits = load_patent_splits(str(args.data), scheme=args.scheme)
     tables = {}
@@ -162,8 +162,7 @@ def main(argv=None):
         if settings.get("max_train_samples"):  # the training documents the run saw, for the bands' counts
             splits["train"] = splits["train"].select(range(min(settings["max_train_samples"], len(splits["train"]))))
         run = run_probabilities(settings, args, splits, args.out / "runs" / name)
-        frequency = (node_document_counts(run["taxonomy"], label_ids(splits["train"], run["taxonomy"]))
-                     if args.frequency_bands else None)
+        frequency = training_node_counts(run["taxonomy"], splits["train"]) if args.frequency_bands else None
         tables[name] = compare(run["probs"], run["references"], run["taxonomy"], args.scheme, objectives,
                                min_supports, args.seed, score_kinds, decodings, frequency)
         print(render({name: tables[name]}), flush=True)

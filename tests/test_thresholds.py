@@ -22,6 +22,7 @@ from thmm.thresholds import (
     synthetic_dev_set,
     time_threshold_tuning,
     tune_thresholds,
+    uses_frequency_bands,
 )
 
 
@@ -243,6 +244,21 @@ def test_frequency_bands_equal_the_per_call_path(objective):
         assert min(new.thresholds.per_node.values()) < THRESHOLD_GRID[0]
     with pytest.raises(ValueError, match="node_frequency must hold one count >= 0 per node"):
         tune_thresholds(probs, references, taxonomy, objective, eval_taxonomy, "node", min_support, frequency[1:])
+
+
+def test_training_node_counts_and_when_the_bands_apply():
+    from datasets import Dataset
+
+    from thmm.data import training_node_counts
+
+    taxonomy = Taxonomy.from_codes(["A01B", "A01C", "B60K"])
+    train = Dataset.from_dict({"labels": [["A01B"], ["A01B", "A01C"], ["B60K", "Z99Z"], []]})
+    counts = dict(zip(taxonomy.nodes, training_node_counts(taxonomy, train).tolist()))
+    # each document counts once per node, ancestors included; a code outside the taxonomy counts nowhere
+    assert counts == {"A": 2, "B": 1, "A01": 2, "B60": 1, "A01B": 2, "A01C": 1, "B60K": 1}
+    assert uses_frequency_bands("node", True)
+    assert not uses_frequency_bands("node", False)
+    assert not uses_frequency_bands("level", True) and not uses_frequency_bands("global", True)
 
 
 def test_node_thresholds_separate_leaves_one_level_threshold_cannot():

@@ -119,6 +119,12 @@ def node_document_counts(taxonomy: Taxonomy, ids: pa.ListArray) -> np.ndarray:
     return taxonomy.document_counts(ids.flatten().to_numpy(), ids.value_lengths().fill_null(0).to_numpy())
 
 
+def training_node_counts(taxonomy: Taxonomy, train) -> np.ndarray:
+    """``[nodes]``: each node's training-document count in the ``train`` split, ancestors included: what
+    the threshold tuner's frequency bands group rare nodes by."""
+    return node_document_counts(taxonomy, label_ids(train, taxonomy))
+
+
 def node_priors(taxonomy: Taxonomy, ids: pa.ListArray) -> np.ndarray:
     """Each node's frequency among the documents of ``ids`` (:func:`label_ids`), ancestors included,
     Laplace-smoothed, ``(documents + 1) / (all + 2)``, so that no node's prior is 0 or 1."""

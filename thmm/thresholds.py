@@ -78,6 +78,12 @@ class TunedThresholds:
                 "per_node_score": node_score}
 
 
+def uses_frequency_bands(granularity: str, frequency_bands: bool) -> bool:
+    """Whether tuning at ``granularity`` uses the frequency bands when asked to (``frequency_bands``):
+    they are a step of the per-node granularity only."""
+    return bool(frequency_bands) and granularity == "node"
+
+
 def tune_thresholds(probs, references, taxonomy: Taxonomy, objective: str, eval_taxonomy: Taxonomy,
                     granularity: str = DEFAULT_GRANULARITY, node_min_support: int = NODE_MIN_SUPPORT,
                     node_frequency=None) -> TunedThresholds:

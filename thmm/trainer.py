@@ -36,15 +36,15 @@ from .data import (
     label_targets,
     label_titles_for,
     load_splits,
-    node_document_counts,
     node_priors,
     report_unknown_labels,
+    training_node_counts,
 )
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
-from .thresholds import TunedThresholds, dev_granularity, tune_thresholds
+from .thresholds import TunedThresholds, dev_granularity, tune_thresholds, uses_frequency_bands
 
 logger = logging.getLogger("thmm.train")
 
@@ -762,10 +762,11 @@ class Trainer:
     @property
     def node_frequency(self) -> np.ndarray | None:
         """Each node's training-document count, for the frequency bands of the threshold tuner
-        (``None`` without ``--threshold-frequency-bands``)."""
-        if not self.args.threshold_frequency_bands:
+        (``None`` where the tuning uses no bands: without ``--threshold-frequency-bands``, or at a
+        granularity other than per node)."""
+        if not uses_frequency_bands(self.threshold_granularity, self.args.threshold_frequency_bands):
             return None
-        return node_document_counts(self.taxonomy, label_ids(self.splits["train"], self.taxonomy))
+        return training_node_counts(self.taxonomy, self.splits["train"])
 
     def calibrate(self, logits: dict, thresholds: Thresholds) -> Thresholds:
         """``--calibration temperature`` (or ``platt``): fit one temperature (and shift) per level on the
