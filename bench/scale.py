@@ -9,7 +9,8 @@
     python bench/scale.py --format tsv --sizes 200000 --skip-prepare --skip-predict --tune-docs 0 \
         --tokenizer-docs 0 --train-docs 200000              # one thmm-train epoch from the release TSV
     python bench/scale.py --format parquet --sizes 1000000 --skip-prepare --skip-predict --tune-docs 0 \
-        --tokenizer-docs 0 --fusion-docs 100000,200000,1000000   # lexical fusion's time by training documents
+        --tokenizer-docs 0 --fusion-docs 100000,200000,1000000 --frozen-epoch-docs 4000
+                                                            # lexical fusion's time against a frozen epoch
 
 The corpora are sampled with a fixed seed from the real titles of ``--data`` (default
 ``../shared/data/dronesr``): each document has a real title, an abstract made of 12 random titles
@@ -35,10 +36,18 @@ own process, so that its peak memory is its own:
   with its default options (lexical fusion included) but a tiny random BERT encoder (one layer of
   width 16, MiniLM's tokenizer), ``--train-batch-size`` 512 and one epoch, on a cold cache; its peak
   memory, its wall time, the epoch's and lexical fusion's.
-- **fusion** (``--fusion-docs``, on the corpus of the largest size of the first format):
+- **frozen epoch** (``--frozen-epoch-docs N``, on the corpus of the largest ``--sizes`` of the first format):
+  ``thmm-train`` with its default options but ``--freeze-encoder`` on MiniLM, ``--max-train-samples
+  N``, one epoch and no lexical fusion; the epoch's training seconds (``metrics/summary.json``, the
+  encoder's one pass into the cache not included). A frozen epoch trains the heads on cached document
+  vectors, so each step costs the same whatever the corpus size or the documents' length: its seconds
+  per document times a corpus size is that corpus's frozen epoch, which the fusion table compares
+  each fusion time with (issue 35's target: at most 25% at 200k).
+- **fusion** (``--fusion-docs N,...``, on a corpus of N training documents of the first format):
   ``thmm.lexical.fit_fusion`` as ``thmm-train`` calls it (word-piece counts, TF-IDF and one
-  ``LinearSVC`` per node, the dev calibration and the weight choice), fitted on N training documents
-  (``--lexical-max-train-documents N``), with synthetic head logits (as **tune** makes its scores).
+  ``LinearSVC`` per node, the dev calibration and the weight choice), fitted on the N training
+  documents or a random ``--fusion-cap`` of them (thmm-train's ``--lexical-max-train-documents``,
+  by default its default), with synthetic head logits (as **tune** makes its scores).
 
 Peak RSS is the largest resident set of the step's process and its workers together (sampled every
 0.1 s; ``ru_maxrss`` as a floor). It includes the pages of memory-mapped Arrow files the step has
@@ -423,6 +432,23 @@ def step_encoder(opts: dict) -> dict:
     return {"parameters": sum(p.numel() for p in BertModel(config).parameters())}
 
 
+def step_frozen(opts: dict) -> dict:
+    """``thmm-train`` with its defaults but ``--freeze-encoder`` on MiniLM, the first ``docs`` training
+    documents, one epoch, no lexical fusion: the epoch's training seconds (the cache build excluded)."""
+    os.environ["HF_DATASETS_CACHE"] = opts["cache"]  # before datasets is imported
+    from thmm.cli import train
+
+    code = train.main(["--dataset", opts["corpus"], "--scheme", opts["scheme"], "--encoder", str(minilm_dir()),
+                       "--freeze-encoder", "--max-train-samples", str(opts["docs"]), "--epochs", "1",
+                       "--no-lexical-fusion", "--output-dir", opts["output"], "--quiet"])
+    if code != 0:
+        return {"code": code}
+    summary = json.loads((Path(opts["output"]) / "metrics" / "summary.json").read_text())
+    seconds = summary["train_seconds"][0]
+    return {"code": code, "docs": opts["docs"], "epoch_s": seconds, "seconds_per_doc": seconds / opts["docs"],
+            "load_average": os.getloadavg()[0]}
+
+
 MICRO_BATCH_MODES = ("auto", "off")  # --train-micro-batches: thmm-train's CPU micro-batches, or the whole batch
 
 
@@ -451,8 +477,9 @@ def step_train(opts: dict) -> dict:
 
 
 def step_fusion(opts: dict) -> dict:
-    """``thmm.lexical.fit_fusion`` on ``docs`` training documents of the corpus (its cached tokens),
-    with synthetic head logits for dev; the time of each part."""
+    """``thmm.lexical.fit_fusion`` on the corpus's training documents (its cached tokens; a random ``cap`` of
+    them when there are more, as ``--lexical-max-train-documents``), with synthetic head logits for dev;
+    the time of each part."""
     import thmm.lexical as lexical
     from configuration_thmm import Taxonomy
     from dataset_script import load_patent_splits
@@ -500,10 +527,11 @@ def step_fusion(opts: dict) -> dict:
         fusion = lexical.fit_fusion(splits, tokenizer, opts["max_length"], taxonomy, references,
                                     {"validation": logits}, scheme=opts["scheme"], objective=defaults.threshold_objective,
                                     granularity=defaults.threshold_granularity,
-                                    min_support=defaults.node_threshold_min_support, max_train_documents=opts["docs"],
+                                    min_support=defaults.node_threshold_min_support, max_train_documents=opts["cap"],
                                     seed=defaults.seed)
         seconds = time.perf_counter() - t0
-    return {"docs": fusion.fit.documents, "svm_nodes": nodes or len(taxonomy), "seconds": seconds, **parts,
+    return {"docs": fusion.fit.documents, "corpus_docs": len(references["train"]), "cap": opts["cap"],
+            "svm_nodes": nodes or len(taxonomy), "seconds": seconds, **parts,
             "cpu_s": cpu_seconds() - cpu0,
             "nodes": len(taxonomy), "word_pieces": fusion.fit.vocabulary, "weight": fusion.choice.weight,
             "dev_docs": len(references["validation"]), "peak_rss": memory.rss, "peak_anon": memory.anon,
@@ -511,7 +539,8 @@ def step_fusion(opts: dict) -> dict:
 
 
 STEPS = {"prepare": step_prepare, "predict": step_predict, "model": step_model, "tune": step_tune,
-         "tokenizer": step_tokenizer, "encoder": step_encoder, "train": step_train, "fusion": step_fusion}
+         "tokenizer": step_tokenizer, "encoder": step_encoder, "train": step_train, "fusion": step_fusion,
+         "frozen": step_frozen}
 
 
 def run_step(name: str, timeout: float | None = None, **opts) -> dict:
@@ -579,8 +608,10 @@ def _judge_preparation(results: dict, data_format: str) -> list[str]:
     return lines
 
 
-def report(results: dict, tune: dict | None, args, train: list[dict] | None = None, fusion: dict | None = None) -> str:
-    """``results``: per format, per size, the steps' results; ``train``: one ``thmm-train`` run per micro-batch mode."""
+def report(results: dict, tune: dict | None, args, train: list[dict] | None = None, fusion: dict | None = None,
+           frozen: dict | None = None) -> str:
+    """``results``: per format, per size, the steps' results; ``train``: one ``thmm-train`` run per micro-batch
+    mode; ``frozen``: the frozen epoch's seconds per document, against which each fusion time is put."""
     lines = [
         ("| format | documents | prepare (s): load + tokenize + loader + pass | docs/s | docs per CPU-s | load avg | "
          "peak RSS GiB (anon) | again, cached (s) | again: peak RSS GiB | predict docs/s | "
@@ -627,19 +658,30 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
     if fusion:
         lines += ["", "| training documents | SVMs fitted (nodes) | fit_fusion (s) | word-piece counts | TF-IDF + SVMs | "
                       "of which the SVMs | dev decisions | calibration | weight choice | CPU s | peak RSS GiB (anon) | "
-                      "load avg |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "load avg | frozen epoch at the corpus's documents (s) | fusion / frozen epoch |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for f in fusion:
-            lines.append(f"| {f['docs']:,} | {f['svm_nodes']} | {f['seconds']:.0f} | {f.get('token_counts_s', 0):.1f} | "
+            epoch = frozen_epoch_seconds(frozen, f["corpus_docs"])
+            share = "n/a" if epoch is None else f"{f['seconds'] / epoch:.0%}"
+            epoch = "n/a" if epoch is None else f"{epoch:,.0f}"
+            lines.append(f"| {f['docs']:,} of {f['corpus_docs']:,} | {f['svm_nodes']} | {f['seconds']:.0f} | "
+                         f"{f.get('token_counts_s', 0):.1f} | "
                          f"{f.get('fit_lexical_scorer_s', 0):.0f} | {f.get('svm_sample_s', float('nan')):.0f} | "
                          f"{f.get('decisions_s', 0):.1f} | "
                          f"{f.get('calibrate_s', 0):.1f} | {f.get('choose_fusion_weight_s', 0):.1f} | {f['cpu_s']:.0f} | "
-                         f"{gb(f['peak_rss'])} ({gb(f['peak_anon'])}) | {f['load_average']:.1f} |")
+                         f"{gb(f['peak_rss'])} ({gb(f['peak_anon'])}) | {f['load_average']:.1f} | {epoch} | {share} |")
         base = fusion[0]
         lines.append(f"\n{base['nodes']} nodes, {base['dev_docs']:,} dev documents, synthetic head logits. Time per "
                      "training document relative to the smallest: " + ", ".join(
                          f"{f['docs']:,}: x{(f['seconds'] / f['docs']) / (base['seconds'] / base['docs']):.2f}"
                          for f in fusion))
+    if frozen is not None and frozen.get("code") == 0:
+        lines.append(f"Frozen epoch (thmm-train defaults, --freeze-encoder on MiniLM, no fusion): "
+                     f"{frozen['epoch_s']:.0f} s for {frozen['docs']:,} documents, {frozen['seconds_per_doc'] * 1e3:.1f} "
+                     f"ms per document (load average {frozen['load_average']:.1f}); a corpus's frozen epoch above is "
+                     "that rate times its documents.")
+    elif frozen is not None:
+        lines.append(f"Frozen epoch: thmm-train exited {frozen['code']}.")
     for run in train or []:
         lines += ["", (f"thmm-train, one epoch on {args.train_docs:,} {run['format']} documents (defaults, lexical "
                        f"fusion on; tiny encoder, batch {args.train_batch_size}, CPU micro-batches "
@@ -655,12 +697,25 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
         ok = "timeout" not in tune and tune["seconds"] <= TARGETS["tune_s"]
         lines.append(f"- threshold tuning on {args.tune_docs:,} dev documents (target <= {TARGETS['tune_s']:.0f} s): "
                      f"{judge(ok)}")
+    for f in fusion or []:
+        epoch = frozen_epoch_seconds(frozen, f["corpus_docs"])
+        if epoch is not None and f["corpus_docs"] == 200_000:
+            lines.append(f"- lexical fusion at {f['corpus_docs']:,} training documents: {f['seconds'] / epoch:.0%} of a "
+                         f"frozen epoch (target <= 25%): {judge(f['seconds'] <= 0.25 * epoch)}")
     for run in train or []:
         lines.append(f"- thmm-train at {args.train_docs:,} {run['format']} documents, micro-batches "
                      f"{run['micro_batches']}: peak RSS "
                      f"{run['peak_rss'] / 1e9:.2f} GB (target <= {TEXT_TARGETS['rss_gb']} GB): "
                      f"{judge(run['peak_rss'] <= TEXT_TARGETS['rss_gb'] * 1e9 and run['code'] == 0)}")
     return "\n".join(lines)
+
+
+def frozen_epoch_seconds(frozen: dict | None, documents: int) -> float | None:
+    """A frozen epoch's seconds at ``documents`` training documents: the measured rate per document
+    times ``documents`` (each step trains the heads on cached vectors: the same cost at any size)."""
+    if frozen is None or frozen.get("code") != 0:
+        return None
+    return frozen["seconds_per_doc"] * documents
 
 
 def main(argv=None) -> int:
@@ -693,10 +748,15 @@ def main(argv=None) -> int:
     parser.add_argument("--train-micro-batches", default="auto",
                         help="auto (thmm-train's CPU micro-batches), off (the whole batch at once), or both: auto,off")
     parser.add_argument("--fusion-docs", default="",
-                        help="lexical fusion fitted on these numbers of training documents, comma-separated, on the "
-                             "corpus of the largest --sizes in the first --format")
+                        help="lexical fusion fitted on a corpus of each of these numbers of training documents, "
+                             "comma-separated, in the first --format (at most --fusion-cap of them)")
+    parser.add_argument("--fusion-cap", type=int, default=None,
+                        help="--lexical-max-train-documents of the fusion step (default: thmm-train's)")
     parser.add_argument("--fusion-nodes", type=int, default=0,
                         help="fit the SVMs of only this many nodes (a seeded sample; 0: all) in --fusion-docs")
+    parser.add_argument("--frozen-epoch-docs", type=int, default=0,
+                        help="time one frozen-encoder thmm-train epoch (MiniLM) on this many training documents, "
+                             "to put each --fusion-docs time against a frozen epoch (0: skip)")
     parser.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step:
@@ -710,6 +770,10 @@ def main(argv=None) -> int:
     if not modes or any(mode not in MICRO_BATCH_MODES for mode in modes):
         parser.error(f"--train-micro-batches: expected {', '.join(MICRO_BATCH_MODES)} or both, comma-separated "
                      f"(got {args.train_micro_batches!r})")
+    if args.fusion_cap is None:
+        from thmm.arguments import TrainingArguments
+
+        args.fusion_cap = TrainingArguments().lexical_max_train_documents
     if not (args.data / "train.tsv").is_file():
         print(f"SKIPPED: no data at {args.data} (expected train.tsv; see ../shared/README.md)")
         return 0
@@ -757,10 +821,19 @@ def main(argv=None) -> int:
         print(f"tune: {tune}", flush=True)
     fusion = []
     for docs in [int(d) for d in args.fusion_docs.split(",") if d]:
-        corpus, _ = make_corpus(args, max(sizes), formats[0])
+        corpus, _ = make_corpus(args, docs, formats[0])
         fusion.append(run_step("fusion", corpus=str(corpus), scheme=args.scheme, cache=str(corpus / "hf-cache"),
-                               max_length=args.max_length, docs=docs, seed=args.seed, nodes=args.fusion_nodes))
+                               max_length=args.max_length, cap=args.fusion_cap, seed=args.seed,
+                               nodes=args.fusion_nodes))
         print(f"fusion: {fusion[-1]}", flush=True)
+    frozen = None
+    if args.frozen_epoch_docs:
+        corpus, _ = make_corpus(args, max(sizes), formats[0])  # its first --frozen-epoch-docs documents
+        output = args.work / f"frozen_{args.frozen_epoch_docs}_{formats[0]}"
+        shutil.rmtree(output, ignore_errors=True)
+        frozen = run_step("frozen", corpus=str(corpus), scheme=args.scheme, cache=str(corpus / "hf-cache"),
+                          docs=args.frozen_epoch_docs, output=str(output))
+        print(f"frozen epoch: {frozen}", flush=True)
     train = None
     if args.train_docs:
         corpus, _ = make_corpus(args, args.train_docs, formats[0])
@@ -775,13 +848,13 @@ def main(argv=None) -> int:
                 "train", corpus=str(corpus), scheme=args.scheme, encoder=str(encoder), batch_size=args.train_batch_size,
                 output=str(output), cache=str(args.work / "train-hf-cache"), micro_batches=mode)})
             print(f"train: {train[-1]}", flush=True)
-    table = report(results, tune, args, train, fusion)
+    table = report(results, tune, args, train, fusion, frozen)
     print("\n" + table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "scale.md").write_text(table + "\n")
         (args.out / "results.json").write_text(json.dumps({"results": results, "tune": tune, "fusion": fusion,
-                                                           "train": train}, indent=1))
+                                                           "train": train, "frozen": frozen}, indent=1))
     return 0
 
 

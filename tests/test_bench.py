@@ -36,6 +36,16 @@ def test_lexical_memory_benchmark_compares_the_same_matrix():
     assert {"coo", "token_counts"} <= set(rows)
 
 
+def test_svm_solver_benchmark_compares_each_solver_with_the_default():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "svm_solvers.py"), "--data",
+                          str(REPO_ROOT / "dataset_script" / "quickstart"), "--scheme", "cpc", "--sizes", "400",
+                          "--nodes", "3"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 400 |")]
+    assert len(rows) == 4 and "default" in rows[0][4] and float(rows[0][6]) == 1.0  # the default against itself
+    assert all(0.0 < float(r[7]) <= 1.0 for r in rows)  # a share of the decisions, measured for each solver
+
+
 def test_cpc_sized_taxonomy_has_cpc_level_sizes():
     tax = bench_module("heads").cpc_sized_taxonomy()
     assert [s.stop - s.start for s in tax.level_slices] == [9, 136, 674]

@@ -2,6 +2,7 @@
 datasets' fingerprints, per-batch padding and labels, memory-mapped feature caches, and bench/scale.py."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -273,13 +274,18 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     assert pq.read_metadata(tmp_path / "work" / "docs_600_parquet" / "data" / "train-00000-of-00001.parquet").num_rows == 600
     stdout = run_scale_in_process(tmp_path, monkeypatch, capsys, "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
                                   "--sizes", "200", "--format", "tsv,jsonl", "--eval-docs", "20", "--tune-docs", "0",
-                                  "--skip-predict", "--fusion-docs", "100,200", "--fusion-nodes", "3", "--train-docs",
-                                  "200", "--train-micro-batches", "auto,off")  # the release format and JSON Lines, streamed into Arrow; fusion; thmm-train
+                                  "--skip-predict", "--fusion-docs", "100,200", "--fusion-cap", "150", "--fusion-nodes", "3",
+                                  "--frozen-epoch-docs", "60", "--train-docs", "200", "--train-micro-batches",
+                                  "auto,off")  # the release format and JSON Lines, streamed into Arrow; fusion against a frozen epoch; thmm-train
     assert "| tsv | 200 |" in stdout and "| jsonl | 200 |" in stdout and "tokens not reused" not in stdout
     assert "Tokenizing 200 of these documents" in stdout
     assert "| n/a | n/a |" in stdout and "prediction peak RSS" not in stdout  # --skip-predict
     assert "- tsv: 200 documents prepared" in stdout and "- jsonl: 200 documents prepared" in stdout
-    assert "| 100 | 3 |" in stdout and "| 200 | 3 |" in stdout and "26 nodes, 20 dev documents" in stdout
+    assert "| 100 of 100 | 3 |" in stdout and "| 150 of 200 | 3 |" in stdout and "26 nodes, 20 dev documents" in stdout
+    frozen = re.search(r"Frozen epoch \(.*\): (\d+) s for 60 documents, ([\d.]+) ms per document", stdout)
+    assert frozen and float(frozen.group(2)) > 0  # a measured rate, which each fusion row is put against:
+    fusion_rows = [line.split("|") for line in stdout.splitlines() if line.startswith(("| 100 of 100 |", "| 150 of 200 |"))]
+    assert all(row[-2].strip().endswith("%") for row in fusion_rows)
     assert "thmm-train, one epoch on 200 tsv documents" in stdout and "exit code 0" in stdout
     assert "CPU micro-batches auto)" in stdout and "CPU micro-batches off)" in stdout
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()

@@ -9,7 +9,7 @@ scorer reads the same ``input_ids`` as the encoder, so the saved model fuses by 
 
 1. :func:`fit_lexical_scorer`: TF-IDF of the training word-pieces (scikit-learn's
    ``TfidfTransformer``, sublinear tf, pieces in fewer than 2 training documents dropped) and one
-   ``LinearSVC`` per node (C = 1, as the TwistBytes baseline).
+   ``LinearSVC`` per node (C = 1, as the TwistBytes baseline; :data:`SVM_SOLVER`).
 2. :func:`calibrate`: one Platt scaling (slope and intercept) of the dev decision values onto logits.
 3. :func:`choose_fusion_weight`: the weight of the fused logits
    (``modeling_thmm.fuse_lexical_logits``) with the best threshold objective on dev, judged by
@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 # heads have learnt little, e.g. from a few hundred documents, the model then does what the SVMs do).
 FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 SVM_C = 1.0  # the TwistBytes baseline's
+# liblinear's dual coordinate descent with a stopping tolerance of 1e-3 (scikit-learn's default 1e-4 and,
+# above as many documents as word-pieces, its primal solver): on 200k title+abstract documents it fits a
+# node in 0.69-0.78x the time, with the same decisions at -0.25 on 99.998% or more of the (node,
+# document) pairs (bench/svm_solvers.py; docs/benchmarks.md, "Issue 35"). liblinear's own default is 0.1.
+SVM_SOLVER = {"dual": True, "tol": 1e-3}
 # Main-group and subgroup taxonomies (depth 4, 5: thousands of nodes) keep each node's LEXICAL_TOP_K
 # word-pieces of largest weight instead of a dense [vocab, nodes] matrix (bench/lexical_topk.py measured
 # the memory and the score agreement; docs/benchmarks.md, issue 32). Subclass taxonomies stay dense.
@@ -106,7 +111,7 @@ def fit_node_svm(X, y, C: float = SVM_C) -> tuple[np.ndarray | None, float]:
 
     if y.min() == y.max():
         return None, (1.0 if y[0] else -1.0)
-    clf = LinearSVC(C=C, random_state=0).fit(X, y)  # liblinear shuffles: seeded, so a fit repeats exactly
+    clf = LinearSVC(C=C, random_state=0, **SVM_SOLVER).fit(X, y)  # liblinear shuffles: seeded, so a fit repeats
     return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
 
 
