@@ -49,7 +49,7 @@ def word_svm_decisions(splits, taxonomy: Taxonomy, n_jobs: int = 2, C: float = 1
     [documents, nodes] raw decision values}, "fit_seconds", "vocabulary"}`` for dev and test."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from thmm.lexical import fit_node_svms
+    from thmm.linear_svm import fit_node_svms
 
     t0 = time.perf_counter()
     vectorizer = TfidfVectorizer(ngram_range=(1, 1), lowercase=True, sublinear_tf=True, min_df=2)

@@ -2,12 +2,14 @@
 and a trained model that fuses by itself after saving."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import QUICKSTART_DATA, force_fusion_weight, save_model_dir, small_training_args
+from conftest import QUICKSTART_DATA, REPO_ROOT, force_fusion_weight, save_model_dir, small_training_args
 from configuration_thmm import THMMConfig
 from thmm import lexical
 from thmm.arguments import parse_args
@@ -322,3 +324,11 @@ def test_fit_fusion_samples_the_training_documents_beyond_the_cap(tiny_tokenizer
     whole = lexical.fit_fusion(splits, tiny_tokenizer, 16, small_taxonomy, references, head_logits,
                                max_train_documents=0, **kwargs)
     assert whole.fit.documents == 40
+
+
+def test_the_svm_workers_module_imports_neither_torch_nor_transformers():
+    # joblib's worker processes import thmm.linear_svm to fit the SVMs: each would otherwise hold torch
+    code = "import sys, thmm.linear_svm; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ scorer reads the same ``input_ids`` as the encoder, so the saved model fuses by 
 
 1. :func:`fit_lexical_scorer`: TF-IDF of the training word-pieces (scikit-learn's
    ``TfidfTransformer``, sublinear tf, pieces in fewer than 2 training documents dropped) and one
-   ``LinearSVC`` per node (C = 1, as the TwistBytes baseline; :data:`SVM_SOLVER`).
+   ``LinearSVC`` per node (C = 1, as the TwistBytes baseline; :mod:`thmm.linear_svm`).
 2. :func:`calibrate`: one Platt scaling (slope and intercept) of the dev decision values onto logits.
 3. :func:`choose_fusion_weight`: the weight of the fused logits
    (``modeling_thmm.fuse_lexical_logits``) with the best threshold objective on dev, judged by
@@ -19,7 +19,6 @@ scorer reads the same ``input_ids`` as the encoder, so the saved model fuses by 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ from configuration_thmm import Taxonomy
 from modeling_thmm import fuse_lexical_logits, max_fusion_weight, node_fusion_weights
 
 from .data import label_targets, tokenize_split
+from .linear_svm import SVM_C, SVM_SOLVER, fit_node_svms  # noqa: F401 (SVM_SOLVER: part of this module's API)
 from .evaluation import evaluate_probabilities, evaluation_taxonomy
 from .thresholds import tune_thresholds
 
@@ -40,12 +40,6 @@ logger = logging.getLogger(__name__)
 # The grid choose_fusion_weight searches: 0 is the heads alone, 1 the calibrated SVMs alone (where the
 # heads have learnt little, e.g. from a few hundred documents, the model then does what the SVMs do).
 FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
-SVM_C = 1.0  # the TwistBytes baseline's
-# liblinear's dual coordinate descent with a stopping tolerance of 1e-3 (scikit-learn's default 1e-4 and,
-# above as many documents as word-pieces, its primal solver): on 200k title+abstract documents it fits a
-# node in 0.69-0.78x the time, with the same decisions at -0.25 on 99.998% or more of the (node,
-# document) pairs (bench/svm_solvers.py; docs/benchmarks.md, "Issue 35"). liblinear's own default is 0.1.
-SVM_SOLVER = {"dual": True, "tol": 1e-3}
 # Main-group and subgroup taxonomies (depth 4, 5: thousands of nodes) keep each node's LEXICAL_TOP_K
 # word-pieces of largest weight instead of a dense [vocab, nodes] matrix (bench/lexical_topk.py measured
 # the memory and the score agreement; docs/benchmarks.md, issue 32). Subclass taxonomies stay dense.
@@ -102,35 +96,6 @@ def tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     weighted = weighted @ sp.diags(np.asarray(idf, dtype=np.float64))
     weighted.eliminate_zeros()
     return normalize(weighted, norm="l2", copy=False).tocsr()
-
-
-def fit_node_svm(X, y, C: float = SVM_C) -> tuple[np.ndarray | None, float]:
-    """One node's ``LinearSVC`` on ``X``: ``(coef, intercept)``; ``(None, +-1)`` for a node every (or
-    no) training document carries, which scores that constant."""
-    from sklearn.svm import LinearSVC
-
-    if y.min() == y.max():
-        return None, (1.0 if y[0] else -1.0)
-    clf = LinearSVC(C=C, random_state=0, **SVM_SOLVER).fit(X, y)  # liblinear shuffles: seeded, so a fit repeats
-    return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
-
-
-def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A ``LinearSVC`` per column of ``targets`` (``[documents, nodes]`` 0/1) on ``X``:
-    ``(coef [features, nodes], intercept [nodes])``, fitted by ``n_jobs`` processes (default: the
-    CPUs, at most 8; joblib memory-maps ``X`` for them). Not threads: liblinear draws its shuffles
-    from one generator per process, so concurrent fits in one process would not repeat exactly."""
-    from joblib import Parallel, delayed
-
-    n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
-    fitted = Parallel(n_jobs=n_jobs)(
-        delayed(fit_node_svm)(X, targets[:, j], C) for j in range(targets.shape[1]))
-    if n_jobs > 1:  # the idle workers would hold their memory (and outlive a killed run) for minutes
-        from joblib.externals.loky import get_reusable_executor
-
-        get_reusable_executor().shutdown(wait=True)
-    coef = np.stack([w if w is not None else np.zeros(X.shape[1], np.float32) for w, _ in fitted], axis=1)
-    return coef, np.array([b for _, b in fitted], dtype=np.float32)
 
 
 @dataclass

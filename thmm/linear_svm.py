@@ -1,0 +1,51 @@
+# Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
+"""One linear SVM per taxonomy node on a shared sparse matrix: the fit behind lexical fusion and the
+SVM baselines.
+
+The nodes are fitted by joblib worker processes, which import this module to run
+:func:`fit_node_svm`. It imports numpy, scikit-learn and joblib only (no torch, no transformers), so
+each worker holds about 110 MB of its own memory rather than the 350 MB an import of
+:mod:`thmm.lexical` costs (docs/benchmarks.md, "Issue 35").
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+SVM_C = 1.0  # the TwistBytes baseline's
+# liblinear's dual coordinate descent with a stopping tolerance of 1e-3 (scikit-learn's default: 1e-4 and,
+# above as many documents as word-pieces, the primal solver): on 50k-200k title+abstract documents it fits
+# a node in 0.58-0.67x the time, with the same decisions at -0.25 on 99.998% or more of the (node,
+# document) pairs (bench/svm_solvers.py; docs/benchmarks.md, "Issue 35"). liblinear's own default is 0.1.
+SVM_SOLVER = {"dual": True, "tol": 1e-3}
+
+
+def fit_node_svm(X, y, C: float = SVM_C) -> tuple[np.ndarray | None, float]:
+    """One node's ``LinearSVC`` on ``X``: ``(coef, intercept)``; ``(None, +-1)`` for a node every (or
+    no) training document carries, which scores that constant."""
+    from sklearn.svm import LinearSVC
+
+    if y.min() == y.max():
+        return None, (1.0 if y[0] else -1.0)
+    clf = LinearSVC(C=C, random_state=0, **SVM_SOLVER).fit(X, y)  # liblinear shuffles: seeded, so a fit repeats
+    return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
+
+
+def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A ``LinearSVC`` per column of ``targets`` (``[documents, nodes]`` 0/1) on ``X``:
+    ``(coef [features, nodes], intercept [nodes])``, fitted by ``n_jobs`` processes (default: the
+    CPUs, at most 8; joblib memory-maps ``X`` for them). Not threads: liblinear draws its shuffles
+    from one generator per process, so concurrent fits in one process would not repeat exactly."""
+    from joblib import Parallel, delayed
+
+    n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
+    fitted = Parallel(n_jobs=n_jobs)(
+        delayed(fit_node_svm)(X, targets[:, j], C) for j in range(targets.shape[1]))
+    if n_jobs > 1:  # the idle workers would hold their memory (and outlive a killed run) for minutes
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+    coef = np.stack([w if w is not None else np.zeros(X.shape[1], np.float32) for w, _ in fitted], axis=1)
+    return coef, np.array([b for _, b in fitted], dtype=np.float32)
