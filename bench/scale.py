@@ -183,7 +183,7 @@ class PeakMemory:
     anonymous part, and of their PSS (each shared page divided among the processes that map it)."""
 
     def __init__(self, interval: float = 0.1):
-        self.interval, self.rss, self.anon, self.pss, self.samples = interval, 0, 0, 0, []
+        self.interval, self.rss, self.anon, self.pss, self.samples, self.times = interval, 0, 0, 0, [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -214,6 +214,11 @@ class PeakMemory:
         self.rss, self.anon = max(self.rss, rss), max(self.anon, anon)
         self.pss = max(self.pss, sum(self._pss(pid) for pid in pids))
         self.samples.append(rss)
+        self.times.append(time.perf_counter())
+
+    def peak_between(self, start: float, end: float) -> int:
+        """The peak RSS sampled between two ``time.perf_counter()`` readings (0: no sample there)."""
+        return max((rss for t, rss in zip(self.times, self.samples) if start <= t <= end), default=0)
 
     def peak_by_fraction(self, fraction: float) -> int:
         """The peak RSS over the first ``fraction`` of the samples (of the run's time)."""
@@ -394,9 +399,10 @@ def step_tokenizer(opts: dict) -> dict:
 
 
 @contextlib.contextmanager
-def timed_calls(seconds: dict, targets: dict):
+def timed_calls(seconds: dict, targets: dict, spans: dict | None = None):
     """Adds the wall time of each call of ``targets`` (``{name: (owner, attribute)}``) to
-    ``seconds[name]`` while the block runs; the originals are put back after it."""
+    ``seconds[name]`` while the block runs (and, given ``spans``, each call's ``(start, end)`` readings
+    of ``time.perf_counter()`` to ``spans[name]``); the originals are put back after it."""
     originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
 
     def timer(name, fn):
@@ -406,7 +412,10 @@ def timed_calls(seconds: dict, targets: dict):
             try:
                 return fn(*args, **kwargs)
             finally:
-                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+                t1 = time.perf_counter()
+                seconds[name] = seconds.get(name, 0.0) + t1 - t0
+                if spans is not None:
+                    spans.setdefault(name, []).append((t0, t1))
         return run
 
     try:
@@ -464,16 +473,18 @@ def step_train(opts: dict) -> dict:
         import thmm.trainer
 
         thmm.trainer.CPU_MICRO_BATCH_ELEMENTS = 2**62
-    cpu0, timed = cpu_seconds(), {}
+    cpu0, timed, spans = cpu_seconds(), {}, {}
     calls = {"fusion_s": (thmm.lexical, "fit_fusion"), "fit_s": (Trainer, "fit"), "build_s": (Trainer, "__init__")}
-    with timed_calls(timed, calls), PeakMemory() as memory:
+    with timed_calls(timed, calls, spans), PeakMemory() as memory:
         t0 = time.perf_counter()
         code = train.main(["--dataset", opts["corpus"], "--scheme", opts["scheme"], "--encoder", opts["encoder"],
                            "--batch-size", str(opts["batch_size"]), "--epochs", "1", "--output-dir", opts["output"],
                            "--quiet"])
         seconds = time.perf_counter() - t0
-    return {"code": code, "seconds": seconds, **timed, "cpu_s": cpu_seconds() - cpu0, "peak_rss": memory.rss,
-            "peak_anon": memory.anon, "load_average": os.getloadavg()[0]}
+    phases = {f"peak_rss_{name.removesuffix('_s')}": max(memory.peak_between(*span) for span in spans[name])
+              for name in calls if spans.get(name)}  # which step of the run the peak is in
+    return {"code": code, "seconds": seconds, **timed, **phases, "cpu_s": cpu_seconds() - cpu0,
+            "peak_rss": memory.rss, "peak_anon": memory.anon, "load_average": os.getloadavg()[0]}
 
 
 def step_fusion(opts: dict) -> dict:
@@ -688,7 +699,9 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
                        f"{run['micro_batches']}): {run['seconds']:.0f} s in all "
                        f"(building {run.get('build_s', 0):.0f} s, the epoch {run.get('fit_s', 0):.0f} s, lexical "
                        f"fusion {run.get('fusion_s', 0):.0f} s), {run['cpu_s']:.0f} CPU-s, peak RSS "
-                       f"{run['peak_rss'] / 1e9:.2f} GB ({gb(run['peak_anon'])} GiB anonymous), load average "
+                       f"{run['peak_rss'] / 1e9:.2f} GB ({gb(run['peak_anon'])} GiB anonymous; while building "
+                       f"{phase_gb(run, 'build')} GB, in the epoch {phase_gb(run, 'fit')} GB, in lexical fusion "
+                       f"{phase_gb(run, 'fusion')} GB), load average "
                        f"{run['load_average']:.1f} at the end; exit code {run['code']}.")]
     lines += ["", "Targets:"]
     for data_format, by_size in results.items():
@@ -708,6 +721,12 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
                      f"{run['peak_rss'] / 1e9:.2f} GB (target <= {TEXT_TARGETS['rss_gb']} GB): "
                      f"{judge(run['peak_rss'] <= TEXT_TARGETS['rss_gb'] * 1e9 and run['code'] == 0)}")
     return "\n".join(lines)
+
+
+def phase_gb(run: dict, phase: str) -> str:
+    """The peak RSS (GB) sampled within one step of a thmm-train run; n/a where no sample fell in it."""
+    peak = run.get(f"peak_rss_{phase}", 0)
+    return f"{peak / 1e9:.2f}" if peak else "n/a"
 
 
 def frozen_epoch_seconds(frozen: dict | None, documents: int) -> float | None:

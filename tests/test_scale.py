@@ -287,6 +287,8 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     fusion_rows = [line.split("|") for line in stdout.splitlines() if line.startswith(("| 100 of 100 |", "| 150 of 200 |"))]
     assert all(row[-2].strip().endswith("%") for row in fusion_rows)
     assert "thmm-train, one epoch on 200 tsv documents" in stdout and "exit code 0" in stdout
+    phases = re.search(r"while building ([\d.]+|n/a) GB, in the epoch ([\d.]+) GB, in lexical fusion ([\d.]+|n/a) GB", stdout)
+    assert phases and float(phases.group(2)) > 0  # the peak within each step of the run (a short one may see no sample)
     assert "CPU micro-batches auto)" in stdout and "CPU micro-batches off)" in stdout
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
