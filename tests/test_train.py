@@ -428,15 +428,27 @@ def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, m
 
 
 def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_path):
-    """Fusion, tuning and saving run without the optimizer's moments and the gradients (they reload the
-    best epoch); the run still ends with a model."""
+    """Fusion, tuning and saving run without the trained model, the optimizer's moments and the
+    gradients (they reload the best epoch), and tuning lets go of the best epoch's model once it has its
+    logits; the run still ends with a model."""
+    import gc
+    import weakref
+
+    from modeling_thmm import THMMForHierarchicalClassification
     from thmm.trainer import Trainer
+
+    def live_models():
+        gc.collect()
+        return [o for o in gc.get_objects() if type(o) is THMMForHierarchicalClassification]
 
     trainer = Trainer(parse_args(small_args(tiny_encoder_dir, tmp_path / "run", "--freeze-encoder", "--epochs", "1",
                                             "--features-cache-dir", str(tmp_path / "cache"))))
+    optimizer_state = weakref.ref(trainer.optimizer)
+    assert len(live_models()) == 1
     trainer.fit()
-    assert not trainer.optimizer.state
-    assert all(p.grad is None for p in trainer.model.parameters())
+    assert trainer.model is None and trainer.optimizer is None and optimizer_state() is None
+    assert live_models() == []  # nothing (Accelerate included) holds the trained weights any more
     trainer.tune_thresholds()
+    assert live_models() == []  # nor the best epoch's, reloaded for its logits
     trainer.save()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()

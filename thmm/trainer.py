@@ -572,11 +572,13 @@ class Trainer:
         return state
 
     def _release_training_state(self) -> None:
-        """After the last epoch nothing is trained again: the optimizer's moments and the gradients (three
-        times the weights' memory) go before fusion, tuning and saving, which load the best epoch anew.
-        An interrupted run resumes from its checkpoints, which hold them."""
+        """After the last epoch nothing is trained again: the optimizer's moments, the gradients and the
+        trained weights themselves (four times the weights' memory) go before fusion, tuning and saving,
+        which load the best epoch anew. An interrupted run resumes from its checkpoints, which hold them."""
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer.state.clear()
+        self.accelerator.free_memory()  # Accelerate's own references to the model, optimizer, scheduler and loaders
+        self.model = self.optimizer = self.scheduler = self.train_dl = None
         gc.collect()
         return_freed_memory()
 
@@ -706,6 +708,10 @@ class Trainer:
             best.freeze_lower_layers(args.freeze_lower_layers)
         best = accelerator.prepare(best)
         logits = {split: self.predict(split, best, logits=True) for split in ("validation", "test")}
+        del best  # its logits are all the rest needs: fusion's SVMs and save() (which loads it again) run without it
+        accelerator.free_memory()
+        gc.collect()
+        return_freed_memory()
         head_probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy() for split, v in logits.items()}
         self.probs, final_logits = head_probs, logits
         if args.lexical_fusion and accelerator.is_main_process:
