@@ -31,8 +31,8 @@ from configuration_thmm import Taxonomy
 from modeling_thmm import fuse_lexical_logits, max_fusion_weight, node_fusion_weights
 
 from .data import label_targets, tokenize_split
-from .linear_svm import SVM_C, SVM_SOLVER, fit_node_svms  # noqa: F401 (SVM_SOLVER: part of this module's API)
 from .evaluation import evaluate_probabilities, evaluation_taxonomy
+from .linear_svm import SVM_C, SVM_SOLVER, fit_node_svms  # noqa: F401 (SVM_SOLVER: part of this module's API)
 from .thresholds import tune_thresholds
 
 logger = logging.getLogger(__name__)
