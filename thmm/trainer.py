@@ -176,6 +176,14 @@ def return_freed_memory() -> None:
         pass
 
 
+def release_prepared(accelerator) -> None:
+    """Drop Accelerate's references to what it prepared (models, optimizers, schedulers, loaders),
+    collect, and give the freed heap back: the caller has already dropped its own references."""
+    accelerator.free_memory()
+    gc.collect()
+    return_freed_memory()
+
+
 def features_cache_root(args: TrainingArguments) -> Path:
     default = Path(args.output_dir).parent / ".features_cache"
     return Path(args.features_cache_dir) if args.features_cache_dir else default
@@ -577,10 +585,8 @@ class Trainer:
         which load the best epoch anew. An interrupted run resumes from its checkpoints, which hold them."""
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer.state.clear()
-        self.accelerator.free_memory()  # Accelerate's own references to the model, optimizer, scheduler and loaders
         self.model = self.optimizer = self.scheduler = self.train_dl = None
-        gc.collect()
-        return_freed_memory()
+        release_prepared(self.accelerator)
 
     def _log_kept_epoch(self) -> None:
         """The line that ends training: which epoch's model is kept, of how many, and its dev score."""
@@ -709,9 +715,7 @@ class Trainer:
         best = accelerator.prepare(best)
         logits = {split: self.predict(split, best, logits=True) for split in ("validation", "test")}
         del best  # its logits are all the rest needs: fusion's SVMs and save() (which loads it again) run without it
-        accelerator.free_memory()
-        gc.collect()
-        return_freed_memory()
+        release_prepared(accelerator)
         head_probs = {split: torch.sigmoid(torch.from_numpy(v)).numpy() for split, v in logits.items()}
         self.probs, final_logits = head_probs, logits
         if args.lexical_fusion and accelerator.is_main_process:
