@@ -314,3 +314,14 @@ def test_scale_benchmark_refuses_an_unknown_micro_batch_mode(tmp_path, value):
     out = run_scale(tmp_path, "--train-micro-batches", value)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"--train-micro-batches: expected auto, off or both, comma-separated (got {value!r})" in out.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--fusion-cap", "1", "--fusion-cap: must be 0 (all of them) or at least 2 (got 1)"),
+    ("--fusion-cap", "-3", "--fusion-cap: must be 0 (all of them) or at least 2 (got -3)"),
+    ("--frozen-epoch-docs", "-1", "--frozen-epoch-docs: expected 0 (skip) or a number of documents, got -1"),
+])
+def test_scale_benchmark_refuses_bad_fusion_options(tmp_path, option, value, message):
+    out = run_scale(tmp_path, "--data", str(tmp_path / "absent"), option, value)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == f"scale.py: error: {message}"
