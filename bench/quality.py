@@ -141,6 +141,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
         freeze_encoder=run_settings(args)["frozen_encoder"], mixed_precision=args.mixed_precision,
         freeze_lower_layers=args.freeze_lower_layers, lexical_fusion=args.lexical_fusion,
+        lexical_max_train_documents=args.lexical_max_train_documents,
         features_cache_dir=None if args.full_finetune else str(features_cache(args)),
         depth=args.depth, deep_heads=args.deep_heads, deep_head_hidden_size=args.deep_head_hidden_size,
         calibration=args.calibration,
@@ -190,7 +191,8 @@ def run_settings(args) -> dict:
             "max_train_samples": args.max_train_samples,
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
             "threshold_frequency_bands": args.threshold_frequency_bands, "small_dev_documents": args.small_dev_documents,
-            "lexical_fusion": args.lexical_fusion, "depth": args.depth, "deep_heads": args.deep_heads,
+            "lexical_fusion": args.lexical_fusion, "lexical_max_train_documents": args.lexical_max_train_documents,
+            "depth": args.depth, "deep_heads": args.deep_heads,
             "deep_head_hidden_size": args.deep_head_hidden_size, "calibration": args.calibration}
 
 
@@ -248,6 +250,8 @@ def retune_key(name: str, args) -> str:
         key += f":{args.threshold_granularity}"
     if args.threshold_granularity == "node" and not args.threshold_frequency_bands:
         key += "+nobands"
+    if args.lexical_fusion and args.lexical_max_train_documents != TrainingArguments.lexical_max_train_documents:
+        key += f"+svm{args.lexical_max_train_documents}"  # the fusion's SVMs fitted on another number of documents
     return key
 
 
@@ -291,7 +295,7 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
     fusion = fit_fusion(splits, run["tokenizer"], settings["max_length"], taxonomy,
                         {"train": [list(x) for x in splits["train"]["labels"]], **references}, run["logits"],
                         scheme=args.scheme, objective=objective, granularity=granularity,
-                        min_support=NODE_MIN_SUPPORT, max_train_documents=TrainingArguments.lexical_max_train_documents,
+                        min_support=NODE_MIN_SUPPORT, max_train_documents=args.lexical_max_train_documents,
                         seed=args.seed)
     fused = tuned_scores({s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in fusion.logits.items()})
     return fused | {"lexical_fusion": fusion.to_dict(), "test_heads_only": tuned_scores(heads)["test"]}
@@ -371,6 +375,9 @@ def main(argv=None):
                         default=TrainingArguments.lexical_fusion,
                         help="train.py --lexical-fusion: fuse a word-piece TF-IDF SVM per node into the heads' "
                              "logits, weight chosen on dev (with --retune: fitted anew on the saved model)")
+    parser.add_argument("--lexical-max-train-documents", type=int, default=TrainingArguments.lexical_max_train_documents,
+                        metavar="N", help="train.py --lexical-max-train-documents: the fusion's SVMs are fitted on "
+                                          "at most N random training documents (0: all); also with --retune")
     parser.add_argument("--knn-k", default=",".join(map(str, bench_module("baselines").KNN_K_GRID)), metavar="K[,K...]",
                         help="knn: the numbers of neighbours tried; two-fold CV on dev chooses one (each in 1..training size)")
     harnn_group = parser.add_argument_group("HARNN (harnn-orig, harnn; bench/harnn.py)")
@@ -399,6 +406,10 @@ def main(argv=None):
         config = harnn_config(args)
     except ValueError as error:
         parser.error(str(error))
+    try:  # thmm-train's own rule for the cap
+        TrainingArguments(lexical_max_train_documents=args.lexical_max_train_documents).validate()
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
     if args.small_dev_documents < 0:
         parser.exit(2, f"error: --small-dev-documents: must be 0 (never) or positive (got {args.small_dev_documents})\n")
     try:
