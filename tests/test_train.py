@@ -427,15 +427,19 @@ def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, m
         torch.testing.assert_close(micro[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_path):
+def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_path, monkeypatch):
     """Fusion, tuning and saving run without the trained model, the optimizer's moments and the
     gradients (they reload the best epoch), and tuning lets go of the best epoch's model once it has its
-    logits; the run still ends with a model."""
+    logits; the run still ends with a model. On a CPU the run fixes glibc's mmap threshold first."""
     import gc
     import weakref
 
+    import thmm.trainer
     from modeling_thmm import THMMForHierarchicalClassification
     from thmm.trainer import Trainer
+
+    fixed = []
+    monkeypatch.setattr(thmm.trainer, "fix_malloc_mmap_threshold", lambda: fixed.append(True))
 
     def live_models():
         gc.collect()
@@ -444,7 +448,7 @@ def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_p
     trainer = Trainer(parse_args(small_args(tiny_encoder_dir, tmp_path / "run", "--freeze-encoder", "--epochs", "1",
                                             "--features-cache-dir", str(tmp_path / "cache"))))
     optimizer_state = weakref.ref(trainer.optimizer)
-    assert len(live_models()) == 1
+    assert fixed == [True] and len(live_models()) == 1
     trainer.fit()
     assert trainer.model is None and trainer.optimizer is None and optimizer_state() is None
     assert live_models() == []  # nothing (Accelerate included) holds the trained weights any more
@@ -452,3 +456,34 @@ def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_p
     assert live_models() == []  # nor the best epoch's, reloaded for its logits
     trainer.save()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+MMAP_PROBE = """
+import ctypes, sys
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = MallInfo2, ctypes.c_void_p, [ctypes.c_void_p]
+if sys.argv[1] == "fixed":
+    from thmm.trainer import fix_malloc_mmap_threshold
+    assert fix_malloc_mmap_threshold()
+libc.free(libc.malloc(16 << 20))  # a large block freed: glibc would now serve blocks below 16 MiB from its heap
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(4 << 20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_training_keeps_large_tensors_mmapped_after_large_frees():
+    """Freed gradients and activations leave resident memory only when glibc's mmap threshold stays
+    fixed: a 4 MiB block after a 16 MiB free is mmapped with the fix and taken from the heap without it."""
+    import ctypes
+    import subprocess
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc >= 2.33")
+    mmapped = {mode: int(subprocess.run([sys.executable, "-c", MMAP_PROBE, mode], capture_output=True, text=True,
+                                        check=True, cwd=REPO_ROOT).stdout) for mode in ("default", "fixed")}
+    assert mmapped["default"] == 0 and mmapped["fixed"] >= 4 << 20

@@ -167,6 +167,24 @@ def cpu_micro_batches(args: TrainingArguments, accelerator, model) -> int:
     return accum
 
 
+# glibc serves a block from the heap once it is below its mmap threshold, and raises that threshold (up to
+# 32 MiB) whenever a larger mmapped block is freed. Training frees heads' gradients and activations of
+# 16-170 MB every step, so the threshold soon covers most of them, and the freed heap they leave behind
+# stays resident: 0.67 GB of a 3.05 GB peak at 20k documents (bench/scale.py --train-docs). A fixed
+# threshold (glibc's own starting value) keeps large tensors mmapped, given back to the system when freed.
+MALLOC_MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def fix_malloc_mmap_threshold(threshold: int = MALLOC_MMAP_THRESHOLD) -> bool:
+    """Stop glibc raising its mmap threshold, so that freed large tensors leave resident memory; ``False``
+    (and nothing done) where the C library is not glibc."""
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError, TypeError):  # no mallopt (musl, macOS, Windows): their allocators differ
+        return False
+
+
 def return_freed_memory() -> None:
     """Give freed heap pages back to the operating system (glibc's ``malloc_trim``), so that resident
     memory falls once large tensors are freed; a no-op where the C library has no such call."""
@@ -398,6 +416,8 @@ class Trainer:
             model.to(accelerator.device)  # the main process encodes the lower-layer cache before prepare()
 
         # ---- datasets and loaders
+        if accelerator.device.type == "cpu":
+            fix_malloc_mmap_threshold()
         accum = cpu_micro_batches(args, accelerator, model)
         per_device_batch = args.batch_size // (accum * accelerator.num_processes)
         self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
