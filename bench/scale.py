@@ -459,7 +459,8 @@ def step_frozen(opts: dict) -> dict:
             "load_average": os.getloadavg()[0]}
 
 
-MICRO_BATCH_MODES = ("auto", "off")  # --train-micro-batches: thmm-train's CPU micro-batches, or the whole batch
+# --train-micro-batches: thmm-train's CPU micro-batches, the whole batch at once, or --low-cpu-memory's
+MICRO_BATCH_MODES = {"auto": "auto", "off": "off", "low": "low (--low-cpu-memory)"}
 
 
 def step_train(opts: dict) -> dict:
@@ -478,9 +479,10 @@ def step_train(opts: dict) -> dict:
     calls = {"fusion_s": (thmm.lexical, "fit_fusion"), "fit_s": (Trainer, "fit"), "build_s": (Trainer, "__init__")}
     with timed_calls(timed, calls, spans), PeakMemory() as memory:
         t0 = time.perf_counter()
+        low = ["--low-cpu-memory"] if opts.get("micro_batches") == "low" else []
         code = train.main(["--dataset", opts["corpus"], "--scheme", opts["scheme"], "--encoder", opts["encoder"],
                            "--batch-size", str(opts["batch_size"]), "--epochs", "1", "--output-dir", opts["output"],
-                           "--quiet"])
+                           "--quiet", *low])
         seconds = time.perf_counter() - t0
     phases = {f"peak_rss_{name.removesuffix('_s')}": max(memory.peak_between(*span) for span in spans[name])
               for name in calls if spans.get(name)}  # which step of the run the peak is in
@@ -697,7 +699,7 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
     for run in train or []:
         lines += ["", (f"thmm-train, one epoch on {args.train_docs:,} {run['format']} documents (defaults, lexical "
                        f"fusion on; tiny encoder, batch {args.train_batch_size}, CPU micro-batches "
-                       f"{run['micro_batches']}): {run['seconds']:.0f} s in all "
+                       f"{MICRO_BATCH_MODES[run['micro_batches']]}): {run['seconds']:.0f} s in all "
                        f"(building {run.get('build_s', 0):.0f} s, the epoch {run.get('fit_s', 0):.0f} s, lexical "
                        f"fusion {run.get('fusion_s', 0):.0f} s), {run['cpu_s']:.0f} CPU-s, peak RSS "
                        f"{run['peak_rss'] / 1e9:.2f} GB ({gb(run['peak_anon'])} GiB anonymous; while building "
@@ -719,7 +721,7 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
                          f"{judge(f['seconds'] <= FUSION_TARGET['epoch_share'] * epoch)}")
     for run in train or []:
         lines.append(f"- thmm-train at {args.train_docs:,} {run['format']} documents, micro-batches "
-                     f"{run['micro_batches']}: peak RSS "
+                     f"{MICRO_BATCH_MODES[run['micro_batches']]}: peak RSS "
                      f"{run['peak_rss'] / 1e9:.2f} GB (target <= {TEXT_TARGETS['rss_gb']} GB): "
                      f"{judge(run['peak_rss'] <= TEXT_TARGETS['rss_gb'] * 1e9 and run['code'] == 0)}")
     return "\n".join(lines)
@@ -767,7 +769,8 @@ def main(argv=None) -> int:
                         help="one thmm-train epoch on a corpus of this many documents of the first --format (0: skip)")
     parser.add_argument("--train-batch-size", type=int, default=512)
     parser.add_argument("--train-micro-batches", default="auto",
-                        help="auto (thmm-train's CPU micro-batches), off (the whole batch at once), or both: auto,off")
+                        help="auto (thmm-train's CPU micro-batches), off (the whole batch at once), low (thmm-train "
+                             "--low-cpu-memory), or several, comma-separated: auto,low")
     parser.add_argument("--fusion-docs", default="",
                         help="lexical fusion fitted on a corpus of each of these numbers of training documents, "
                              "comma-separated, in the first --format (at most --fusion-cap of them)")
@@ -789,7 +792,7 @@ def main(argv=None) -> int:
         parser.error(f"--format: unknown {unknown}; choose from {list(FORMATS)}")
     modes = args.train_micro_batches.split(",")
     if not modes or any(mode not in MICRO_BATCH_MODES for mode in modes):
-        parser.error(f"--train-micro-batches: expected {', '.join(MICRO_BATCH_MODES)} or both, comma-separated "
+        parser.error(f"--train-micro-batches: expected some of {', '.join(MICRO_BATCH_MODES)}, comma-separated "
                      f"(got {args.train_micro_batches!r})")
     from thmm.arguments import ConfigError, TrainingArguments
 

@@ -276,7 +276,7 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
                                   "--sizes", "200", "--format", "tsv,jsonl", "--eval-docs", "20", "--tune-docs", "0",
                                   "--skip-predict", "--fusion-docs", "100,200", "--fusion-cap", "150", "--fusion-nodes", "3",
                                   "--frozen-epoch-docs", "60", "--train-docs", "200", "--train-micro-batches",
-                                  "auto,off")  # the release format and JSON Lines, streamed into Arrow; fusion against a frozen epoch; thmm-train
+                                  "auto,off,low")  # the release format and JSON Lines, streamed into Arrow; fusion against a frozen epoch; thmm-train
     assert "| tsv | 200 |" in stdout and "| jsonl | 200 |" in stdout and "tokens not reused" not in stdout
     assert "Tokenizing 200 of these documents" in stdout
     assert "| n/a | n/a |" in stdout and "prediction peak RSS" not in stdout  # --skip-predict
@@ -290,6 +290,7 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     phases = re.search(r"while building ([\d.]+|n/a) GB, in the epoch ([\d.]+) GB, in lexical fusion ([\d.]+|n/a) GB", stdout)
     assert phases and float(phases.group(2)) > 0  # the peak within each step of the run (a short one may see no sample)
     assert "CPU micro-batches auto)" in stdout and "CPU micro-batches off)" in stdout
+    assert "CPU micro-batches low (--low-cpu-memory))" in stdout and "micro-batches low (--low-cpu-memory): peak RSS" in stdout
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
     jsonl = (tmp_path / "work" / "docs_200_jsonl" / "train.jsonl").read_text().splitlines()
@@ -313,7 +314,7 @@ def test_encoding_leaves_the_callers_tokenizer_state_alone(tiny_tokenizer):
 def test_scale_benchmark_refuses_an_unknown_micro_batch_mode(tmp_path, value):
     out = run_scale(tmp_path, "--train-micro-batches", value)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert f"--train-micro-batches: expected auto, off or both, comma-separated (got {value!r})" in out.stderr
+    assert f"--train-micro-batches: expected some of auto, off, low, comma-separated (got {value!r})" in out.stderr
 
 
 @pytest.mark.parametrize("option, value, message", [

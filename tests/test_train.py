@@ -406,13 +406,15 @@ def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, m
     same optimizer steps, and (dropout off) the same weights as the whole batch at once."""
     from thmm import trainer as trainer_module
 
-    def frozen_run(name):
+    def frozen_run(name, *extra):
         out = tmp_path / name
         summary = run_training(parse_args(small_args(
             tiny_encoder_dir, out, "--freeze-encoder", "--epochs", "1", "--head-dropout", "0", "--head-type", "thmm",
-            "--features-cache-dir", str(tmp_path / "cache"), "--no-lexical-fusion")))
+            "--features-cache-dir", str(tmp_path / "cache"), "--no-lexical-fusion", *extra)))
         return load_file(out / "model" / "model.safetensors"), summary
 
+    fixed = []  # runs that fixed glibc's mmap threshold: only --low-cpu-memory's
+    monkeypatch.setattr(trainer_module, "fix_malloc_mmap_threshold", lambda: fixed.append(True))
     whole, _ = frozen_run("whole")
     from configuration_thmm import THMMConfig
 
@@ -422,15 +424,21 @@ def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, m
     capsys.readouterr()
     micro, _ = frozen_run("micro")
     assert "training in 2 micro-batches of 4 documents per step of 8" in "".join(capsys.readouterr())
-    assert whole.keys() == micro.keys()
+    assert fixed == []
+    # --low-cpu-memory trains in micro-batches of its own, smaller budget
+    monkeypatch.setattr(trainer_module, "LOW_MEMORY_MICRO_BATCH_ELEMENTS", 2 * per_document)
+    low, _ = frozen_run("low", "--low-cpu-memory")
+    assert "training in 4 micro-batches of 2 documents per step of 8" in "".join(capsys.readouterr()) and fixed == [True]
+    assert whole.keys() == micro.keys() == low.keys()
     for name in whole:
         torch.testing.assert_close(micro[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(low[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_path, monkeypatch):
     """Fusion, tuning and saving run without the trained model, the optimizer's moments and the
     gradients (they reload the best epoch), and tuning lets go of the best epoch's model once it has its
-    logits; the run still ends with a model. On a CPU the run fixes glibc's mmap threshold first."""
+    logits; the run still ends with a model. On a CPU, --low-cpu-memory fixes glibc's mmap threshold first."""
     import gc
     import weakref
 
@@ -446,7 +454,7 @@ def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_p
         return [o for o in gc.get_objects() if type(o) is THMMForHierarchicalClassification]
 
     trainer = Trainer(parse_args(small_args(tiny_encoder_dir, tmp_path / "run", "--freeze-encoder", "--epochs", "1",
-                                            "--features-cache-dir", str(tmp_path / "cache"))))
+                                            "--features-cache-dir", str(tmp_path / "cache"), "--low-cpu-memory")))
     optimizer_state = weakref.ref(trainer.optimizer)
     assert fixed == [True] and len(live_models()) == 1
     trainer.fit()

@@ -145,33 +145,38 @@ def check_writable_dir(path: Path, option: str) -> None:
 # 500 subclass heads' activations were 0.26 GB each, and those a backward pass keeps took a 200k-document
 # run to 5 GB. The gradient is the whole batch's (Accelerate averages the micro-batches); time is unchanged.
 CPU_MICRO_BATCH_ELEMENTS = 2**24
+# --low-cpu-memory: 16 MiB per activation; at 20k documents the epoch's peak fell by 0.43 GB for 1.3x the epoch
+# time beside the fixed mmap threshold below (docs/benchmarks.md, issue 35)
+LOW_MEMORY_MICRO_BATCH_ELEMENTS = 2**22
 
 
 def cpu_micro_batches(args: TrainingArguments, accelerator, model) -> int:
     """Micro-batches per optimizer step: ``--gradient-accumulation-steps``, raised on a CPU to the
     smallest divisor of the per-process batch whose micro-batches keep the heads' largest activation
-    within :data:`CPU_MICRO_BATCH_ELEMENTS`."""
+    within :data:`CPU_MICRO_BATCH_ELEMENTS` (:data:`LOW_MEMORY_MICRO_BATCH_ELEMENTS` with ``--low-cpu-memory``)."""
     accum = args.gradient_accumulation_steps
     per_process = args.batch_size // accelerator.num_processes
     if accelerator.device.type != "cpu":
         return accum
+    budget = LOW_MEMORY_MICRO_BATCH_ELEMENTS if args.low_cpu_memory else CPU_MICRO_BATCH_ELEMENTS
     per_document = accelerator.unwrap_model(model).heads.activation_elements()
-    needed = math.ceil(per_process * per_document / CPU_MICRO_BATCH_ELEMENTS)
+    needed = math.ceil(per_process * per_document / budget)
     if needed <= accum:
         return accum
     accum = next(n for n in range(needed, per_process + 1) if per_process % n == 0)
     logger.info("training in %d micro-batches of %d documents per step of %d (gradient accumulation), so that "
                 "the heads' activations stay within %g MiB each on this CPU", accum, per_process // accum,
-                args.batch_size, CPU_MICRO_BATCH_ELEMENTS * 4 / 2**20)
+                args.batch_size, budget * 4 / 2**20)
     accelerator.gradient_accumulation_steps = accum
     return accum
 
 
 # glibc serves a block from the heap once it is below its mmap threshold, and raises that threshold (up to
 # 32 MiB) whenever a larger mmapped block is freed. Training frees heads' gradients and activations of
-# 16-170 MB every step, so the threshold soon covers most of them, and the freed heap they leave behind
-# stays resident: 0.67 GB of a 3.05 GB peak at 20k documents (bench/scale.py --train-docs). A fixed
-# threshold (glibc's own starting value) keeps large tensors mmapped, given back to the system when freed.
+# 8-170 MB every step, so the threshold soon covers many of them, and the freed heap they leave behind
+# stays resident: 0.7 GB of a 3.1 GB epoch peak at 20k documents. A fixed threshold (glibc's starting value)
+# keeps large tensors mmapped, given back to the system when freed, at the cost of page faults when they are
+# allocated again: 1.15x the epoch time there, so only --low-cpu-memory fixes it.
 MALLOC_MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
@@ -416,7 +421,7 @@ class Trainer:
             model.to(accelerator.device)  # the main process encodes the lower-layer cache before prepare()
 
         # ---- datasets and loaders
-        if accelerator.device.type == "cpu":
+        if args.low_cpu_memory and accelerator.device.type == "cpu":
             fix_malloc_mmap_threshold()
         accum = cpu_micro_batches(args, accelerator, model)
         per_device_batch = args.batch_size // (accum * accelerator.num_processes)
