@@ -423,6 +423,9 @@ class Trainer:
         # ---- datasets and loaders
         if args.low_cpu_memory and accelerator.device.type == "cpu":
             fix_malloc_mmap_threshold()
+        elif args.low_cpu_memory:
+            logger.warning("--low-cpu-memory applies to training on a CPU; this run trains on %s, so it changes nothing",
+                           accelerator.device.type)
         accum = cpu_micro_batches(args, accelerator, model)
         per_device_batch = args.batch_size // (accum * accelerator.num_processes)
         self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
