@@ -115,6 +115,9 @@ class TrainingArguments:
     gradient_accumulation_steps: int = _arg(1, "micro-batches per optimizer step")
     max_grad_norm: float = _arg(1.0, "gradient clipping (0 disables)")
     mixed_precision: str = _arg("no", "mixed precision through Accelerate", MIXED_PRECISION)
+    low_cpu_memory: bool = _arg(False, "on a CPU, trade epoch time for resident memory: freed tensors go back to "
+                                       "the system at once, and the heads' activations are trained in micro-batches "
+                                       "of 16 MiB instead of 64 (about 0.6x the epoch's peak memory for 1.5x its time)")
     seed: int = _arg(42, "random seed (data order, dropout, head init)")
     patience: int = _arg(3, "stop after this many epochs in which neither the selection metric nor (unless "
                             "--selection-only) dev AUPRC improved")
@@ -159,9 +162,6 @@ class TrainingArguments:
     overwrite_output_dir: bool = _arg(False, "delete an existing OUTPUT_DIR with checkpoints first")
     logging_steps: int = _arg(20, "log the training loss every N optimizer steps")
     report_to: str = _arg("tensorboard", "Accelerate tracker, or 'none'", TRACKERS)
-    low_cpu_memory: bool = _arg(False, "on a CPU, trade epoch time for resident memory: freed tensors go back to "
-                                       "the system at once, and the heads' activations are trained in micro-batches "
-                                       "of 16 MiB instead of 64 (about 0.6x the epoch's peak memory for 1.5x its time)")
     num_workers: int = _arg(0, "data loader workers")
     preprocessing_num_workers: int | None = _arg(None, "processes that tokenize the splits (datasets.map num_proc); "
                                                        "the tokens are cached either way")
