@@ -495,3 +495,20 @@ def test_training_keeps_large_tensors_mmapped_after_large_frees():
     mmapped = {mode: int(subprocess.run([sys.executable, "-c", MMAP_PROBE, mode], capture_output=True, text=True,
                                         check=True, cwd=REPO_ROOT).stdout) for mode in ("default", "fixed")}
     assert mmapped["default"] == 0 and mmapped["fixed"] >= 4 << 20
+
+
+def test_a_run_stopped_for_memory_resumes_with_low_cpu_memory_only_when_allowed(caplog):
+    """--low-cpu-memory changes the micro-batches, not what is learned: a resume that adds it is refused
+    with the way out named, and let through with --allow-nonidentical-resume (a warning); other changed
+    arguments are still refused."""
+    saved = {"args": checkpoints.resume_args(TrainingArguments())}
+    with pytest.raises(ConfigError, match=r"low_cpu_memory: False -> True \(add --allow-nonidentical-resume"):
+        checkpoints.check_resume_arguments(Path("ckpt"), saved, TrainingArguments(low_cpu_memory=True))
+    with caplog.at_level("WARNING", logger="thmm.train"):
+        checkpoints.check_resume_arguments(
+            Path("ckpt"), saved, TrainingArguments(low_cpu_memory=True, allow_nonidentical_resume=True))
+    assert "--resume with changed --low-cpu-memory (--allow-nonidentical-resume)" in caplog.text
+    with pytest.raises(ConfigError, match="head_type: 'thmm' -> 'tmm'") as error:
+        checkpoints.check_resume_arguments(Path("ckpt"), saved, TrainingArguments(
+            low_cpu_memory=True, allow_nonidentical_resume=True, head_type="tmm"))
+    assert "add --allow-nonidentical-resume" not in str(error.value)

@@ -157,8 +157,9 @@ class TrainingArguments:
     save_total_limit: int = _arg(2, "keep this many latest checkpoints")
     keep_checkpoints: bool = _arg(False, "keep the resume checkpoints after a finished run (default: delete them)")
     resume: bool = _arg(False, "continue from the latest checkpoint in OUTPUT_DIR (fresh start if none)")
-    allow_nonidentical_resume: bool = _arg(False, "--resume even when the checkpoint's RNG state cannot be restored "
-                                                  "(a warning; the run then differs from an uninterrupted one)")
+    allow_nonidentical_resume: bool = _arg(False, "--resume even when the checkpoint's RNG state cannot be restored, "
+                                                  "or with --low-cpu-memory changed (a warning; the run then differs "
+                                                  "from an uninterrupted one)")
     overwrite_output_dir: bool = _arg(False, "delete an existing OUTPUT_DIR with checkpoints first")
     logging_steps: int = _arg(20, "log the training loss every N optimizer steps")
     report_to: str = _arg("tensorboard", "Accelerate tracker, or 'none'", TRACKERS)

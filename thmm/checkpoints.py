@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import zipfile
@@ -92,15 +93,30 @@ def resume_arg_differences(saved: dict, current: dict) -> dict:
     return {k: (saved[k], v) for k, v in current.items() if saved[k] != v}
 
 
+# Arguments that change how a batch is computed, not what is learned (the micro-batches, hence the
+# dropout masks and the summation order): a run stopped for memory may be resumed with them changed
+# under --allow-nonidentical-resume, and then differs from an uninterrupted run within dropout's noise.
+NONIDENTICAL_RESUME_OK = frozenset({"low_cpu_memory"})
+
+
 def check_resume_arguments(path: Path, saved: dict, args: TrainingArguments) -> None:
     """Refuse ``--resume`` from checkpoint ``path`` (its trainer state ``saved``) when an argument that
-    changes the result differs, listing each difference (checkpoint -> now)."""
+    changes the result differs, listing each difference (checkpoint -> now); with
+    ``--allow-nonidentical-resume``, differences in :data:`NONIDENTICAL_RESUME_OK` only are logged."""
     from .arguments import ConfigError
 
     differing = resume_arg_differences(saved["args"], resume_args(args))
+    if differing and args.allow_nonidentical_resume and differing.keys() <= NONIDENTICAL_RESUME_OK:
+        logging.getLogger("thmm.train").warning(
+            "--resume with changed %s (--allow-nonidentical-resume): the run will not repeat an uninterrupted one "
+            "exactly", ", ".join(f"--{k.replace('_', '-')}" for k in sorted(differing)))
+        return
     if differing:
+        hint = ""
+        if differing.keys() <= NONIDENTICAL_RESUME_OK:
+            hint = " (add --allow-nonidentical-resume to resume with it changed)"
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing.items()))
-        raise ConfigError(f"--resume: {path} was made with different arguments (checkpoint -> now): {listed}")
+        raise ConfigError(f"--resume: {path} was made with different arguments (checkpoint -> now): {listed}{hint}")
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
