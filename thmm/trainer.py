@@ -145,7 +145,7 @@ def check_writable_dir(path: Path, option: str) -> None:
 # 500 subclass heads' activations were 0.26 GB each, and those a backward pass keeps took a 200k-document
 # run to 5 GB. The gradient is the whole batch's (Accelerate averages the micro-batches); time is unchanged.
 CPU_MICRO_BATCH_ELEMENTS = 2**24
-# --low-cpu-memory: 16 MiB per activation; at 20k documents the epoch's peak fell by 0.43 GB for 1.3x the epoch
+# --low-cpu-memory: 16 MiB per activation; at 20k documents the epoch's peak fell by 0.42 GiB more for 1.3x the epoch
 # time beside the fixed mmap threshold below (docs/benchmarks.md, issue 35)
 LOW_MEMORY_MICRO_BATCH_ELEMENTS = 2**22
 
