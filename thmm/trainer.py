@@ -181,22 +181,28 @@ MALLOC_MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
+def glibc_function(name: str):
+    """The C library's function ``name`` through ctypes, or ``None`` where it has none (musl, macOS and
+    Windows lack glibc's allocator calls; TypeError: a platform with no process-wide C library handle)."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def fix_malloc_mmap_threshold(threshold: int = MALLOC_MMAP_THRESHOLD) -> bool:
     """Stop glibc raising its mmap threshold, so that freed large tensors leave resident memory; ``False``
     (and nothing done) where the C library is not glibc."""
-    try:
-        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError, TypeError):  # no mallopt (musl, macOS, Windows): their allocators differ
-        return False
+    mallopt = glibc_function("mallopt")
+    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 def return_freed_memory() -> None:
     """Give freed heap pages back to the operating system (glibc's ``malloc_trim``), so that resident
     memory falls once large tensors are freed; a no-op where the C library has no such call."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # TypeError: a platform with no process-wide C library handle
-        pass
+    malloc_trim = glibc_function("malloc_trim")
+    if malloc_trim:
+        malloc_trim(0)
 
 
 def release_prepared(accelerator) -> None:
