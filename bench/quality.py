@@ -141,7 +141,7 @@ def neural_run(name, args, out_dir: Path) -> dict:
         resume=args.resume,  # continue from the run's last checkpoint; refused if made with other arguments
         freeze_encoder=run_settings(args)["frozen_encoder"], mixed_precision=args.mixed_precision,
         freeze_lower_layers=args.freeze_lower_layers, lexical_fusion=args.lexical_fusion,
-        lexical_max_train_documents=args.lexical_max_train_documents,
+        lexical_max_train_documents=args.lexical_max_train_documents, lexical_max_negatives=args.lexical_max_negatives,
         features_cache_dir=None if args.full_finetune else str(features_cache(args)),
         depth=args.depth, deep_heads=args.deep_heads, deep_head_hidden_size=args.deep_head_hidden_size,
         calibration=args.calibration,
@@ -192,7 +192,7 @@ def run_settings(args) -> dict:
             "mixed_precision": args.mixed_precision, "threshold_granularity": args.threshold_granularity,
             "threshold_frequency_bands": args.threshold_frequency_bands, "small_dev_documents": args.small_dev_documents,
             "lexical_fusion": args.lexical_fusion, "lexical_max_train_documents": args.lexical_max_train_documents,
-            "depth": args.depth, "deep_heads": args.deep_heads,
+            "lexical_max_negatives": args.lexical_max_negatives, "depth": args.depth, "deep_heads": args.deep_heads,
             "deep_head_hidden_size": args.deep_head_hidden_size, "calibration": args.calibration}
 
 
@@ -252,6 +252,8 @@ def retune_key(name: str, args) -> str:
         key += "+nobands"
     if args.lexical_fusion and args.lexical_max_train_documents != TrainingArguments.lexical_max_train_documents:
         key += f"+svm{args.lexical_max_train_documents}"  # the fusion's SVMs fitted on another number of documents
+    if args.lexical_fusion and args.lexical_max_negatives != TrainingArguments.lexical_max_negatives:
+        key += f"+neg{args.lexical_max_negatives}"  # ... or of negatives per node
     return key
 
 
@@ -296,6 +298,7 @@ def retune_run(objective, settings: dict, args, splits, run_dir: Path) -> dict:
                         {"train": [list(x) for x in splits["train"]["labels"]], **references}, run["logits"],
                         scheme=args.scheme, objective=objective, granularity=granularity,
                         min_support=NODE_MIN_SUPPORT, max_train_documents=args.lexical_max_train_documents,
+                        max_negatives=args.lexical_max_negatives,
                         seed=args.seed)
     fused = tuned_scores({s: torch.sigmoid(torch.from_numpy(v)).numpy() for s, v in fusion.logits.items()})
     return fused | {"lexical_fusion": fusion.to_dict(), "test_heads_only": tuned_scores(heads)["test"]}
@@ -378,6 +381,9 @@ def main(argv=None):
     parser.add_argument("--lexical-max-train-documents", type=int, default=TrainingArguments.lexical_max_train_documents,
                         metavar="N", help="train.py --lexical-max-train-documents: the fusion's SVMs are fitted on "
                                           "at most N random training documents (0: all); also with --retune")
+    parser.add_argument("--lexical-max-negatives", type=int, default=TrainingArguments.lexical_max_negatives,
+                        metavar="N", help="train.py --lexical-max-negatives: each node's SVM is fitted on its "
+                                          "positives and at most N random negatives (0: all); also with --retune")
     parser.add_argument("--knn-k", default=",".join(map(str, bench_module("baselines").KNN_K_GRID)), metavar="K[,K...]",
                         help="knn: the numbers of neighbours tried; two-fold CV on dev chooses one (each in 1..training size)")
     harnn_group = parser.add_argument_group("HARNN (harnn-orig, harnn; bench/harnn.py)")
@@ -407,7 +413,8 @@ def main(argv=None):
     except ValueError as error:
         parser.error(str(error))
     try:  # thmm-train's own rule for the cap
-        TrainingArguments(lexical_max_train_documents=args.lexical_max_train_documents).validate()
+        TrainingArguments(lexical_max_train_documents=args.lexical_max_train_documents,
+                          lexical_max_negatives=args.lexical_max_negatives).validate()
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     if args.small_dev_documents < 0:
@@ -505,7 +512,9 @@ def main(argv=None):
                 "settings": {**settings, "retuned_from": name, "threshold_objective": args.retune,
                              "threshold_granularity": args.threshold_granularity,
                              "threshold_frequency_bands": bands_apply(args),
-                             "lexical_fusion": args.lexical_fusion}}
+                             "lexical_fusion": args.lexical_fusion,
+                             "lexical_max_train_documents": args.lexical_max_train_documents,
+                             "lexical_max_negatives": args.lexical_max_negatives}}
             results_path.write_text(json.dumps(results, indent=1))
             print(f"{key}: test macro-hF1 {run['test']['macro_f1']:.4f}, "
                   f"micro-hF1 {run['test']['micro_f1']:.4f}")

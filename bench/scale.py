@@ -542,9 +542,11 @@ def step_fusion(opts: dict) -> dict:
                                     {"validation": logits}, scheme=opts["scheme"], objective=defaults.threshold_objective,
                                     granularity=defaults.threshold_granularity,
                                     min_support=defaults.node_threshold_min_support, max_train_documents=opts["cap"],
+                                    max_negatives=opts.get("negatives", defaults.lexical_max_negatives),
                                     seed=defaults.seed)
         seconds = time.perf_counter() - t0
     return {"docs": fusion.fit.documents, "corpus_docs": len(references["train"]), "cap": opts["cap"],
+            "max_negatives": fusion.fit.max_negatives,
             "svm_nodes": nodes or len(taxonomy), "seconds": seconds, **parts,
             "cpu_s": cpu_seconds() - cpu0,
             "nodes": len(taxonomy), "word_pieces": fusion.fit.vocabulary, "weight": fusion.choice.weight,
@@ -678,7 +680,8 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
             epoch = frozen_epoch_seconds(frozen, f["corpus_docs"])
             share = "n/a" if epoch is None else f"{f['seconds'] / epoch:.0%}"
             epoch = "n/a" if epoch is None else f"{epoch:,.0f}"
-            lines.append(f"| {f['docs']:,} of {f['corpus_docs']:,} | {f['svm_nodes']} | {f['seconds']:.0f} | "
+            negatives = f", at most {f['max_negatives']:,} negatives a node" if f.get("max_negatives") else ""
+            lines.append(f"| {f['docs']:,} of {f['corpus_docs']:,}{negatives} | {f['svm_nodes']} | {f['seconds']:.0f} | "
                          f"{f.get('token_counts_s', 0):.1f} | "
                          f"{f.get('fit_lexical_scorer_s', 0):.0f} | {f.get('svm_sample_s', float('nan')):.0f} | "
                          f"{f.get('decisions_s', 0):.1f} | "
@@ -776,6 +779,8 @@ def main(argv=None) -> int:
                              "comma-separated, in the first --format (at most --fusion-cap of them)")
     parser.add_argument("--fusion-cap", type=int, default=None,
                         help="--lexical-max-train-documents of the fusion step (default: thmm-train's)")
+    parser.add_argument("--fusion-max-negatives", type=int, default=None,
+                        help="--lexical-max-negatives of the fusion step (default: thmm-train's)")
     parser.add_argument("--fusion-nodes", type=int, default=0,
                         help="fit the SVMs of only this many nodes (a seeded sample; 0: all) in --fusion-docs")
     parser.add_argument("--frozen-epoch-docs", type=int, default=0,
@@ -798,10 +803,14 @@ def main(argv=None) -> int:
 
     if args.fusion_cap is None:
         args.fusion_cap = TrainingArguments().lexical_max_train_documents
-    try:  # thmm-train's own check of the cap
-        TrainingArguments(lexical_max_train_documents=args.fusion_cap).validate()
-    except ConfigError as err:
-        parser.error(f"--fusion-cap: {str(err).partition(': ')[2]}")
+    if args.fusion_max_negatives is None:
+        args.fusion_max_negatives = TrainingArguments().lexical_max_negatives
+    for option, field_name, value in (("--fusion-cap", "lexical_max_train_documents", args.fusion_cap),
+                                      ("--fusion-max-negatives", "lexical_max_negatives", args.fusion_max_negatives)):
+        try:  # thmm-train's own checks
+            TrainingArguments(**{field_name: value}).validate()
+        except ConfigError as err:
+            parser.error(f"{option}: {str(err).partition(': ')[2]}")
     if args.frozen_epoch_docs < 0:
         parser.error(f"--frozen-epoch-docs: expected 0 (skip) or a number of documents, got {args.frozen_epoch_docs}")
     if not (args.data / "train.tsv").is_file():
@@ -853,7 +862,8 @@ def main(argv=None) -> int:
     for docs in [int(d) for d in args.fusion_docs.split(",") if d]:
         corpus, _ = make_corpus(args, docs, formats[0])
         fusion.append(run_step("fusion", corpus=str(corpus), scheme=args.scheme, cache=str(corpus / "hf-cache"),
-                               max_length=args.max_length, cap=args.fusion_cap, seed=args.seed,
+                               max_length=args.max_length, cap=args.fusion_cap, negatives=args.fusion_max_negatives,
+                               seed=args.seed,
                                nodes=args.fusion_nodes))
         print(f"fusion: {fusion[-1]}", flush=True)
     frozen = None

@@ -30,6 +30,8 @@ SOLVERS = {  # name: LinearSVC keywords; the last is thmm.linear_svm.SVM_SOLVER 
     "default (auto, tol 1e-4)": {},
     "dual, tol 1e-4": {"dual": True},
     "primal, tol 1e-4": {"dual": False},
+    "dual, tol 1e-2": {"dual": True, "tol": 1e-2},
+    "dual, tol 0.1 (liblinear's own default)": {"dual": True, "tol": 0.1},
 }
 
 

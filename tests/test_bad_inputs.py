@@ -203,6 +203,9 @@ CASES = {
     "lexical-max-train-documents-negative": Case(
         "train", lambda env: env.train_argv("--lexical-max-train-documents", "-5"), 2,
         ("--lexical-max-train-documents", "must be 0 (all of them) or at least 2")),
+    "lexical-max-negatives-negative": Case(
+        "train", lambda env: env.train_argv("--lexical-max-negatives", "-1"), 2,
+        ("--lexical-max-negatives", "must be 0 (all of them) or positive")),
     # ---- frozen lower layers: the tiny encoder has 4 layers
     "freeze-lower-layers-all": Case(
         "train", lambda env: env.train_argv("--freeze-lower-layers", "4"), 2,

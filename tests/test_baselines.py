@@ -144,6 +144,7 @@ def test_bad_k_values_are_refused_naming_the_option(baselines, ks, fragment):
     (["--small-dev-documents", "-1"], "error: --small-dev-documents: must be 0 (never) or positive (got -1)"),
     (["--lexical-max-train-documents", "1"],
      "error: --lexical-max-train-documents: must be 0 (all of them) or at least 2 (got 1)"),
+    (["--lexical-max-negatives", "-3"], "error: --lexical-max-negatives: must be 0 (all of them) or positive (got -3)"),
 ])
 def test_quality_bench_refuses_bad_options_in_one_line(tmp_path, tiny_encoder_dir, options, fragment):
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "quality.py"), "--data", str(QUICKSTART_DATA),

@@ -324,6 +324,70 @@ def test_fit_fusion_samples_the_training_documents_beyond_the_cap(tiny_tokenizer
     whole = lexical.fit_fusion(splits, tiny_tokenizer, 16, small_taxonomy, references, head_logits,
                                max_train_documents=0, **kwargs)
     assert whole.fit.documents == 40
+    with caplog.at_level("INFO", logger="thmm.lexical"):
+        negatives = lexical.fit_fusion(splits, tiny_tokenizer, 16, small_taxonomy, references, head_logits,
+                                       max_train_documents=0, max_negatives=12, **kwargs)
+    assert negatives.fit.documents == 40 and negatives.to_dict()["max_negatives"] == 12
+    assert "at most 12 of its negatives (--lexical-max-negatives)" in caplog.text
+def test_node_training_rows_keep_every_positive_and_sample_the_negatives():
+    from thmm.linear_svm import node_training_rows
+
+    y = np.zeros(100, dtype=bool)
+    y[[3, 50, 97]] = True
+    rows = node_training_rows(y, 10, seed=0, node=4)
+    assert rows.size == 13 and set(np.flatnonzero(y)) <= set(rows.tolist()) and np.all(np.diff(rows) > 0)
+    assert np.count_nonzero(~y[rows]) == 10
+    assert np.array_equal(rows, node_training_rows(y, 10, seed=0, node=4))  # a rerun fits the same documents
+    assert not np.array_equal(rows, node_training_rows(y, 10, seed=0, node=5))  # nodes draw apart
+    assert not np.array_equal(rows, node_training_rows(y, 10, seed=1, node=4))
+    assert node_training_rows(y, 0, seed=0, node=4) is None  # 0: all
+    assert node_training_rows(y, 97, seed=0, node=4) is None  # no more negatives than the cap
+    assert node_training_rows(np.ones(100, dtype=bool), 10, seed=0, node=4) is None
+
+
+def test_sampled_negatives_are_weighted_so_the_scores_stay_where_the_whole_fit_puts_them():
+    """Fitted on a sample of its negatives, an SVM sees fewer of them and scores everything higher;
+    weighting each sampled negative for those left out keeps its decision values near the whole fit's."""
+    import scipy.sparse as sp
+    from sklearn.svm import LinearSVC
+
+    from thmm.linear_svm import SVM_SOLVER, fit_node_svm, node_training_rows
+
+    rng = np.random.default_rng(0)
+    X = sp.random(3000, 60, density=0.1, random_state=0, format="csr")
+    y = (X @ rng.normal(size=60) + rng.normal(scale=0.5, size=3000)) > 1.2
+    rows = node_training_rows(y, 600, seed=0, node=0)
+    whole = X @ fit_node_svm(X, y)[0] + fit_node_svm(X, y)[1]
+    coef, intercept = fit_node_svm(X, y, rows=rows)
+    weighted_shift = abs(np.mean(X @ coef + intercept - whole))
+    unweighted = LinearSVC(C=1.0, random_state=0, **SVM_SOLVER).fit(X[rows], y[rows])
+    unweighted_shift = abs(np.mean(unweighted.decision_function(X) - whole))
+    assert weighted_shift < 0.3 * unweighted_shift
+
+
+def test_negatives_cap_changes_only_the_nodes_beyond_it_and_repeats_in_workers():
+    """Each node's SVM sees all its positives and at most max_negatives negatives: a node with fewer
+    negatives is fitted exactly as without the cap; the others change. The draw is seeded per node,
+    so joblib's workers repeat the in-process fit bit for bit."""
+    from joblib import parallel_config
+
+    rng = np.random.default_rng(7)
+    docs = _random_documents(rng, 80, 40)
+    counts = lexical.token_counts(docs, 40, ignored_ids=[0, 1, 2])
+    targets = np.zeros((80, 3), dtype=bool)
+    targets[:, 0] = rng.random(80) < 0.1  # about 72 negatives: sampled down to 30
+    targets[:, 1] = rng.random(80) < 0.7  # about 24 negatives: under the cap, fitted on everything
+    targets[:, 2] = rng.random(80) < 0.3
+    whole = lexical.fit_lexical_scorer(counts, targets)
+    capped = lexical.fit_lexical_scorer(counts, targets, max_negatives=30, seed=5)
+    assert np.count_nonzero(~targets[:, 1]) <= 30 < np.count_nonzero(~targets[:, 0])
+    np.testing.assert_array_equal(capped.weight[:, 1], whole.weight[:, 1])
+    assert not np.allclose(capped.weight[:, 0], whole.weight[:, 0])
+    assert capped.max_negatives == 30
+    with parallel_config(backend="loky"):
+        in_workers = lexical.fit_lexical_scorer(counts, targets, n_jobs=2, max_negatives=30, seed=5)
+    np.testing.assert_array_equal(in_workers.weight, capped.weight)
+    np.testing.assert_array_equal(in_workers.bias, capped.bias)
 
 
 def test_the_svm_workers_module_imports_neither_torch_nor_transformers():

@@ -275,17 +275,19 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     stdout = run_scale_in_process(tmp_path, monkeypatch, capsys, "--data", str(QUICKSTART_DATA), "--scheme", "cpc",
                                   "--sizes", "200", "--format", "tsv,jsonl", "--eval-docs", "20", "--tune-docs", "0",
                                   "--skip-predict", "--fusion-docs", "100,200", "--fusion-cap", "150", "--fusion-nodes", "3",
+                                  "--fusion-max-negatives", "120",
                                   "--frozen-epoch-docs", "60", "--train-docs", "200", "--train-micro-batches",
                                   "auto,off,low")  # the release format and JSON Lines, streamed into Arrow; fusion against a frozen epoch; thmm-train
     assert "| tsv | 200 |" in stdout and "| jsonl | 200 |" in stdout and "tokens not reused" not in stdout
     assert "Tokenizing 200 of these documents" in stdout
     assert "| n/a | n/a |" in stdout and "prediction peak RSS" not in stdout  # --skip-predict
     assert "- tsv: 200 documents prepared" in stdout and "- jsonl: 200 documents prepared" in stdout
-    assert "| 100 of 100 | 3 |" in stdout and "| 150 of 200 | 3 |" in stdout and "26 nodes, 20 dev documents" in stdout
+    assert "| 100 of 100, at most 120 negatives a node | 3 |" in stdout and "26 nodes, 20 dev documents" in stdout
+    assert "| 150 of 200, at most 120 negatives a node | 3 |" in stdout
     frozen = re.search(r"Frozen epoch \(.*\): (\d+) s for 60 documents, ([\d.]+) ms per document", stdout)
     assert frozen and float(frozen.group(2)) > 0  # a measured rate, which each fusion row is put against:
-    fusion_rows = [line.split("|") for line in stdout.splitlines() if line.startswith(("| 100 of 100 |", "| 150 of 200 |"))]
-    assert all(row[-2].strip().endswith("%") for row in fusion_rows)
+    fusion_rows = [line.split("|") for line in stdout.splitlines() if line.startswith(("| 100 of 100,", "| 150 of 200,"))]
+    assert len(fusion_rows) == 2 and all(row[-2].strip().endswith("%") for row in fusion_rows)
     assert "thmm-train, one epoch on 200 tsv documents" in stdout and "exit code 0" in stdout
     phases = re.search(r"while building ([\d.]+|n/a) GB, in the epoch ([\d.]+) GB, in lexical fusion ([\d.]+|n/a) GB", stdout)
     assert phases and float(phases.group(2)) > 0  # the peak within each step of the run (a short one may see no sample)
@@ -320,6 +322,7 @@ def test_scale_benchmark_refuses_an_unknown_micro_batch_mode(tmp_path, value):
 @pytest.mark.parametrize("option, value, message", [
     ("--fusion-cap", "1", "--fusion-cap: must be 0 (all of them) or at least 2 (got 1)"),
     ("--fusion-cap", "-3", "--fusion-cap: must be 0 (all of them) or at least 2 (got -3)"),
+    ("--fusion-max-negatives", "-2", "--fusion-max-negatives: must be 0 (all of them) or positive (got -2)"),
     ("--frozen-epoch-docs", "-1", "--frozen-epoch-docs: expected 0 (skip) or a number of documents, got -1"),
 ])
 def test_scale_benchmark_refuses_bad_fusion_options(tmp_path, option, value, message):

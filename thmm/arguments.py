@@ -87,6 +87,9 @@ class TrainingArguments:
                                          metavar="MODEL_DIR")
     lexical_max_train_documents: int = _arg(200_000, "--lexical-fusion fits its SVMs on at most this many training "
                                                      "documents, a random sample beyond (0: all of them)")
+    lexical_max_negatives: int = _arg(100_000, "--lexical-fusion fits each node's SVM on all its positive training "
+                                               "documents and at most this many of its negatives, a random sample "
+                                               "beyond, each weighing for those left out (0: all of them)")
     # data
     dataset: str | None = _arg(None, "Hub dataset id, a dir exported by thmm-publish, or a dir of train/dev/test "
                                      "TSVs (default: the official USPTO-70k release)", metavar="DIR_OR_HUB_ID")
@@ -231,6 +234,7 @@ class TrainingArguments:
         need(self.focal_gamma >= 0, "focal_gamma", "must be non-negative")
         need(self.lexical_max_train_documents == 0 or self.lexical_max_train_documents >= 2,
              "lexical_max_train_documents", "must be 0 (all of them) or at least 2")
+        need(self.lexical_max_negatives >= 0, "lexical_max_negatives", "must be 0 (all of them) or positive")
         need(self.freeze_lower_layers >= 0, "freeze_lower_layers", "must be non-negative")
         need(not (self.freeze_lower_layers and self.freeze_encoder), "freeze_lower_layers",
              "cannot be combined with --freeze-encoder (which freezes every layer)")

@@ -29,6 +29,7 @@ STATE_KEYS = ("epoch", "batches_done", "global_step", "args", "taxonomy_fingerpr
 # (so that a resumed run ends as an uninterrupted one with them would); every other one must match.
 RESUME_EXEMPT = frozenset({
     "threshold_granularity", "node_threshold_min_support", "threshold_frequency_bands", "lexical_fusion", "lexical_max_train_documents",
+    "lexical_max_negatives",
     "small_dev_documents",
     "output_dir", "resume", "overwrite_output_dir", "keep_checkpoints", "checkpoint_every", "save_total_limit",
     "logging_steps", "report_to", "num_workers", "preprocessing_num_workers", "push_to_hub", "hub_model_id",

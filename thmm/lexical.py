@@ -109,6 +109,7 @@ class LexicalScorerFit:
     vocabulary: int  # word-pieces with a weight
     documents: int  # training documents the SVMs were fitted on
     top_k: int = 0  # weights kept per node (0: all)
+    max_negatives: int = 0  # negative training documents per node's SVM (0: all)
 
     def decisions(self, counts: sp.csr_matrix) -> np.ndarray:
         """``[documents, nodes]`` SVM decision values of documents given as :func:`token_counts`."""
@@ -135,13 +136,17 @@ def training_tfidf(counts: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray, np
 
 
 def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SVM_C,
-                       n_jobs: int | None = None, top_k: int = 0) -> LexicalScorerFit:
+                       n_jobs: int | None = None, top_k: int = 0, max_negatives: int = 0,
+                       seed: int = 0) -> LexicalScorerFit:
     """TF-IDF over the training word-pieces (``counts``, from :func:`token_counts`) and a
-    ``LinearSVC`` per node (``targets``: ``[documents, nodes]`` 0/1, ancestors included); with
-    ``top_k``, each node keeps its ``top_k`` weights of largest absolute value (a sparse ``weight``)."""
+    ``LinearSVC`` per node (``targets``: ``[documents, nodes]`` 0/1, ancestors included), on all of a
+    node's positives and at most ``max_negatives`` of its negatives (0: all; a random sample seeded
+    by ``seed``); with ``top_k``, each node keeps its ``top_k`` weights of largest absolute value (a
+    sparse ``weight``)."""
     t0 = time.perf_counter()
     X, idf, used = training_tfidf(counts)
-    coef, intercept = fit_node_svms(X, np.asfortranarray(targets), C, n_jobs)  # a node's column: contiguous
+    coef, intercept = fit_node_svms(X, np.asfortranarray(targets), C, n_jobs, max_negatives,
+                                    seed)  # a node's column: contiguous
     del X
     if top_k:
         from modeling_thmm import top_k_weights
@@ -155,7 +160,7 @@ def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SV
         weight = np.zeros((counts.shape[1], targets.shape[1]), dtype=np.float32)
         weight[used] = coef
     return LexicalScorerFit(idf.astype(np.float32), weight, intercept, time.perf_counter() - t0, len(used),
-                            counts.shape[0], top_k)
+                            counts.shape[0], top_k, max_negatives)
 
 
 def calibrate(decisions: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -284,15 +289,17 @@ class LexicalFusion:
 
     def to_dict(self) -> dict:
         return {**self.choice.to_dict(), "word_pieces": self.fit.vocabulary, "train_documents": self.fit.documents,
-                "fit_seconds": self.fit.seconds}
+                "max_negatives": self.fit.max_negatives, "fit_seconds": self.fit.seconds}
 
 
 def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, references: dict, head_logits: dict, *,
                scheme: str, objective: str, granularity: str, min_support: int, max_train_documents: int,
-               seed: int = 0, fixed_threshold: float | None = None) -> LexicalFusion:
+               max_negatives: int = 0, seed: int = 0, fixed_threshold: float | None = None) -> LexicalFusion:
     """The whole of ``--lexical-fusion`` after the heads are trained: the scorer fitted on the
     ``train`` split's word-pieces (as ``tokenizer`` cuts them at ``max_length``, what the model
-    reads; on a random ``max_train_documents`` of them when there are more, 0: all), calibrated and
+    reads; on a random ``max_train_documents`` of them when there are more, 0: all; each node's SVM
+    on all its positives among them and at most a random ``max_negatives`` of its negatives, 0:
+    all), calibrated and
     its weight chosen on ``validation`` (:func:`choose_fusion_weight`), and the fused logits of
     every split in ``head_logits`` (``validation`` and any others)."""
     from modeling_thmm import fuse_lexical_logits
@@ -313,8 +320,10 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
     train_refs = references["train"] if train_rows is None else [references["train"][i] for i in train_rows]
     fit = None
     try:  # too few training documents for a vocabulary, or no dev document with a code of the taxonomy
-        fit = fit_lexical_scorer(counts["train"], label_targets(taxonomy, train_refs, dtype=bool),
-                                 top_k=lexical_top_k(taxonomy))  # bool: a quarter of float32's [documents, nodes]
+        targets = label_targets(taxonomy, train_refs, dtype=bool)  # bool: a quarter of float32's [documents, nodes]
+        fit = fit_lexical_scorer(counts["train"], targets, top_k=lexical_top_k(taxonomy), max_negatives=max_negatives,
+                                 seed=seed)
+        del targets
         decisions = {name: fit.decisions(counts[name]) for name in head_logits}
         scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
     except ValueError as err:
@@ -327,6 +336,9 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
                                   fixed_threshold=fixed_threshold)
     sample = "" if train_rows is None else (f" fitted on a random {len(train_rows)} of the {train_size} training "
                                             "documents (--lexical-max-train-documents)")
+    if max_negatives and len(train_refs) > max_negatives:
+        sample += (f", each node's on its positives and at most {max_negatives} of its negatives "
+                   "(--lexical-max-negatives)")
     logger.info("lexical fusion: weight %s chosen on dev (two-fold CV %s %.4f, heads alone %.4f); SVMs over %d "
                 "word-pieces%s in %.0f s", choice.describe(), objective, choice.cv_score,
                 choice.cv_dev.get(0.0, float("nan")), fit.vocabulary, sample, fit.seconds)

@@ -22,27 +22,51 @@ SVM_C = 1.0  # the TwistBytes baseline's
 SVM_SOLVER = {"dual": True, "tol": 1e-3}
 
 
-def fit_node_svm(X, y, C: float = SVM_C) -> tuple[np.ndarray | None, float]:
+def fit_node_svm(X, y, C: float = SVM_C, rows: np.ndarray | None = None) -> tuple[np.ndarray | None, float]:
     """One node's ``LinearSVC`` on ``X``: ``(coef, intercept)``; ``(None, +-1)`` for a node every (or
-    no) training document carries, which scores that constant."""
+    no) training document carries, which scores that constant. With ``rows`` (all positives and a
+    random sample of the negatives, :func:`node_training_rows`) it is fitted on those documents, each
+    sampled negative weighing for the negatives left out, so that the hinge loss it minimises is an
+    unbiased estimate of the whole training set's."""
     from sklearn.svm import LinearSVC
 
     if y.min() == y.max():
         return None, (1.0 if y[0] else -1.0)
-    clf = LinearSVC(C=C, random_state=0, **SVM_SOLVER).fit(X, y)  # liblinear shuffles: seeded, so a fit repeats
+    weights = None
+    if rows is not None:
+        negatives = y.size - np.count_nonzero(y)
+        X, y = X[rows], y[rows]
+        weights = np.where(y, 1.0, negatives / (y.size - np.count_nonzero(y)))
+    clf = LinearSVC(C=C, random_state=0, **SVM_SOLVER).fit(X, y, sample_weight=weights)  # liblinear shuffles: seeded
     return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
 
 
-def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def node_training_rows(y: np.ndarray, max_negatives: int, seed: int, node: int) -> np.ndarray | None:
+    """The documents a node's SVM is fitted on: every positive and at most ``max_negatives`` random
+    negatives (seeded by ``seed`` and ``node``, so a fit repeats), in document order; ``None`` (all of
+    them) when it has no more negatives than that or ``max_negatives`` is 0."""
+    negatives = y.size - int(np.count_nonzero(y))
+    if not max_negatives or negatives <= max_negatives or negatives == y.size:
+        return None
+    keep = np.flatnonzero(~y.astype(bool))
+    keep = np.random.default_rng([seed, node]).choice(keep, max_negatives, replace=False)
+    return np.sort(np.concatenate([np.flatnonzero(y), keep]))
+
+
+def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None = None, max_negatives: int = 0,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A ``LinearSVC`` per column of ``targets`` (``[documents, nodes]`` 0/1) on ``X``:
     ``(coef [features, nodes], intercept [nodes])``, fitted by ``n_jobs`` processes (default: the
     CPUs, at most 8; joblib memory-maps ``X`` for them). Not threads: liblinear draws its shuffles
-    from one generator per process, so concurrent fits in one process would not repeat exactly."""
+    from one generator per process, so concurrent fits in one process would not repeat exactly.
+    With ``max_negatives``, each node is fitted on all its positives and that many of its negatives
+    (:func:`node_training_rows`)."""
     from joblib import Parallel, delayed
 
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     fitted = Parallel(n_jobs=n_jobs)(
-        delayed(fit_node_svm)(X, targets[:, j], C) for j in range(targets.shape[1]))
+        delayed(fit_node_svm)(X, targets[:, j], C, node_training_rows(targets[:, j], max_negatives, seed, j))
+        for j in range(targets.shape[1]))
     if n_jobs > 1:  # the idle workers would hold their memory (and outlive a killed run) for minutes
         from joblib.externals.loky import get_reusable_executor
 

@@ -733,7 +733,8 @@ class Trainer:
             self.splits, self.tokenizer, args.max_length, self.taxonomy, self.references, head_logits,
             scheme=args.scheme, objective=args.threshold_objective, granularity=self.threshold_granularity,
             min_support=args.node_threshold_min_support, max_train_documents=args.lexical_max_train_documents,
-            seed=args.seed, fixed_threshold=None if args.tune_thresholds else args.threshold)
+            max_negatives=args.lexical_max_negatives, seed=args.seed,
+            fixed_threshold=None if args.tune_thresholds else args.threshold)
         return self.lexical.logits
 
     # ---- tune --------------------------------------------------------------------------------
