@@ -358,7 +358,7 @@ def test_sampled_negatives_are_weighted_so_the_scores_stay_where_the_whole_fit_p
     y = (X @ rng.normal(size=60) + rng.normal(scale=0.5, size=3000)) > 1.2
     rows = node_training_rows(y, 600, seed=0, node=0)
     whole = X @ fit_node_svm(X, y)[0] + fit_node_svm(X, y)[1]
-    coef, intercept = fit_node_svm(X, y, rows=rows)
+    coef, intercept = fit_node_svm(X, y, max_negatives=600, seed=0, node=0)
     weighted_shift = abs(np.mean(X @ coef + intercept - whole))
     unweighted = LinearSVC(C=1.0, random_state=0, **SVM_SOLVER).fit(X[rows], y[rows])
     unweighted_shift = abs(np.mean(unweighted.decision_function(X) - whole))

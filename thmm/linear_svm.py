@@ -22,17 +22,19 @@ SVM_C = 1.0  # the TwistBytes baseline's
 SVM_SOLVER = {"dual": True, "tol": 1e-3}
 
 
-def fit_node_svm(X, y, C: float = SVM_C, rows: np.ndarray | None = None) -> tuple[np.ndarray | None, float]:
+def fit_node_svm(X, y, C: float = SVM_C, max_negatives: int = 0, seed: int = 0,
+                 node: int = 0) -> tuple[np.ndarray | None, float]:
     """One node's ``LinearSVC`` on ``X``: ``(coef, intercept)``; ``(None, +-1)`` for a node every (or
-    no) training document carries, which scores that constant. With ``rows`` (all positives and a
-    random sample of the negatives, :func:`node_training_rows`) it is fitted on those documents, each
-    sampled negative weighing for the negatives left out, so that the hinge loss it minimises is an
-    unbiased estimate of the whole training set's."""
+    no) training document carries, which scores that constant. With ``max_negatives`` it is fitted on
+    all the positives and a random sample of the negatives (:func:`node_training_rows`), each sampled
+    negative weighing for those left out, so that the hinge loss it minimises is an unbiased estimate
+    of the whole training set's."""
     from sklearn.svm import LinearSVC
 
     if y.min() == y.max():
         return None, (1.0 if y[0] else -1.0)
     weights = None
+    rows = node_training_rows(y, max_negatives, seed, node)  # drawn here: a worker is sent y, not the rows
     if rows is not None:
         negatives = y.size - np.count_nonzero(y)
         X, y = X[rows], y[rows]
@@ -65,8 +67,7 @@ def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None =
 
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     fitted = Parallel(n_jobs=n_jobs)(
-        delayed(fit_node_svm)(X, targets[:, j], C, node_training_rows(targets[:, j], max_negatives, seed, j))
-        for j in range(targets.shape[1]))
+        delayed(fit_node_svm)(X, targets[:, j], C, max_negatives, seed, j) for j in range(targets.shape[1]))
     if n_jobs > 1:  # the idle workers would hold their memory (and outlive a killed run) for minutes
         from joblib.externals.loky import get_reusable_executor
 
