@@ -42,7 +42,8 @@ def test_svm_solver_benchmark_compares_each_solver_with_the_default():
                           "--nodes", "3"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 400 |")]
-    assert len(rows) == 4 and "default" in rows[0][4] and float(rows[0][6]) == 1.0  # the default against itself
+    assert len(rows) == 6 and "default" in rows[0][4] and float(rows[0][6]) == 1.0  # the default against itself
+    assert "SVM_SOLVER" in rows[-1][4]  # the fit's own solver, last
     assert all(0.0 < float(r[7]) <= 1.0 for r in rows)  # a share of the decisions, measured for each solver
 
 
