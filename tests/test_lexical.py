@@ -329,6 +329,8 @@ def test_fit_fusion_samples_the_training_documents_beyond_the_cap(tiny_tokenizer
                                        max_train_documents=0, max_negatives=12, **kwargs)
     assert negatives.fit.documents == 40 and negatives.to_dict()["max_negatives"] == 12
     assert "at most 12 of its negatives (--lexical-max-negatives)" in caplog.text
+
+
 def test_node_training_rows_keep_every_positive_and_sample_the_negatives():
     from thmm.linear_svm import node_training_rows
 
@@ -357,7 +359,8 @@ def test_sampled_negatives_are_weighted_so_the_scores_stay_where_the_whole_fit_p
     X = sp.random(3000, 60, density=0.1, random_state=0, format="csr")
     y = (X @ rng.normal(size=60) + rng.normal(scale=0.5, size=3000)) > 1.2
     rows = node_training_rows(y, 600, seed=0, node=0)
-    whole = X @ fit_node_svm(X, y)[0] + fit_node_svm(X, y)[1]
+    whole_coef, whole_intercept = fit_node_svm(X, y)
+    whole = X @ whole_coef + whole_intercept
     coef, intercept = fit_node_svm(X, y, max_negatives=600, seed=0, node=0)
     weighted_shift = abs(np.mean(X @ coef + intercept - whole))
     unweighted = LinearSVC(C=1.0, random_state=0, **SVM_SOLVER).fit(X[rows], y[rows])

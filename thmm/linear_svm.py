@@ -35,10 +35,9 @@ def fit_node_svm(X, y, C: float = SVM_C, max_negatives: int = 0, seed: int = 0,
         return None, (1.0 if y[0] else -1.0)
     weights = None
     rows = node_training_rows(y, max_negatives, seed, node)  # drawn here: a worker is sent y, not the rows
-    if rows is not None:
-        negatives = y.size - np.count_nonzero(y)
+    if rows is not None:  # it keeps exactly max_negatives of them
+        weights = np.where(y[rows], 1.0, (y.size - np.count_nonzero(y)) / max_negatives)
         X, y = X[rows], y[rows]
-        weights = np.where(y, 1.0, negatives / (y.size - np.count_nonzero(y)))
     clf = LinearSVC(C=C, random_state=0, **SVM_SOLVER).fit(X, y, sample_weight=weights)  # liblinear shuffles: seeded
     return clf.coef_.ravel().astype(np.float32), float(clf.intercept_[0])
 
