@@ -467,14 +467,16 @@ def step_train(opts: dict) -> dict:
     """``thmm-train`` with its defaults (lexical fusion on) but the tiny encoder, one epoch; the
     wall time of the whole run, of the epoch (``Trainer.fit``) and of lexical fusion (``fit_fusion``)."""
     os.environ["HF_DATASETS_CACHE"] = opts["cache"]  # a cold cache of its own (before datasets is imported)
+    from thmm.cli import train  # first, as in the command: it asks torch for huge pages before torch starts
+
     import thmm.lexical
-    from thmm.cli import train
+    from thmm.cpu_memory import torch_uses_huge_pages
     from thmm.trainer import Trainer
 
     if opts.get("micro_batches") == "off":  # the whole batch at once, as before micro-batches (for the comparison)
         import thmm.trainer
 
-        thmm.trainer.CPU_MICRO_BATCH_ELEMENTS = 2**62
+        thmm.trainer.CPU_MICRO_BATCH_ELEMENTS = thmm.trainer.HUGE_PAGE_MICRO_BATCH_ELEMENTS = 2**62
     cpu0, timed, spans = cpu_seconds(), {}, {}
     calls = {"fusion_s": (thmm.lexical, "fit_fusion"), "fit_s": (Trainer, "fit"), "build_s": (Trainer, "__init__")}
     with timed_calls(timed, calls, spans), PeakMemory() as memory:
@@ -487,7 +489,8 @@ def step_train(opts: dict) -> dict:
     phases = {f"peak_rss_{name.removesuffix('_s')}": max(memory.peak_between(*span) for span in spans[name])
               for name in calls if spans.get(name)}  # which step of the run the peak is in
     return {"code": code, "seconds": seconds, **timed, **phases, "cpu_s": cpu_seconds() - cpu0,
-            "peak_rss": memory.rss, "peak_anon": memory.anon, "load_average": os.getloadavg()[0]}
+            "peak_rss": memory.rss, "peak_anon": memory.anon, "load_average": os.getloadavg()[0],
+            "huge_pages": torch_uses_huge_pages()}
 
 
 def step_fusion(opts: dict) -> dict:
@@ -707,7 +710,8 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
                        f"fusion {run.get('fusion_s', 0):.0f} s), {run['cpu_s']:.0f} CPU-s, peak RSS "
                        f"{run['peak_rss'] / 1e9:.2f} GB ({gb(run['peak_anon'])} GiB anonymous; while building "
                        f"{phase_gb(run, 'build')} GB, in the epoch {phase_gb(run, 'fit')} GB, in lexical fusion "
-                       f"{phase_gb(run, 'fusion')} GB), load average "
+                       f"{phase_gb(run, 'fusion')} GB), torch's huge pages "
+                       f"{'on' if run.get('huge_pages') else 'off'}, load average "
                        f"{run['load_average']:.1f} at the end; exit code {run['code']}.")]
     lines += ["", "Targets:"]
     for data_format, by_size in results.items():

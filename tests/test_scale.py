@@ -292,6 +292,7 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     phases = re.search(r"while building ([\d.]+|n/a) GB, in the epoch ([\d.]+) GB, in lexical fusion ([\d.]+|n/a) GB", stdout)
     assert phases and float(phases.group(2)) > 0  # the peak within each step of the run (a short one may see no sample)
     assert "CPU micro-batches auto)" in stdout and "CPU micro-batches off)" in stdout
+    assert len(re.findall(r"torch's huge pages (?:on|off), load average", stdout)) == 3
     assert "CPU micro-batches low (--low-cpu-memory))" in stdout and "micro-batches low (--low-cpu-memory): peak RSS" in stdout
     corpus = (tmp_path / "work" / "docs_200_tsv" / "train.tsv").read_text().splitlines()
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"

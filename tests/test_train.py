@@ -413,8 +413,9 @@ def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, m
             "--features-cache-dir", str(tmp_path / "cache"), "--no-lexical-fusion", *extra)))
         return load_file(out / "model" / "model.safetensors"), summary
 
-    fixed = []  # runs that fixed glibc's mmap threshold: only --low-cpu-memory's
+    fixed = []  # runs that fixed glibc's mmap threshold: --low-cpu-memory's, and any run on torch's huge pages
     monkeypatch.setattr(trainer_module, "fix_malloc_mmap_threshold", lambda: fixed.append(True))
+    monkeypatch.setattr(trainer_module, "torch_uses_huge_pages", lambda: False)
     whole, _ = frozen_run("whole")
     from configuration_thmm import THMMConfig
 
@@ -429,10 +430,17 @@ def test_cpu_micro_batches_keep_the_batch_gradient(tiny_encoder_dir, tmp_path, m
     monkeypatch.setattr(trainer_module, "LOW_MEMORY_MICRO_BATCH_ELEMENTS", 2 * per_document)
     low, _ = frozen_run("low", "--low-cpu-memory")
     assert "training in 4 micro-batches of 2 documents per step of 8" in "".join(capsys.readouterr()) and fixed == [True]
-    assert whole.keys() == micro.keys() == low.keys()
+    # on huge pages the default fixes the threshold too, with a budget between the two
+    monkeypatch.setattr(trainer_module, "torch_uses_huge_pages", lambda: True)
+    monkeypatch.setattr(trainer_module, "HUGE_PAGE_MICRO_BATCH_ELEMENTS", 8 * per_document)  # the whole batch
+    huge, _ = frozen_run("huge")
+    log = "".join(capsys.readouterr())
+    assert "micro-batches" not in log and "on huge pages: yes" in log and fixed == [True, True]
+    assert whole.keys() == micro.keys() == low.keys() == huge.keys()
     for name in whole:
         torch.testing.assert_close(micro[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
         torch.testing.assert_close(low[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(huge[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_path, monkeypatch):

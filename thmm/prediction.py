@@ -16,7 +16,6 @@ process's."""
 from __future__ import annotations
 
 import csv
-import ctypes
 import itertools
 import json
 import os
@@ -33,6 +32,7 @@ import torch
 from dataset_script import MAX_FIELD_CHARS  # the training readers' limit: one limit per field, whatever the command
 from modeling_thmm import longest_first
 
+from .cpu_memory import return_freed_memory
 from .data import Rows, TokenCollator, encode_texts
 
 CHUNK_SIZE = 1024
@@ -385,7 +385,9 @@ class ChunkPredictor:
 
     @torch.no_grad()
     def __call__(self, docs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        release_freed_memory()  # the previous chunk's
+        # the previous chunk's: batches of ever-different shapes fragment glibc's per-thread arenas, so a long
+        # run's resident memory would creep up by a few MB per chunk although nothing leaks
+        return_freed_memory()
         table = encode_texts(self.tokenizer, [d["title"] for d in docs], [d["abstract"] for d in docs],
                              self.max_length)
         order = longest_first(table.column("length").to_numpy())
@@ -409,24 +411,6 @@ def check_finite_scores(probabilities: np.ndarray, docs: list[dict], source: str
         doc = docs[int(np.argmin(finite))]
         raise ValueError(f"--model {model}: non-finite scores for {source}, {doc['where']} (id {doc['id']!r}); the "
                          "model's weights are damaged, so no predictions are written")
-
-
-def release_freed_memory() -> None:
-    """Give the heap memory freed so far back to the system. glibc keeps it in per-thread arenas,
-    and batches of ever-different shapes (torch's and the tokenizer's threads) fragment them, so a
-    long run's resident memory would creep up by a few MB per chunk although nothing leaks; trimming
-    after each chunk keeps it flat. A no-op without glibc."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
 
 
 # ---- writing -------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ with its card and the test reports."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import json
@@ -40,6 +39,7 @@ from .data import (
     report_unknown_labels,
     training_node_counts,
 )
+from .cpu_memory import fix_malloc_mmap_threshold, return_freed_memory, torch_uses_huge_pages
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
 from .run_folder import RunFolder, resume_command
@@ -143,22 +143,27 @@ def check_writable_dir(path: Path, option: str) -> None:
 # On a CPU a batch is trained in micro-batches (gradient accumulation) small enough that one of the heads'
 # [nodes, batch, hidden] activations stays within this many elements (64 MiB in float32): at batch 512 the
 # 500 subclass heads' activations were 0.26 GB each, and those a backward pass keeps took a 200k-document
-# run to 5 GB. The gradient is the whole batch's (Accelerate averages the micro-batches); time is unchanged.
+# run to 5 GB. The gradient is the whole batch's (Accelerate averages the micro-batches).
 CPU_MICRO_BATCH_ELEMENTS = 2**24
-# --low-cpu-memory: 16 MiB per activation; at 20k documents the epoch's peak fell by 0.42 GiB more for 1.3x the epoch
-# time beside the fixed mmap threshold below (docs/benchmarks.md, issue 35)
+# With torch's huge pages and the fixed mmap threshold (thmm.cpu_memory), 32 MiB: on a 10,240-document epoch
+# at batch 512, 2.03 GB against 2.31 at 64 MiB for 1.03x the time (0.97x glibc's default set-up, 2.80 GB);
+# 16 MiB took 1.89 GB for 1.18x (docs/benchmarks.md, issue 35)
+HUGE_PAGE_MICRO_BATCH_ELEMENTS = 2**23
+# --low-cpu-memory: 16 MiB per activation, and the fixed threshold even without huge pages
 LOW_MEMORY_MICRO_BATCH_ELEMENTS = 2**22
 
 
-def cpu_micro_batches(args: TrainingArguments, accelerator, model) -> int:
+def cpu_micro_batches(args: TrainingArguments, accelerator, model, huge_pages: bool = False) -> int:
     """Micro-batches per optimizer step: ``--gradient-accumulation-steps``, raised on a CPU to the
     smallest divisor of the per-process batch whose micro-batches keep the heads' largest activation
-    within :data:`CPU_MICRO_BATCH_ELEMENTS` (:data:`LOW_MEMORY_MICRO_BATCH_ELEMENTS` with ``--low-cpu-memory``)."""
+    within :data:`CPU_MICRO_BATCH_ELEMENTS` (:data:`HUGE_PAGE_MICRO_BATCH_ELEMENTS` when torch uses huge
+    pages, :data:`LOW_MEMORY_MICRO_BATCH_ELEMENTS` with ``--low-cpu-memory``)."""
     accum = args.gradient_accumulation_steps
     per_process = args.batch_size // accelerator.num_processes
     if accelerator.device.type != "cpu":
         return accum
-    budget = LOW_MEMORY_MICRO_BATCH_ELEMENTS if args.low_cpu_memory else CPU_MICRO_BATCH_ELEMENTS
+    budget = (LOW_MEMORY_MICRO_BATCH_ELEMENTS if args.low_cpu_memory
+              else HUGE_PAGE_MICRO_BATCH_ELEMENTS if huge_pages else CPU_MICRO_BATCH_ELEMENTS)
     per_document = accelerator.unwrap_model(model).heads.activation_elements()
     needed = math.ceil(per_process * per_document / budget)
     if needed <= accum:
@@ -169,40 +174,6 @@ def cpu_micro_batches(args: TrainingArguments, accelerator, model) -> int:
                 args.batch_size, budget * 4 / 2**20)
     accelerator.gradient_accumulation_steps = accum
     return accum
-
-
-# glibc serves a block from the heap once it is below its mmap threshold, and raises that threshold (up to
-# 32 MiB) whenever a larger mmapped block is freed. Training frees heads' gradients and activations of
-# 8-170 MB every step, so the threshold soon covers many of them, and the freed heap they leave behind
-# stays resident: 0.7 GB of a 3.1 GB epoch peak at 20k documents. A fixed threshold (glibc's starting value)
-# keeps large tensors mmapped, given back to the system when freed, at the cost of page faults when they are
-# allocated again: 1.15x the epoch time there, so only --low-cpu-memory fixes it.
-MALLOC_MMAP_THRESHOLD = 128 * 1024
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-
-
-def glibc_function(name: str):
-    """The C library's function ``name`` through ctypes, or ``None`` where it has none (musl, macOS and
-    Windows lack glibc's allocator calls; TypeError: a platform with no process-wide C library handle)."""
-    try:
-        return getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError, TypeError):
-        return None
-
-
-def fix_malloc_mmap_threshold(threshold: int = MALLOC_MMAP_THRESHOLD) -> bool:
-    """Stop glibc raising its mmap threshold, so that freed large tensors leave resident memory; ``False``
-    (and nothing done) where the C library is not glibc."""
-    mallopt = glibc_function("mallopt")
-    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, threshold))
-
-
-def return_freed_memory() -> None:
-    """Give freed heap pages back to the operating system (glibc's ``malloc_trim``), so that resident
-    memory falls once large tensors are freed; a no-op where the C library has no such call."""
-    malloc_trim = glibc_function("malloc_trim")
-    if malloc_trim:
-        malloc_trim(0)
 
 
 def release_prepared(accelerator) -> None:
@@ -427,12 +398,16 @@ class Trainer:
             model.to(accelerator.device)  # the main process encodes the lower-layer cache before prepare()
 
         # ---- datasets and loaders
-        if args.low_cpu_memory and accelerator.device.type == "cpu":
+        huge_pages = accelerator.device.type == "cpu" and torch_uses_huge_pages()
+        if accelerator.device.type == "cpu" and (args.low_cpu_memory or huge_pages):
             fix_malloc_mmap_threshold()
+            logger.info("freed tensors go back to the system at once (glibc's mmap threshold fixed), on huge pages: %s",
+                        "yes" if huge_pages else "no (torch takes them only when THP_MEM_ALLOC_ENABLE=1 is set before "
+                        "its first tensor, as thmm-train does)")
         elif args.low_cpu_memory:
             logger.warning("--low-cpu-memory applies to training on a CPU; this run trains on %s, so it changes nothing",
                            accelerator.device.type)
-        accum = cpu_micro_batches(args, accelerator, model)
+        accum = cpu_micro_batches(args, accelerator, model, huge_pages)
         per_device_batch = args.batch_size // (accum * accelerator.num_processes)
         self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
         self.loss_columns = taxonomy.leaf_ids if args.head_type == "flat" else None  # flat: trained on leaves
