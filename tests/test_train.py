@@ -520,3 +520,22 @@ def test_a_run_stopped_for_memory_resumes_with_low_cpu_memory_only_when_allowed(
         checkpoints.check_resume_arguments(Path("ckpt"), saved, TrainingArguments(
             low_cpu_memory=True, allow_nonidentical_resume=True, head_type="tmm"))
     assert "add --allow-nonidentical-resume" not in str(error.value)
+
+
+def test_a_resume_in_other_micro_batches_than_its_checkpoint_is_refused_unless_allowed(trained, caplog):
+    """The micro-batches follow the machine too (torch's huge pages), not only the arguments: each
+    checkpoint records them, and a resume that would train in others is refused, naming the way out."""
+    from thmm.trainer import check_resume_micro_batches
+
+    out, _ = trained
+    states = [json.loads((p / checkpoints.TRAINER_STATE).read_text()) for p in checkpoints.list_checkpoints(out)]
+    assert states and all(s["micro_batches"] == 1 for s in states)  # the small run's batch fits one
+    saved, args = states[-1], TrainingArguments()
+    check_resume_micro_batches(Path("ckpt"), saved, 1, args)  # the same: nothing to say
+    check_resume_micro_batches(Path("ckpt"), {}, 4, args)  # a checkpoint from before they were recorded
+    with pytest.raises(ConfigError, match=r"--resume: ckpt trained in 1 micro-batches per step and this run would "
+                                          r"train in 4 .*THP_MEM_ALLOC_ENABLE=1.*add --allow-nonidentical-resume"):
+        check_resume_micro_batches(Path("ckpt"), saved, 4, args)
+    with caplog.at_level("WARNING", logger="thmm.train"):
+        check_resume_micro_batches(Path("ckpt"), saved, 4, TrainingArguments(allow_nonidentical_resume=True))
+    assert "would train in 4" in caplog.text and "will not repeat an uninterrupted one exactly" in caplog.text

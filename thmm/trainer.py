@@ -176,6 +176,22 @@ def cpu_micro_batches(args: TrainingArguments, accelerator, model, huge_pages: b
     return accum
 
 
+def check_resume_micro_batches(path: Path, saved: dict, micro_batches: int, args: TrainingArguments) -> None:
+    """The micro-batches per step also follow the machine (a CPU, torch's huge pages), not only the
+    arguments: a resume that would train in other micro-batches than its checkpoint's draws other dropout
+    masks, so it is refused like a changed ``--low-cpu-memory`` (logged with ``--allow-nonidentical-resume``)."""
+    before = saved.get("micro_batches")  # absent from checkpoints written before it was recorded
+    if before is None or before == micro_batches:
+        return
+    what = (f"{path} trained in {before} micro-batches per step and this run would train in {micro_batches} (on a "
+            "CPU they follow --low-cpu-memory and whether torch uses huge pages: THP_MEM_ALLOC_ENABLE=1 before torch "
+            "starts, as thmm-train sets it)")
+    if not args.allow_nonidentical_resume:
+        raise ConfigError(f"--resume: {what}; add --allow-nonidentical-resume to continue anyway")
+    logger.warning("--resume: %s; continuing (--allow-nonidentical-resume): the run will not repeat an uninterrupted "
+                   "one exactly", what)
+
+
 def release_prepared(accelerator) -> None:
     """Drop Accelerate's references to what it prepared (models, optimizers, schedulers, loaders),
     collect, and give the freed heap back: the caller has already dropped its own references."""
@@ -408,6 +424,8 @@ class Trainer:
             logger.warning("--low-cpu-memory applies to training on a CPU; this run trains on %s, so it changes nothing",
                            accelerator.device.type)
         accum = cpu_micro_batches(args, accelerator, model, huge_pages)
+        if self.resume_from:
+            check_resume_micro_batches(*self.resume_from, accum, args)
         per_device_batch = args.batch_size // (accum * accelerator.num_processes)
         self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
         self.loss_columns = taxonomy.leaf_ids if args.head_type == "flat" else None  # flat: trained on leaves
@@ -449,7 +467,7 @@ class Trainer:
         self.state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [],
                       "selection": self._early_stopping().state_dict(),  # best epoch, patience, stop
                       "args": ckpt.resume_args(args), "taxonomy_fingerprint": taxonomy.fingerprint,
-                      "data_digest": self.data_digest}
+                      "data_digest": self.data_digest, "micro_batches": accum}
         self.tuned: TunedThresholds | None = None
         self.lexical = None  # a thmm.lexical.LexicalFusion after fit_lexical_fusion
         self.temperatures = None  # one per level after calibrate (--calibration temperature or platt)
