@@ -6,10 +6,11 @@ glibc serves a block from its heap once the block is below its mmap threshold, a
 of 8-170 MB every step, so the threshold soon covers many of them, and the freed heap they leave behind
 stays resident: 0.7 GB of a 3.1 GB epoch peak at 20k documents. A fixed threshold (glibc's starting
 value) keeps large tensors mmapped, given back to the system when freed, at the cost of page faults when
-they are mapped again: 1.19x the epoch time with 4 KiB pages. torch backs its large CPU tensors with
+they are mapped again: 1.14x the epoch time with 4 KiB pages. torch backs its large CPU tensors with
 transparent huge pages when ``THP_MEM_ALLOC_ENABLE=1`` (one fault per 2 MiB): with them the fixed
-threshold ran the same epoch in 0.94x the time of glibc's default, so the commands ask torch for huge
-pages and training fixes the threshold whenever torch uses them (docs/benchmarks.md, issue 35).
+threshold ran the same epoch in 0.95x the time of glibc's default, so the commands ask torch for huge
+pages and training fixes the threshold whenever torch uses them (bench/cpu_memory.py; docs/benchmarks.md,
+issue 35).
 
 Everything here is a no-op where the C library is not glibc or the kernel has no transparent huge pages.
 """

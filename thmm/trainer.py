@@ -146,8 +146,8 @@ def check_writable_dir(path: Path, option: str) -> None:
 # run to 5 GB. The gradient is the whole batch's (Accelerate averages the micro-batches).
 CPU_MICRO_BATCH_ELEMENTS = 2**24
 # With torch's huge pages and the fixed mmap threshold (thmm.cpu_memory), 32 MiB: on a 10,240-document epoch
-# at batch 512, 2.03 GB against 2.31 at 64 MiB for 1.03x the time (0.97x glibc's default set-up, 2.80 GB);
-# 16 MiB took 1.89 GB for 1.18x (docs/benchmarks.md, issue 35)
+# at batch 512, 2.03 GB against 2.31 at 64 MiB in the same time (0.94x glibc's default set-up at 2.84 GB);
+# 16 MiB took 1.89 GB for 1.12x (bench/cpu_memory.py; docs/benchmarks.md, issue 35)
 HUGE_PAGE_MICRO_BATCH_ELEMENTS = 2**23
 # --low-cpu-memory: 16 MiB per activation, and the fixed threshold even without huge pages
 LOW_MEMORY_MICRO_BATCH_ELEMENTS = 2**22
