@@ -8,7 +8,7 @@ stays resident: 0.7 GB of a 3.1 GB epoch peak at 20k documents. A fixed threshol
 value) keeps large tensors mmapped, given back to the system when freed, at the cost of page faults when
 they are mapped again: 1.14x the epoch time with 4 KiB pages. torch backs its large CPU tensors with
 transparent huge pages when ``THP_MEM_ALLOC_ENABLE=1`` (one fault per 2 MiB): with them the fixed
-threshold ran the same epoch in 0.95x the time of glibc's default, so the commands ask torch for huge
+threshold ran the same epoch in 0.95x the time of glibc's default, so ``thmm-train`` asks torch for huge
 pages and training fixes the threshold whenever torch uses them (bench/cpu_memory.py; docs/benchmarks.md,
 issue 35).
 
@@ -65,7 +65,7 @@ def transparent_huge_pages_available() -> bool:
 
 def request_torch_huge_pages() -> None:
     """Ask torch to back its large CPU tensors with huge pages, unless the user set ``THP_MEM_ALLOC_ENABLE``
-    either way. It takes effect only before torch's first CPU allocation, so the commands call it first."""
+    either way. It takes effect only before torch's first CPU allocation, so ``thmm-train`` calls it first."""
     if transparent_huge_pages_available():
         os.environ.setdefault(TORCH_HUGE_PAGES_ENV, "1")
 

@@ -25,12 +25,6 @@ from collections.abc import Callable
 
 from huggingface_hub.errors import StrictDataclassError
 
-from thmm.cpu_memory import request_torch_huge_pages
-
-# Before any command imports torch: torch decides at its first tensor whether large CPU tensors go on huge
-# pages, which makes training's freed-memory release cheaper than glibc's default (thmm.cpu_memory)
-request_torch_huge_pages()
-
 # Errors that describe the user's input (their messages name the option, file, line or field);
 # StrictDataclassError: a config.json value that THMMConfig's validation refuses.
 USER_ERRORS = (ValueError, OSError, StrictDataclassError)
