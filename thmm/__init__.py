@@ -9,6 +9,7 @@ The model files stay top-level modules, because a saved model carries them as re
 - :mod:`thmm.data` — splits, taxonomy, label ids, token datasets in Arrow, batching, length-grouped batches
 - :mod:`thmm.features` — the frozen-encoder feature cache (memory-mapped)
 - :mod:`thmm.mapped_pages` — bounded resident memory while reading memory-mapped files
+- :mod:`thmm.cpu_memory` — glibc's allocator and torch's huge pages: an epoch's resident memory on a CPU
 - :mod:`thmm.prediction` — streaming prediction, across processes under ``accelerate launch``
 - :mod:`thmm.trainer` — :class:`Trainer`: build, fit (Accelerate), tune, save
 - :mod:`thmm.evaluation`, :mod:`thmm.thresholds` — dev/test scoring and threshold tuning
