@@ -129,6 +129,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_encoder_dir, tmp_path,
     assert train_cli.cli(small_args(tiny_encoder_dir, killed_out, *common, "--resume")) == 0
     resumed = capsys.readouterr()
     assert "resumed from" in resumed.out and "step 6" in resumed.out, resumed.err[-3000:]  # only step 7 was lost
+    after = json.loads((killed_out / "checkpoints" / "step_00000010" / checkpoints.TRAINER_STATE).read_text())
+    assert after["micro_batches"] == 1  # a checkpoint written after the resume records the resumed run's
 
     for rel in ("checkpoints/step_00000010/model.safetensors", "model/model.safetensors"):
         a, b = load_file(full / rel), load_file(killed_out / rel)
@@ -525,7 +527,7 @@ def test_a_run_stopped_for_memory_resumes_with_low_cpu_memory_only_when_allowed(
 def test_a_resume_in_other_micro_batches_than_its_checkpoint_is_refused_unless_allowed(trained, caplog):
     """The micro-batches follow the machine too (torch's huge pages), not only the arguments: each
     checkpoint records them, and a resume that would train in others is refused, naming the way out."""
-    from thmm.trainer import check_resume_micro_batches
+    from thmm.checkpoints import check_resume_micro_batches
 
     out, _ = trained
     states = [json.loads((p / checkpoints.TRAINER_STATE).read_text()) for p in checkpoints.list_checkpoints(out)]

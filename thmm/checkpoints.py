@@ -120,6 +120,25 @@ def check_resume_arguments(path: Path, saved: dict, args: TrainingArguments) -> 
         raise ConfigError(f"--resume: {path} was made with different arguments (checkpoint -> now): {listed}{hint}")
 
 
+def check_resume_micro_batches(path: Path, saved: dict, micro_batches: int, args: TrainingArguments) -> None:
+    """The micro-batches per step also follow the machine (a CPU, torch's huge pages), not only the
+    arguments: a resume that would train in other micro-batches than its checkpoint's draws other dropout
+    masks, so it is refused like a changed ``--low-cpu-memory`` (logged with ``--allow-nonidentical-resume``)."""
+    before = saved.get("micro_batches")  # absent from checkpoints written before it was recorded
+    if before is None or before == micro_batches:
+        return
+    what = (f"{path} trained in {before} micro-batches per step and this run would train in {micro_batches} (on a "
+            "CPU they follow --low-cpu-memory and whether torch uses huge pages: THP_MEM_ALLOC_ENABLE=1 before torch "
+            "starts, as thmm-train sets it)")
+    if not args.allow_nonidentical_resume:
+        from .arguments import ConfigError
+
+        raise ConfigError(f"--resume: {what}; add --allow-nonidentical-resume to continue anyway")
+    logging.getLogger("thmm.train").warning(
+        "--resume: %s; continuing (--allow-nonidentical-resume): the run will not repeat an uninterrupted one exactly",
+        what)
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     root = Path(output_dir) / CHECKPOINT_DIR
     found = [p for p in root.glob("step_*") if (p / TRAINER_STATE).exists()] if root.is_dir() else []

@@ -176,22 +176,6 @@ def cpu_micro_batches(args: TrainingArguments, accelerator, model, huge_pages: b
     return accum
 
 
-def check_resume_micro_batches(path: Path, saved: dict, micro_batches: int, args: TrainingArguments) -> None:
-    """The micro-batches per step also follow the machine (a CPU, torch's huge pages), not only the
-    arguments: a resume that would train in other micro-batches than its checkpoint's draws other dropout
-    masks, so it is refused like a changed ``--low-cpu-memory`` (logged with ``--allow-nonidentical-resume``)."""
-    before = saved.get("micro_batches")  # absent from checkpoints written before it was recorded
-    if before is None or before == micro_batches:
-        return
-    what = (f"{path} trained in {before} micro-batches per step and this run would train in {micro_batches} (on a "
-            "CPU they follow --low-cpu-memory and whether torch uses huge pages: THP_MEM_ALLOC_ENABLE=1 before torch "
-            "starts, as thmm-train sets it)")
-    if not args.allow_nonidentical_resume:
-        raise ConfigError(f"--resume: {what}; add --allow-nonidentical-resume to continue anyway")
-    logger.warning("--resume: %s; continuing (--allow-nonidentical-resume): the run will not repeat an uninterrupted "
-                   "one exactly", what)
-
-
 def release_prepared(accelerator) -> None:
     """Drop Accelerate's references to what it prepared (models, optimizers, schedulers, loaders),
     collect, and give the freed heap back: the caller has already dropped its own references."""
@@ -425,7 +409,7 @@ class Trainer:
                            accelerator.device.type)
         accum = cpu_micro_batches(args, accelerator, model, huge_pages)
         if self.resume_from:
-            check_resume_micro_batches(*self.resume_from, accum, args)
+            ckpt.check_resume_micro_batches(*self.resume_from, accum, args)
         per_device_batch = args.batch_size // (accum * accelerator.num_processes)
         self.dev_targets = label_targets(taxonomy, self.references["validation"])  # for the dev loss (model selection)
         self.loss_columns = taxonomy.leaf_ids if args.head_type == "flat" else None  # flat: trained on leaves
@@ -535,6 +519,7 @@ class Trainer:
                 "best": saved.get("best_metric"), "best_epoch": saved.get("best_epoch"),
                 "epochs_without_improvement": saved.get("epochs_without_improvement", 0),
                 "stop": saved.get("stopped_early", False)}).state_dict()
+        saved["micro_batches"] = self.state["micro_batches"]  # this run's (they may differ, allowed above)
         self.state = saved
         logger.info("resumed from %s (epoch %d, %d batches into it, step %d)", path, saved["epoch"],
                     saved["batches_done"], saved["global_step"])
