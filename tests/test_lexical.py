@@ -4,6 +4,8 @@ and a trained model that fuses by itself after saving."""
 import json
 import subprocess
 import sys
+import tempfile
+import weakref
 
 import numpy as np
 import pytest
@@ -96,6 +98,62 @@ def test_node_svms_fitted_in_worker_processes_equal_the_fits_in_process():
     for name in ("idf", "weight", "bias"):
         np.testing.assert_array_equal(getattr(in_workers, name), getattr(in_process, name), err_msg=name)
     assert np.abs(in_process.weight).sum() > 0
+
+
+def test_svm_workers_map_file_backed_data_removed_afterwards(tmp_path, monkeypatch, caplog):
+    """With worker processes, the SVMs' training matrix and targets are written once to a temporary
+    folder and mapped back (joblib passes them to the workers by file name; the in-memory copies go);
+    the folder is removed when the fit ends. A folder that cannot be written leaves them in memory,
+    with a warning."""
+    import scipy.sparse as sp
+    from joblib import parallel_config
+    from joblib._memmapping_reducer import has_shareable_memory
+
+    from thmm.linear_svm import shared_with_workers
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    X = sp.random(40, 30, density=0.2, format="csr", random_state=1)
+    targets = np.asfortranarray(np.random.default_rng(1).random((40, 3)) < 0.5)
+    in_memory, in_memory_targets = X.copy(), targets.copy(order="F")
+    freed = weakref.ref(in_memory), weakref.ref(in_memory_targets)
+    with parallel_config(backend="loky"), shared_with_workers(2, in_memory, in_memory_targets) as (in_memory,
+                                                                                                  in_memory_targets):
+        mapped, mapped_targets = in_memory, in_memory_targets
+        assert [ref() for ref in freed] == [None, None]  # nothing but the caller held them
+        assert [p.name for p in tmp_path.iterdir()][0].startswith("thmm-svm-")
+        assert all(has_shareable_memory(getattr(mapped, name)) for name in ("data", "indices", "indptr"))
+        assert mapped.format == "csr" and (mapped != X).nnz == 0
+        assert has_shareable_memory(mapped_targets[:, 1]) and mapped_targets.flags.f_contiguous
+        np.testing.assert_array_equal(mapped_targets, targets)
+    assert list(tmp_path.iterdir()) == []
+    with parallel_config(backend="sequential"), shared_with_workers(2, X) as (same,):  # no workers: nothing written
+        assert same is X and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with parallel_config(backend="loky"), caplog.at_level("WARNING"), shared_with_workers(2, X, targets) as kept:
+        assert kept[0] is X and kept[1] is targets
+    assert "stay in memory" in caplog.text and "missing" in caplog.text
+
+
+def test_svm_workers_folder_removed_when_the_run_is_killed(tmp_path):
+    """A run SIGKILLed while its SVMs are fitted leaves no training matrix behind in the temporary folder:
+    joblib's tracker process, to which the folder is registered, removes it."""
+    import time
+
+    script = (
+        "import os, signal, tempfile\n"
+        "import scipy.sparse as sp\n"
+        "from joblib import parallel_config\n"
+        "from thmm.linear_svm import shared_with_workers\n"
+        f"tempfile.tempdir = {str(tmp_path)!r}\n"
+        "with parallel_config(backend='loky'), shared_with_workers(2, sp.random(40, 30, density=0.2, format='csr')):\n"
+        "    assert os.listdir(tempfile.tempdir)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    deadline = time.monotonic() + 60
+    while list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_in_model_scorer_equals_the_fitted_svms(tiny_model, tiny_tokenizer, small_taxonomy):

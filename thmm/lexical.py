@@ -32,7 +32,7 @@ from modeling_thmm import fuse_lexical_logits, max_fusion_weight, node_fusion_we
 
 from .data import label_targets, tokenize_split
 from .evaluation import evaluate_probabilities, evaluation_taxonomy
-from .linear_svm import SVM_C, fit_node_svms
+from .linear_svm import SVM_C, fit_node_svms, shared_with_workers, svm_jobs
 from .thresholds import tune_thresholds
 
 logger = logging.getLogger(__name__)
@@ -144,10 +144,16 @@ def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SV
     by ``seed``); with ``top_k``, each node keeps its ``top_k`` weights of largest absolute value (a
     sparse ``weight``)."""
     t0 = time.perf_counter()
+    documents, vocab_size = counts.shape
     X, idf, used = training_tfidf(counts)
-    coef, intercept = fit_node_svms(X, np.asfortranarray(targets), C, n_jobs, max_negatives,
-                                    seed)  # a node's column: contiguous
-    del X
+    del counts  # freed here when the caller passed its only reference (fit_fusion does)
+    n_jobs = svm_jobs(n_jobs)
+    targets = np.asfortranarray(targets)  # a node's column: contiguous
+    # the workers map file-backed copies; the in-memory ones go, unless the caller holds them
+    with shared_with_workers(n_jobs, X, targets) as (X, targets):
+        coef, intercept = fit_node_svms(X, targets, C, n_jobs, max_negatives, seed)
+        node_count = targets.shape[1]
+        del X, targets
     if top_k:
         from modeling_thmm import top_k_weights
 
@@ -155,12 +161,12 @@ def fit_lexical_scorer(counts: sp.csr_matrix, targets: np.ndarray, C: float = SV
         nodes = np.repeat(np.arange(coef.shape[1]), indices.shape[1])
         keep = values.reshape(-1) != 0
         weight = sp.csc_matrix((values.reshape(-1)[keep], (used[indices.reshape(-1)[keep]], nodes[keep])),
-                               shape=(counts.shape[1], coef.shape[1]), dtype=np.float32)
+                               shape=(vocab_size, coef.shape[1]), dtype=np.float32)
     else:
-        weight = np.zeros((counts.shape[1], targets.shape[1]), dtype=np.float32)
+        weight = np.zeros((vocab_size, node_count), dtype=np.float32)
         weight[used] = coef
     return LexicalScorerFit(idf.astype(np.float32), weight, intercept, time.perf_counter() - t0, len(used),
-                            counts.shape[0], top_k, max_negatives)
+                            documents, top_k, max_negatives)
 
 
 def calibrate(decisions: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -320,10 +326,12 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
     train_refs = references["train"] if train_rows is None else [references["train"][i] for i in train_rows]
     fit = None
     try:  # too few training documents for a vocabulary, or no dev document with a code of the taxonomy
-        targets = label_targets(taxonomy, train_refs, dtype=bool)  # bool: a quarter of float32's [documents, nodes]
-        fit = fit_lexical_scorer(counts["train"], targets, top_k=lexical_top_k(taxonomy), max_negatives=max_negatives,
-                                 seed=seed)
-        del targets
+        # the training counts and targets are handed over, not kept, so that fit_lexical_scorer can free
+        # them while the SVMs are fitted; the targets as bool (a quarter of float32's [documents, nodes]),
+        # in Fortran order, as the SVMs read them (no second copy)
+        fit = fit_lexical_scorer(counts.pop("train"),
+                                 np.asfortranarray(label_targets(taxonomy, train_refs, dtype=bool)),
+                                 top_k=lexical_top_k(taxonomy), max_negatives=max_negatives, seed=seed)
         decisions = {name: fit.decisions(counts[name]) for name in head_logits}
         scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
     except ValueError as err:
