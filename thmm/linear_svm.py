@@ -136,10 +136,9 @@ def fit_node_svms(X, targets: np.ndarray, C: float = SVM_C, n_jobs: int | None =
     """A ``LinearSVC`` per column of ``targets`` (``[documents, nodes]`` 0/1) on ``X``:
     ``(coef [features, nodes], intercept [nodes])``, fitted by ``n_jobs`` processes (:func:`svm_jobs`;
     joblib memory-maps ``X`` for them, or passes it by file name when it is :func:`file_backed`).
-    Not threads: liblinear draws its shuffles
-    from one generator per process, so concurrent fits in one process would not repeat exactly.
-    With ``max_negatives``, each node is fitted on all its positives and that many of its negatives
-    (:func:`node_training_rows`)."""
+    Not threads: liblinear draws its shuffles from one generator per process, so concurrent fits in
+    one process would not repeat exactly. With ``max_negatives``, each node is fitted on all its
+    positives and that many of its negatives (:func:`node_training_rows`)."""
     from joblib import Parallel, delayed
 
     n_jobs = svm_jobs(n_jobs)
