@@ -356,7 +356,7 @@ def test_shipped_training_configs_parse_to_their_values(path):
 
 def test_training_configs_found():
     assert {p.name for p in TRAINING_CONFIGS} >= {"uspto70k_thmm_scibert.yaml", "tmm_mean_finetune.yaml",
-                                                 "thmm_mean_finetune.yaml"}
+                                                 "thmm_mean_finetune.yaml", "thmm_mean_top2.yaml"}
 
 
 @pytest.mark.parametrize("rep", ["cls", "cnn"])
