@@ -1,5 +1,6 @@
 """An epoch's peak memory and time on a CPU by allocator set-up: glibc's default, a fixed mmap
-threshold on 4 KiB pages, and torch's huge pages with micro-batches of 64, 32 and 16 MiB.
+threshold on 4 KiB pages, torch's huge pages with micro-batches of 64, 32 and 16 MiB, and AdamW's
+moments in a temporary file between steps.
 
     python bench/cpu_memory.py                                   # bench/scale.py's 20k TSV corpus and tiny encoder
     python bench/cpu_memory.py --dataset DIR --encoder DIR --documents 10240
@@ -13,10 +14,14 @@ process's VmRSS is sampled every 50 ms. The set-ups:
 - **fixed threshold, 4 KiB pages**: the same with ``MALLOC_MMAP_THRESHOLD_=131072``;
 - **huge pages, 64 / 32 / 16 MiB**: ``THP_MEM_ALLOC_ENABLE=1``, so ``thmm-train`` fixes the threshold;
   32 MiB is its default there, 16 MiB ``--low-cpu-memory``'s, 64 MiB set through
-  ``thmm.trainer.HUGE_PAGE_MICRO_BATCH_ELEMENTS``.
+  ``thmm.trainer.HUGE_PAGE_MICRO_BATCH_ELEMENTS``;
+- **moments in a file**: the default set-up with AdamW's moments in a temporary file between steps, as
+  ``thmm-train`` keeps them where memory is short (forced through ``thmm.trainer.OFFLOAD_MOMENTS_SHARE``);
+  ``--low-cpu-memory`` keeps them there always.
 
-Reported: the epoch's seconds (``summary.json``), its ratio to glibc's default, the run's peak RSS and
-its system and user CPU seconds. Needs a kernel with transparent huge pages for the last three rows.
+Reported: the epoch's seconds (``summary.json``), its ratio to glibc's default, whether the moments were
+in a file (only parameters of 1M elements or more go there), the run's peak RSS and its system and user
+CPU seconds. Needs a kernel with transparent huge pages for the last three rows.
 """
 
 from __future__ import annotations
@@ -33,12 +38,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE_WORK = Path.home() / "thmm-bench" / "scale"  # bench/scale.py's default --work
-SETUPS = {  # name: (environment, micro-batch elements on huge pages or None, extra thmm-train options)
-    "glibc's default (4 KiB pages, dynamic threshold, 64 MiB)": ({"THP_MEM_ALLOC_ENABLE": "0"}, None, []),
-    "fixed threshold, 4 KiB pages, 64 MiB": ({"THP_MEM_ALLOC_ENABLE": "0", "MALLOC_MMAP_THRESHOLD_": "131072"}, None, []),
-    "huge pages, fixed threshold, 64 MiB": ({"THP_MEM_ALLOC_ENABLE": "1"}, 2**24, []),
-    "huge pages, fixed threshold, 32 MiB (default)": ({"THP_MEM_ALLOC_ENABLE": "1"}, None, []),
-    "huge pages, fixed threshold, 16 MiB (--low-cpu-memory)": ({"THP_MEM_ALLOC_ENABLE": "1"}, None, ["--low-cpu-memory"]),
+SETUPS = {  # name: (environment, micro-batch elements on huge pages or None, extra thmm-train options, moments in a file)
+    "glibc's default (4 KiB pages, dynamic threshold, 64 MiB)": ({"THP_MEM_ALLOC_ENABLE": "0"}, None, [], False),
+    "fixed threshold, 4 KiB pages, 64 MiB": ({"THP_MEM_ALLOC_ENABLE": "0", "MALLOC_MMAP_THRESHOLD_": "131072"}, None, [],
+                                             False),
+    "huge pages, fixed threshold, 64 MiB": ({"THP_MEM_ALLOC_ENABLE": "1"}, 2**24, [], False),
+    "huge pages, fixed threshold, 32 MiB (default)": ({"THP_MEM_ALLOC_ENABLE": "1"}, None, [], False),
+    "huge pages, fixed threshold, 32 MiB, moments in a file (default where memory is short)": (
+        {"THP_MEM_ALLOC_ENABLE": "1"}, None, [], True),
+    "huge pages, fixed threshold, 16 MiB, moments in a file (--low-cpu-memory)": (
+        {"THP_MEM_ALLOC_ENABLE": "1"}, None, ["--low-cpu-memory"], False),
 }
 
 
@@ -51,6 +60,11 @@ def run_setup(opts: dict) -> dict:
 
     if opts["huge_page_elements"]:
         thmm.trainer.HUGE_PAGE_MICRO_BATCH_ELEMENTS = opts["huge_page_elements"]
+    if opts["offload_moments"]:
+        thmm.trainer.OFFLOAD_MOMENTS_SHARE = 0.0  # as if memory were short
+    decided = []
+    offload_moments = thmm.trainer.offload_moments
+    thmm.trainer.offload_moments = lambda *a: decided.append(offload_moments(*a)) or decided[-1]
     peak, stop = [0], threading.Event()
 
     def sample():
@@ -74,7 +88,7 @@ def run_setup(opts: dict) -> dict:
     summary = json.loads((Path(opts["output"]) / "metrics" / "summary.json").read_text())
     return {"code": code, "epoch_s": summary["train_seconds"][0], "peak_rss": peak[0],
             "system_s": cpu1.system - cpu0.system, "user_s": cpu1.user - cpu0.user,
-            "huge_pages": torch_uses_huge_pages()}
+            "huge_pages": torch_uses_huge_pages(), "moments_in_file": any(decided)}
 
 
 def main(argv=None) -> int:
@@ -106,10 +120,10 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for i, name in enumerate(chosen):
-            env, elements, extra = SETUPS[name]
+            env, elements, extra, offload = SETUPS[name]
             opts = {"dataset": str(args.dataset), "encoder": str(args.encoder), "scheme": args.scheme,
                     "documents": args.documents, "max_length": args.max_length, "output": str(Path(scratch) / f"run{i}"),
-                    "huge_page_elements": elements, "extra": extra}
+                    "huge_page_elements": elements, "extra": extra, "offload_moments": offload}
             base = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_THRESHOLD_")}
             t0 = time.perf_counter()
             out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--step", json.dumps(opts)],
@@ -122,15 +136,17 @@ def main(argv=None) -> int:
     base = results.get(list(SETUPS)[0], {}).get("epoch_s")
     lines = [f"One epoch of {args.documents:,} documents at batch 512 ({args.dataset.name}), one set-up at a time, "
              f"load average {os.getloadavg()[0]:.1f} at the end:", "",
-             "| set-up | torch on huge pages | epoch (s) | vs glibc's default | peak RSS GB | system CPU s | user CPU s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| set-up | torch on huge pages | epoch (s) | vs glibc's default | AdamW's moments in a file | peak RSS GB | "
+             "system CPU s | user CPU s |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
     for name, r in results.items():
         if r["code"] != 0:
-            lines.append(f"| {name} | thmm-train exited {r['code']} | | | | | |")
+            lines.append(f"| {name} | thmm-train exited {r['code']} | | | | | | |")
             continue
         ratio = f"{r['epoch_s'] / base:.2f}x" if base else "n/a"
         lines.append(f"| {name} | {'yes' if r['huge_pages'] else 'no'} | {r['epoch_s']:.1f} | {ratio} | "
-                     f"{r['peak_rss'] / 1e9:.2f} | {r['system_s']:.0f} | {r['user_s']:.0f} |")
+                     f"{'yes' if r['moments_in_file'] else 'no'} | {r['peak_rss'] / 1e9:.2f} | {r['system_s']:.0f} | "
+                     f"{r['user_s']:.0f} |")
     print("\n" + "\n".join(lines))
     return 0
 

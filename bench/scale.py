@@ -565,19 +565,73 @@ STEPS = {"prepare": step_prepare, "predict": step_predict, "model": step_model, 
          "frozen": step_frozen}
 
 
-def run_step(name: str, timeout: float | None = None, **opts) -> dict:
-    """Run one step in a fresh Python process; its result (JSON, the last line of its output)."""
+def run_step(name: str, timeout: float | None = None, cgroup: MemoryCgroup | None = None, **opts) -> dict:
+    """Run one step in a fresh Python process (inside ``cgroup`` when given); its result (JSON, the last line
+    of its output). A step the cgroup's limit killed returns ``{"code": -9, ...}`` with the cgroup's figures."""
     # One tokenizing process uses the tokenizer's own threads on every core; several use one each.
     threads = "true" if (opts.get("num_proc") or 1) == 1 else "false"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": threads}
     try:
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--step", name, json.dumps(opts)],
-                             capture_output=True, text=True, env=env, timeout=timeout, check=False)
+                             capture_output=True, text=True, env=env, timeout=timeout, check=False,
+                             preexec_fn=cgroup.join if cgroup else None)
     except subprocess.TimeoutExpired:
         return {"timeout": timeout}
+    limited = cgroup.figures() if cgroup else {}
+    if out.returncode != 0 and limited.get("oom_kills"):
+        return {"code": out.returncode, "seconds": 0.0, "cpu_s": 0.0, "peak_rss": 0, "peak_anon": 0,
+                "load_average": os.getloadavg()[0], **limited}
     if out.returncode != 0:
         sys.exit(f"step {name} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), **limited}
+
+
+class MemoryCgroup:
+    """A memory cgroup of its own, limited to ``limit`` bytes, for a step's process: a container's memory
+    limit (page cache included, reclaimed under it; anonymous memory over it is killed). Needs write access
+    to the cgroup file system (root in most containers). Removed on exit."""
+
+    def __init__(self, limit: int):
+        from thmm.cpu_memory import cgroup_memory_folders
+
+        self.limit = limit
+        folders = cgroup_memory_folders()
+        if not folders:
+            raise OSError("no memory cgroup file system under /sys/fs/cgroup")
+        parent, self.version = folders[0]  # this process's own memory cgroup
+        self.path = parent / f"thmm-bench-{os.getpid()}"
+        self.path.mkdir()
+        limit_file = "memory.max" if self.version == "v2" else "memory.limit_in_bytes"
+        try:
+            (self.path / limit_file).write_text(str(limit))
+        except OSError:
+            self.path.rmdir()
+            raise
+
+    def join(self) -> None:
+        """In the child, before it runs the step: move into the cgroup."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def figures(self) -> dict:
+        """The limit, the cgroup's peak usage (page cache included; v2 kernels before 5.19 have none) and
+        its OOM kills."""
+        def read(name: str) -> str:
+            try:
+                return (self.path / name).read_text()
+            except OSError:
+                return ""
+
+        peak = read("memory.peak" if self.version == "v2" else "memory.max_usage_in_bytes").strip()
+        events = read("memory.events" if self.version == "v2" else "memory.oom_control")
+        kills = next((int(line.split()[1]) for line in events.splitlines() if line.startswith("oom_kill ")), 0)
+        return {"memory_limit": self.limit, "cgroup_peak": int(peak) if peak.isdigit() else None, "oom_kills": kills}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -715,7 +769,8 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
                        f"{phase_gb(run, 'build')} GB, in the epoch {phase_gb(run, 'fit')} GB, in lexical fusion "
                        f"{phase_gb(run, 'fusion')} GB), torch's huge pages "
                        f"{'on' if run.get('huge_pages') else 'off'}, load average "
-                       f"{run['load_average']:.1f} at the end; exit code {run['code']}.")]
+                       f"{run['load_average']:.1f} at the end; exit code {run['code']}"
+                       f"{memory_limit_note(run)}.")]
     lines += ["", "Targets:"]
     for data_format, by_size in results.items():
         lines += _judge_preparation(by_size, data_format)
@@ -730,11 +785,21 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
                          f"frozen epoch (target <= {FUSION_TARGET['epoch_share']:.0%}): "
                          f"{judge(f['seconds'] <= FUSION_TARGET['epoch_share'] * epoch)}")
     for run in train or []:
-        lines.append(f"- thmm-train at {args.train_docs:,} {run['format']} documents, micro-batches "
+        limit = f" in a {run['memory_limit'] / 1e9:g} GB cgroup" if run.get("memory_limit") else ""
+        lines.append(f"- thmm-train at {args.train_docs:,} {run['format']} documents{limit}, micro-batches "
                      f"{MICRO_BATCH_MODES[run['micro_batches']]}: peak RSS "
                      f"{run['peak_rss'] / 1e9:.2f} GB (target <= {TEXT_TARGETS['rss_gb']} GB): "
                      f"{judge(run['peak_rss'] <= TEXT_TARGETS['rss_gb'] * 1e9 and run['code'] == 0)}")
     return "\n".join(lines)
+
+
+def memory_limit_note(run: dict) -> str:
+    """Where the run had a memory cgroup: its limit, its peak usage (page cache included) and its OOM kills."""
+    if not run.get("memory_limit"):
+        return ""
+    peak = "n/a" if run.get("cgroup_peak") is None else f"{run['cgroup_peak'] / 1e9:.2f} GB"
+    killed = f", killed by the limit ({run['oom_kills']} OOM kill(s))" if run.get("oom_kills") else ", no OOM kill"
+    return f"; in a memory cgroup limited to {run['memory_limit'] / 1e9:g} GB: its peak usage {peak} (page cache included){killed}"
 
 
 def phase_gb(run: dict, phase: str) -> str:
@@ -781,6 +846,9 @@ def main(argv=None) -> int:
     parser.add_argument("--train-micro-batches", default="auto",
                         help="auto (thmm-train's CPU micro-batches), off (the whole batch at once), low (thmm-train "
                              "--low-cpu-memory), or several, comma-separated: auto,low")
+    parser.add_argument("--memory-limit", type=float, default=0,
+                        help="run each --train-docs epoch in a memory cgroup limited to this many GB, as in a "
+                             "container (needs write access to /sys/fs/cgroup; 0: no limit)")
     parser.add_argument("--fusion-docs", default="",
                         help="lexical fusion fitted on a corpus of each of these numbers of training documents, "
                              "comma-separated, in the first --format (at most --fusion-cap of them)")
@@ -818,6 +886,13 @@ def main(argv=None) -> int:
             TrainingArguments(**{field_name: value}).validate()
         except ConfigError as err:
             parser.error(f"{option}: {str(err).partition(': ')[2]}")
+    if args.memory_limit < 0:
+        parser.error(f"--memory-limit: expected a number of GB, or 0 (no limit), got {args.memory_limit:g}")
+    if args.memory_limit and args.train_docs:
+        try:  # refused now, not after the corpora are made
+            MemoryCgroup(int(args.memory_limit * 1e9)).__exit__()
+        except OSError as err:
+            parser.error(f"--memory-limit {args.memory_limit:g}: cannot make a memory cgroup ({err})")
     if args.frozen_epoch_docs < 0:
         parser.error(f"--frozen-epoch-docs: expected 0 (skip) or a number of documents, got {args.frozen_epoch_docs}")
     if not (args.data / "train.tsv").is_file():
@@ -891,9 +966,12 @@ def main(argv=None) -> int:
             output = args.work / f"train_{args.train_docs}_{formats[0]}"
             shutil.rmtree(output, ignore_errors=True)
             shutil.rmtree(args.work / "train-hf-cache", ignore_errors=True)  # a cold start, as a user's first run
-            train.append({"format": formats[0], "micro_batches": mode, **run_step(
-                "train", corpus=str(corpus), scheme=args.scheme, encoder=str(encoder), batch_size=args.train_batch_size,
-                output=str(output), cache=str(args.work / "train-hf-cache"), micro_batches=mode)})
+            with contextlib.ExitStack() as stack:
+                cgroup = stack.enter_context(MemoryCgroup(int(args.memory_limit * 1e9))) if args.memory_limit else None
+                train.append({"format": formats[0], "micro_batches": mode, **run_step(
+                    "train", cgroup=cgroup, corpus=str(corpus), scheme=args.scheme, encoder=str(encoder),
+                    batch_size=args.train_batch_size, output=str(output), cache=str(args.work / "train-hf-cache"),
+                    micro_batches=mode)})
             print(f"train: {train[-1]}", flush=True)
     table = report(results, tune, args, train, fusion, frozen)
     print("\n" + table)

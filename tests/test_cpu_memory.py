@@ -57,3 +57,52 @@ def test_a_training_process_puts_large_tensors_on_huge_pages_and_the_trainer_can
     assert probe("train") == ["1", "True"]
     assert probe("train", THP_MEM_ALLOC_ENABLE="0") == ["0", "False"]  # the user's choice stands
     assert probe("late") == ["1", "False"]  # the variable alone does not say
+
+
+def fake_cgroups(tmp_path, monkeypatch, proc_cgroup: str, mem_available_kb: int = 8_000_000):
+    """/proc/meminfo, /proc/self/cgroup and /sys/fs/cgroup under tmp_path."""
+    (tmp_path / "meminfo").write_text(f"MemTotal: 16000000 kB\nMemAvailable: {mem_available_kb} kB\n")
+    (tmp_path / "cgroup").write_text(proc_cgroup)
+    monkeypatch.setattr(cpu_memory, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(cpu_memory, "PROC_CGROUP", tmp_path / "cgroup")
+    monkeypatch.setattr(cpu_memory, "CGROUP_ROOT", tmp_path / "sys")
+    return tmp_path / "sys"
+
+
+def write_cgroup(folder, files: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+def test_available_memory_is_the_smaller_of_the_system_and_a_container_limit(tmp_path, monkeypatch):
+    """A v2 container limit, counted as container runtimes do (usage less the reclaimable inactive file
+    pages), and a limit on an ancestor cgroup, which applies too."""
+    root = fake_cgroups(tmp_path, monkeypatch, "0::/box/job\n")
+    write_cgroup(root, {"cgroup.controllers": "cpu memory\n"})
+    write_cgroup(root / "box", {"memory.max": "3000000000\n", "memory.current": "500000000\n",
+                                "memory.stat": "anon 400000000\ninactive_file 100000000\n"})
+    write_cgroup(root / "box" / "job", {"memory.max": "max\n", "memory.current": "400000000\n"})
+    assert cpu_memory.available_memory() == 3_000_000_000 - 500_000_000 + 100_000_000
+    # the system has less than the limit leaves: MemAvailable
+    fake_cgroups(tmp_path, monkeypatch, "0::/box/job\n", mem_available_kb=1_000_000)
+    assert cpu_memory.available_memory() == 1_000_000 * 1024
+
+
+def test_available_memory_reads_a_v1_memory_cgroup_and_ignores_its_no_limit_value(tmp_path, monkeypatch):
+    root = fake_cgroups(tmp_path, monkeypatch, "5:cpu,cpuacct:/x\n4:memory:/docker/abc\n0::/\n")
+    write_cgroup(root / "memory", {"memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": "1\n"})
+    write_cgroup(root / "memory" / "docker" / "abc", {
+        "memory.limit_in_bytes": "2000000000\n", "memory.usage_in_bytes": "1200000000\n",
+        "memory.stat": "cache 300000000\ntotal_inactive_file 200000000\n"})
+    assert cpu_memory.available_memory() == 2_000_000_000 - 1_200_000_000 + 200_000_000
+    # inside a cgroup namespace the listed path does not exist: the mount's root is this cgroup
+    fake_cgroups(tmp_path, monkeypatch, "4:memory:/host/path/not/here\n")
+    (root / "memory" / "memory.limit_in_bytes").write_text("1500000000\n")
+    assert cpu_memory.available_memory() == 1_500_000_000 - 1
+
+
+def test_available_memory_without_proc_files_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu_memory, "MEMINFO", tmp_path / "none")
+    monkeypatch.setattr(cpu_memory, "PROC_CGROUP", tmp_path / "none")
+    assert cpu_memory.available_memory() is None

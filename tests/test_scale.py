@@ -325,8 +325,30 @@ def test_scale_benchmark_refuses_an_unknown_micro_batch_mode(tmp_path, value):
     ("--fusion-cap", "-3", "--fusion-cap: must be 0 (all of them) or at least 2 (got -3)"),
     ("--fusion-max-negatives", "-2", "--fusion-max-negatives: must be 0 (all of them) or positive (got -2)"),
     ("--frozen-epoch-docs", "-1", "--frozen-epoch-docs: expected 0 (skip) or a number of documents, got -1"),
+    ("--memory-limit", "-1", "--memory-limit: expected a number of GB, or 0 (no limit), got -1"),
 ])
 def test_scale_benchmark_refuses_bad_fusion_options(tmp_path, option, value, message):
     out = run_scale(tmp_path, "--data", str(tmp_path / "absent"), option, value)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == f"scale.py: error: {message}"
+
+
+def test_a_memory_cgroup_limits_a_step_and_reports_its_peak_and_kills():
+    """--memory-limit's cgroup: a step over the limit is killed by it and reported as such, one within it
+    reports the cgroup's peak; the cgroup is removed after. Skipped where cgroups cannot be written."""
+    scale = bench_module("scale")
+    try:
+        cgroup = scale.MemoryCgroup(300 * 10**6)
+    except OSError as err:
+        pytest.skip(f"no writable memory cgroup here ({err})")
+    with cgroup:
+        over = subprocess.run([sys.executable, "-c", "x = bytearray(600 * 10**6)"], preexec_fn=cgroup.join, check=False)
+        killed = cgroup.figures()
+    assert over.returncode == -9 and killed["oom_kills"] >= 1 and killed["memory_limit"] == 300 * 10**6
+    assert not cgroup.path.exists()
+    with scale.MemoryCgroup(300 * 10**6) as cgroup:
+        within = subprocess.run([sys.executable, "-c", "x = bytearray(100 * 10**6); x[::4096] = b'1' * len(x[::4096])"],
+                                preexec_fn=cgroup.join, check=False)
+        figures = cgroup.figures()
+    assert within.returncode == 0 and figures["oom_kills"] == 0
+    assert figures["cgroup_peak"] is None or 100 * 10**6 < figures["cgroup_peak"] <= 300 * 10**6

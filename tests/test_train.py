@@ -1,6 +1,8 @@
 """train.py end to end on the embedded quickstart patents with a tiny random encoder (CPU, offline)."""
 
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -541,3 +543,59 @@ def test_a_resume_in_other_micro_batches_than_its_checkpoint_is_refused_unless_a
     with caplog.at_level("WARNING", logger="thmm.train"):
         check_resume_micro_batches(Path("ckpt"), saved, 4, TrainingArguments(allow_nonidentical_resume=True))
     assert "would train in 4" in caplog.text and "will not repeat an uninterrupted one exactly" in caplog.text
+
+
+def test_moments_offloaded_when_memory_is_short_train_and_resume_as_the_plain_run(trained, tiny_encoder_dir, tmp_path,
+                                                                                monkeypatch, capsys):
+    """With too little memory available, AdamW's moments wait in a temporary file between steps: a run
+    doing so, stopped at step 7 and resumed (checkpoints written and read with the moments offloaded),
+    ends with the weights of the module's plain run, bit for bit."""
+    import thmm.offloaded_adamw
+    import thmm.trainer
+    from thmm.offloaded_adamw import OffloadedAdamW
+
+    monkeypatch.setattr(thmm.offloaded_adamw, "OFFLOAD_MIN_ELEMENTS", 256)  # the tiny heads' weights
+    monkeypatch.setattr(thmm.trainer, "available_memory", lambda: 10**5)
+    made, real_make, real_kill = [], thmm.trainer.make_optimizer, os.kill
+    monkeypatch.setattr(thmm.trainer, "make_optimizer", lambda *a: made.append(real_make(*a)) or made[-1])
+
+    class Stopped(Exception):
+        pass
+
+    def stop(pid, sig):  # --debug-kill-at-step, in this process: the run stops there, as a kill would stop it
+        raise Stopped
+
+    out, common = tmp_path / "offloaded", [*TITLED, *RESUMABLE]
+    monkeypatch.setattr(thmm.trainer.os, "kill", stop)
+    with pytest.raises(Stopped):
+        train_cli.cli(small_args(tiny_encoder_dir, out, *common, "--debug-kill-at-step", "7"))
+    monkeypatch.setattr(thmm.trainer.os, "kill", real_kill)
+    assert isinstance(made[0], OffloadedAdamW) and made[0]._slots  # some moments were in the file
+    assert "wait in a temporary file between steps: 0.00 GB of memory is available" in capsys.readouterr().out
+    assert train_cli.cli(small_args(tiny_encoder_dir, out, *common, "--resume")) == 0
+    assert "resumed from" in capsys.readouterr().out and isinstance(made[1], OffloadedAdamW)
+    a, b = load_file(trained[0] / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("device, low, available, offloaded", [
+    ("cpu", False, 10**12, False),  # memory to spare
+    ("cpu", False, 10**7, True),  # the moments (16.8 MB) are over a quarter of it
+    ("cpu", False, None, False),  # unknown (not Linux)
+    ("cpu", True, 10**12, True),  # --low-cpu-memory: always
+    ("cuda", True, 10**5, False),  # the moments live on the GPU
+])
+def test_the_moments_are_offloaded_on_a_cpu_short_of_memory_or_with_low_cpu_memory(device, low, available, offloaded,
+                                                                                   monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    import thmm.trainer
+
+    monkeypatch.setattr(thmm.trainer, "available_memory", lambda: available)
+    model = torch.nn.Linear(2048, 1024)  # 2.1M weights (offloaded), 1,024 biases (kept in memory)
+    args = TrainingArguments(low_cpu_memory=low)
+    with caplog.at_level(logging.INFO, logger="thmm"):
+        assert thmm.trainer.offload_moments(args, SimpleNamespace(device=torch.device(device)), model) is offloaded
+    assert ("the optimizer's moments (0.02 GB) wait in a temporary file" in caplog.text) is offloaded

@@ -39,9 +39,10 @@ from .data import (
     report_unknown_labels,
     training_node_counts,
 )
-from .cpu_memory import fix_malloc_mmap_threshold, return_freed_memory, torch_uses_huge_pages
+from .cpu_memory import available_memory, fix_malloc_mmap_threshold, return_freed_memory, torch_uses_huge_pages
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
+from .offloaded_adamw import OffloadedAdamW
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
 from .thresholds import TunedThresholds, dev_granularity, tune_thresholds, uses_frequency_bands
@@ -58,8 +59,10 @@ def debug_kill_point(phase: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def make_optimizer(model, args: TrainingArguments):
-    """AdamW with separate encoder and head learning rates, no decay on biases and norms."""
+def make_optimizer(model, args: TrainingArguments, offload_moments: bool = False):
+    """AdamW with separate encoder and head learning rates, no decay on biases and norms; with
+    ``offload_moments`` (``--low-cpu-memory`` on a CPU) the large parameters' moments wait in a temporary
+    file between steps (:class:`~thmm.offloaded_adamw.OffloadedAdamW`, the same updates)."""
     head_lr = args.head_learning_rate or args.learning_rate
     groups = {}
     for name, param in model.named_parameters():
@@ -73,10 +76,39 @@ def make_optimizer(model, args: TrainingArguments):
          "weight_decay": args.weight_decay if decay else 0.0}
         for (part, decay), params in sorted(groups.items())
     ]
+    adamw = OffloadedAdamW if offload_moments else torch.optim.AdamW
     try:  # the fused kernel (CPU and CUDA) steps the ~200M head parameters about 6x faster on a CPU
-        return torch.optim.AdamW(param_groups, fused=True)
+        return adamw(param_groups, fused=True)
     except (RuntimeError, ValueError):
-        return torch.optim.AdamW(param_groups)
+        return adamw(param_groups)
+
+
+# On a CPU, AdamW's moments go to a temporary file between steps when they would take more than this share of the
+# memory available: 0.69 GB of the default THMM heads on 634 subclasses, so within a 2 GB container (about 1 GB left
+# once the run is built) but not on a machine with several GB free, where the time (about 4% of a 512-document step
+# on 2 cores, more for smaller batches) buys nothing (bench/scale.py --memory-limit; docs/benchmarks.md, issue 35)
+OFFLOAD_MOMENTS_SHARE = 0.25
+
+
+def offload_moments(args: TrainingArguments, accelerator, model) -> bool:
+    """Whether AdamW's moments wait in a temporary file between steps (:class:`OffloadedAdamW`: the same
+    updates, about 0.13 s a step per 0.7 GB of moments): on a CPU, always with ``--low-cpu-memory``, and
+    otherwise when they would take more than :data:`OFFLOAD_MOMENTS_SHARE` of the memory still available
+    (a container's limit included), where they would leave too little for the activations and fusion."""
+    if accelerator.device.type != "cpu":
+        return False
+    moments = OffloadedAdamW.moment_bytes(model.parameters())
+    if not moments:
+        return False
+    available = available_memory()
+    if args.low_cpu_memory:
+        reason = "--low-cpu-memory"
+    elif available is not None and moments > OFFLOAD_MOMENTS_SHARE * available:
+        reason = f"{available / 1e9:.2f} GB of memory is available"
+    else:
+        return False
+    logger.info("the optimizer's moments (%.2f GB) wait in a temporary file between steps: %s", moments / 1e9, reason)
+    return True
 
 
 def check_output_dir(args: TrainingArguments) -> None:
@@ -435,7 +467,7 @@ class Trainer:
             train_dl = loader(train_set, per_device_batch, shuffle=True)
         eval_dls = [loader(self.datasets[name], args.eval_batch_size,
                            sampler=longest_first(self.datasets[name].lengths).tolist()) for name in ("validation", "test")]
-        optimizer = make_optimizer(model, args)
+        optimizer = make_optimizer(model, args, offload_moments(args, accelerator, model))
         self.model, self.optimizer, self.train_dl, dev_dl, test_dl = accelerator.prepare(
             model, optimizer, train_dl, *eval_dls)
         self.eval_dls = {"validation": dev_dl, "test": test_dl}
@@ -597,6 +629,9 @@ class Trainer:
         which load the best epoch anew. An interrupted run resumes from its checkpoints, which hold them."""
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer.state.clear()
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # Accelerate's wrapper, or none
+        if isinstance(inner, OffloadedAdamW):
+            inner.release()  # its file, with the moments' page cache
         self.model = self.optimizer = self.scheduler = self.train_dl = None
         release_prepared(self.accelerator)
 
