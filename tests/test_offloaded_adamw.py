@@ -126,3 +126,26 @@ def test_a_short_read_or_write_is_completed(monkeypatch, tmp_path):
         assert torch.equal(back, tensor)
         with pytest.raises(EOFError):
             offloaded_adamw.read_all(f.fileno(), torch.empty(200), 3)
+
+
+def test_the_file_goes_to_the_run_folder_when_the_temporary_folder_is_in_memory(tmp_path, monkeypatch):
+    """On tmpfs the file would take the very memory it frees: then it goes to the run's folder."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    mounts = tmp_path / "mounts"
+    monkeypatch.setattr(offloaded_adamw, "MOUNTS", str(mounts))
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    mounts.write_text(f"/dev/vda1 / ext4 rw 0 0\ntmpfs {temporary} tmpfs rw 0 0\n")
+    assert offloaded_adamw.file_system_type(temporary / "x") == "tmpfs"
+    assert offloaded_adamw.moments_folder(tmp_path / "run") == str(tmp_path / "run")
+    mounts.write_text(f"/dev/vda1 / ext4 rw 0 0\ntmpfs {tmp_path}/tm tmpfs rw 0 0\n")  # a prefix, not a parent
+    assert offloaded_adamw.moments_folder(tmp_path / "run") == str(temporary)
+    monkeypatch.setattr(offloaded_adamw, "MOUNTS", str(tmp_path / "absent"))
+    assert offloaded_adamw.file_system_type(temporary) is None and offloaded_adamw.moments_folder("run") == str(temporary)
+    # the optimizer opens its file there
+    model, groups = model_and_groups()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    optimizer = OffloadedAdamW(groups, min_elements=MIN_ELEMENTS, folder=folder)
+    train(model, optimizer, 1)
+    assert os.path.samefile(os.path.dirname(os.readlink(f"/proc/self/fd/{optimizer._file.fileno()}")), folder)

@@ -31,12 +31,14 @@ OFFLOAD_MIN_ELEMENTS = 1 << 20
 
 class OffloadedAdamW(torch.optim.AdamW):
     """``torch.optim.AdamW`` (same arguments) whose moments of parameters of at least ``min_elements``
-    elements live in a temporary file (in ``TMPDIR``) between steps. CPU tensors only; AMSGrad's third
-    buffer stays in memory."""
+    elements live in an unnamed file in ``folder`` (by default the temporary folder) between steps. CPU
+    tensors only; AMSGrad's third buffer stays in memory."""
 
-    def __init__(self, params, *args, min_elements: int | None = None, **kwargs):
+    def __init__(self, params, *args, min_elements: int | None = None, folder: str | os.PathLike | None = None,
+                 **kwargs):
         super().__init__(params, *args, **kwargs)
         self.min_elements = OFFLOAD_MIN_ELEMENTS if min_elements is None else min_elements
+        self.folder = folder  # where the file goes (None: the temporary folder)
         self._file = None  # opened at the first write
         self._slots: dict[torch.Tensor, dict[str, int]] = {}  # parameter -> moment -> offset in the file
         self._file_size = 0
@@ -74,7 +76,7 @@ class OffloadedAdamW(torch.optim.AdamW):
             return
         try:
             if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="thmm-adamw-")
+                self._file = tempfile.TemporaryFile(prefix="thmm-adamw-", dir=self.folder)
             slot = self._slot(param)
             for name in MOMENTS:
                 write_all(self._file.fileno(), state[name], slot[name])
@@ -183,3 +185,35 @@ def read_all(fd: int, tensor: torch.Tensor, offset: int) -> None:
         if read == 0:
             raise EOFError(f"the optimizer's moment file ended at byte {offset}")
         view, offset = view[read:], offset + read
+
+
+MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+MOUNTS = "/proc/self/mounts"
+
+
+def moments_folder(fallback: str | os.PathLike) -> str:
+    """Where the moments' file goes: the temporary folder, unless it lives in memory (``/tmp`` on tmpfs,
+    as on some distributions), where the file would take the very memory it is meant to free; then
+    ``fallback`` (the run's output folder)."""
+    folder = tempfile.gettempdir()
+    return str(fallback) if file_system_type(folder) in MEMORY_FILE_SYSTEMS else folder
+
+
+def file_system_type(path: str | os.PathLike) -> str | None:
+    """The type of the file system ``path`` is on (the longest mount point above it), from
+    ``/proc/self/mounts``; ``None`` where that cannot be read (not Linux)."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open(MOUNTS) as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return None
+    return kind

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -42,7 +43,7 @@ from .data import (
 from .cpu_memory import available_memory, fix_malloc_mmap_threshold, return_freed_memory, torch_uses_huge_pages
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
-from .offloaded_adamw import OffloadedAdamW
+from .offloaded_adamw import OffloadedAdamW, moments_folder
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
 from .thresholds import TunedThresholds, dev_granularity, tune_thresholds, uses_frequency_bands
@@ -76,7 +77,9 @@ def make_optimizer(model, args: TrainingArguments, offload_moments: bool = False
          "weight_decay": args.weight_decay if decay else 0.0}
         for (part, decay), params in sorted(groups.items())
     ]
-    adamw = OffloadedAdamW if offload_moments else torch.optim.AdamW
+    adamw = torch.optim.AdamW
+    if offload_moments:
+        adamw = functools.partial(OffloadedAdamW, folder=moments_folder(args.output_dir))
     try:  # the fused kernel (CPU and CUDA) steps the ~200M head parameters about 6x faster on a CPU
         return adamw(param_groups, fused=True)
     except (RuntimeError, ValueError):
