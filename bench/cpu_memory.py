@@ -16,8 +16,8 @@ process's VmRSS is sampled every 50 ms. The set-ups:
   32 MiB is its default there, 16 MiB ``--low-cpu-memory``'s, 64 MiB set through
   ``thmm.trainer.HUGE_PAGE_MICRO_BATCH_ELEMENTS``;
 - **moments in a file**: the default set-up with AdamW's moments in a temporary file between steps, as
-  ``thmm-train`` keeps them where memory is short (forced through ``thmm.trainer.OFFLOAD_MOMENTS_SHARE``);
-  ``--low-cpu-memory`` keeps them there always.
+  ``--low-cpu-memory`` keeps them (``thmm.trainer.offload_moments`` told so), but its 32 MiB micro-batches:
+  what the file costs alone. ``--low-cpu-memory``'s row has both.
 
 Reported: the epoch's seconds (``summary.json``), its ratio to glibc's default, whether the moments were
 in a file (only parameters of 1M elements or more go there), the run's peak RSS and its system and user
@@ -27,6 +27,7 @@ CPU seconds. Needs a kernel with transparent huge pages for the last three rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -44,7 +45,7 @@ SETUPS = {  # name: (environment, micro-batch elements on huge pages or None, ex
                                              False),
     "huge pages, fixed threshold, 64 MiB": ({"THP_MEM_ALLOC_ENABLE": "1"}, 2**24, [], False),
     "huge pages, fixed threshold, 32 MiB (default)": ({"THP_MEM_ALLOC_ENABLE": "1"}, None, [], False),
-    "huge pages, fixed threshold, 32 MiB, moments in a file (default where memory is short)": (
+    "huge pages, fixed threshold, 32 MiB, moments in a file": (
         {"THP_MEM_ALLOC_ENABLE": "1"}, None, [], True),
     "huge pages, fixed threshold, 16 MiB, moments in a file (--low-cpu-memory)": (
         {"THP_MEM_ALLOC_ENABLE": "1"}, None, ["--low-cpu-memory"], False),
@@ -60,11 +61,15 @@ def run_setup(opts: dict) -> dict:
 
     if opts["huge_page_elements"]:
         thmm.trainer.HUGE_PAGE_MICRO_BATCH_ELEMENTS = opts["huge_page_elements"]
-    if opts["offload_moments"]:
-        thmm.trainer.OFFLOAD_MOMENTS_SHARE = 0.0  # as if memory were short
-    decided = []
-    offload_moments = thmm.trainer.offload_moments
-    thmm.trainer.offload_moments = lambda *a: decided.append(offload_moments(*a)) or decided[-1]
+    decided, offload_moments = [], thmm.trainer.offload_moments
+
+    def decide(args, accelerator, model):  # --low-cpu-memory's decision, for the set-up that asks for it alone
+        if opts["offload_moments"]:
+            args = dataclasses.replace(args, low_cpu_memory=True)
+        decided.append(offload_moments(args, accelerator, model))
+        return decided[-1]
+
+    thmm.trainer.offload_moments = decide
     peak, stop = [0], threading.Event()
 
     def sample():

@@ -591,14 +591,11 @@ class MemoryCgroup:
     limit (page cache included, reclaimed under it; anonymous memory over it is killed). Needs write access
     to the cgroup file system (root in most containers). Removed on exit."""
 
-    def __init__(self, limit: int):
-        from thmm.cpu_memory import cgroup_memory_folders
+    ROOT = Path("/sys/fs/cgroup")
 
+    def __init__(self, limit: int):
         self.limit = limit
-        folders = cgroup_memory_folders()
-        if not folders:
-            raise OSError("no memory cgroup file system under /sys/fs/cgroup")
-        parent, self.version = folders[0]  # this process's own memory cgroup
+        parent, self.version = self.own()
         self.path = parent / f"thmm-bench-{os.getpid()}"
         self.path.mkdir()
         limit_file = "memory.max" if self.version == "v2" else "memory.limit_in_bytes"
@@ -607,6 +604,20 @@ class MemoryCgroup:
         except OSError:
             self.path.rmdir()
             raise
+
+    @classmethod
+    def own(cls) -> tuple[Path, str]:
+        """This process's memory cgroup folder and its version: v1's memory hierarchy, else v2's."""
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
+        for hierarchy, controllers, path in entries:
+            if "memory" in controllers.split(","):
+                return cls.ROOT / "memory" / path.lstrip("/"), "v1"
+        for hierarchy, controllers, path in entries:
+            for root in (cls.ROOT, cls.ROOT / "unified"):
+                if hierarchy == "0" and (root / "cgroup.controllers").exists():
+                    return root / path.lstrip("/"), "v2"
+        raise OSError("no memory cgroup for this process under /sys/fs/cgroup")
 
     def join(self) -> None:
         """In the child, before it runs the step: move into the cgroup."""

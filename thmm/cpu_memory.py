@@ -13,8 +13,6 @@ pages and training fixes the threshold whenever torch uses them (bench/cpu_memor
 issue 35).
 
 Everything here is a no-op where the C library is not glibc or the kernel has no transparent huge pages.
-:func:`available_memory` says how much memory the process can still take (a container's limit included),
-so that training keeps AdamW's moments in a file when they would crowd it (``thmm.trainer.offload_moments``).
 """
 
 from __future__ import annotations
@@ -84,79 +82,3 @@ def torch_uses_huge_pages() -> bool:
     probes = [torch.empty(TORCH_HUGE_PAGE_MIN_BYTES // 4 + 1024 * k) for k in range(2)]  # float32
     return all(p.data_ptr() % page == 0 for p in probes)
 
-
-MEMINFO = Path("/proc/meminfo")
-PROC_CGROUP = Path("/proc/self/cgroup")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-# cgroup v2 and v1 files: (limit, usage, the memory.stat key of reclaimable file pages)
-_CGROUP_FILES = {"v2": ("memory.max", "memory.current", "inactive_file"),
-                 "v1": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still take: the system's ``MemAvailable``, or less where a memory cgroup
-    (a container's limit, v2 or v1) leaves less room under its limit (its usage less the inactive file
-    pages the kernel can reclaim, as container runtimes count it); ``None`` where neither is known (not
-    Linux)."""
-    candidates = []
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                candidates.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    for folder, version in cgroup_memory_folders():
-        room = cgroup_room(folder, version)
-        if room is not None:
-            candidates.append(room)
-    return min(candidates) if candidates else None
-
-
-def cgroup_memory_folders() -> list[tuple[Path, str]]:
-    """The memory cgroup folders that bound this process (its own and each ancestor's), v2 and v1."""
-    try:
-        lines = PROC_CGROUP.read_text().splitlines()
-    except OSError:
-        return []
-    folders = []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
-            roots, version = [CGROUP_ROOT, CGROUP_ROOT / "unified"], "v2"
-        elif "memory" in controllers.split(","):
-            roots, version = [CGROUP_ROOT / "memory"], "v1"
-        else:
-            continue
-        for root in roots:
-            if not (root / _CGROUP_FILES[version][0]).exists() and not (root / "cgroup.controllers").exists():
-                continue
-            folder = root / path.lstrip("/")
-            while True:  # a limit anywhere above applies too; inside a namespace the path may not exist
-                if folder.is_dir():
-                    folders.append((folder, version))
-                if folder == root:
-                    break
-                folder = folder.parent
-    return folders
-
-
-def cgroup_room(folder: Path, version: str) -> int | None:
-    """Bytes left under one cgroup's memory limit; ``None`` when it has none (or it cannot be read)."""
-    limit_file, usage_file, reclaimable_key = _CGROUP_FILES[version]
-    try:
-        limit = (folder / limit_file).read_text().strip()
-        usage = int((folder / usage_file).read_text())
-    except (OSError, ValueError):
-        return None
-    if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:  # v1 writes "no limit" as about 2**63
-        return None
-    reclaimable = 0
-    try:
-        for line in (folder / "memory.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == reclaimable_key:
-                reclaimable = int(value)
-    except (OSError, ValueError):
-        pass
-    return max(0, int(limit) - usage + reclaimable)

@@ -40,7 +40,7 @@ from .data import (
     report_unknown_labels,
     training_node_counts,
 )
-from .cpu_memory import available_memory, fix_malloc_mmap_threshold, return_freed_memory, torch_uses_huge_pages
+from .cpu_memory import fix_malloc_mmap_threshold, return_freed_memory, torch_uses_huge_pages
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
 from .offloaded_adamw import OffloadedAdamW, moments_folder
@@ -86,32 +86,20 @@ def make_optimizer(model, args: TrainingArguments, offload_moments: bool = False
         return adamw(param_groups)
 
 
-# On a CPU, AdamW's moments go to a temporary file between steps when they would take more than this share of the
-# memory available: 0.69 GB of the default THMM heads on 634 subclasses, so within a 2 GB container (about 1 GB left
-# once the run is built) but not on a machine with several GB free, where the time (about 4% of a 512-document step
-# on 2 cores, more for smaller batches) buys nothing (bench/scale.py --memory-limit; docs/benchmarks.md, issue 35)
-OFFLOAD_MOMENTS_SHARE = 0.25
-
-
 def offload_moments(args: TrainingArguments, accelerator, model) -> bool:
     """Whether AdamW's moments wait in a temporary file between steps (:class:`OffloadedAdamW`: the same
-    updates, about 0.13 s a step per 0.7 GB of moments): on a CPU, always with ``--low-cpu-memory``, and
-    otherwise when they would take more than :data:`OFFLOAD_MOMENTS_SHARE` of the memory still available
-    (a container's limit included), where they would leave too little for the activations and fusion."""
-    if accelerator.device.type != "cpu":
+    updates): with ``--low-cpu-memory`` on a CPU. Not by default: the file takes as much page cache as the
+    moments took memory, so it frees memory only when the kernel reclaims that cache, and then every step
+    writes and reads the moments on disk (0.67 GB each way for the default THMM heads: an epoch took
+    about 3x as long in a 2 GB container, where keeping them in memory was OOM-killed). That is a trade
+    for the user to choose (docs/benchmarks.md, issue 35)."""
+    if not args.low_cpu_memory or accelerator.device.type != "cpu":
         return False
     moments = OffloadedAdamW.moment_bytes(model.parameters())
-    if not moments:
-        return False
-    available = available_memory()
-    if args.low_cpu_memory:
-        reason = "--low-cpu-memory"
-    elif available is not None and moments > OFFLOAD_MOMENTS_SHARE * available:
-        reason = f"{available / 1e9:.2f} GB of memory is available"
-    else:
-        return False
-    logger.info("the optimizer's moments (%.2f GB) wait in a temporary file between steps: %s", moments / 1e9, reason)
-    return True
+    if moments:
+        logger.info("the optimizer's moments (%.2f GB) wait in a temporary file between steps (--low-cpu-memory)",
+                    moments / 1e9)
+    return bool(moments)
 
 
 def check_output_dir(args: TrainingArguments) -> None:
