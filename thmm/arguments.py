@@ -120,8 +120,8 @@ class TrainingArguments:
     mixed_precision: str = _arg("no", "mixed precision through Accelerate", MIXED_PRECISION)
     low_cpu_memory: bool = _arg(False, "on a CPU, trade epoch time for resident memory: the heads' activations are "
                                        "trained in micro-batches of 16 MiB instead of 32 (64 without huge pages), "
-                                       "AdamW's moments wait in a temporary file between steps (as they do by default "
-                                       "when memory is short), and freed tensors go back to the system at once even "
+                                       "AdamW's moments wait in a temporary file between steps, lexical fusion fits its "
+                                       "SVMs in one process, and freed tensors go back to the system at once even "
                                        "without huge pages")
     seed: int = _arg(42, "random seed (data order, dropout, head init)")
     patience: int = _arg(3, "stop after this many epochs in which neither the selection metric nor (unless "

@@ -300,14 +300,16 @@ class LexicalFusion:
 
 def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, references: dict, head_logits: dict, *,
                scheme: str, objective: str, granularity: str, min_support: int, max_train_documents: int,
-               max_negatives: int = 0, seed: int = 0, fixed_threshold: float | None = None) -> LexicalFusion:
+               max_negatives: int = 0, seed: int = 0, fixed_threshold: float | None = None,
+               n_jobs: int | None = None) -> LexicalFusion:
     """The whole of ``--lexical-fusion`` after the heads are trained: the scorer fitted on the
     ``train`` split's word-pieces (as ``tokenizer`` cuts them at ``max_length``, what the model
     reads; on a random ``max_train_documents`` of them when there are more, 0: all; each node's SVM
     on all its positives among them and at most a random ``max_negatives`` of its negatives, 0:
     all), calibrated and
     its weight chosen on ``validation`` (:func:`choose_fusion_weight`), and the fused logits of
-    every split in ``head_logits`` (``validation`` and any others)."""
+    every split in ``head_logits`` (``validation`` and any others). ``n_jobs``: the SVMs' processes
+    (:func:`~thmm.linear_svm.svm_jobs`; 1 fits them in this process, as ``--low-cpu-memory`` does)."""
     from modeling_thmm import fuse_lexical_logits
 
     names = ["train", *head_logits]
@@ -331,7 +333,8 @@ def fit_fusion(splits, tokenizer, max_length: int, taxonomy: Taxonomy, reference
         # in Fortran order, as the SVMs read them (no second copy)
         fit = fit_lexical_scorer(counts.pop("train"),
                                  np.asfortranarray(label_targets(taxonomy, train_refs, dtype=bool)),
-                                 top_k=lexical_top_k(taxonomy), max_negatives=max_negatives, seed=seed)
+                                 n_jobs=n_jobs, top_k=lexical_top_k(taxonomy), max_negatives=max_negatives,
+                                 seed=seed)
         decisions = {name: fit.decisions(counts[name]) for name in head_logits}
         scale, shift = calibrate(decisions["validation"], label_targets(taxonomy, references["validation"]))
     except ValueError as err:

@@ -738,7 +738,8 @@ class Trainer:
             scheme=args.scheme, objective=args.threshold_objective, granularity=self.threshold_granularity,
             min_support=args.node_threshold_min_support, max_train_documents=args.lexical_max_train_documents,
             max_negatives=args.lexical_max_negatives, seed=args.seed,
-            fixed_threshold=None if args.tune_thresholds else args.threshold)
+            fixed_threshold=None if args.tune_thresholds else args.threshold,
+            n_jobs=1 if args.low_cpu_memory else None)  # each SVM worker holds its nodes' rows: 2.44 GB in all at 200k
         return self.lexical.logits
 
     # ---- tune --------------------------------------------------------------------------------
