@@ -454,6 +454,7 @@ def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_p
     import gc
     import weakref
 
+    import thmm.lexical
     import thmm.trainer
     from modeling_thmm import THMMForHierarchicalClassification
     from thmm.trainer import Trainer
@@ -472,8 +473,11 @@ def test_training_state_is_released_after_the_last_epoch(tiny_encoder_dir, tmp_p
     trainer.fit()
     assert trainer.model is None and trainer.optimizer is None and optimizer_state() is None
     assert live_models() == []  # nothing (Accelerate included) holds the trained weights any more
+    jobs, fit_fusion = [], thmm.lexical.fit_fusion
+    monkeypatch.setattr(thmm.lexical, "fit_fusion", lambda *a, **k: jobs.append(k["n_jobs"]) or fit_fusion(*a, **k))
     trainer.tune_thresholds()
     assert live_models() == []  # nor the best epoch's, reloaded for its logits
+    assert jobs == [1]  # --low-cpu-memory: the SVMs in this process, not in workers holding their own rows
     trainer.save()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
