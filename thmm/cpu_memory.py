@@ -81,4 +81,3 @@ def torch_uses_huge_pages() -> bool:
     page = os.sysconf("SC_PAGE_SIZE")
     probes = [torch.empty(TORCH_HUGE_PAGE_MIN_BYTES // 4 + 1024 * k) for k in range(2)]  # float32
     return all(p.data_ptr() % page == 0 for p in probes)
-

@@ -6,8 +6,10 @@ the optimizer step. On a CPU the forward and backward passes, where the activati
 take their memory, do not need them. So :class:`OffloadedAdamW` keeps the moments of each large
 parameter in an unnamed temporary file, reads them back for that parameter's update and writes them out
 again, one parameter at a time; only the largest parameter's moments are ever in memory. For the
-default THMM heads on 634 IPC subclasses this takes 0.69 GB (of a 2.5 GB epoch peak) out of resident
-memory, for about 0.13 s a step (reading and writing 0.69 GB of page cache, on huge pages).
+default THMM heads on 634 IPC subclasses this takes 0.67 GB (of a 2.5 GB epoch peak) out of resident
+memory. The file stays in page cache while memory allows (4% more epoch time on 2 cores at batch 512);
+where the kernel reclaims that cache, each step reads and writes the moments on disk, which is why only
+``--low-cpu-memory`` asks for it (bench/cpu_memory.py, bench/scale.py --memory-limit; docs/benchmarks.md).
 
 The update itself is torch's AdamW (the same kernel, the same order of operations), so the weights are
 bit for bit those of ``torch.optim.AdamW``: tested, as are ``state_dict`` and ``load_state_dict``
