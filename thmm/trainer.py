@@ -90,9 +90,9 @@ def offload_moments(args: TrainingArguments, accelerator, model) -> bool:
     """Whether AdamW's moments wait in a temporary file between steps (:class:`OffloadedAdamW`: the same
     updates): with ``--low-cpu-memory`` on a CPU. Not by default: the file takes as much page cache as the
     moments took memory, so it frees memory only when the kernel reclaims that cache, and then every step
-    writes and reads the moments on disk (0.67 GB each way for the default THMM heads: an epoch took
-    about 3x as long in a 2 GB container, where keeping them in memory was OOM-killed). That is a trade
-    for the user to choose (docs/benchmarks.md, issue 35)."""
+    writes and reads the moments on disk (0.67 GB each way for the default THMM heads, at any batch size:
+    in a 2 GB container, where keeping them in memory was OOM-killed, a 200k-document epoch at batch 512
+    wrote about 260 GB). That is a trade for the user to choose (docs/benchmarks.md, issue 35)."""
     if not args.low_cpu_memory or accelerator.device.type != "cpu":
         return False
     moments = OffloadedAdamW.moment_bytes(model.parameters())
