@@ -120,11 +120,13 @@ class OffloadedAdamW(torch.optim.AdamW):
             with torch.enable_grad():
                 loss = closure()
         kept = [group["params"] for group in self.param_groups]
+        # decided once, before any write: a failed write mid-step must not leave a parameter unstepped
         offloaded = [[p for p in params if self._offloaded(p)] for params in kept]
+        in_memory = [[p for p in params if not self._offloaded(p)] for params in kept]
         try:
             # the parameters whose moments stay in memory: one call, as plain AdamW steps them
-            for group, params, out in zip(self.param_groups, kept, offloaded):
-                group["params"] = [p for p in params if not any(p is q for q in out)]
+            for group, params in zip(self.param_groups, in_memory):
+                group["params"] = params
             super().step()
             # the others one at a time, so that only one parameter's moments are ever in memory
             for group, params in zip(self.param_groups, offloaded):
