@@ -584,16 +584,75 @@ def test_moments_in_a_file_train_and_resume_as_the_plain_run(trained, tiny_encod
 
 
 @pytest.mark.parametrize("device, low, offloaded", [("cpu", False, False), ("cpu", True, True), ("cuda", True, False)])
-def test_the_moments_go_to_a_file_with_low_cpu_memory_on_a_cpu(device, low, offloaded, caplog):
+def test_the_moments_go_to_a_file_with_low_cpu_memory_on_a_cpu(device, low, offloaded, caplog, monkeypatch):
     from types import SimpleNamespace
 
     import thmm.trainer
 
+    monkeypatch.setattr(thmm.trainer, "memory_limit", lambda: (10**12, "this machine's memory"))  # plenty
     args = TrainingArguments(low_cpu_memory=low)
-    accelerator = SimpleNamespace(device=torch.device(device))
+    accelerator = SimpleNamespace(device=torch.device(device), unwrap_model=lambda m: m)
     with caplog.at_level(logging.INFO, logger="thmm"):
         model = torch.nn.Linear(2048, 1024)  # 2.1M weights (in the file), 1,024 biases (kept in memory)
-        assert thmm.trainer.offload_moments(args, accelerator, model) is offloaded
-        assert not thmm.trainer.offload_moments(args, accelerator, torch.nn.Linear(4, 4))  # nothing large enough
+        model.heads = SimpleNamespace(activation_elements=lambda: 1000)
+        assert thmm.trainer.offload_moments(args, accelerator, model, 64) is offloaded
+        assert not thmm.trainer.offload_moments(args, accelerator, torch.nn.Linear(4, 4), 64)  # nothing large enough
     assert ("the optimizer's moments (0.02 GB) wait in a temporary file between steps (--low-cpu-memory)"
             in caplog.text) is offloaded
+
+
+def test_the_moments_go_to_a_file_by_default_only_where_the_epoch_would_cross_the_memory_limit(monkeypatch, caplog):
+    """The epoch's estimated peak: resident memory now, a gradient and two moments per trainable weight,
+    and ACTIVATION_PEAK_FACTOR micro-batch activations; the processes of one machine share its limit."""
+    from types import SimpleNamespace
+
+    import thmm.trainer
+
+    model = torch.nn.Linear(2048, 1024)
+    model.bias.requires_grad_(False)  # frozen: neither gradient nor moments
+    model.heads = SimpleNamespace(activation_elements=lambda: 1000)  # 4,000 bytes a document
+    monkeypatch.setattr(thmm.trainer, "resident_bytes", lambda: 500_000_000)
+    peak = 500_000_000 + 3 * 2048 * 1024 * 4 + thmm.trainer.ACTIVATION_PEAK_FACTOR * 64 * 4000
+    assert thmm.trainer.epoch_peak_estimate(model, 64) == peak
+    accelerator = SimpleNamespace(device=torch.device("cpu"), unwrap_model=lambda m: m)
+
+    def offloaded(limit, device="cpu"):
+        monkeypatch.setattr(thmm.trainer, "memory_limit", lambda: limit)
+        accelerator.device = torch.device(device)
+        return thmm.trainer.offload_moments(TrainingArguments(), accelerator, model, 64)
+
+    with caplog.at_level(logging.WARNING, logger="thmm"):
+        assert not offloaded((peak, "the memory cgroup /box"))  # it fits
+        assert not offloaded(None)  # unknown (not Linux)
+        assert not offloaded((peak - 1, "the memory cgroup /box"), "cuda")  # the moments live on the GPU
+        assert caplog.text == ""
+        assert offloaded((peak - 1, "the memory cgroup /box"))
+    assert (f"with AdamW's moments in memory this run's epoch would take about {peak / 1e9:.2f} GB, more than the "
+            f"{(peak - 1) / 1e9:.2f} GB the memory cgroup /box allows: the moments (0.02 GB) wait in a temporary file "
+            "between steps, and lexical fusion fits its SVMs in this process" in caplog.text)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert offloaded((2 * peak - 1, "this machine's memory")) and not offloaded((2 * peak, "this machine's memory"))
+    assert f"about {peak / 1e9:.2f} GB in each of 2 processes" in caplog.text
+
+
+def test_a_run_over_its_memory_limit_keeps_the_moments_in_a_file_and_fits_fusion_in_process(
+        tiny_encoder_dir, tmp_path, monkeypatch, capsys):
+    """The whole path in a (faked) tight container: the warning, the optimizer, fusion's one process."""
+    import thmm.lexical
+    import thmm.offloaded_adamw
+    import thmm.trainer
+    from thmm.offloaded_adamw import OffloadedAdamW
+    from thmm.trainer import Trainer
+
+    monkeypatch.setattr(thmm.offloaded_adamw, "OFFLOAD_MIN_ELEMENTS", 256)  # the tiny heads' weights
+    monkeypatch.setattr(thmm.trainer, "memory_limit", lambda: (10**8, "the memory cgroup /box"))
+    trainer = Trainer(parse_args(small_args(tiny_encoder_dir, tmp_path / "run", "--epochs", "1")))
+    assert "more than the 0.10 GB the memory cgroup /box allows" in capsys.readouterr().out  # the run's log
+    assert isinstance(trainer.optimizer.optimizer, OffloadedAdamW)
+    trainer.fit()
+    jobs, fit_fusion = [], thmm.lexical.fit_fusion
+    monkeypatch.setattr(thmm.lexical, "fit_fusion", lambda *a, **k: jobs.append(k["n_jobs"]) or fit_fusion(*a, **k))
+    trainer.tune_thresholds()
+    assert jobs == [1]
+
+

@@ -13,6 +13,9 @@ pages and training fixes the threshold whenever torch uses them (bench/cpu_memor
 issue 35).
 
 Everything here is a no-op where the C library is not glibc or the kernel has no transparent huge pages.
+:func:`memory_limit` and :func:`resident_bytes` say how much memory the process may take before it is
+killed (a container's limit included) and how much it holds, so that training can keep AdamW's moments in
+a file where keeping them in memory would cross that limit (``thmm.trainer.offload_moments``).
 """
 
 from __future__ import annotations
@@ -81,3 +84,72 @@ def torch_uses_huge_pages() -> bool:
     page = os.sysconf("SC_PAGE_SIZE")
     probes = [torch.empty(TORCH_HUGE_PAGE_MIN_BYTES // 4 + 1024 * k) for k in range(2)]  # float32
     return all(p.data_ptr() % page == 0 for p in probes)
+
+
+MEMINFO = Path("/proc/meminfo")
+PROC_CGROUP = Path("/proc/self/cgroup")
+PROC_STATM = Path("/proc/self/statm")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_LIMIT_FILES = {"v2": "memory.max", "v1": "memory.limit_in_bytes"}
+# cgroup v1 writes "no limit" as the largest page-aligned 64-bit value
+NO_CGROUP_LIMIT = 1 << 60
+
+
+def memory_limit() -> tuple[int, str] | None:
+    """The most memory this process may take, and what sets it: the smallest of the machine's physical
+    memory (``MemTotal``) and the limits of the memory cgroups that hold it (a container's, v2 or v1,
+    its own or an ancestor's); ``None`` where neither can be read (not Linux). A hard limit, not what is
+    free now: the memory other processes use comes and goes, and the kernel reclaims page cache."""
+    limits = []
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                limits.append((int(line.split()[1]) * 1024, "this machine's memory"))
+    except (OSError, ValueError, IndexError):
+        pass
+    for folder, version in cgroup_memory_folders():
+        try:
+            value = (folder / CGROUP_LIMIT_FILES[version]).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and int(value) < NO_CGROUP_LIMIT:  # v2 writes "max" for none
+            limits.append((int(value), f"the memory cgroup {folder}"))
+    return min(limits) if limits else None
+
+
+def cgroup_memory_folders() -> list[tuple[Path, str]]:
+    """The memory cgroup folders that bound this process, its own and each ancestor's, with the cgroup
+    version (``"v2"`` or ``"v1"``); those not visible here (another namespace's) are left out."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return []
+    folders = []
+    for line in lines:  # "hierarchy-ID:controllers:path"; v2 is "0::path"
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            roots, version = [CGROUP_ROOT, CGROUP_ROOT / "unified"], "v2"
+        elif "memory" in controllers.split(","):
+            roots, version = [CGROUP_ROOT / "memory"], "v1"
+        else:
+            continue
+        for root in roots:
+            if not root.is_dir():
+                continue
+            folder = root / path.strip("/")
+            while True:  # a limit anywhere above applies too
+                if (folder / CGROUP_LIMIT_FILES[version]).is_file():
+                    folders.append((folder, version))
+                if folder == root:
+                    break
+                folder = folder.parent
+    return folders
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (``/proc/self/statm``), or ``None`` where it cannot be read."""
+    try:
+        return int(PROC_STATM.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -40,7 +40,13 @@ from .data import (
     report_unknown_labels,
     training_node_counts,
 )
-from .cpu_memory import fix_malloc_mmap_threshold, return_freed_memory, torch_uses_huge_pages
+from .cpu_memory import (
+    fix_malloc_mmap_threshold,
+    memory_limit,
+    resident_bytes,
+    return_freed_memory,
+    torch_uses_huge_pages,
+)
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
 from .offloaded_adamw import OffloadedAdamW, moments_folder
@@ -86,20 +92,56 @@ def make_optimizer(model, args: TrainingArguments, offload_moments: bool = False
         return adamw(param_groups)
 
 
-def offload_moments(args: TrainingArguments, accelerator, model) -> bool:
+# An epoch's peak above its step floor (the weights, their gradients and AdamW's moments), in micro-batches'
+# largest activations: 437 MiB over 64-document micro-batches of 508 subclass heads (33 MB each) at 200k
+# documents (a phase probe of the default epoch; docs/benchmarks.md, issue 35)
+ACTIVATION_PEAK_FACTOR = 14
+
+
+def epoch_peak_estimate(model, micro_batch_documents: int) -> int | None:
+    """The bytes an epoch will hold at its peak with AdamW's moments in memory: what the process holds
+    now (the model built, the data mapped) plus, per trainable weight, its gradient and two moments,
+    plus :data:`ACTIVATION_PEAK_FACTOR` of the heads' largest micro-batch activation; ``None`` where
+    the resident memory cannot be read."""
+    resident = resident_bytes()
+    if resident is None:
+        return None
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    activation = micro_batch_documents * model.heads.activation_elements() * 4  # float32
+    return resident + 3 * trainable + ACTIVATION_PEAK_FACTOR * activation
+
+
+def offload_moments(args: TrainingArguments, accelerator, model, micro_batch_documents: int) -> bool:
     """Whether AdamW's moments wait in a temporary file between steps (:class:`OffloadedAdamW`: the same
-    updates): with ``--low-cpu-memory`` on a CPU. Not by default: the file takes as much page cache as the
-    moments took memory, so it frees memory only when the kernel reclaims that cache, and then every step
-    writes and reads the moments on disk (0.67 GB each way for the default THMM heads, at any batch size:
-    in a 2 GB container, where keeping them in memory was OOM-killed, a 200k-document epoch at batch 512
-    wrote about 260 GB). That is a trade for the user to choose (docs/benchmarks.md, issue 35)."""
-    if not args.low_cpu_memory or accelerator.device.type != "cpu":
+    updates), on a CPU: with ``--low-cpu-memory``, and where the epoch would otherwise cross the memory
+    this process may take (:func:`~thmm.cpu_memory.memory_limit`: a container's limit, or the machine's
+    memory, shared by the processes of this machine), since the kernel would kill it. Not otherwise: the
+    file takes as much page cache as the moments took memory, so it frees memory only when the kernel
+    reclaims that cache, and then every step writes and reads the moments on disk (0.67 GB each way for
+    the default THMM heads, at any batch size: in a 2 GB container a 200k-document epoch at batch 512
+    took 1.37x as long and wrote about 260 GB; docs/benchmarks.md, issue 35)."""
+    if accelerator.device.type != "cpu":
         return False
     moments = OffloadedAdamW.moment_bytes(model.parameters())
-    if moments:
+    if not moments:
+        return False
+    if args.low_cpu_memory:
         logger.info("the optimizer's moments (%.2f GB) wait in a temporary file between steps (--low-cpu-memory)",
                     moments / 1e9)
-    return bool(moments)
+        return True
+    limit, peak = memory_limit(), epoch_peak_estimate(accelerator.unwrap_model(model), micro_batch_documents)
+    if limit is None or peak is None:
+        return False
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # the processes of this machine share its limit
+    if peak * local_processes <= limit[0]:
+        return False
+    logger.warning("with AdamW's moments in memory this run's epoch would take about %.2f GB%s, more than the "
+                   "%.2f GB %s allows: the moments (%.2f GB) wait in a temporary file between steps, and lexical "
+                   "fusion fits its SVMs in this process, as with --low-cpu-memory (the same results; slower, as "
+                   "each step reads and writes the moments)", peak / 1e9,
+                   f" in each of {local_processes} processes" if local_processes > 1 else "", limit[0] / 1e9,
+                   limit[1], moments / 1e9)
+    return True
 
 
 def check_output_dir(args: TrainingArguments) -> None:
@@ -458,7 +500,9 @@ class Trainer:
             train_dl = loader(train_set, per_device_batch, shuffle=True)
         eval_dls = [loader(self.datasets[name], args.eval_batch_size,
                            sampler=longest_first(self.datasets[name].lengths).tolist()) for name in ("validation", "test")]
-        optimizer = make_optimizer(model, args, offload_moments(args, accelerator, model))
+        # where the moments would take the run past its memory limit, fusion too keeps to one process
+        self.moments_offloaded = offload_moments(args, accelerator, model, per_device_batch)
+        optimizer = make_optimizer(model, args, self.moments_offloaded)
         self.model, self.optimizer, self.train_dl, dev_dl, test_dl = accelerator.prepare(
             model, optimizer, train_dl, *eval_dls)
         self.eval_dls = {"validation": dev_dl, "test": test_dl}
@@ -739,7 +783,8 @@ class Trainer:
             min_support=args.node_threshold_min_support, max_train_documents=args.lexical_max_train_documents,
             max_negatives=args.lexical_max_negatives, seed=args.seed,
             fixed_threshold=None if args.tune_thresholds else args.threshold,
-            n_jobs=1 if args.low_cpu_memory else None)  # each SVM worker holds its nodes' rows: 2.44 GB in all at 200k
+            # each SVM worker holds its nodes' rows: 2.44 GB in all at 200k
+            n_jobs=1 if args.low_cpu_memory or self.moments_offloaded else None)
         return self.lexical.logits
 
     # ---- tune --------------------------------------------------------------------------------
