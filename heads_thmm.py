@@ -35,6 +35,42 @@ __all__ = ["DEEP_LEVEL", "CNNDocumentEncoder", "FlatHead", "HierarchicalHeads", 
 DEEP_LEVEL = 4  # main groups and below get the deep heads; sections, classes, subclasses the paper's
 
 
+class _ReluDropout(torch.autograd.Function):
+    """``F.dropout(F.relu(x), p, training=True)`` (the same random draws) that keeps only its output for the
+    backward pass: where the output is positive the unit was kept, with gradient ``1 / (1 - p)``, and
+    elsewhere it has none. Autograd's composition keeps three tensors as large instead (ReLU's output,
+    dropout's float noise on a CPU or its mask on a GPU, and dropout's output). For the 508 subclass and
+    118 class heads of a 64-document micro-batch that took the backward pass's peak from 403 to 309 MiB
+    above the step's floor, in no more time (issue 35). On a CPU the gradient is bit for bit autograd's
+    (tested)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        out = F.dropout(F.relu(x), p, training=True)
+        ctx.save_for_backward(out)
+        ctx.p = p
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (out,) = ctx.saved_tensors
+        if grad.device.type == "cpu":  # dropout's noise there: 1 / (1 - p) in the tensor's own dtype
+            scale = torch.ones((), dtype=grad.dtype).div_(1 - ctx.p)
+        else:  # the fused dropout kernel's (GPUs): a float scale, applied at float precision
+            scale = 1.0 / (1.0 - ctx.p)
+        grad_x = torch.mul(grad, scale, out=torch.empty_like(out))  # in the input's layout, as autograd's would be
+        # ReLU's own backward kernel (one pass, in place): no gradient where the output is not positive
+        return torch.ops.aten.threshold_backward.grad_input(grad_x, out, 0.0, grad_input=grad_x), None
+
+
+def relu_dropout(x: torch.Tensor, dropout: nn.Dropout) -> torch.Tensor:
+    """``dropout(relu(x))``; when training with gradients, through :class:`_ReluDropout`, which keeps a
+    third of the memory for the backward pass."""
+    if dropout.training and dropout.p > 0 and torch.is_grad_enabled() and x.requires_grad:
+        return _ReluDropout.apply(x, dropout.p)
+    return dropout(F.relu(x))
+
+
 class CNNDocumentEncoder(nn.Module):
     """Conv1d over token states (one conv per kernel size), ReLU, masked max-pool over time, concat."""
 
@@ -119,8 +155,8 @@ class LevelHeads(nn.Module):
             if parent_hidden is None:
                 raise ValueError("THMM level heads need their parents' hidden states")
             h1 = torch.baddbmm(h1, parent_hidden, self.parent_weight1)
-        h1 = self.dropout(F.relu(h1 + self.bias1))
-        h2 = self.dropout(F.relu(torch.baddbmm(self.bias2, h1, self.weight2)))
+        h1 = relu_dropout(h1 + self.bias1, self.dropout)
+        h2 = relu_dropout(torch.baddbmm(self.bias2, h1, self.weight2), self.dropout)
         logits = torch.baddbmm(self.bias_out, h2, self.weight_out)  # [nodes, batch, 1]
         return logits.squeeze(-1).transpose(0, 1), h2
 
@@ -181,13 +217,13 @@ class SharedLevelHeads(nn.Module):
         children read (THMM with ``node_states`` only)."""
         h1 = doc @ self.weight1 + self.bias1  # [batch, hidden]
         if self.parent_weight1 is None:
-            h2 = self.dropout(F.relu(self.dropout(F.relu(h1)) @ self.weight2 + self.bias2))
+            h2 = relu_dropout(relu_dropout(h1, self.dropout) @ self.weight2 + self.bias2, self.dropout)
             logits = h2 @ self.weight_out.squeeze(-1).T + self.bias_out.view(1, -1)
             return logits, None
         if parent_hidden is None or child_slot is None:
             raise ValueError("THMM level heads need their parents' hidden states")
-        h1 = self.dropout(F.relu(h1.unsqueeze(0) + parent_hidden @ self.parent_weight1))  # [parents, batch, hidden]
-        h2 = self.dropout(F.relu(h1 @ self.weight2 + self.bias2))
+        h1 = relu_dropout(h1.unsqueeze(0) + parent_hidden @ self.parent_weight1, self.dropout)  # [parents, batch, hidden]
+        h2 = relu_dropout(h1 @ self.weight2 + self.bias2, self.dropout)
         per_node = h2.index_select(0, child_slot)  # [nodes, batch, hidden]: each node reads its parent's state
         logits = torch.baddbmm(self.bias_out, per_node, self.weight_out).squeeze(-1).transpose(0, 1)
         states = per_node + self.node_embedding if self.node_embedding is not None else None

@@ -178,6 +178,31 @@ def deep_taxonomy(depth=4):
 
 
 @pytest.mark.parametrize("head_type", ["tmm", "thmm"])
+@pytest.mark.parametrize("depth", [3, 5])
+def test_the_heads_lean_relu_dropout_trains_bit_for_bit_as_autograds_composition(tiny_encoder_config, head_type, depth,
+                                                                                  monkeypatch):
+    """heads_thmm.relu_dropout keeps only its output for the backward pass; with dropout on, the same
+    seed gives the same logits and the same gradient for every weight as dropout(relu(x)) in autograd,
+    per-node levels (depth 3) and shared ones (depth 5) alike."""
+    import heads_thmm
+
+    def logits_and_gradients():
+        model = build_tiny_model(tiny_encoder_config, deep_taxonomy(depth), head_type=head_type, head_dropout=0.25,
+                                 deep_head_hidden_size=8).train()
+        torch.manual_seed(3)
+        doc = torch.randn(5, model.heads.levels[0].in_features, requires_grad=True)
+        logits = model.heads(doc)
+        (logits * torch.linspace(-1, 1, logits.shape[1])).sum().backward()
+        return [logits, doc.grad] + [p.grad for p in model.heads.parameters()]
+
+    lean = logits_and_gradients()
+    assert all(g is not None for g in lean) and lean[1].abs().sum() > 0
+    monkeypatch.setattr(heads_thmm, "relu_dropout", lambda x, dropout: dropout(torch.nn.functional.relu(x)))
+    plain = logits_and_gradients()
+    assert len(lean) == len(plain) and all(torch.equal(a, b) for a, b in zip(lean, plain))
+
+
+@pytest.mark.parametrize("head_type", ["tmm", "thmm"])
 @pytest.mark.parametrize("depth", [4, 5])
 def test_deep_heads_cost_one_output_row_per_node(tiny_encoder_config, head_type, depth):
     """Main groups and subgroups add an output row and bias per node (THMM at depth 5 also an

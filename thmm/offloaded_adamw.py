@@ -1,5 +1,6 @@
 # Copyright 2026 The THMM package authors. Licensed under the Apache License, Version 2.0.
-"""AdamW whose moments wait in a temporary file between optimizer steps (``--low-cpu-memory``).
+"""AdamW whose moments wait in a temporary file between optimizer steps (``--low-cpu-memory``, and
+by default where keeping them in memory would take training past its memory limit).
 
 AdamW keeps two moments per parameter, as large as the parameters themselves, but reads them only in
 the optimizer step. On a CPU the forward and backward passes, where the activations and the gradients
@@ -8,8 +9,9 @@ parameter in an unnamed temporary file, reads them back for that parameter's upd
 again, one parameter at a time; only the largest parameter's moments are ever in memory. For the
 default THMM heads on 634 IPC subclasses this takes 0.67 GB (of a 2.5 GB epoch peak) out of resident
 memory. The file stays in page cache while memory allows (4% more epoch time on 2 cores at batch 512);
-where the kernel reclaims that cache, each step reads and writes the moments on disk, which is why only
-``--low-cpu-memory`` asks for it (bench/cpu_memory.py, bench/scale.py --memory-limit; docs/benchmarks.md).
+where the kernel reclaims that cache, each step reads and writes the moments on disk, which is why the
+trainer asks for it only with ``--low-cpu-memory`` or over the memory limit (``thmm.trainer.offload_moments``;
+bench/cpu_memory.py, bench/scale.py --memory-limit; docs/benchmarks.md).
 
 The update itself is torch's AdamW (the same kernel, the same order of operations), so the weights are
 bit for bit those of ``torch.optim.AdamW``: tested, as are ``state_dict`` and ``load_state_dict``

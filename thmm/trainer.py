@@ -68,7 +68,7 @@ def debug_kill_point(phase: str) -> None:
 
 def make_optimizer(model, args: TrainingArguments, offload_moments: bool = False):
     """AdamW with separate encoder and head learning rates, no decay on biases and norms; with
-    ``offload_moments`` (``--low-cpu-memory`` on a CPU) the large parameters' moments wait in a temporary
+    ``offload_moments`` (:func:`offload_moments`) the large parameters' moments wait in a temporary
     file between steps (:class:`~thmm.offloaded_adamw.OffloadedAdamW`, the same updates)."""
     head_lr = args.head_learning_rate or args.learning_rate
     groups = {}
