@@ -67,6 +67,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -827,6 +828,13 @@ def frozen_epoch_seconds(frozen: dict | None, documents: int) -> float | None:
     return frozen["seconds_per_doc"] * documents
 
 
+def exit_on_sigterm() -> None:
+    """A SIGTERM (``kill``, a CI timeout) ends the benchmark as Ctrl-C would: the running step is killed
+    and waited for, and its memory cgroup removed. By default the process would die on the spot, leaving
+    the cgroup (and the step, until its own SIGTERM) behind."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the real train.tsv to sample")
@@ -877,6 +885,7 @@ def main(argv=None) -> int:
     if args.step:
         print(json.dumps(STEPS[args.step[0]](json.loads(args.step[1]))))
         return 0
+    exit_on_sigterm()
     formats = args.format.split(",")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:

@@ -352,3 +352,36 @@ def test_a_memory_cgroup_limits_a_step_and_reports_its_peak_and_kills():
         figures = cgroup.figures()
     assert within.returncode == 0 and figures["oom_kills"] == 0
     assert figures["cgroup_peak"] is None or 100 * 10**6 < figures["cgroup_peak"] <= 300 * 10**6
+
+
+SIGTERM_PROBE = """
+import subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import scale
+scale.exit_on_sigterm()
+with scale.MemoryCgroup(300 * 10**6) as cgroup:
+    print(cgroup.path, flush=True)
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=cgroup.join, check=False)
+"""
+
+
+def test_a_benchmark_ended_by_sigterm_kills_its_step_and_removes_its_memory_cgroup():
+    """Skipped where cgroups cannot be written."""
+    import signal
+    import time
+
+    scale = bench_module("scale")
+    try:
+        scale.MemoryCgroup(300 * 10**6).__exit__()
+    except OSError as err:
+        pytest.skip(f"no writable memory cgroup here ({err})")
+    probe = subprocess.Popen([sys.executable, "-c", SIGTERM_PROBE, str(REPO_ROOT / "bench")], stdout=subprocess.PIPE,
+                             text=True)
+    path = Path(probe.stdout.readline().strip())
+    assert path.is_dir()
+    deadline = time.monotonic() + 30
+    while not (path / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the step has joined its cgroup
+    probe.send_signal(signal.SIGTERM)
+    assert probe.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not path.exists()
