@@ -63,10 +63,10 @@ def run_setup(opts: dict) -> dict:
         thmm.trainer.HUGE_PAGE_MICRO_BATCH_ELEMENTS = opts["huge_page_elements"]
     decided, offload_moments = [], thmm.trainer.offload_moments
 
-    def decide(args, accelerator, model):  # --low-cpu-memory's decision, for the set-up that asks for it alone
+    def decide(args, accelerator, model, *rest):  # --low-cpu-memory's decision, for the set-up that asks for it alone
         if opts["offload_moments"]:
             args = dataclasses.replace(args, low_cpu_memory=True)
-        decided.append(offload_moments(args, accelerator, model))
+        decided.append(offload_moments(args, accelerator, model, *rest))
         return decided[-1]
 
     thmm.trainer.offload_moments = decide
