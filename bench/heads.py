@@ -9,6 +9,12 @@ fresh subprocess per variant (CPU: peak RSS growth over the resident weights, wi
 return every freed block of 64 KiB or more to the OS so that RSS tracks live tensors; GPU: peak
 allocated). ``--batches 64,8,1`` sweeps batch sizes: at batch 64 the heads are compute-bound on a
 CPU (both variants do the same FLOPs); at small batches the per-module Python overhead dominates.
+
+``--relu-dropout`` adds a second table: the vectorized heads with ``heads_thmm.relu_dropout`` (ReLU and
+dropout keeping only their output for the backward pass) against autograd's composition
+``dropout(relu(x))``, which keeps three tensors as large (issue 35). ``--keep-gradients`` accumulates
+the gradients over the steps, as micro-batches do, so that the peak is the activations' and the new
+gradients' above the weights and their gradients, not that of gradients allocated afresh each step.
 """
 
 from __future__ import annotations
@@ -71,6 +77,11 @@ class NaiveHeads(nn.Module):
 
 def build(variant: str, head_type: str, taxonomy: Taxonomy, in_features: int, hidden: int = 256):
     links = head_type == "thmm"
+    if variant == "autograd-relu-dropout":  # the vectorized heads, with autograd's ReLU and dropout
+        import heads_thmm
+
+        heads_thmm.relu_dropout = lambda x, dropout: dropout(nn.functional.relu(x))
+        variant = "vectorized"
     if variant == "vectorized":
         heads = HierarchicalHeads(taxonomy, in_features, hidden, 0.25, parent_links=links)
         for level in heads.levels:
@@ -98,7 +109,8 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def measure(variant: str, head_type: str, device: str, batch: int, in_features: int, steps: int, warmup: int) -> dict:
+def measure(variant: str, head_type: str, device: str, batch: int, in_features: int, steps: int, warmup: int,
+            keep_gradients: bool = False) -> dict:
     torch.manual_seed(0)
     taxonomy = cpc_sized_taxonomy()
     heads = build(variant, head_type, taxonomy, in_features).to(device).train()
@@ -107,7 +119,8 @@ def measure(variant: str, head_type: str, device: str, batch: int, in_features: 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step():
-        heads.zero_grad(set_to_none=True)
+        if not keep_gradients:
+            heads.zero_grad(set_to_none=True)
         loss = nn.functional.binary_cross_entropy_with_logits(heads(doc), target)
         loss.backward()
 
@@ -116,7 +129,8 @@ def measure(variant: str, head_type: str, device: str, batch: int, in_features: 
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        heads.zero_grad(set_to_none=True)
+        if not keep_gradients:
+            heads.zero_grad(set_to_none=True)
         base = _rss_bytes()
     times = timed(step, sync, 0, steps)
     if device.startswith("cuda"):
@@ -134,14 +148,15 @@ def measure(variant: str, head_type: str, device: str, batch: int, in_features: 
 
 
 def run(device: str = "cpu", batch: int = 64, in_features: int = 768, steps: int = 5, warmup: int = 2,
-        head_types=("tmm", "thmm")) -> list[dict]:
+        head_types=("tmm", "thmm"), variants=("vectorized", "naive"), keep_gradients: bool = False) -> list[dict]:
     """Each variant in its own process, so that peak memory is not shared between them."""
     rows = []
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     for head_type in head_types:
-        for variant in ("vectorized", "naive"):
+        for variant in variants:
             cmd = [sys.executable, __file__, "--one", variant, head_type, "--device", device, "--batch", str(batch),
                    "--in-features", str(in_features), "--steps", str(steps), "--warmup", str(warmup)]
+            cmd += ["--keep-gradients"] if keep_gradients else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
             row = json.loads(out.strip().splitlines()[-1])
             row["batch"] = batch
@@ -163,19 +178,20 @@ def gemm_roofline(device: str, batch: int, in_features: int, taxonomy: Taxonomy,
     return {"gemm_gflops": 2 * batch * in_features * b.shape[1] / seconds / 1e9, "step_gflop": flops / 1e9}
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], slow: str = "naive", fast: str = "vectorized", names=("naive", "vectorized")) -> str:
+    """One row per batch size and head type: ``slow`` against ``fast`` (two variants of ``rows``)."""
     lines = [
-        "| batch | heads | naive fwd+bwd (ms) | vectorized fwd+bwd (ms) | speed-up | naive peak (MiB) "
-        "| vectorized peak (MiB) | memory naive/vectorized |",
+        f"| batch | heads | {names[0]} fwd+bwd (ms) | {names[1]} fwd+bwd (ms) | speed-up | {names[0]} peak (MiB) "
+        f"| {names[1]} peak (MiB) | memory {names[0]}/{names[1]} |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for batch, head_type in dict.fromkeys((r["batch"], r["head_type"]) for r in rows):
         pick = {r["variant"]: r for r in rows if r["head_type"] == head_type and r["batch"] == batch}
-        fast, slow = pick["vectorized"], pick["naive"]
-        mem = slow["peak_mem_mb"] / fast["peak_mem_mb"] if fast["peak_mem_mb"] else float("nan")
+        b, a = pick[fast], pick[slow]
+        mem = a["peak_mem_mb"] / b["peak_mem_mb"] if b["peak_mem_mb"] else float("nan")
         lines.append(
-            f"| {batch} | {head_type.upper()} | {slow['median_s'] * 1e3:.1f} | {fast['median_s'] * 1e3:.1f} | "
-            f"{slow['median_s'] / fast['median_s']:.2f}x | {slow['peak_mem_mb']:.0f} | {fast['peak_mem_mb']:.0f} | {mem:.2f}x |"
+            f"| {batch} | {head_type.upper()} | {a['median_s'] * 1e3:.1f} | {b['median_s'] * 1e3:.1f} | "
+            f"{a['median_s'] / b['median_s']:.2f}x | {a['peak_mem_mb']:.0f} | {b['peak_mem_mb']:.0f} | {mem:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -189,14 +205,20 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--head-types", default="tmm,thmm")
+    parser.add_argument("--relu-dropout", action="store_true",
+                        help="also the heads' lean ReLU-dropout against autograd's composition")
+    parser.add_argument("--keep-gradients", action="store_true", help="accumulate the gradients over the steps")
     parser.add_argument("--one", nargs=2, metavar=("VARIANT", "HEAD_TYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one[0], args.one[1], args.device, args.batch, args.in_features, args.steps, args.warmup)))
+        print(json.dumps(measure(args.one[0], args.one[1], args.device, args.batch, args.in_features, args.steps,
+                                 args.warmup, args.keep_gradients)))
         return
     rows = []
+    variants = ("vectorized", "naive", "autograd-relu-dropout") if args.relu_dropout else ("vectorized", "naive")
     for batch in (int(b) for b in args.batches.split(",")):
-        rows += run(args.device, batch, args.in_features, args.steps, args.warmup, args.head_types.split(","))
+        rows += run(args.device, batch, args.in_features, args.steps, args.warmup, args.head_types.split(","), variants,
+                    args.keep_gradients)
     print(f"# heads benchmark: {rows[0]['heads']} heads (CPC size {CPC_SHAPE}), input {args.in_features}, "
           f"{rows[0]['params'] / 1e6:.0f}M (TMM) parameters; medians of {args.steps} steps after {args.warmup} warm-up")
     print(f"# device {args.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
@@ -212,6 +234,9 @@ def main(argv=None):
         print(line)
     print(f"# command: python bench/heads.py {' '.join(sys.argv[1:])}".rstrip())
     print(format_table(rows))
+    if args.relu_dropout:
+        print("\n# the vectorized heads: autograd's dropout(relu(x)) against heads_thmm.relu_dropout")
+        print(format_table(rows, "autograd-relu-dropout", "vectorized", ("autograd's", "lean")))
 
 
 if __name__ == "__main__":
