@@ -633,6 +633,8 @@ def test_the_moments_go_to_a_file_by_default_only_where_the_epoch_would_cross_th
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert offloaded((2 * peak - 1, "this machine's memory")) and not offloaded((2 * peak, "this machine's memory"))
     assert f"about {peak / 1e9:.2f} GB in each of 2 processes" in caplog.text
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "two")  # not a count: this process alone
+    assert offloaded((peak - 1, "this machine's memory")) and not offloaded((peak, "this machine's memory"))
 
 
 def test_a_run_over_its_memory_limit_keeps_the_moments_in_a_file_and_fits_fusion_in_process(

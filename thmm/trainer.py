@@ -120,7 +120,7 @@ def offload_moments(args: TrainingArguments, accelerator, model, micro_batch_doc
     file takes as much page cache as the moments took memory, so it frees memory only when the kernel
     reclaims that cache, and then every step writes and reads the moments on disk (0.67 GB each way for
     the default THMM heads, at any batch size: in a 2 GB container a 200k-document epoch at batch 512
-    took 1.37x as long and wrote about 260 GB; docs/benchmarks.md, issue 35)."""
+    wrote about 100 MB/s, some 250 GB; docs/benchmarks.md, issue 35)."""
     if accelerator.device.type != "cpu":
         return False
     moments = OffloadedAdamW.moment_bytes(model.parameters())
@@ -133,7 +133,8 @@ def offload_moments(args: TrainingArguments, accelerator, model, micro_batch_doc
     limit, peak = memory_limit(), epoch_peak_estimate(accelerator.unwrap_model(model), micro_batch_documents)
     if limit is None or peak is None:
         return False
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # the processes of this machine share its limit
+    local_processes = os.environ.get("LOCAL_WORLD_SIZE", "1")  # the processes of this machine share its limit
+    local_processes = int(local_processes) if local_processes.isdigit() and int(local_processes) > 0 else 1
     if peak * local_processes <= limit[0]:
         return False
     logger.warning("with AdamW's moments in memory this run's epoch would take about %.2f GB%s, more than the "
