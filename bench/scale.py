@@ -592,32 +592,30 @@ class MemoryCgroup:
     limit (page cache included, reclaimed under it; anonymous memory over it is killed). Needs write access
     to the cgroup file system (root in most containers). Removed on exit."""
 
-    ROOT = Path("/sys/fs/cgroup")
-
     def __init__(self, limit: int):
+        from thmm.cpu_memory import CGROUP_LIMIT_FILES
+
         self.limit = limit
         parent, self.version = self.own()
         self.path = parent / f"thmm-bench-{os.getpid()}"
         self.path.mkdir()
-        limit_file = "memory.max" if self.version == "v2" else "memory.limit_in_bytes"
         try:
-            (self.path / limit_file).write_text(str(limit))
+            (self.path / CGROUP_LIMIT_FILES[self.version]).write_text(str(limit))
         except OSError:
             self.path.rmdir()
             raise
 
-    @classmethod
-    def own(cls) -> tuple[Path, str]:
-        """This process's memory cgroup folder and its version: v1's memory hierarchy, else v2's."""
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-        entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
-        for hierarchy, controllers, path in entries:
-            if "memory" in controllers.split(","):
-                return cls.ROOT / "memory" / path.lstrip("/"), "v1"
-        for hierarchy, controllers, path in entries:
-            for root in (cls.ROOT, cls.ROOT / "unified"):
-                if hierarchy == "0" and (root / "cgroup.controllers").exists():
-                    return root / path.lstrip("/"), "v2"
+    @staticmethod
+    def own() -> tuple[Path, str]:
+        """This process's memory cgroup folder and its version: v1's memory hierarchy, else v2's
+        (:func:`thmm.cpu_memory.cgroup_memory_folders`, which lists each hierarchy's own folder first)."""
+        from thmm.cpu_memory import cgroup_memory_folders
+
+        folders = cgroup_memory_folders()
+        for wanted in ("v1", "v2"):
+            own = next((folder for folder, version in folders if version == wanted), None)
+            if own is not None:
+                return own, wanted
         raise OSError("no memory cgroup for this process under /sys/fs/cgroup")
 
     def join(self) -> None:

@@ -81,8 +81,8 @@ def test_the_memory_limit_is_the_smallest_of_the_machine_and_its_cgroups_v2(tmp_
     machine's memory, when it is less; not what happens to be free (MemAvailable)."""
     root = fake_proc(tmp_path, monkeypatch, "0::/box/job\n")
     write_files(root, {"cgroup.controllers": "cpu memory\n"})  # the root cgroup has no memory.max
-    write_files(root / "box", {"memory.max": "3000000000\n"})
-    write_files(root / "box" / "job", {"memory.max": "max\n"})
+    write_files(root / "box", {"cgroup.controllers": "memory\n", "memory.max": "3000000000\n"})
+    write_files(root / "box" / "job", {"cgroup.controllers": "\n", "memory.max": "max\n"})
     assert cpu_memory.memory_limit() == (3_000_000_000, f"the memory cgroup {root / 'box'}")
     write_files(root / "box" / "job", {"memory.max": "2000000000\n"})
     assert cpu_memory.memory_limit() == (2_000_000_000, f"the memory cgroup {root / 'box' / 'job'}")

@@ -91,6 +91,8 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 PROC_STATM = Path("/proc/self/statm")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_LIMIT_FILES = {"v2": "memory.max", "v1": "memory.limit_in_bytes"}
+# a file every cgroup folder of that hierarchy has (v2's root cgroup has no memory.max)
+CGROUP_MARKER_FILES = {"v2": "cgroup.controllers", "v1": "memory.limit_in_bytes"}
 # cgroup v1 writes "no limit" as the largest page-aligned 64-bit value
 NO_CGROUP_LIMIT = 1 << 60
 
@@ -118,8 +120,9 @@ def memory_limit() -> tuple[int, str] | None:
 
 
 def cgroup_memory_folders() -> list[tuple[Path, str]]:
-    """The memory cgroup folders that bound this process, its own and each ancestor's, with the cgroup
-    version (``"v2"`` or ``"v1"``); those not visible here (another namespace's) are left out."""
+    """The memory cgroup folders that bound this process, each hierarchy's from its own (or the nearest
+    one visible here, inside a cgroup namespace) up to the root, with the cgroup version (``"v2"`` or
+    ``"v1"``)."""
     try:
         lines = PROC_CGROUP.read_text().splitlines()
     except OSError:
@@ -139,7 +142,7 @@ def cgroup_memory_folders() -> list[tuple[Path, str]]:
                 continue
             folder = root / path.strip("/")
             while True:  # a limit anywhere above applies too
-                if (folder / CGROUP_LIMIT_FILES[version]).is_file():
+                if (folder / CGROUP_MARKER_FILES[version]).is_file():
                     folders.append((folder, version))
                 if folder == root:
                     break
