@@ -88,4 +88,7 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    from thmm.cli import end_distributed_process
+
     main(sys.argv[1])
+    end_distributed_process(0)  # as the thmm-* commands end: gloo's threads cannot abort the exit

@@ -49,6 +49,16 @@ def test_svm_solver_benchmark_compares_each_solver_with_the_default():
     assert all(0.0 < float(r[7]) <= 1.0 for r in rows)  # a share of the decisions, measured for each solver
 
 
+def test_distributed_exit_benchmark_counts_each_ending(tmp_path, one_distributed_run_at_a_time):
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "distributed_exit.py"), "--launches", "1",
+                          "--load", "0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = json.loads((tmp_path / "distributed_exit.json").read_text())["counts"]
+    assert set(counts) == {"interpreter", "thmm"} and all(sum(c.values()) == 1 for c in counts.values())
+    assert counts["thmm"]["ok"] == 1  # the commands' ending finishes a launch that ran
+    assert "| thmm.cli.end_distributed_process | 1 |" in out.stdout
+
+
 def test_cpc_sized_taxonomy_has_cpc_level_sizes():
     tax = bench_module("heads").cpc_sized_taxonomy()
     assert [s.stop - s.start for s in tax.level_slices] == [9, 136, 674]

@@ -34,6 +34,7 @@ from modeling_thmm import longest_first
 
 from .cpu_memory import return_freed_memory
 from .data import Rows, TokenCollator, encode_texts
+from .launch import world
 
 CHUNK_SIZE = 1024
 # Input formats by file suffix; ``--format`` names one for any other file, or for stdin (``-``, text lines by default).
@@ -437,11 +438,6 @@ def open_output(path: str):
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def world() -> tuple[int, int]:
-    """``(rank, number of processes)`` of an ``accelerate launch`` / torchrun launch; ``(0, 1)`` otherwise."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def write_predictions(chunks: Iterable[list[dict]], predict_lines: Callable[[list[dict]], tuple[list[str], int]],

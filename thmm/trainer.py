@@ -49,6 +49,7 @@ from .cpu_memory import (
 )
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
+from .launch import world
 from .offloaded_adamw import OffloadedAdamW, moments_folder
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
@@ -385,7 +386,7 @@ class Trainer:
         check_output_dir(args)
         accum = args.gradient_accumulation_steps
         # A torchrun launch (accelerate launch --multi_gpu) on a machine without CUDA runs DDP on CPUs (gloo).
-        distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        distributed_cpu = not torch.cuda.is_available() and world()[1] > 1
         if distributed_cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
             # Accelerate 1.15 shards only on accelerators: on CPUs it would run DDP under an FSDP config.
             raise ConfigError("FSDP needs GPUs: Accelerate cannot shard over CPU processes; "

@@ -73,6 +73,7 @@ from thmm.cli import (
     one_line_errors,
     run_cli,
 )
+from thmm.launch import world
 from thmm.outputs import replaceable_output_file
 from thmm.prediction import (
     CHUNK_SIZE,
@@ -83,7 +84,6 @@ from thmm.prediction import (
     chunked,
     input_name,
     iter_documents,
-    world,
     write_predictions,
 )
 
