@@ -46,7 +46,7 @@ sys.exit(run_cli(main, []))
 """
 
 
-@pytest.mark.parametrize("world_size, finalized", [("2", False), ("1", True), (None, True)])
+@pytest.mark.parametrize("world_size, finalized", [("2", False), ("1", True), (None, True), ("two", True)])
 def test_a_launched_process_ends_without_finalization_and_loses_nothing(world_size, finalized, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
     if world_size:
