@@ -35,7 +35,8 @@ own process, so that its peak memory is its own:
 - **train** (``--train-docs N``, on the corpus of N documents of the first format): ``thmm-train``
   with its default options (lexical fusion included) but a tiny random BERT encoder (one layer of
   width 16, MiniLM's tokenizer), ``--train-batch-size`` 512 and one epoch, on a cold cache; its peak
-  memory, its wall time, the epoch's and lexical fusion's.
+  memory, its wall time, the epoch's and lexical fusion's. Its warnings (``--quiet`` keeps those) stay
+  in ``WORK/train_N_FORMAT_MODE.log``.
 - **frozen epoch** (``--frozen-epoch-docs N``, on the corpus of the largest ``--sizes`` of the first format):
   ``thmm-train`` with its default options but ``--freeze-encoder`` on MiniLM, ``--max-train-samples
   N``, one epoch and no lexical fusion; the epoch's training seconds (``metrics/summary.json``, the
@@ -566,9 +567,11 @@ STEPS = {"prepare": step_prepare, "predict": step_predict, "model": step_model, 
          "frozen": step_frozen}
 
 
-def run_step(name: str, timeout: float | None = None, cgroup: MemoryCgroup | None = None, **opts) -> dict:
+def run_step(name: str, timeout: float | None = None, cgroup: MemoryCgroup | None = None, log: Path | None = None,
+             **opts) -> dict:
     """Run one step in a fresh Python process (inside ``cgroup`` when given); its result (JSON, the last line
-    of its output). A step the cgroup's limit killed returns ``{"code": -9, ...}`` with the cgroup's figures."""
+    of its output). A step the cgroup's limit killed returns ``{"code": -9, ...}`` with the cgroup's figures.
+    With ``log``, what the step wrote to stderr (its warnings) is kept there, whatever its end."""
     # One tokenizing process uses the tokenizer's own threads on every core; several use one each.
     threads = "true" if (opts.get("num_proc") or 1) == 1 else "false"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": threads}
@@ -576,8 +579,13 @@ def run_step(name: str, timeout: float | None = None, cgroup: MemoryCgroup | Non
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--step", name, json.dumps(opts)],
                              capture_output=True, text=True, env=env, timeout=timeout, check=False,
                              preexec_fn=cgroup.join if cgroup else None)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as stopped:
+        if log:
+            kept = stopped.stderr or ""
+            log.write_text(kept if isinstance(kept, str) else kept.decode(errors="replace"))
         return {"timeout": timeout}
+    if log:
+        log.write_text(out.stderr)
     limited = cgroup.figures() if cgroup else {}
     if out.returncode != 0 and limited.get("oom_kills"):
         return {"code": out.returncode, "seconds": 0.0, "cpu_s": 0.0, "peak_rss": 0, "peak_anon": 0,
@@ -780,7 +788,7 @@ def report(results: dict, tune: dict | None, args, train: list[dict] | None = No
                        f"{phase_gb(run, 'fusion')} GB), torch's huge pages "
                        f"{'on' if run.get('huge_pages') else 'off'}, load average "
                        f"{run['load_average']:.1f} at the end; exit code {run['code']}"
-                       f"{memory_limit_note(run)}.")]
+                       f"{memory_limit_note(run)}; its warnings in {Path(run['log']).name}.")]
     lines += ["", "Targets:"]
     for data_format, by_size in results.items():
         lines += _judge_preparation(by_size, data_format)
@@ -986,8 +994,9 @@ def main(argv=None) -> int:
             shutil.rmtree(args.work / "train-hf-cache", ignore_errors=True)  # a cold start, as a user's first run
             with contextlib.ExitStack() as stack:
                 cgroup = stack.enter_context(MemoryCgroup(int(args.memory_limit * 1e9))) if args.memory_limit else None
-                train.append({"format": formats[0], "micro_batches": mode, **run_step(
-                    "train", cgroup=cgroup, corpus=str(corpus), scheme=args.scheme, encoder=str(encoder),
+                log = args.work / f"train_{args.train_docs}_{formats[0]}_{mode}.log"  # its warnings, kept
+                train.append({"format": formats[0], "micro_batches": mode, "log": str(log), **run_step(
+                    "train", cgroup=cgroup, log=log, corpus=str(corpus), scheme=args.scheme, encoder=str(encoder),
                     batch_size=args.train_batch_size, output=str(output), cache=str(args.work / "train-hf-cache"),
                     micro_batches=mode)})
             print(f"train: {train[-1]}", flush=True)

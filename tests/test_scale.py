@@ -289,6 +289,7 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     fusion_rows = [line.split("|") for line in stdout.splitlines() if line.startswith(("| 100 of 100,", "| 150 of 200,"))]
     assert len(fusion_rows) == 2 and all(row[-2].strip().endswith("%") for row in fusion_rows)
     assert "thmm-train, one epoch on 200 tsv documents" in stdout and "exit code 0" in stdout
+    assert "its warnings in train_200_tsv_auto.log" in stdout
     phases = re.search(r"while building ([\d.]+|n/a) GB, in the epoch ([\d.]+) GB, in lexical fusion ([\d.]+|n/a) GB", stdout)
     assert phases and float(phases.group(2)) > 0  # the peak within each step of the run (a short one may see no sample)
     assert "CPU micro-batches auto)" in stdout and "CPU micro-batches off)" in stdout
@@ -298,6 +299,15 @@ def test_scale_benchmark_runs_on_the_quickstart_data(tmp_path, monkeypatch, caps
     assert len(corpus) == 201 and corpus[0] == "patent_id\ttitle\tabstract\tlabels"
     jsonl = (tmp_path / "work" / "docs_200_jsonl" / "train.jsonl").read_text().splitlines()
     assert [json.loads(line)["patent_id"] for line in jsonl] == [line.split("\t")[0] for line in corpus[1:]]
+
+
+def test_a_steps_stderr_is_kept_in_its_log_whatever_its_end(tmp_path):
+    scale = bench_module("scale")
+    log = tmp_path / "encoder.log"
+    (tmp_path / "a-file").write_text("")  # so the step cannot make its folder there
+    with pytest.raises(SystemExit, match="step encoder failed"):
+        scale.run_step("encoder", log=log, encoder=str(tmp_path / "a-file" / "encoder"))
+    assert "Traceback" in log.read_text() and "a-file" in log.read_text()
 
 
 def test_scale_benchmark_skips_clearly_without_data(tmp_path):
