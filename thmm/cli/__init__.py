@@ -254,9 +254,9 @@ def end_distributed_process(code: int) -> None:
     a tensor that Python created takes the GIL. A thread that asks for the GIL while the interpreter
     finalizes is ended, inside a C++ destructor, so the process aborts ("terminate called without an
     active exception", SIGABRT) after its work is done; the launcher then reports the run as failed and
-    stops the other processes, the main one possibly mid-write. On a loaded 2-core machine 13 of 60
-    finished two-process launches that ended the usual way aborted, and none of 60 that ended here
-    (``bench/distributed_exit.py``)."""
+    stops the other processes, the main one possibly mid-write. On a loaded 2-core machine 13 and 8 of 60
+    finished two-process launches that ended the usual way aborted in two runs, and none of 60 that
+    ended here (``bench/distributed_exit.py``)."""
     if "torch.distributed" not in sys.modules:
         return  # no process group, so no gloo threads
     from ..launch import world
