@@ -41,8 +41,7 @@ def worker(ending: str) -> None:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if ending == "thmm":
-        sys.path.insert(0, str(ROOT))
-        from thmm.cli import end_distributed_process
+        from thmm.cli import end_distributed_process  # ROOT is on the launch's PYTHONPATH
 
         end_distributed_process(0)
 

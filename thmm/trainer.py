@@ -49,7 +49,7 @@ from .cpu_memory import (
 )
 from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_probabilities
 from .features import broadcast_from_main, split_datasets, split_digest
-from .launch import world
+from .launch import launched_processes, world
 from .offloaded_adamw import OffloadedAdamW, moments_folder
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
@@ -134,8 +134,7 @@ def offload_moments(args: TrainingArguments, accelerator, model, micro_batch_doc
     limit, peak = memory_limit(), epoch_peak_estimate(accelerator.unwrap_model(model), micro_batch_documents)
     if limit is None or peak is None:
         return False
-    local_processes = os.environ.get("LOCAL_WORLD_SIZE", "1")  # the processes of this machine share its limit
-    local_processes = int(local_processes) if local_processes.isdigit() and int(local_processes) > 0 else 1
+    local_processes = launched_processes("LOCAL_WORLD_SIZE")  # the processes of this machine share its limit
     if peak * local_processes <= limit[0]:
         return False
     logger.warning("with AdamW's moments in memory this run's epoch would take about %.2f GB%s, more than the "

@@ -259,12 +259,9 @@ def end_distributed_process(code: int) -> None:
     ended here (``bench/distributed_exit.py``)."""
     if "torch.distributed" not in sys.modules:
         return  # no process group, so no gloo threads
-    from ..launch import world
+    from ..launch import launched_processes
 
-    try:
-        if world()[1] <= 1:
-            return
-    except ValueError:  # WORLD_SIZE is not a count: no launcher set it
+    if launched_processes() == 1:
         return
     import atexit
     import os
