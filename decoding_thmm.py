@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .taxonomy_thmm import Taxonomy, ThresholdError, Thresholds
+    from .taxonomy_thmm import Taxonomy, TaxonomyError, ThresholdError, Thresholds
 except ImportError:  # plain import when installed as a top-level module
-    from taxonomy_thmm import Taxonomy, ThresholdError, Thresholds
+    from taxonomy_thmm import Taxonomy, TaxonomyError, ThresholdError, Thresholds
 
 __all__ = ["DEFAULT_DECIMALS", "NodeScores", "check_decoding_options", "label_records", "rounded"]
 
@@ -58,6 +58,11 @@ def check_decoding_options(taxonomy: Taxonomy, threshold=None, top_k: int | None
     if decimals is not None and (not isinstance(decimals, numbers.Integral) or isinstance(decimals, bool)
                                  or decimals < 0):
         raise ValueError(f"decimals: must be an integer of at least 0, or None for full precision (got {decimals!r})")
+    if top_k is not None:  # top_k decides alone: a threshold or at_least_one beside it would be ignored
+        for option, given in (("threshold", threshold is not None), ("at_least_one", at_least_one)):
+            if given:
+                raise ValueError(f"top_k and {option}: choose one (top_k predicts the best leaves whatever their "
+                                 f"scores, so {option} would be ignored)")
     if threshold is None:
         return None
     try:
@@ -65,7 +70,10 @@ def check_decoding_options(taxonomy: Taxonomy, threshold=None, top_k: int | None
     except ThresholdError as err:  # Thresholds' names: global_threshold, per_level[1]
         index = err.where[err.where.find("["):] if "[" in err.where else ""
         raise ValueError(f"threshold{index}: {err.rule} (got {err.value!r})") from None
-    thresholds.for_nodes(taxonomy)  # one per level, when a list
+    try:
+        thresholds.for_nodes(taxonomy)  # one per level, when a list
+    except TaxonomyError as err:
+        raise ValueError(f"threshold: {err}") from None
     return thresholds
 
 

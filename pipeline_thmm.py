@@ -13,6 +13,7 @@ picks it without a task name and without this package installed.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 
 import torch
@@ -133,10 +134,9 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
             return []
         one = isinstance(inputs, (str, Mapping)) or not hasattr(inputs, "__iter__")
         for index, document in enumerate([inputs] if one else inputs if isinstance(inputs, list) else []):
-            try:
-                title_and_abstract(document)
-            except ValueError as err:
-                raise ValueError(f"document {index}: {err}") from None
+            self._check_document(index, document)
+        if isinstance(inputs, types.GeneratorType):  # checked as they come, each named by its place
+            inputs = (self._check_document(index, document) for index, document in enumerate(inputs))
         self._check_batch_size(kwargs.get("batch_size"))
         explain = self._check_explain(kwargs.pop("explain", self._explain))
         outputs = super().__call__(inputs, **kwargs)
@@ -147,6 +147,15 @@ class HierarchicalPatentClassificationPipeline(Pipeline):
             for document, output in zip(documents, [outputs] if one else outputs):
                 self._add_evidence(document, output)
         return outputs
+
+    @staticmethod
+    def _check_document(index: int, document):
+        """``document`` once usable (:func:`title_and_abstract`); a ValueError naming its index otherwise."""
+        try:
+            title_and_abstract(document)
+        except ValueError as err:
+            raise ValueError(f"document {index}: {err}") from None
+        return document
 
     def _add_evidence(self, document, output) -> None:
         """Each predicted code of ``output`` (one document's) gains ``"evidence"``: ``explain_document``'s words."""

@@ -23,7 +23,7 @@ except ImportError:  # plain import when installed as a top-level module
     from configuration_thmm import check_max_length
 
 __all__ = ["check_batching", "check_documents", "check_tokenizer_fits", "document_problem", "encode_documents",
-           "longest_first"]
+           "longest_first", "text_problem"]
 
 
 def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None, max_length: int):
@@ -44,7 +44,8 @@ def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] 
         first = [titles[i] for i in group]
         second = [abstracts[i] for i in group] if pair else None
         enc = tokenizer(first, second, truncation="longest_first", max_length=max_length)
-        full = tokenizer(first, second, truncation=False, add_special_tokens=True)
+        # untruncated only to tell which documents lose tokens: no "longer than the maximum" warning
+        full = tokenizer(first, second, truncation=False, add_special_tokens=True, verbose=False)
         for i, a, b in zip(group, full["input_ids"], enc["input_ids"]):
             truncated[i] = len(a) > len(b)
         for key, values in enc.items():
@@ -55,12 +56,29 @@ def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] 
     return encoded
 
 
+def text_problem(text: str) -> str | None:
+    r"""Why a title or abstract cannot be read as text, or ``None``: a NUL (the mark of a binary or
+    UTF-16 input read as UTF-8) or a lone surrogate (a JSON ``\ud800``, which the tokenizer cannot
+    take). The same rule for every input: ``thmm-predict``'s files, ``predict`` and the pipeline."""
+    if "\0" in text:
+        return "holds a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds a lone surrogate (not a Unicode character)"
+    return None
+
+
 def document_problem(title, abstract) -> str | None:
-    """Why one document cannot be classified, or ``None``: its title and abstract must be strings,
-    not both empty or blank (the model would score an empty text like any other)."""
+    """Why one document cannot be classified, or ``None``: its title and abstract must be strings
+    that are text (:func:`text_problem`), not both empty or blank (the model would score an empty text
+    like any other)."""
     for field, value in (("title", title), ("abstract", abstract)):
         if not isinstance(value, str):
             return f"field {field!r}: expected a string, got {type(value).__name__}"
+        if (problem := text_problem(value)) is not None:
+            return f"field {field!r}: {problem}"
     if not title.strip() and not abstract.strip():
         return "fields 'title' and 'abstract': empty document"
     return None
@@ -101,12 +119,18 @@ def check_batching(batch_size, max_length, positions: int | None = None) -> None
 
 def check_tokenizer_fits(tokenizer, tables: Mapping[str, int], where: str | None = None,
                          model: str = "the model") -> None:
-    """A ValueError naming ``where`` (default: the tokenizer's folder) when ``tokenizer`` is missing,
-    or has more word-pieces than one of the model's ``tables`` (name -> rows) has rows: its ids past
-    them would index out of range. ``model`` names the model when there is no tokenizer."""
+    """A ValueError naming ``where`` (default: the tokenizer's folder) when ``tokenizer`` is missing, has
+    no word-piece but its special tokens, or has more word-pieces than one of the model's ``tables``
+    (name -> rows) has rows: its ids past them would index out of range. ``model`` names the model when
+    there is no tokenizer."""
     if tokenizer is None:
         raise ValueError(f"{where or model}: no tokenizer; use the one saved with the model "
                          "(AutoTokenizer.from_pretrained of its folder)")
+    specials = len(set(tokenizer.all_special_ids))
+    if len(tokenizer) <= specials:  # what transformers builds from a folder without tokenizer files
+        where = where or getattr(tokenizer, "name_or_path", None) or "the tokenizer"
+        raise ValueError(f"{where}: the tokenizer has no vocabulary, only its {specials} special tokens (every word "
+                         "would be [UNK]): its folder lacks the tokenizer files (tokenizer.json, vocab.txt, ...)")
     table, rows = min(tables.items(), key=lambda item: item[1])
     if len(tokenizer) > rows:
         where = where or getattr(tokenizer, "name_or_path", None) or "the tokenizer"

@@ -60,6 +60,23 @@ def no_output(env):
     assert not list(env.tmp.glob(".out.jsonl*")), "a partial output was left"
 
 
+RECORD = '{"id": 1, "predicted": []}\n'  # a record as thmm-predict writes it
+
+
+def user_file(env, content: str) -> Path:
+    path = env.tmp / "notes.jsonl"
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+def user_file_kept(env, content: str) -> None:
+    assert (env.tmp / "notes.jsonl").read_text(encoding="utf-8") == content
+
+
+def not_made(folder: Path) -> None:
+    assert not folder.exists(), "a folder made for the output was left after the error"
+
+
 def predicted_ids(*ids):
     def check(env):
         lines = (env.tmp / "out.jsonl").read_text(encoding="utf-8").splitlines()
@@ -269,7 +286,54 @@ CASES = {
         ("--review-below: must be a confidence between 0 and 1 (got 1.5)",)),
     "predict-review-below-nan": Case(
         "predict", lambda env: env.predict_argv("--review-below", "nan"), 2, ("--review-below: must be a confidence",)),
+    # ---- field names: a near miss of a field that is read would lose it; another field is reported, once
+    "predict-tsv-field-near-miss": Case(
+        "predict", output_argv(predict_on("documents.tsv", "patent_id\ttitle\tAbstract\nP1\tshoe\tsole\n")), 2,
+        ("{tmp}/documents.tsv, line 1 (the header), field 'Abstract'", "did you mean 'abstract'"), after=no_output),
+    "predict-jsonl-field-near-miss": Case(
+        "predict", output_argv(jsonl('{"title": "shoe"}', '{"title": "boot", "abstract ": "sole"}')), 2,
+        ("{tmp}/documents.jsonl, line 2, field 'abstract '", "did you mean 'abstract'"), after=no_output),
+    "predict-parquet-field-near-miss": Case(
+        "predict", output_argv(parquet("documents.parquet", Title=["shoe"])), 2,
+        ("{tmp}/documents.parquet, columns, field 'Title'", "did you mean 'title'"), after=no_output),
+    "predict-tsv-unread-field-reported": Case(
+        "predict", output_argv(predict_on("documents.tsv", "id\ttitle\tclaims\nUS1\tshoe\t1. A sole\n")), 0,
+        ("warning: {tmp}/documents.tsv, line 1 (the header): field 'claims' is not read",),
+        after=predicted_ids("US1")),  # and an 'id' column names the documents, as in JSONL and parquet
+    "predict-jsonl-unread-field-reported": Case(
+        "predict", output_argv(jsonl('{"title": "shoe", "claims": "x"}', '{"title": "boot", "claims": "y"}')), 0,
+        ("warning: {tmp}/documents.jsonl, line 1: field 'claims' is not read",), after=predicted_ids(1, 2)),
+    # ---- decoding options that would be ignored
+    "predict-top-k-with-threshold": Case(
+        "predict", lambda env: env.predict_argv("--top-k", "1", "--threshold", "0.9"), 2,
+        ("--top-k and --threshold: choose one",)),
+    "predict-top-k-with-at-least-one": Case(
+        "predict", lambda env: env.predict_argv("--top-k", "1", "--at-least-one"), 2,
+        ("--top-k and --at-least-one: choose one",)),
+    "predict-threshold-per-level-count": Case(
+        "predict", output_argv(lambda env: env.predict_argv("--threshold", "0.5,0.4")), 2,
+        ("--threshold: expected one threshold per level (3)",), after=no_output),
+    "predict-label-titles-missing": Case(
+        "predict", output_argv(lambda env: env.predict_argv("--label-titles", str(env.tmp / "titles.tsv"))), 2,
+        ("--label-titles {tmp}/titles.tsv: No such file or directory",), after=no_output),
+    # ---- the output: only the command's own records are replaced; a failed write names it, and leaves nothing
+    "predict-output-blank-first-line": Case(
+        "predict", lambda env: [*env.predict_argv(), "--output", str(user_file(env, "\nmy notes\n"))], 2,
+        ("--output {tmp}/notes.jsonl", "not a thmm-predict output"), after=lambda env: user_file_kept(env, "\nmy notes\n")),
+    "predict-output-record-above-notes": Case(
+        "predict", lambda env: [*env.predict_argv(), "--output", str(user_file(env, RECORD + "my notes\n"))], 2,
+        ("--output {tmp}/notes.jsonl", "not a thmm-predict output"),
+        after=lambda env: user_file_kept(env, RECORD + "my notes\n")),
+    "predict-output-dir-left-out-on-error": Case(
+        "predict", lambda env: [*predict_on("documents.txt", "shoe\n\nboot\n")(env), "--output-dir",
+                                str(env.tmp / "new" / "sub")], 2,
+        ("{tmp}/documents.txt, line 2", "empty document"), after=lambda env: not_made(env.tmp / "new")),
 }
+
+if Path("/dev/full").exists():
+    CASES["predict-output-disk-full"] = Case(
+        "predict", lambda env: [*env.predict_argv(), "--output", "/dev/full"], 2,
+        ("--output /dev/full: could not be written (No space left on device)",))
 
 if not torch.cuda.is_available():
     CASES["predict-device-cuda-without-cuda"] = Case(

@@ -135,6 +135,18 @@ def test_results_are_plain_json_types(hand_results):
         assert value is None or type(value) in (int, float), (key, type(value))
 
 
+def test_a_level_without_gold_gives_plain_json_types(tmp_path):
+    """A depth-4 taxonomy scored on documents whose gold stops at the subclass (a dev split without main
+    groups): level 4 has no gold node, and its scores are still plain floats (or None), writable as JSON."""
+    taxonomy = Taxonomy.from_codes(["A43B 1/00", "A43B", "B41F"], depth=4)
+    r = compute_hierarchical_metrics([["A43B 1/00"], ["B41F"]], [["A43B"], ["B41F"]], taxonomy=taxonomy)
+    assert r["level4_micro_precision"] == 0.0 and r["level4_macro_f1"] is None
+    for key, value in r.items():
+        assert value is None or type(value) in (int, float), (key, type(value))
+    write_report({"dev": r}, tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["dev"]["level4_micro_f1"] == 0.0
+
+
 def test_label_order_and_repeats_do_not_matter():
     a = compute_hierarchical_metrics([["B41F", "A43B", "A43B"]], [["A43C", "A43", "A"]])
     b = compute_hierarchical_metrics([["A43B", "B41F"]], [["A43C"]])

@@ -176,8 +176,40 @@ def test_bad_arguments_are_refused_before_any_work(pipe, kwargs, match):
 
 def test_documents_of_a_generator_are_checked_as_they_come(pipe):
     assert len(list(pipe(title for title in ["shoe sole", "radio"]))) == 2
-    with pytest.raises(ValueError, match="^fields 'title' and 'abstract': empty document"):
+    with pytest.raises(ValueError, match="^document 1: fields 'title' and 'abstract': empty document"):
         list(pipe(title for title in ["shoe sole", " "]))
+
+
+@pytest.mark.parametrize("text, problem", [("sh\0oe", "holds a NUL character"),
+                                           ("shoe \ud800", "holds a lone surrogate")])
+def test_text_the_tokenizer_cannot_take_is_refused_like_the_command_does(pipe, model, tiny_tokenizer, text, problem):
+    """The rule of thmm-predict's files (tokenization_thmm.text_problem), named by document and field."""
+    with pytest.raises(ValueError, match=f"^document 0: field 'title': {problem}"):
+        pipe(text)
+    with pytest.raises(ValueError, match=f"^document 1: field 'abstract': {problem}"):
+        model.predict(tiny_tokenizer, ["shoe", "radio"], ["sole", text])
+
+
+def test_top_k_beside_a_threshold_or_at_least_one_is_refused(pipe, model, tiny_tokenizer):
+    for option in ({"threshold": 0.99}, {"at_least_one": True}):
+        name = next(iter(option))
+        with pytest.raises(ValueError, match=f"^top_k and {name}: choose one"):
+            pipe("shoe sole", top_k=1, **option)
+        with pytest.raises(ValueError, match=f"^top_k and {name}: choose one"):
+            model.predict(tiny_tokenizer, ["shoe sole"], top_k=1, **option)
+    with pytest.raises(ValueError, match=r"^threshold: expected one threshold per level \(3\)"):
+        model.predict(tiny_tokenizer, ["shoe sole"], threshold=[0.5, 0.4])
+
+
+def test_long_text_gives_no_false_warning_about_indexing(model, tiny_tokenizer):
+    """The text is truncated: transformers' "longer than the specified maximum ... indexing errors" warning
+    (given once per tokenizer, which then keeps this flag) would be false."""
+    import copy
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.deprecation_warnings.clear()
+    model.predict(tokenizer, ["shoe " * 5000])
+    assert "sequence-length-is-longer-than-the-specified-maximum" not in tokenizer.deprecation_warnings
 
 
 def test_unknown_argument(pipe):

@@ -104,3 +104,52 @@ def test_no_prompts_while_loading(monkeypatch):
         assert sys.stdin.read() == ""
     assert (sys.stdin, builtins.input) == (stdin, prompt)
     assert sys.stdin.read() == "y\n"  # the documents are still all there
+
+
+def _output_opened(pid: int, folder) -> bool:
+    """Whether process ``pid`` holds a file of ``folder`` open for writing: the output, unnamed or not."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(folder)):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.parametrize("signal_name, code, message", [("SIGTERM", 143, "error: stopped by SIGTERM"),
+                                                       ("SIGHUP", 129, "error: stopped by SIGHUP"),
+                                                       ("SIGKILL", -9, None)])
+def test_a_stopped_prediction_leaves_nothing_in_the_output_folder(tmp_path, tiny_model, tiny_tokenizer, signal_name,
+                                                                  code, message):
+    """A stop mid-run (a scheduler's SIGTERM, a closed terminal's SIGHUP, even SIGKILL, which nothing can
+    clean up after) leaves neither the output nor a partial file beside it. The input is a FIFO kept open,
+    so the command is stopped for certain after it opened its output and wrote a first document there."""
+    import signal
+    import time
+
+    model = save_model_dir(tiny_model(max_length=16), tiny_tokenizer, tmp_path / "model")
+    out, fifo = tmp_path / "out", tmp_path / "documents.txt"
+    out.mkdir()
+    (out / "user.txt").write_text("mine\n")
+    os.mkfifo(fifo)
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "predict.py"), "--model", str(model), "--input",
+                             str(fifo), "--chunk-size", "1", "--output", str(out / "predictions.jsonl")],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    with open(fifo, "w") as writer:
+        writer.write("shoe sole\nradio network\n")
+        writer.flush()
+        deadline = time.monotonic() + 240
+        while not _output_opened(proc.pid, out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(1)  # the first chunk predicted and written, the second waiting on the open FIFO
+        proc.send_signal(getattr(signal, signal_name))
+        assert proc.wait(timeout=60) == code
+    err = proc.stderr.read()
+    assert "Traceback" not in err
+    if message:
+        assert err.strip().splitlines()[-1] == message
+    assert sorted(p.name for p in out.iterdir()) == ["user.txt"]

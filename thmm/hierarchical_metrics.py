@@ -371,16 +371,16 @@ def _prf(tp: np.ndarray, n_pred: np.ndarray, n_gold: np.ndarray) -> dict:
         "micro_f1": _ratio(2 * total_tp, total_pred + total_gold),
     }
     in_gold = n_gold > 0
-    if not in_gold.any():
-        return {**out, "macro_precision": None, "macro_recall": None, "macro_f1": None}
-    tp, n_pred, gold = tp[in_gold].astype(np.float64), n_pred[in_gold], gold[in_gold]
-    macro = {
-        "macro_precision": _ratio(tp, n_pred).mean(axis=0),
-        "macro_recall": (tp / gold).mean(axis=0),
-        "macro_f1": (2 * tp / (n_pred + gold)).mean(axis=0),
-    }
-    out.update(macro)
-    return {key: float(value) for key, value in out.items()} if scalar else out
+    if not in_gold.any():  # no gold node here (a level no split's document reaches): no macro score
+        out.update({"macro_precision": None, "macro_recall": None, "macro_f1": None})
+    else:
+        tp, n_pred, gold = tp[in_gold].astype(np.float64), n_pred[in_gold], gold[in_gold]
+        out.update({
+            "macro_precision": _ratio(tp, n_pred).mean(axis=0),
+            "macro_recall": (tp / gold).mean(axis=0),
+            "macro_f1": (2 * tp / (n_pred + gold)).mean(axis=0),
+        })
+    return {key: None if value is None else float(value) for key, value in out.items()} if scalar else out
 
 
 def _ratio(num, den):

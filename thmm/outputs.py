@@ -102,17 +102,21 @@ def _foreign(path: Path, written: set[str], will_write: Iterable[str]) -> list[s
 
 
 def replaceable_output_file(path: Path, is_own_record) -> bool:
-    """Whether the file ``path`` may be replaced by a command that writes JSON lines: it is empty, or its
-    first line is a JSON object that ``is_own_record`` recognises as that command's record."""
+    """Whether the file ``path`` may be replaced by a command that writes JSON lines: it is empty (no byte
+    at all), or every line is a JSON object that ``is_own_record`` recognises as that command's record.
+    Every line, not the first: a user's notes below one pasted record, or after a blank first line, are
+    not the command's to replace."""
     with open(path, "rb") as stream:
-        first = stream.readline(1 << 20)
-    if not first.strip():
-        return True
-    try:
-        record = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and is_own_record(record)
+        lines = 0
+        for line in stream:
+            lines += 1
+            try:
+                record = json.loads(line)
+            except ValueError:  # not JSON, a blank line, or bytes that are not UTF-8
+                return False
+            if not (isinstance(record, dict) and is_own_record(record)):
+                return False
+    return True
 
 
 def check_output_dir(

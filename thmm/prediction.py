@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import torch
 
 from dataset_script import MAX_FIELD_CHARS  # the training readers' limit: one limit per field, whatever the command
 from modeling_thmm import longest_first
+from tokenization_thmm import text_problem
 
 from .cpu_memory import return_freed_memory
 from .data import Rows, TokenCollator, encode_texts
@@ -45,8 +46,40 @@ SUFFIXES = tuple(FORMATS)
 MAX_LINE_BYTES = 64 * 2**20
 
 
+# The fields a document may have, and those of the training formats that no prediction reads: the gold
+# codes of the release TSV (``labels``) and of a thmm-publish export (``sections``, ``classes`` too).
+READ_FIELDS = ("title", "text", "abstract", "id", "patent_id")
+KNOWN_FIELDS = (*READ_FIELDS, "labels", "sections", "classes")
+
+
 class InputError(ValueError):
     """Unusable input; the message names the file, the line and the field."""
+
+
+def print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class FieldNames:
+    """The field names of one input file, checked as they are first met: a near miss of a field this
+    command reads (``Abstract``, ``abstract ``) is an error, since the field would otherwise be lost; any
+    other unknown field is reported once through ``warn``, since it is not read."""
+
+    def __init__(self, name: str, warn: Callable[[str], None] | None):
+        self.name, self.warn, self.seen = name, warn, set(KNOWN_FIELDS)
+
+    def check(self, fields: Iterable, where: str) -> None:
+        for field in fields:
+            if field in self.seen:
+                continue
+            near = field.strip().lower() if isinstance(field, str) else None
+            if near in READ_FIELDS:
+                raise InputError(f"{self.name}, {where}, field {field!r}: not a field name; did you mean {near!r}? "
+                                 "(names are case-sensitive)")
+            self.seen.add(field)
+            if self.warn is not None:
+                self.warn(f"{self.name}, {where}: field {field!r} is not read (a document has 'title' or 'text', "
+                          "and optionally 'abstract' and 'id' or 'patent_id')")
 
 
 def field_error(name: str, where: str, field: str, problem: str) -> InputError:
@@ -80,18 +113,23 @@ def input_name(path: str) -> str:
     return "<stdin>" if path == "-" else path
 
 
-def iter_documents(path: str, named_format: str | None = None) -> Iterator[dict]:
+def iter_documents(path: str, named_format: str | None = None,
+                   warn: Callable[[str], None] | None = print_warning) -> Iterator[dict]:
     """``{"id", "title", "abstract", "where"}`` per document of a .txt, .tsv, .jsonl or .parquet file
     (``-``: stdin), read lazily; title and abstract stripped. The format (:func:`input_format`) and
     the file are checked now; an unusable line, row or field raises :class:`InputError` naming it
-    when the reading gets there."""
+    when the reading gets there. A field that is not read is reported once through ``warn``
+    (:class:`FieldNames`; ``None``: not reported)."""
     name = input_name(path)
     kind = input_format(path, named_format)
+    fields = FieldNames(name, warn)
     if kind == "parquet":
-        docs = _parquet_documents(_open_parquet(path, name), name)
+        docs = _parquet_documents(_open_parquet(path, name), name, fields)
+    elif kind == "txt":
+        docs = _txt_documents(_lines(_open_bytes(path, name), name), name)
     else:
-        reader = {"txt": _txt_documents, "tsv": _tsv_documents, "jsonl": _jsonl_documents}[kind]
-        docs = reader(_lines(_open_bytes(path, name), name), name)
+        reader = {"tsv": _tsv_documents, "jsonl": _jsonl_documents}[kind]
+        docs = reader(_lines(_open_bytes(path, name), name), name, fields)
     return _stripped_and_counted(docs, name)
 
 
@@ -147,18 +185,13 @@ def _lines(source, name: str) -> Iterator[tuple[int, str]]:
 
 
 def _text(value, name: str, where: str, field: str) -> str:
-    r"""``value`` if it is a usable title or abstract: a string, within :data:`MAX_FIELD_CHARS`, no
-    NUL and no lone surrogate (a JSON ``\ud800``), which the tokenizer could not take."""
+    """``value`` if it is a usable title or abstract: a string, within :data:`MAX_FIELD_CHARS`, that is
+    text (``tokenization_thmm.text_problem``: no NUL, no lone surrogate), the rule of ``predict`` too."""
     if not isinstance(value, str):
         raise field_error(name, where, field, f"must be a string (got {_kind(value)})")
     _check_size(value, name, where, field)
-    if "\0" in value:
-        raise field_error(name, where, field, "holds a NUL character")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise field_error(name, where, field, "holds a lone surrogate (not a Unicode character)") from None
+    if (problem := text_problem(value)) is not None:
+        raise field_error(name, where, field, problem)
     return value
 
 
@@ -226,7 +259,7 @@ def _not_a_json_constant(constant: str):
     raise _NotJSON(f"{constant} is not JSON")
 
 
-def _jsonl_documents(lines, name: str) -> Iterator[dict]:
+def _jsonl_documents(lines, name: str, fields: FieldNames) -> Iterator[dict]:
     for lineno, line in lines:
         if not line.strip():
             continue
@@ -240,10 +273,11 @@ def _jsonl_documents(lines, name: str) -> Iterator[dict]:
             raise InputError(f"{name}, line {lineno}: invalid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise InputError(f"{name}, line {lineno}: expected a JSON object (got {_kind(obj)})")
+        fields.check(obj, f"line {lineno}")
         yield _document(obj, lineno, name, f"line {lineno}")
 
 
-def _tsv_documents(lines, name: str) -> Iterator[dict]:
+def _tsv_documents(lines, name: str, fields: FieldNames) -> Iterator[dict]:
     fed = {"line": 0}
 
     def text_lines():  # csv needs the line ends, to keep a line break inside a quoted field
@@ -255,18 +289,21 @@ def _tsv_documents(lines, name: str) -> Iterator[dict]:
     # at its start, and anything else about quotes is an error rather than a guess.
     rows = csv.reader(text_lines(), delimiter="\t", quotechar='"', doublequote=True, strict=True)
     header = _tsv_row(rows, fed, name)
-    if not header or "title" not in header:
-        raise InputError(f"{name}, line 1: the header needs a 'title' column (got {header or []})")
-    for column in ("patent_id", "title", "abstract"):
-        if header.count(column) > 1:
+    for column in READ_FIELDS:
+        if header and header.count(column) > 1:
             raise InputError(f"{name}, line 1, field {column!r}: the header has it twice")
+    fields.check(header or [], "line 1 (the header)")
+    title = _one_of(dict.fromkeys(header or []), ("title", "text"), name, "line 1 (the header)")
+    if title is None:
+        raise InputError(f"{name}, line 1: the header needs a 'title' column (got {header or []})")
+    ident = _one_of(dict.fromkeys(header), ("id", "patent_id"), name, "line 1 (the header)")
     while (row := _tsv_row(rows, fed, name)) is not None:
         lineno = row.start
         if len(row) != len(header):
             raise InputError(f"{name}, line {lineno}: {len(row)} fields, the header has {len(header)}")
         rec, where = dict(zip(header, row)), f"line {lineno}"
-        yield {"id": _identifier(rec["patent_id"], name, where, "patent_id") if "patent_id" in rec else lineno,
-               "title": _text(rec["title"], name, where, "title"),
+        yield {"id": _identifier(rec[ident], name, where, ident) if ident else lineno,
+               "title": _text(rec[title], name, where, title),
                "abstract": _text(rec.get("abstract", ""), name, where, "abstract"), "where": where}
 
 
@@ -329,11 +366,12 @@ def _is_string(kind) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
-def _parquet_documents(file, name: str) -> Iterator[dict]:
+def _parquet_documents(file, name: str, fields: FieldNames) -> Iterator[dict]:
     import pyarrow as pa
 
     schema = file.schema_arrow
     columns = {column: schema.field(column).type for column in schema.names}
+    fields.check(schema.names, "columns")
     for pair in (("title", "text"), ("id", "patent_id")):
         if all(column in columns for column in pair):
             raise InputError(f"{name}, columns {pair[0]!r} and {pair[1]!r}: give one, not both")
@@ -417,27 +455,135 @@ def check_finite_scores(probabilities: np.ndarray, docs: list[dict], source: str
 # ---- writing -------------------------------------------------------------------------------------
 
 
+class OutputFile:
+    """A text stream that names its output when a write fails (a full disk, a broken pipe): an
+    :class:`InputError` ``--output PATH: could not be written (...)`` instead of a bare ``[Errno 28]``."""
+
+    def __init__(self, stream, label: str):
+        self.stream, self.label = stream, label
+
+    def failed(self, err: OSError) -> InputError:
+        return InputError(f"{self.label}: could not be written ({err.strerror or err})")
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as err:
+            raise self.failed(err) from None
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        try:
+            self.stream.writelines(lines)
+        except OSError as err:
+            raise self.failed(err) from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as err:
+            raise self.failed(err) from None
+
+
 @contextmanager
-def open_output(path: str):
-    """The output stream: stdout for ``-``; for a file, a hidden temporary file beside it that
-    replaces it only when everything was written (an error leaves no partial output). A path that
-    is not a regular file (``/dev/null``, a pipe) is written directly."""
+def open_output(path: str, option: str = "--output"):
+    """The output stream (an :class:`OutputFile`): stdout for ``-``; for a file, a new file that replaces
+    it only when everything was written, so an error or a kill leaves no partial output. Folders missing
+    above the file are made, and removed again if nothing is written. A path that is not a regular file
+    (``/dev/null``, a pipe) is written directly."""
+    label = f"{option} {path}"
     if path == "-":
-        yield sys.stdout
-        sys.stdout.flush()
+        out = OutputFile(sys.stdout, "stdout")
+        yield out
+        out.flush()
         return
     target = Path(path)
-    if target.exists() and not target.is_file():
-        with open(target, "w", encoding="utf-8") as out:
-            yield out
-        return
+    with made_folders(target.parent):
+        if target.exists() and not target.is_file():
+            with written(open(target, "w", encoding="utf-8"), label) as out:
+                yield out
+        else:
+            with replacing_file(target, label) as out:
+                yield out
+
+
+@contextmanager
+def written(stream, label: str, before_close: Callable[[], None] | None = None):
+    """``stream`` as an :class:`OutputFile`, flushed (then ``before_close()``) and closed when the block
+    ends. On an error the stream is closed too, and an error of that closing (a full disk's, again) does
+    not hide the first."""
+    out = OutputFile(stream, label)
+    try:
+        yield out
+        out.flush()
+        if before_close is not None:
+            before_close()
+    except BaseException:
+        with suppress(OSError):
+            stream.close()
+        raise
+    try:
+        stream.close()
+    except OSError as err:
+        raise out.failed(err) from None
+
+
+@contextmanager
+def made_folders(folder: Path):
+    """Make ``folder`` and the folders missing above it; if the block fails, remove those it made
+    (empty ones only: nothing else is ever removed)."""
+    missing = []
+    probe = Path(folder)
+    while str(probe) not in ("", ".") and not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for made in missing:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:  # not empty (something else wrote there meanwhile), or gone
+                break
+        raise
+
+
+@contextmanager
+def replacing_file(target: Path, label: str):
+    """An :class:`OutputFile` (UTF-8) whose file replaces ``target`` when the block ends without error.
+    On Linux the file has no name until then (``O_TMPFILE``), so even a killed process leaves nothing
+    behind; elsewhere it is a hidden ``.NAME.PID.partial`` beside ``target``, removed on error."""
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        fd = os.open(parent, os.O_TMPFILE | os.O_RDWR, 0o666)
+    except (AttributeError, OSError):  # no O_TMPFILE on this system or this file system
+        fd = None
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            yield out
+        if fd is None:
+            with written(open(tmp, "w", encoding="utf-8"), label) as out:
+                yield out
+        else:
+            with written(open(fd, "w", encoding="utf-8"), label, before_close=lambda: _give_name(fd, tmp)) as out:
+                yield out
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _give_name(fd: int, path: Path) -> None:
+    """Link the unnamed file ``fd`` at ``path``; where ``/proc`` cannot link it, copy it there."""
+    try:
+        os.link(f"/proc/self/fd/{fd}", path)
+        return
+    except OSError:
+        pass
+    with open(path, "wb") as copy:
+        offset = 0
+        while block := os.pread(fd, 1 << 20, offset):
+            copy.write(block)
+            offset += len(block)
 
 
 def write_predictions(chunks: Iterable[list[dict]], predict_lines: Callable[[list[dict]], tuple[list[str], int]],
@@ -458,15 +604,23 @@ def write_predictions(chunks: Iterable[list[dict]], predict_lines: Callable[[lis
 
 
 def _write_distributed(chunks, predict_lines, output: str, state) -> tuple[int, int]:
-    from accelerate.utils import broadcast_object_list, gather_object
+    from accelerate.utils import broadcast_object_list
+
+    parent = None if output == "-" else Path(output).resolve().parent
+    with made_folders(parent) if parent and state.is_main_process else nullcontext():
+        parts = broadcast_object_list([tempfile.mkdtemp(prefix=".thmm-predict-", dir=parent)
+                                       if state.is_main_process else None])[0]
+        return _write_parts(chunks, predict_lines, output, state, parts)
+
+
+def _write_parts(chunks, predict_lines, output: str, state, parts: str) -> tuple[int, int]:
+    from accelerate.utils import gather_object
 
     rank, processes = state.process_index, state.num_processes
-    parent = None if output == "-" else str(Path(output).resolve().parent)
-    parts = broadcast_object_list([tempfile.mkdtemp(prefix=".thmm-predict-", dir=parent)
-                                   if state.is_main_process else None])[0]
     try:
         sizes, truncated = [], 0
-        with open(Path(parts) / f"part-{rank:05d}.jsonl", "w", encoding="utf-8") as part:
+        with open(Path(parts) / f"part-{rank:05d}.jsonl", "w", encoding="utf-8") as stream:
+            part = OutputFile(stream, f"--output {output} (its part in {parts})")
             for i, chunk in enumerate(chunks):
                 sizes.append(len(chunk))
                 if i % processes == rank:

@@ -445,6 +445,9 @@ class Trainer:
                 label_titles=label_titles_for(args, taxonomy), loss_type=args.loss_type, focal_gamma=args.focal_gamma,
                 consistent_scores=args.consistent_scores,
             )
+        # an encoder folder without tokenizer files loads an empty tokenizer, and one whose tokenizer outgrew
+        # its embeddings would fail mid-epoch: both refused now
+        model.check_tokenizer(self.tokenizer, where=f"--encoder {args.encoder}")
         if args.output_bias_init == "prior":  # a resumed run loads its biases from the checkpoint instead
             model.init_output_biases(node_priors(taxonomy, label_ids(splits["train"], taxonomy)))
         elif args.head_type != "flat" and taxonomy.num_levels > 3:

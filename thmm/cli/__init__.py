@@ -18,6 +18,7 @@ description's example commands one per line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import traceback
@@ -279,10 +280,53 @@ def end_distributed_process(code: int) -> None:
     os._exit(code)
 
 
+# Signals that stop a command as Ctrl-C does: SIGTERM (timeout, docker stop, a job scheduler, a launcher
+# stopping its other processes) and SIGHUP (the terminal closed).
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt(received: list[int]):
+    """While the block runs in the main thread, :data:`STOP_SIGNALS` raise ``KeyboardInterrupt`` as
+    Ctrl-C does, so that the same clean-up runs: partial outputs removed, an interrupted run's resume
+    command printed. Each signal received is appended to ``received``. A signal whose handler is not the
+    default (ignored under ``nohup``, or a caller's own) is left alone, and a process forked meanwhile
+    (a data loader's worker) ends on it as it would have."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def stop(signum, frame):
+        if os.getpid() != pid:  # a forked child inherited this handler: the signal's default end
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        signum = getattr(signal, name, None)  # SIGHUP: not on Windows
+        if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _run_main(main: Callable[[list[str]], int | None], argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    received: list[int] = []
     try:
-        code = main(argv)
+        with stop_signals_interrupt(received):
+            code = main(argv)
     except USER_ERRORS as err:
         if "--debug" in argv:
             traceback.print_exc()
@@ -292,8 +336,12 @@ def _run_main(main: Callable[[list[str]], int | None], argv: list[str] | None) -
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
-        return 130
+        import signal
+
+        signum = received[0] if received else signal.SIGINT
+        stopped = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"error: {stopped}" + (f"; {err}" if str(err) else ""), file=sys.stderr)
+        return 128 + int(signum)  # the shell's code for a process ended by that signal: 130 for Ctrl-C
     return int(code or 0)
 
 

@@ -84,6 +84,7 @@ from thmm.prediction import (
     chunked,
     input_name,
     iter_documents,
+    print_warning,
     write_predictions,
 )
 
@@ -146,11 +147,16 @@ def main(argv=None) -> int:
         args.output = output_dir_file(args.output_dir)
     if args.output != "-" and (args.output_dir is None or Path(args.output_dir).is_dir()):
         check_writable(args.output, "--output" if args.output_dir is None else "--output-dir")
-    documents = iter_documents(args.input, args.format)  # the format and the file are checked here, nothing read
+    titles = None
+    if args.label_titles:  # read before the model loads: a bad file is named at once
+        try:
+            titles = read_label_titles(args.label_titles)
+        except OSError as err:
+            raise InputError(f"--label-titles {args.label_titles}: {err.strerror or err}") from None
+    # the format and the file are checked here, nothing read; a field not read is reported by one process
+    documents = iter_documents(args.input, args.format, warn=print_warning if world()[0] == 0 else None)
 
     import transformers
-
-    from modeling_thmm import THMMForHierarchicalClassification
 
     if not args.verbose:  # a model's loading messages
         transformers.utils.logging.set_verbosity_error()
@@ -178,8 +184,7 @@ def main(argv=None) -> int:
     else:
         device = state.device if state else ("cuda" if torch.cuda.is_available() else "cpu")
     with no_prompts():
-        model = THMMForHierarchicalClassification.from_pretrained(
-            args.model, trust_remote_code=args.trust_remote_code).to(device).eval()
+        model = load_model(args.model, args.trust_remote_code).to(device).eval()
         tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     if hasattr(model, "check_tokenizer"):  # the tokenizer's ids must fit the model's embeddings
         model.check_tokenizer(tokenizer)
@@ -187,9 +192,11 @@ def main(argv=None) -> int:
     if args.max_length and positions and args.max_length > positions:
         raise InputError(f"--max-length: {args.max_length} exceeds the encoder's {positions} positions")
     if args.threshold is not None:
-        args.threshold.for_nodes(model.taxonomy)  # one value per level, before any inference
-    if args.label_titles:
-        titles = read_label_titles(args.label_titles)
+        try:
+            args.threshold.for_nodes(model.taxonomy)  # one value per level, before any inference
+        except ValueError as err:
+            raise InputError(f"--threshold: {err}") from None
+    if titles is not None:
         model.config.label_titles = {c: titles[c] for c in model.taxonomy.nodes if c in titles}
     max_length = args.max_length or model.config.max_length
     scores_confidence = hasattr(model, "document_confidence")
@@ -225,8 +232,6 @@ def main(argv=None) -> int:
             lines.append(json.dumps({**line, "truncated": bool(cut)}, allow_nan=False) + "\n")
         return lines, int(truncated.sum())
 
-    if args.output_dir is not None:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     documents, truncated = write_predictions(itertools.chain([first], chunks), predict_lines, args.output, state)
     if truncated and rank == 0 and not args.quiet:
         print(f"note: {truncated} of {documents} documents were truncated to {max_length} word-pieces",
@@ -266,6 +271,11 @@ def option_problems(args) -> list[str]:
     problems = []
     if args.top_k is not None and args.top_k < 1:
         problems.append(f"--top-k: must be at least 1 (got {args.top_k})")
+    if args.top_k is not None:  # --top-k decides alone
+        for option, given in (("--threshold", args.threshold is not None), ("--at-least-one", args.at_least_one)):
+            if given:
+                problems.append(f"--top-k and {option}: choose one (--top-k predicts the best leaf codes whatever "
+                                f"their scores, so {option} would be ignored)")
     for option in ("batch_size", "chunk_size"):
         if getattr(args, option) < 1:
             problems.append(f"--{option.replace('_', '-')}: must be at least 1 (got {getattr(args, option)})")
@@ -363,6 +373,18 @@ def check_tokenizer_files(model: str) -> None:
                          "folder holds the tokenizer it was trained with (tokenizer.save_pretrained(folder))")
 
 
+def load_model(model: str, trust_remote_code: bool):
+    """The model of ``--model``; where it cannot be reached or read (the Hub offline, a file missing), one
+    line naming the option (a bad config field is already named by the model's own checks)."""
+    from modeling_thmm import THMMForHierarchicalClassification
+
+    try:
+        return THMMForHierarchicalClassification.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(reason if reason.startswith(f"--model {model}") else f"--model {model}: {reason}") from None
+
+
 def load_tokenizer(model: str, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
@@ -394,12 +416,12 @@ def check_writable(path: str, option: str) -> None:
     if not os.access(target if target.exists() else parent, os.W_OK):
         raise InputError(f"{option} {path}: not writable")
     if target.is_file() and not is_prediction_output(target):
-        raise InputError(f"{option} {path}: the file exists and is not a thmm-predict output (its first line is not "
-                          "a prediction record); it is not overwritten: choose another file, or remove it")
+        raise InputError(f"{option} {path}: the file exists and is not a thmm-predict output (not every line is a "
+                          "prediction record); it is not overwritten: choose another file, or remove it")
 
 
 def is_prediction_output(path: Path) -> bool:
-    """Whether ``path`` is empty or starts with a record this command writes (so it may be replaced)."""
+    """Whether ``path`` is empty or holds only records this command writes (so it may be replaced)."""
     return replaceable_output_file(path, lambda record: {"id", "predicted"} <= record.keys())
 
 

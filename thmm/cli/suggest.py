@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from thmm.cli import HelpFormatter, add_common_options, check_quiet_verbose, description, one_line_errors, run_cli
 from thmm.outputs import replaceable_output_file
-from thmm.prediction import CHUNK_SIZE, FORMATS, InputError, check_finite_scores, chunked, input_name, iter_documents
+from thmm.prediction import (CHUNK_SIZE, FORMATS, InputError, check_finite_scores, chunked, input_name, iter_documents,
+                             open_output)
 
 
 def is_suggest_output(path: Path) -> bool:
-    """Whether ``path`` is empty or starts with a record this command writes (so it may be replaced)."""
+    """Whether ``path`` is empty or holds only records this command writes (so it may be replaced)."""
     return replaceable_output_file(path, lambda record: set(record) == {"id", "rank", "score"})
 
 
@@ -76,8 +75,7 @@ def main(argv=None) -> int:
     import numpy as np
     import transformers
 
-    from modeling_thmm import THMMForHierarchicalClassification
-    from thmm.cli.predict import device_problem, refuse_model_code
+    from thmm.cli.predict import device_problem, load_model, refuse_model_code
     from thmm.prediction import ChunkPredictor
     from thmm.suggest import suggest
 
@@ -90,8 +88,7 @@ def main(argv=None) -> int:
         refuse_model_code(args.model)
     check_tokenizer_files(args.model)
     with no_prompts():
-        model = THMMForHierarchicalClassification.from_pretrained(
-            args.model, trust_remote_code=args.trust_remote_code).to(args.device).eval()
+        model = load_model(args.model, args.trust_remote_code).to(args.device).eval()
         tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     model.check_tokenizer(tokenizer)
     predict = ChunkPredictor(model, tokenizer, model.config.max_length, args.batch_size)
@@ -109,14 +106,8 @@ def main(argv=None) -> int:
     chosen, values = suggest(scores, model.taxonomy.node_thresholds(model.config.thresholds), args.n, args.seed)
     lines = [json.dumps({"id": ids[i], "rank": rank, "score": round(float(v), 6)}) + "\n"
              for rank, (i, v) in enumerate(zip(chosen, values), start=1)]
-    if args.output == "-":
-        sys.stdout.writelines(lines)
-        return 0
-    target = Path(args.output)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent or ".", prefix=f".{target.name}.",
-                                     delete=False) as f:
-        f.writelines(lines)
-    os.replace(f.name, target)  # the output appears whole, or not at all
+    with open_output(args.output) as out:  # the output appears whole, or not at all
+        out.writelines(lines)
     return 0
 
 

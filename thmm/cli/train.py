@@ -27,7 +27,6 @@ fine-tunes the layers above them with the heads.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -80,33 +79,20 @@ def main(argv: list[str] | None = None) -> int:
         print(notice, file=sys.stderr)
         return 0
     trainer = Trainer(args)                              # build: data, taxonomy, model, loaders
-    # A stop (Ctrl-C, or SIGTERM from a scheduler) leaves checkpoints and no model: say how to go on.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    # A stop (Ctrl-C, or SIGTERM from a scheduler: thmm.cli.stop_signals_interrupt) leaves checkpoints and
+    # no model: say how to go on.
     try:
         trainer.fit()                                    # fit: epochs, checkpoints, early stopping
         trainer.tune_thresholds()                        # tune: thresholds on dev, dev/test scores
         trainer.save()                                   # save: model, card, reports, predictions
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{args.output_dir} holds no model yet; resume with: {resume_command(args)}") from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if trainer.accelerator.is_main_process and not args.quiet:
         print("\nTest set (thresholds tuned on dev):\n" + format_markdown({"test": trainer.results["test"]}))
         if args.quickstart:
             print_example_predictions(trainer.final_model, trainer.tokenizer)
         print_outputs(Path(args.output_dir))
     return 0
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def cli(argv: list[str] | None = None) -> int:
