@@ -637,8 +637,10 @@ def _finish_loaded(
 
 
 def _with_features(dataset: datasets.Dataset, scheme: str) -> datasets.Dataset:
-    """``dataset`` with exactly :data:`FEATURES`: the derived columns added when missing (the rows
-    passed the validator, so the labels are valid codes), the types cast when they differ."""
+    """``dataset`` with exactly :data:`FEATURES`: group symbols in canonical form, the derived columns
+    added when missing (the rows passed the validator, so the labels are valid codes), the types cast
+    when they differ."""
+    dataset = _canonical_labels(dataset, scheme)
     missing = [name for name in readers.DERIVED_COLUMNS if name not in dataset.column_names]
     if missing:
         def derive(labels):
@@ -648,3 +650,21 @@ def _with_features(dataset: datasets.Dataset, scheme: str) -> datasets.Dataset:
         dataset = dataset.map(derive, batched=True, input_columns=["labels"], desc="deriving sections and classes")
     dataset = dataset.select_columns(list(FEATURES))
     return dataset if dataset.features == FEATURES else dataset.cast(FEATURES)
+
+
+def _canonical_labels(dataset: datasets.Dataset, scheme: str) -> datasets.Dataset:
+    """``dataset`` with its group symbols as the validator stores them (``G05D1/02`` -> ``G05D 1/02``): a
+    parquet export or a Hub dataset is loaded as written, in any notation the readers accept. Subclass
+    codes need nothing, so only labels longer than a subclass are looked at, in Arrow."""
+    import pyarrow.compute as pc
+
+    from taxonomy_thmm import normalize_symbol
+
+    flat = pc.list_flatten(dataset.data.column("labels"))
+    longer = set(pc.filter(flat, pc.greater(pc.utf8_length(flat), 4)).to_pylist())
+    renamed = {code: normalize_symbol(code, scheme) for code in longer}
+    renamed = {code: canonical for code, canonical in renamed.items() if canonical != code}
+    if not renamed:
+        return dataset
+    return dataset.map(lambda labels: {"labels": [[renamed.get(code, code) for code in codes] for codes in labels]},
+                       batched=True, input_columns=["labels"], desc="group symbols in canonical form")

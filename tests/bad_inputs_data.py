@@ -548,3 +548,12 @@ CASES = {
         ("--output-dir {tmp}/out: " + FOREIGN,),
         after=users_files_intact),
 }
+
+CASES.update({
+    # a parquet export is loaded as written: its group symbols, in any notation the readers take, are stored
+    # in canonical form as from TSV and JSON Lines (and derived columns follow them)
+    "data-parquet-group-symbols-canonical": Case(
+        "api", reads(parquet_export(row_set(0, labels=["B64C1/00", "G06N"], sections=["B", "G"], classes=["B64", "G06"])),
+                     train_row_is(0, labels=["B64C 1/00", "G06N"], sections=["B", "G"], classes=["B64", "G06"])),
+        None),
+})

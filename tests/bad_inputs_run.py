@@ -238,3 +238,69 @@ CASES.update({
         "train", lambda env: taxonomy_file(env, "tax.tsv", "A\u06643B\tFootwear\n"), 2,
         ("--taxonomy {tmp}/tax.tsv", "malformed CPC code")),
 })
+
+
+def run_file(env, name, text):
+    path = env.tmp / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def encoder_without_tokenizer(env):
+    """A copy of the tiny encoder with its weights and config only: transformers would build an empty tokenizer."""
+    encoder = env.tmp / "bare-encoder"
+    encoder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(env.encoder / name, encoder / name)
+    return encoder
+
+
+def encoder_with_bigger_tokenizer(env):
+    """A copy of the tiny encoder whose tokenizer gained word-pieces its embeddings have no row for."""
+    from transformers import AutoTokenizer
+
+    encoder = env.tmp / "grown-encoder"
+    shutil.copytree(env.encoder, encoder)
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    tokenizer.add_tokens(["zzfirst", "zzsecond"])
+    tokenizer.save_pretrained(encoder)
+    return encoder
+
+
+SUBCLASS_TAXONOMY = {"scheme": "cpc", "depth": 3, "nodes": ["A", "A43", "A43B"], "parents": [None, "A", "A43"]}
+
+CASES.update({
+    # ---- the encoder's tokenizer must be its own, before any training
+    "run-encoder-without-tokenizer-files": Case(
+        "train", lambda env: env.train_argv("--encoder", str(encoder_without_tokenizer(env))), 2,
+        ("--encoder {tmp}/bare-encoder: the tokenizer has no vocabulary", "tokenizer files")),
+    "run-encoder-tokenizer-bigger-than-embeddings": Case(
+        "train", lambda env: env.train_argv("--encoder", str(encoder_with_bigger_tokenizer(env))), 2,
+        ("--encoder {tmp}/grown-encoder", "more than the", "rows")),
+    # ---- --taxonomy JSON: its scheme, its depth and its codes must be the data's
+    "run-taxonomy-json-other-scheme": Case(
+        "train", lambda env: taxonomy_file(env, "tax.json", json.dumps({**SUBCLASS_TAXONOMY, "scheme": "ipc"})), 2,
+        ("--taxonomy {tmp}/tax.json: its scheme is ipc, not --scheme cpc",)),
+    "run-taxonomy-json-upper-case-suffix": Case(
+        "train", lambda env: taxonomy_file(env, "tax.JSON", json.dumps({**SUBCLASS_TAXONOMY, "scheme": "ipc"})), 2,
+        ("--taxonomy {tmp}/tax.JSON: its scheme is ipc",)),  # read as JSON, not as a titles file
+    "run-taxonomy-json-without-training-codes": Case(
+        "train", lambda env: taxonomy_file(env, "tax.json", json.dumps(
+            {"scheme": None, "nodes": ["X", "Y"], "parents": [None, "X"]})), 2,
+        ("--taxonomy {tmp}/tax.json: none of the training labels is one of its codes",)),
+    # ---- run files: every value read once, the command line first
+    "run-config-key-twice": Case(
+        "train", lambda env: ["--config", str(run_file(env, "run.yaml", "epochs: 1\nepochs: 3\n"))], 2,
+        ("--config {tmp}/run.yaml: the key 'epochs' is given twice",)),
+    "run-config-json-key-twice": Case(
+        "train", lambda env: ["--config", str(run_file(env, "run.json", '{"epochs": 1, "epochs": 3}'))], 2,
+        ("--config {tmp}/run.json: the key 'epochs' is given twice",)),
+    "run-config-two-spellings": Case(
+        "train", lambda env: ["--config", str(run_file(env, "run.yaml", "batch_size: 8\nbatch-size: 16\n"))], 2,
+        ("--config {tmp}/run.yaml: 'batch_size' and 'batch-size' name the same option",)),
+    "run-config-twice": Case(
+        "train", lambda env: ["--config", str(run_file(env, "a.yaml", "epochs: 1\n")), "--config",
+                              str(run_file(env, "b.yaml", "epochs: 2\n"))], 2, ("--config: given 2 times",)),
+    "run-dataset-empty": Case("train", lambda env: env.train_argv("--dataset", ""), 2,
+                              ("--dataset: must name a folder or a Hub dataset",)),
+})

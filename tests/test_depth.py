@@ -450,3 +450,19 @@ def test_thresholds_are_tuned_at_depth_five():
     probs = np.random.default_rng(0).random((len(references), len(taxonomy))).astype(np.float32)
     tuned = tune_thresholds(probs, references, taxonomy, "f1_mean", taxonomy, "level")
     assert len(tuned.thresholds.per_level) == 5
+
+
+def test_labels_cut_to_the_depth_are_reported_at_the_default_verbosity(caplog):
+    """A change to the data is said without --verbose: a warning, which the commands show by default."""
+    import logging
+
+    import datasets
+
+    from thmm.data import cut_splits
+
+    splits = {"train": datasets.Dataset.from_dict({"labels": [["G05D 1/02", "A43B"], ["G05D 1/00"]]})}
+    with caplog.at_level(logging.WARNING, logger="thmm.data"):
+        cut = cut_splits(splits, 3)
+    assert cut["train"]["labels"] == [["G05D", "A43B"], ["G05D"]]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "train: 2 labels deeper than depth 3 cut to their subclass")]

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -185,7 +186,16 @@ class TrainingArguments:
                                    "owns OUTPUT_DIR (runs/quickstart) and replaces it")
     debug_kill_at_step: int | None = _arg(None, argparse.SUPPRESS)  # tests: SIGKILL after N optimizer steps
 
+    # Options that name a local file or folder (or, for dataset and encoder, a Hub id, which never
+    # starts with "~"): "~/x" from a config file, or after "=", is not expanded by the shell.
+    PATH_OPTIONS = ("output_dir", "dataset", "encoder", "taxonomy", "label_titles", "features_cache_dir",
+                    "resume_from_model")
+
     def __post_init__(self):
+        for name in self.PATH_OPTIONS:
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):
+                setattr(self, name, os.path.expanduser(value))
         if isinstance(self.push_to_hub, str) and self.push_to_hub.lower() not in BOOL_STRINGS:
             # the old --push-to-hub REPO (a str field then): the repo is --hub-model-id now
             from .cli import deprecated
@@ -207,6 +217,8 @@ class TrainingArguments:
             if isinstance(value, float):  # argparse's float() takes "inf" and "nan"
                 need(math.isfinite(value), f.name, "must be a finite number")
         need(bool(str(self.output_dir).strip()), "output_dir", "must name a folder")
+        need(self.dataset is None or bool(self.dataset.strip()), "dataset",
+             "must name a folder or a Hub dataset (leave it out for the USPTO-70k release)")
         if self.quiet and self.verbose:
             raise ConfigError("--quiet and --verbose: choose one")
         if self.push_to_hub and not self.hub_model_id:
@@ -361,21 +373,24 @@ def config_file_argv(path: str) -> list[str]:
     try:
         text = p.read_text(encoding="utf-8")
         if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _load_yaml_once_each(text)
         else:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_once_each)
+    except _RepeatedKey as err:
+        raise ConfigError(f"--config {path}: {err}") from None
     except Exception as err:
         raise ConfigError(f"--config {path}: cannot parse: {err}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of argument names to values")
     hints = typing.get_type_hints(TrainingArguments)
-    argv = []
+    argv, seen = [], {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in hints:
             raise ConfigError(f"--config {path}: unknown argument {key!r}")
+        if name in seen:  # batch_size and batch-size: one of them would be ignored
+            raise ConfigError(f"--config {path}: {seen[name]!r} and {key!r} name the same option; give one")
+        seen[name] = key
         if value is None:
             continue
         if name == "push_to_hub" and isinstance(value, str) and value.strip().lower() not in BOOL_STRINGS:
@@ -385,8 +400,38 @@ def config_file_argv(path: str) -> list[str]:
             if not any(str(k).replace("-", "_") == "hub_model_id" and v is not None for k, v in data.items()):
                 argv += ["--hub_model_id", value.strip()]
             value = True
-        argv += [f"--{name}", _config_value(path, key, value, hints[name])]
+        argv.append(f"--{name}={_config_value(path, key, value, hints[name])}")  # "=": a value may start with "-"
     return argv
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _once_each(pairs) -> dict:
+    """A JSON object whose keys are distinct (``json`` would keep the last of a repeated key silently)."""
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise _RepeatedKey(f"the key {key!r} is given twice; give it once")
+        data[key] = value
+    return data
+
+
+def _load_yaml_once_each(text: str):
+    """``yaml.safe_load``, with a repeated key of a mapping refused (YAML would keep the last one silently)."""
+    import yaml
+
+    class OnceEachLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            for i, key in enumerate(keys):
+                if key in keys[:i]:
+                    raise _RepeatedKey(f"the key {key!r} is given twice (line {node.start_mark.line + 1}); "
+                                       "give it once")
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=OnceEachLoader)  # noqa: S506 (a SafeLoader)
 
 
 def _config_value(path, key, value, hint) -> str:
@@ -419,7 +464,13 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(description)
     pre, _ = parser.parse_known_args(argv)
+    configs = [a for a in argv if a == "--config" or a.startswith("--config=")]
+    if len(configs) > 1:
+        raise ConfigError(f"--config: given {len(configs)} times; give one run file (the command line overrides it)")
     file_argv = config_file_argv(pre.config) if pre.config else []
+    for flag, other in (("--verbose", "--quiet"), ("--quiet", "--verbose")):
+        if flag in argv:  # the command line wins over the file's opposite choice too
+            file_argv = [a for a in file_argv if not a.startswith(f"{other}=")]
     # A second parse with the file's values first: the command line, later in argv, wins.
     probe = parser.parse_args(file_argv + argv)
     if probe.quickstart:

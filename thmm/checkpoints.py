@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -65,12 +66,45 @@ def writing(path: Path):
     try:
         yield
     except (OSError, SafetensorError, RuntimeError) as err:
-        if isinstance(err, RuntimeError) and not isinstance(err, SafetensorError) and "writ" not in str(err).lower():
-            raise  # not an I/O failure (torch reports a failed write as "PytorchStreamWriter failed writing ...")
-        reason = (getattr(err, "strerror", None) or str(err).strip() or type(err).__name__).splitlines()[0]
-        where = getattr(err, "filename", None) or path  # the file that failed, when the library says
+        probe = None
+        if isinstance(err, RuntimeError) and not isinstance(err, SafetensorError):
+            probe = _write_problem(path)  # torch's C++ writer may say only "basic_ios::clear: iostream error"
+            if probe is None and not any(word in str(err).lower() for word in TORCH_WRITE_FAILURES):
+                raise  # not an I/O failure
+        reason = probe or (getattr(err, "strerror", None) or str(err).strip() or type(err).__name__).splitlines()[0]
+        where = getattr(err, "filename", None)
+        if not where or not _within(where, path):  # shutil.copy names its source when the target's disk is full
+            where = path
         raise OSError(f"{where}: cannot write ({reason}); free some space or choose another --output-dir, then "
                       "resume with --resume") from None
+
+
+# How torch's writers word a failed write ("PytorchStreamWriter failed writing file ...", a short write
+# seen as "unexpected pos ... vs ...", the stream's "iostream error").
+TORCH_WRITE_FAILURES = ("writ", "unexpected pos", "iostream error")
+
+
+def _within(name, folder: Path) -> bool:
+    try:
+        Path(name).absolute().relative_to(Path(folder).absolute())
+        return True
+    except ValueError:
+        return False
+
+
+def _write_problem(path: Path) -> str | None:
+    """Why a file cannot be written beside ``path`` now (a full disk, a read-only mount), or ``None``."""
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * (1 << 20))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def resume_args(args: TrainingArguments) -> dict:
@@ -247,6 +281,8 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int, *, m
     path = Path(output_dir) / CHECKPOINT_DIR / f"step_{state['global_step']:08d}"
     if accelerator.is_main_process and (path / TRAINER_STATE).exists():  # a damaged one that resume passed over
         (path / TRAINER_STATE).unlink()
+    if accelerator.is_main_process:
+        record_written_whole(output_dir, path)
     with writing(path):
         accelerator.save_state(str(path))
         if accelerator.is_main_process:
@@ -262,5 +298,23 @@ def load_trainer_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
+def record_written_whole(output_dir: Path, folder: Path) -> None:
+    """List ``folder`` in the marker of ``output_dir`` (where it has one) as written whole by the package,
+    before it is written: a replace of the run folder may then remove it, even half-written."""
+    from .outputs import read_marker, record_outputs
+
+    if read_marker(output_dir) is not None:
+        record_outputs(output_dir, [Path(folder).relative_to(output_dir).as_posix() + "/"])
+
+
 def delete_checkpoints(output_dir: Path) -> None:
-    shutil.rmtree(Path(output_dir) / CHECKPOINT_DIR, ignore_errors=True)
+    """Remove the checkpoints a run wrote (``step_*`` and ``best_model``), and ``checkpoints/`` if that
+    leaves it empty: a file a user put there stays."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return
+    for entry in [*root.glob("step_*"), root / "best_model"]:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.rmdir()

@@ -65,8 +65,8 @@ def cut_splits(splits, depth: int):
         if deeper:
             splits[name] = splits[name].map(lambda rows: {"labels": [cut_labels(codes, depth) for codes in rows]},
                                             batched=True, input_columns=["labels"], desc=f"labels to depth {depth}")
-            logger.info("%s: %d labels deeper than depth %d cut to their %s", name, deeper, depth,
-                        {3: "subclass", 4: "main group"}[depth])
+            logger.warning("%s: %d labels deeper than depth %d cut to their %s", name, deeper, depth,
+                           {3: "subclass", 4: "main group"}[depth])
     return splits
 
 
@@ -74,10 +74,19 @@ def build_taxonomy(args: TrainingArguments, train_labels) -> Taxonomy:
     if args.taxonomy:
         path = Path(args.taxonomy)
         try:
-            if path.suffix == ".json":
+            if path.suffix.lower() == ".json":
                 taxonomy = Taxonomy.from_json(path)
+                if taxonomy.scheme and taxonomy.scheme != args.scheme:
+                    raise ValueError(f"its scheme is {taxonomy.scheme}, not --scheme {args.scheme}")
                 if args.depth is not None and taxonomy.scheme and taxonomy.depth != args.depth:
                     raise ValueError(f"its depth is {taxonomy.depth}, not --depth {args.depth}")
+                labels_depth = training_depth(args, train_labels)
+                if args.depth is None and taxonomy.scheme and taxonomy.depth < labels_depth:
+                    raise ValueError(f"its depth is {taxonomy.depth}, and the training labels go to depth "
+                                     f"{labels_depth}: pass --depth {taxonomy.depth} to cut them to it")
+                codes = {code for labels in train_labels for code in labels}
+                if codes and not any(code in taxonomy for code in codes):
+                    raise ValueError(f"none of the training labels is one of its codes (e.g. {sorted(codes)[0]!r})")
                 return taxonomy
             depth = training_depth(args, train_labels)  # the title file's deeper codes are cut to it
             codes = {cut_code(code, depth) for code in read_label_titles(path)}

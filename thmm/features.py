@@ -11,6 +11,7 @@ holds a split's features in memory, and an epoch in random order does not leave 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -97,15 +98,19 @@ def create_safetensors(path: Path, specs: dict[str, tuple[str, tuple]]) -> dict[
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        f.truncate(8 + len(raw) + offset)
-        try:  # reserve the blocks now: a full disk is an OSError here, not a SIGBUS while writing the map
-            os.posix_fallocate(f.fileno(), 0, 8 + len(raw) + offset)
-        except (AttributeError, OSError) as err:
-            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-                raise OSError(errno.ENOSPC, f"{path}: no space left for the feature cache ({offset} bytes); "
-                                            "free some space or choose another --features-cache-dir") from None
+    try:
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            f.truncate(8 + len(raw) + offset)
+            with contextlib.suppress(AttributeError):  # no posix_fallocate on this system: the map's pages come later
+                # reserve the blocks now: a full disk is an OSError here, not a SIGBUS while writing the map
+                os.posix_fallocate(f.fileno(), 0, 8 + len(raw) + offset)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(err.errno, f"{path}: no space left for the feature cache ({offset} bytes); "
+                                     "free some space or choose another --features-cache-dir") from None
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: go on without
+            raise
     return _memory_maps(path, header, 8 + len(raw), "r+")
 
 

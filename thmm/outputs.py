@@ -33,12 +33,15 @@ __all__ = [
     "OutputDirError",
     "check_output_dir",
     "claim_output_dir",
+    "listed",
     "read_marker",
     "record_outputs",
     "staged_output_dir",
 ]
 
 OUTPUT_MARKER = ".thmm-output.json"
+# The errors of a write that names no file: a full disk, a quota, a file-size limit, a read-only mount.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 _STAGING_PREFIX = ".thmm-staging-"  # a sibling folder a staged output is built in (removed after)
 
 
@@ -65,8 +68,26 @@ def read_marker(path: str | os.PathLike) -> dict | None:
     if not isinstance(data, dict):
         data = {}  # a damaged marker still marks the folder as the package's; it lists nothing to replace
     written = data.get("written")
-    data["written"] = [name for name in written if isinstance(name, str)] if isinstance(written, list) else []
+    data["written"] = [name for name in written if _inside(name)] if isinstance(written, list) else []
     return data
+
+
+def _inside(name) -> bool:
+    """Whether a marker's entry names something inside its folder: a relative path, not the folder
+    itself (``.``, empty) and not above it (``..``); a damaged or forged marker's others are ignored."""
+    if not isinstance(name, str) or not name.strip("/") or name.startswith("/") or "\\" in name:
+        return False
+    parts = Path(name).parts
+    return bool(parts) and not any(part in (".", "..") for part in name.rstrip("/").split("/"))
+
+
+def listed(name: str, written: Iterable[str]) -> bool:
+    """Whether the file ``name`` (relative) is among ``written``: listed itself, or inside a folder listed
+    whole (``"checkpoints/step_00000001/"``, or a bare folder name, as markers before 0.2 list them)."""
+    for entry in written:
+        if name == entry or name.startswith(entry if entry.endswith("/") else entry + "/"):
+            return True
+    return False
 
 
 def _write_marker(path: Path, command: str, written: Iterable[str]) -> None:
@@ -136,6 +157,9 @@ def check_output_dir(
     where = f"{option} {path}" if option else str(path)
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"{where}: is a file, not a folder")
+    if path.is_symlink() and not path.exists():
+        raise OutputDirError(f"{where}: a link to {os.readlink(path)}, which does not exist; create that folder, "
+                             "or choose another")
     if not path.exists():
         ancestor = path.absolute().parent
         while not ancestor.exists():
@@ -207,11 +231,12 @@ def record_outputs(path: str | os.PathLike, names: Iterable[str]) -> None:
 
 def _remove(root: Path, name: str) -> None:
     """Remove ``root/name`` (a file, or a folder the package wrote whole), and the folders above it
-    that this leaves empty, up to ``root``; a name outside ``root`` is ignored."""
+    that this leaves empty, up to ``root``; a name that is not strictly inside ``root`` is ignored."""
     target = root / name
     try:
-        target.resolve().relative_to(root.resolve())
-    except ValueError:
+        if not target.resolve().relative_to(root.resolve()).parts:  # the folder itself
+            return
+    except ValueError:  # above it, or through a link that leads out of it
         return
     if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
@@ -221,6 +246,14 @@ def _remove(root: Path, name: str) -> None:
     while parent != root and parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()
         parent = parent.parent
+
+
+def _is_under(name, folder: Path) -> bool:
+    try:
+        Path(name).absolute().relative_to(Path(folder).absolute())
+        return True
+    except ValueError:
+        return False
 
 
 def _move(source: Path, target: Path) -> None:
@@ -258,7 +291,13 @@ def staged_output_dir(
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX + path.name + "-", dir=parent))
     try:
-        yield staging
+        try:
+            yield staging
+        except OSError as err:
+            if _is_under(err.filename, staging) if err.filename else err.errno in WRITE_ERRNOS:
+                # a write into the staging folder failed (a full disk): name the output, not a hidden folder
+                raise OSError(err.errno, f"{option} {path}: could not be written ({err.strerror or err})") from None
+            raise
         new = _files(staging)
         marker = check_output_dir(path, option, command, [*will_write, *new])
         if not path.exists():

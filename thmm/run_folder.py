@@ -12,22 +12,27 @@ finished, and an interrupted run leaves checkpoints to resume from and no model.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shlex
+import time
+import weakref
 from pathlib import Path
 
 from modeling_thmm import UNFINISHED_MARKER
 
 from .arguments import QUICKSTART_DEFAULTS, ConfigError, TrainingArguments, quickstart_data
 from .checkpoints import CHECKPOINT_DIR, list_checkpoints
-from .outputs import OUTPUT_MARKER, check_output_dir, claim_output_dir, read_marker, record_outputs
+from .outputs import OUTPUT_MARKER, check_output_dir, claim_output_dir, listed, read_marker, record_outputs
 
 MODEL_DIR = "model"
 PARTIAL_MODEL_DIR = ".model.partial"
 BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"
 SUMMARY_FILE = "metrics/summary.json"
-# Every entry a run writes in its folder; "replace the folder" removes these and nothing else.
+# The entries a run writes in its folder. The marker lists what it wrote there file by file (and each
+# checkpoint as a folder written whole), as it writes it; "replace the folder" removes those and nothing
+# else, so a user's file inside metrics/ or logs/ stays.
 RUN_ENTRIES = (MODEL_DIR, PARTIAL_MODEL_DIR, CHECKPOINT_DIR, "metrics", "logs", "test_predictions.jsonl")
 COMMAND = "thmm-train"
 # Written by a run but kept when it is replaced: the default feature cache of ``--output-dir .`` (content-keyed).
@@ -104,6 +109,12 @@ class RunFolder:
         option = f"--output-dir {self.path}"
         if not (args.resume and self.is_legacy_run()):
             check_output_dir(self.path, "--output-dir", COMMAND)
+        if self.in_use():
+            raise ConfigError(f"{option}: another thmm-train is writing into this folder now; wait for it to end, "
+                              "or choose another folder")
+        if not args.resume and (others := self.user_files_in_model()):
+            raise ConfigError(f"{option}: {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} was not written "
+                              f"by thmm, and the new model must take the place of {MODEL_DIR}/: move it away")
         if args.overwrite_output_dir or (args.resume and self.finished()):
             return
         if list_checkpoints(self.path) and not args.resume:
@@ -114,12 +125,74 @@ class RunFolder:
                               "--overwrite-output-dir to replace it")
 
     def claim(self, fresh: bool) -> None:
-        """Mark the folder as this run's; for a ``fresh`` run (not resumed), first remove what an earlier
-        run wrote there (only :data:`RUN_ENTRIES`, which the marker lists; a user's files stay)."""
-        if self.is_legacy_run():
-            self.path.joinpath(OUTPUT_MARKER).write_text("{}", encoding="utf-8")  # then recorded below
+        """Hold the folder (:meth:`lock`) and mark it as this run's; for a ``fresh`` run (not resumed), first
+        remove what an earlier run wrote there (what the marker lists; a user's files stay)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
+        if self.is_legacy_run():  # a run from before the marker: its entries, whole
+            self.path.joinpath(OUTPUT_MARKER).write_text("{}", encoding="utf-8")
+            record_outputs(self.path, [name for name in RUN_ENTRIES if (self.path / name).exists()])
         claim_output_dir(self.path, "--output-dir", COMMAND, replace=fresh)
-        record_outputs(self.path, RUN_ENTRIES)
+        self.claimed_at = time.time()
+
+    def lock(self) -> None:
+        """Hold the folder for this process (an advisory lock on the folder itself, released when the
+        process ends, however it ends): a second run into the same folder is refused instead of mixing its
+        checkpoints, model and reports with this one's."""
+        if getattr(self, "_lock", None) is not None:
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"--output-dir {self.path}: another thmm-train is writing into this folder now; "
+                              "wait for it to end, or choose another folder") from None
+        self._lock = fd
+        self._unlock = weakref.finalize(self, os.close, fd)  # closing the folder's descriptor frees it
+
+    def unlock(self) -> None:
+        """Free the folder for another run (:meth:`lock`)."""
+        if getattr(self, "_lock", None) is not None:
+            self._unlock()
+            self._lock = None
+
+    def in_use(self) -> bool:
+        """Whether another process holds the folder (:meth:`lock`); this one does not take it."""
+        if not self.path.is_dir() or getattr(self, "_lock", None) is not None:
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock taken here
+        return False
+
+    def record(self, *paths: Path) -> None:
+        """List in the marker what the run just wrote: each file under ``paths`` (a file or a folder) that
+        is new or changed since the run claimed the folder, so that a user's files beside them stay theirs."""
+        since = getattr(self, "claimed_at", 0.0)
+        names = []
+        for path in paths:
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+            names += [f.relative_to(self.path).as_posix() for f in files if f.stat().st_mtime >= since - 1]
+        if names:
+            record_outputs(self.path, names)
+
+    def record_whole(self, folder: Path) -> None:
+        """List ``folder`` (a checkpoint) in the marker as written whole, before it is written."""
+        record_outputs(self.path, [folder.relative_to(self.path).as_posix() + "/"])
+
+    def user_files_in_model(self) -> list[str]:
+        """Files in ``model/`` that the marker does not list: they would stay when the folder is replaced,
+        and a new model cannot take the place of a folder that still holds files."""
+        marker = read_marker(self.path)
+        if marker is None or not self.model.is_dir():
+            return []
+        files = sorted(p.relative_to(self.path).as_posix() for p in self.model.rglob("*") if not p.is_dir())
+        return [name for name in files if not listed(name, marker["written"])]
 
     @staticmethod
     def make_readable(folder: Path) -> None:

@@ -758,6 +758,7 @@ class Trainer:
         """The best epoch so far, in ``checkpoints/best_model``, marked unfinished (thresholds not tuned)."""
         best = self.run.best_model
         ckpt.check_finite(full_state.items(), f"the model of epoch {epoch + 1} to {best}")
+        ckpt.record_written_whole(self.output_dir, best)
         with ckpt.writing(best):
             self.accelerator.unwrap_model(self.model).save_pretrained(best, state_dict=full_state)
             self.tokenizer.save_pretrained(best)
@@ -925,9 +926,11 @@ class Trainer:
                 final.save_pretrained(run.partial_model)
                 self.tokenizer.save_pretrained(run.partial_model)
                 summary = write_run_outputs(self, final, run.partial_model)
+                run.record(run.path / "metrics", run.path / "test_predictions.jsonl")  # a kill may come next
                 run.make_readable(run.partial_model)
                 debug_kill_point("model_written")
                 os.replace(run.partial_model, run.model)  # the model appears whole, or not at all
+            run.record(run.model, run.path / "metrics", run.path / "logs", run.path / "test_predictions.jsonl")
             debug_kill_point("model_renamed")
             logger.info("saved the model to %s", run.model)
             if args.push_to_hub:
@@ -951,6 +954,9 @@ def train(args: TrainingArguments) -> dict:
         logger.warning(notice)
         return json.loads(RunFolder(args.output_dir).summary.read_text(encoding="utf-8"))
     trainer = Trainer(args)
-    trainer.fit()
-    trainer.tune_thresholds()
-    return trainer.save()
+    try:
+        trainer.fit()
+        trainer.tune_thresholds()
+        return trainer.save()
+    finally:
+        trainer.run.unlock()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def check_output(path: str) -> None:
         raise InputError(f"--output {path}: is a directory")
     if not (target.parent if str(target.parent) else Path(".")).is_dir():
         raise InputError(f"--output {path}: directory {target.parent} does not exist")
+    if not os.access(target if target.exists() else (target.parent if str(target.parent) else Path(".")), os.W_OK):
+        raise InputError(f"--output {path}: not writable")
     if target.is_file() and not is_suggest_output(target):
         raise InputError(f"--output {path}: the file exists and is not a thmm-suggest output; it is not overwritten")
 

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer.save()                                   # save: model, card, reports, predictions
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{args.output_dir} holds no model yet; resume with: {resume_command(args)}") from None
+    finally:
+        trainer.run.unlock()  # the folder is free for the next run (a process's end frees it too)
     if trainer.accelerator.is_main_process and not args.quiet:
         print("\nTest set (thresholds tuned on dev):\n" + format_markdown({"test": trainer.results["test"]}))
         if args.quickstart:

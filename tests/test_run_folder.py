@@ -1,0 +1,145 @@
+"""The run folder in a user's hands: a replaced run takes only what it wrote, file by file (a user's
+notes inside ``metrics/``, ``logs/`` or ``checkpoints/`` stay); a forged marker cannot name the folder
+itself; two runs never share a folder; a failed write names its path, whichever library wrote."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+from conftest import QUICKSTART_DATA
+from thmm.cli import train as train_cli
+from thmm.run_folder import RunFolder
+
+SMALL = ["--dataset", str(QUICKSTART_DATA), "--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1",
+         "--batch-size", "8", "--max-length", "32", "--head-hidden-size", "8", "--report-to", "none",
+         "--no-lexical-fusion", "--keep-checkpoints"]
+
+
+def argv(encoder, out, *extra):
+    return [*SMALL, "--encoder", str(encoder), "--output-dir", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_a_replaced_run_takes_only_the_files_it_wrote(tiny_encoder_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_cli.cli(argv(tiny_encoder_dir, out)) == 0
+    written = json.loads((out / ".thmm-output.json").read_text())["written"]
+    assert "model/config.json" in written and "metrics/summary.json" in written
+    assert not {"model", "metrics", "checkpoints", "logs"} & set(written)  # files, not whole folders
+    assert any(name.startswith("checkpoints/step_") and name.endswith("/") for name in written)
+    for name in ("logs/notes.txt", "checkpoints/README.txt", "metrics/my_analysis.md"):
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_text("mine")
+    assert train_cli.cli(argv(tiny_encoder_dir, out, "--overwrite-output-dir", "--seed", "7")) == 0
+    for name in ("logs/notes.txt", "checkpoints/README.txt", "metrics/my_analysis.md"):
+        assert (out / name).read_text() == "mine", name
+    assert (out / "model" / "config.json").is_file()
+
+    (out / "model" / "notes.txt").write_text("mine")  # the new model must take the place of model/
+    capsys.readouterr()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert train_cli.cli(argv(tiny_encoder_dir, out, "--overwrite-output-dir")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --output-dir {out}: model/notes.txt was not written by thmm, and the new model must "
+                   "take the place of model/: move it away"]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_marker_cannot_name_the_folder_itself_or_what_lies_above(tmp_path):
+    from thmm.outputs import claim_output_dir
+
+    folder, outside = tmp_path / "forged", tmp_path / "outside.txt"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    outside.write_text("precious")
+    (folder / ".thmm-output.json").write_text(json.dumps(
+        {"command": "thmm-stats", "written": [".", "", "./", "..", "../outside.txt", "/etc/hostname", "a/../.."]}))
+    claim_output_dir(folder, "--output-dir", "thmm-stats", replace=True)
+    assert (folder / "thesis.tex").read_text() == "precious" and outside.read_text() == "precious"
+    assert json.loads((folder / ".thmm-output.json").read_text())["written"] == []
+
+
+def test_a_folder_another_run_holds_is_refused(tiny_encoder_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = RunFolder(out)
+    holder.lock()  # as a run in progress holds it, from this process or another
+    try:
+        assert train_cli.cli(argv(tiny_encoder_dir, out)) == 2
+        assert capsys.readouterr().err.strip() == (f"error: --output-dir {out}: another thmm-train is writing into "
+                                                   "this folder now; wait for it to end, or choose another folder")
+        assert not any(out.iterdir())
+    finally:
+        holder.unlock()
+    assert not RunFolder(out).in_use()
+
+
+def test_checkpoints_are_removed_but_a_users_file_beside_them(tmp_path):
+    from thmm.checkpoints import delete_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for name in ("step_00000001", "step_00000002", "best_model"):
+        (root / name).mkdir(parents=True)
+        (root / name / "weights").write_text("w")
+    (root / "README.txt").write_text("mine")
+    delete_checkpoints(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["README.txt"]
+    (root / "README.txt").unlink()
+    (root / "step_00000003").mkdir()
+    delete_checkpoints(tmp_path)
+    assert not root.exists()
+
+
+def test_a_failed_checkpoint_write_names_the_path_whichever_library_wrote(tmp_path, monkeypatch):
+    from thmm import checkpoints
+
+    target = tmp_path / "checkpoints" / "step_00000001"
+    monkeypatch.setattr(checkpoints, "_write_problem", lambda path: "No space left on device")
+    with pytest.raises(OSError, match=f"^{target}: cannot write \\(No space left on device\\)"):
+        with checkpoints.writing(target):
+            raise RuntimeError("basic_ios::clear: iostream error")  # torch's C++ writer on a full disk
+    monkeypatch.setattr(checkpoints, "_write_problem", lambda path: None)
+    with pytest.raises(RuntimeError, match="^a bug$"):  # the disk is fine: not an I/O failure
+        with checkpoints.writing(target):
+            raise RuntimeError("a bug")
+    with pytest.raises(OSError, match=f"^{target}: cannot write"):  # shutil.copy names its source on ENOSPC
+        with checkpoints.writing(target):
+            raise OSError(errno.ENOSPC, "No space left on device", "/elsewhere/taxonomy_thmm.py")
+
+
+def test_a_full_disk_under_a_staged_output_names_the_option(tmp_path):
+    from thmm.outputs import staged_output_dir
+
+    out = tmp_path / "stats"
+    with pytest.raises(OSError, match=f"^\\[Errno 28\\] --output-dir {out}: could not be written \\(No space left"):
+        with staged_output_dir(out, "--output-dir", "thmm-stats") as staging:
+            (staging / "part").write_text("x")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the output nor its staging folder
+
+
+def test_run_files_and_the_command_line(tmp_path, monkeypatch):
+    """A value may start with "-"; the command line's --verbose wins over a file's quiet; "~" is expanded
+    in every path option, from a file too (no shell expands it there)."""
+    from thmm.arguments import parse_args
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run = tmp_path / "run.yaml"
+    run.write_text("output_dir: -odd\nquiet: true\nfeatures_cache_dir: ~/cache\n")
+    args = parse_args(["--config", str(run), "--verbose"])
+    assert args.output_dir == "-odd" and args.verbose and not args.quiet
+    assert args.features_cache_dir == str(tmp_path / "cache")
+    assert parse_args(["--output-dir=~/runs/x"]).output_dir == str(tmp_path / "runs" / "x")
+
+
+def test_a_link_to_no_folder_is_named_as_such(tiny_encoder_dir, tmp_path, capsys):
+    link = tmp_path / "runs"
+    link.symlink_to(tmp_path / "nowhere")
+    assert train_cli.cli(argv(tiny_encoder_dir, link)) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output-dir {link}: a link to {tmp_path / 'nowhere'}, which "
+                                               "does not exist; create that folder, or choose another")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
