@@ -13,6 +13,7 @@ It is copied next to a saved model as remote code (a relative import of ``modeli
 from __future__ import annotations
 
 import numbers
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ except ImportError:  # plain import when installed as a top-level module
     from configuration_thmm import check_max_length
 
 __all__ = ["check_batching", "check_documents", "check_tokenizer_fits", "document_problem", "encode_documents",
-           "longest_first", "text_problem"]
+           "has_text", "longest_first", "text_problem"]
 
 
 def encode_documents(tokenizer, titles: Sequence[str], abstracts: Sequence[str] | None, max_length: int):
@@ -70,6 +71,12 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def has_text(text: str) -> bool:
+    """Whether ``text`` holds a visible character: not only white space and invisible format characters
+    (a zero-width space, a byte order mark), which a tokenizer drops, leaving an empty document."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+
+
 def document_problem(title, abstract) -> str | None:
     """Why one document cannot be classified, or ``None``: its title and abstract must be strings
     that are text (:func:`text_problem`), not both empty or blank (the model would score an empty text
@@ -79,7 +86,7 @@ def document_problem(title, abstract) -> str | None:
             return f"field {field!r}: expected a string, got {type(value).__name__}"
         if (problem := text_problem(value)) is not None:
             return f"field {field!r}: {problem}"
-    if not title.strip() and not abstract.strip():
+    if not has_text(title) and not has_text(abstract):
         return "fields 'title' and 'abstract': empty document"
     return None
 

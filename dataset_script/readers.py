@@ -29,6 +29,7 @@ from defusedxml import DefusedXmlException, EntitiesForbidden
 from defusedxml.ElementTree import DefusedXMLParser
 
 from taxonomy_thmm import LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, level_name, normalize_symbol
+from tokenization_thmm import has_text
 
 __all__ = [
     "COLUMNS",
@@ -300,7 +301,7 @@ class PatentRowValidator:
             odd = _odd_character(values[field], _TEXT_REFUSED, allowed="\t\n\r")
             if odd:
                 fail(field, f"{odd}; remove it (or replace it by a space)")
-        if not values["title"].strip() and not values["abstract"].strip():
+        if not has_text(values["title"]) and not has_text(values["abstract"]):
             fail("title", "title and abstract are both empty; a patent needs some text")
 
         labels = values["labels"]

@@ -557,3 +557,10 @@ CASES.update({
                      train_row_is(0, labels=["B64C 1/00", "G06N"], sections=["B", "G"], classes=["B64", "G06"])),
         None),
 })
+
+CASES.update({
+    # invisible characters alone are no text: the tokenizer drops them and would see an empty document
+    "data-parquet-invisible-title": Case(
+        "api", loads(parquet_export(row_set(11, title="\u200b\ufeff", abstract=" "))), PatentDataError,
+        (f"{TRAIN_PARQUET}, row 12, field 'title': title and abstract are both empty",)),
+})

@@ -338,3 +338,7 @@ if Path("/dev/full").exists():
 if not torch.cuda.is_available():
     CASES["predict-device-cuda-without-cuda"] = Case(
         "predict", lambda env: env.predict_argv("--device", "cuda"), 2, ("--device", "no CUDA device", "'cuda'"))
+
+CASES["predict-txt-invisible-document"] = Case(
+    "predict", output_argv(predict_on("documents.txt", "shoe\n\u200b\nboot\n")), 2,
+    ("{tmp}/documents.txt, line 2", "empty document"), after=no_output)

@@ -270,9 +270,12 @@ def test_lower_layers_mode_trains_only_the_top_layers_on_a_reused_cache(tiny_enc
     second = run_training(parse_args(small_args(tiny_encoder_dir, tmp_path / "b", *lower, "--head-type", "tmm")))
     assert (first["frozen_encoder_cache_hit"], second["frozen_encoder_cache_hit"]) == (False, True)
     assert first["frozen_encoder_cache"] == second["frozen_encoder_cache"]  # the heads do not change the states
-    info = json.loads((Path(first["frozen_encoder_cache"]) / "cache_info.json").read_text())
+    for path in (tmp_path / "a").rglob("*"):  # what the run leaves: model, metrics, predictions, marker
+        if path.is_file():
+            assert str(tmp_path) not in path.read_bytes().decode("utf-8", "replace"), path
+    info = json.loads((cache / first["frozen_encoder_cache"] / "cache_info.json").read_text())
     assert info["lower_layers"] == 3 and info["doc_representation"] is None
-    states = load_file(Path(first["frozen_encoder_cache"]) / "validation.safetensors")
+    states = load_file(cache / first["frozen_encoder_cache"] / "validation.safetensors")
     assert states["token_states"].dtype == torch.float16 and states["token_states"].shape[1] == 32
     assert states["token_states"].shape[0] == int(states["lengths"].sum())
 

@@ -31,7 +31,7 @@ import torch
 
 from dataset_script import MAX_FIELD_CHARS  # the training readers' limit: one limit per field, whatever the command
 from modeling_thmm import longest_first
-from tokenization_thmm import text_problem
+from tokenization_thmm import has_text, text_problem
 
 from .cpu_memory import return_freed_memory
 from .data import Rows, TokenCollator, encode_texts
@@ -137,7 +137,7 @@ def _stripped_and_counted(docs: Iterator[dict], name: str) -> Iterator[dict]:
     count = 0
     for doc in docs:
         doc["title"], doc["abstract"] = doc["title"].strip(), doc["abstract"].strip()
-        if not doc["title"] and not doc["abstract"]:
+        if not has_text(doc["title"]) and not has_text(doc["abstract"]):
             _empty(name, doc["where"])
         count += 1
         yield doc

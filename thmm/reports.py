@@ -58,7 +58,8 @@ def write_run_outputs(trainer, final_model, model_dir: Path) -> dict:
                "test_at_least_one": results["test_at_least_one"],
                "train_seconds_per_epoch": _mean(state.get("train_seconds", [])),
                "train_seconds": state.get("train_seconds", []),
-               "frozen_encoder_cache": str(trainer.cache_dir) if trainer.cache_dir else None,
+               # the cache's folder name (its content key) in the cache folder, never a local path
+               "frozen_encoder_cache": trainer.cache_dir.name if trainer.cache_dir else None,
                "frozen_encoder_cache_hit": trainer.cache_hit}
     summary["test_coverage"] = coverage
     if trainer.temperatures is not None:
