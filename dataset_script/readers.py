@@ -592,12 +592,19 @@ def read_patent_tsv(
 # --------------------------------------------------------------------------------------------------
 
 
-def _json_object(pairs):
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:  # json.loads would keep the last value silently
-        raise ValueError(f"key {repeated[0]!r} appears twice in one object")
-    return dict(pairs)
+class RepeatedKeyError(ValueError):
+    """A JSON object (or YAML mapping) that gives a key twice: ``json`` would keep the last value silently."""
+
+
+def unique_json_object(pairs) -> dict:
+    """``json.loads``' ``object_pairs_hook`` for every JSON this package reads (data lines, prediction
+    input, run files): a key given twice raises :class:`RepeatedKeyError` instead of one value winning."""
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise RepeatedKeyError(f"the key {key!r} appears twice in one object")
+        data[key] = value
+    return data
 
 
 def _no_constant(name):
@@ -614,7 +621,7 @@ def jsonl_values(path, raw: bytes, lineno: int, *, file_start: bool | None = Non
     if not line.strip():
         raise PatentDataError(path, lineno, None, "empty line; remove it")
     try:
-        values = json.loads(line, object_pairs_hook=_json_object, parse_constant=_no_constant)
+        values = json.loads(line, object_pairs_hook=unique_json_object, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise PatentDataError(path, lineno, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
     except RecursionError:

@@ -377,7 +377,7 @@ CASES = {
         ("{tmp}/jsonl/train.jsonl, line 3, field 'abstract': missing field 'abstract'",)),
     "data-jsonl-duplicate-key": Case(
         "api", loads(jsonl_folder(raw=lambda lines: [lines[0][:-1] + ', "title": "again"}', *lines[1:]])),
-        PatentDataError, ("{tmp}/jsonl/train.jsonl, line 1: not valid JSON (key 'title' appears twice",)),
+        PatentDataError, ("{tmp}/jsonl/train.jsonl, line 1: not valid JSON (the key 'title' appears twice",)),
     "data-jsonl-nan": Case(
         "api", loads(jsonl_folder(raw=lambda lines: [lines[0].replace('"title": "', '"t": NaN, "title": "', 1),
                                                      *lines[1:]])),

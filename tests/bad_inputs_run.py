@@ -291,10 +291,10 @@ CASES.update({
     # ---- run files: every value read once, the command line first
     "run-config-key-twice": Case(
         "train", lambda env: ["--config", str(run_file(env, "run.yaml", "epochs: 1\nepochs: 3\n"))], 2,
-        ("--config {tmp}/run.yaml: the key 'epochs' is given twice",)),
+        ("--config {tmp}/run.yaml: the key 'epochs' appears twice",)),
     "run-config-json-key-twice": Case(
         "train", lambda env: ["--config", str(run_file(env, "run.json", '{"epochs": 1, "epochs": 3}'))], 2,
-        ("--config {tmp}/run.json: the key 'epochs' is given twice",)),
+        ("--config {tmp}/run.json: the key 'epochs' appears twice",)),
     "run-config-two-spellings": Case(
         "train", lambda env: ["--config", str(run_file(env, "run.yaml", "batch_size: 8\nbatch-size: 16\n"))], 2,
         ("--config {tmp}/run.yaml: 'batch_size' and 'batch-size' name the same option",)),

@@ -370,14 +370,16 @@ def config_file_argv(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {path}")
+    from dataset_script.readers import RepeatedKeyError, unique_json_object
+
     try:
         text = p.read_text(encoding="utf-8")
         if p.suffix.lower() in (".yaml", ".yml"):
             data = _load_yaml_once_each(text)
         else:
-            data = json.loads(text, object_pairs_hook=_once_each)
-    except _RepeatedKey as err:
-        raise ConfigError(f"--config {path}: {err}") from None
+            data = json.loads(text, object_pairs_hook=unique_json_object)
+    except RepeatedKeyError as err:
+        raise ConfigError(f"--config {path}: {err}; give it once") from None
     except Exception as err:
         raise ConfigError(f"--config {path}: cannot parse: {err}".splitlines()[0]) from None
     if not isinstance(data, dict):
@@ -404,31 +406,19 @@ def config_file_argv(path: str) -> list[str]:
     return argv
 
 
-class _RepeatedKey(ValueError):
-    pass
-
-
-def _once_each(pairs) -> dict:
-    """A JSON object whose keys are distinct (``json`` would keep the last of a repeated key silently)."""
-    data = {}
-    for key, value in pairs:
-        if key in data:
-            raise _RepeatedKey(f"the key {key!r} is given twice; give it once")
-        data[key] = value
-    return data
-
-
 def _load_yaml_once_each(text: str):
     """``yaml.safe_load``, with a repeated key of a mapping refused (YAML would keep the last one silently)."""
     import yaml
+
+    from dataset_script.readers import RepeatedKeyError
 
     class OnceEachLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
             for i, key in enumerate(keys):
                 if key in keys[:i]:
-                    raise _RepeatedKey(f"the key {key!r} is given twice (line {node.start_mark.line + 1}); "
-                                       "give it once")
+                    raise RepeatedKeyError(f"the key {key!r} appears twice in one object (line "
+                                           f"{node.start_mark.line + 1})")
             return super().construct_mapping(node, deep=deep)
 
     return yaml.load(text, Loader=OnceEachLoader)  # noqa: S506 (a SafeLoader)

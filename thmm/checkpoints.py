@@ -21,6 +21,7 @@ import torch
 from modeling_thmm import read_safetensors_header
 
 from .arguments import TrainingArguments
+from .outputs import is_under
 
 CHECKPOINT_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -73,7 +74,7 @@ def writing(path: Path):
                 raise  # not an I/O failure
         reason = probe or (getattr(err, "strerror", None) or str(err).strip() or type(err).__name__).splitlines()[0]
         where = getattr(err, "filename", None)
-        if not where or not _within(where, path):  # shutil.copy names its source when the target's disk is full
+        if not where or not is_under(where, path):  # shutil.copy names its source when the target's disk is full
             where = path
         raise OSError(f"{where}: cannot write ({reason}); free some space or choose another --output-dir, then "
                       "resume with --resume") from None
@@ -82,14 +83,6 @@ def writing(path: Path):
 # How torch's writers word a failed write ("PytorchStreamWriter failed writing file ...", a short write
 # seen as "unexpected pos ... vs ...", the stream's "iostream error").
 TORCH_WRITE_FAILURES = ("writ", "unexpected pos", "iostream error")
-
-
-def _within(name, folder: Path) -> bool:
-    try:
-        Path(name).absolute().relative_to(Path(folder).absolute())
-        return True
-    except ValueError:
-        return False
 
 
 def _write_problem(path: Path) -> str | None:

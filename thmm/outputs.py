@@ -248,7 +248,8 @@ def _remove(root: Path, name: str) -> None:
         parent = parent.parent
 
 
-def _is_under(name, folder: Path) -> bool:
+def is_under(name, folder: Path) -> bool:
+    """Whether the path ``name`` lies in ``folder`` (or is it)."""
     try:
         Path(name).absolute().relative_to(Path(folder).absolute())
         return True
@@ -294,7 +295,7 @@ def staged_output_dir(
         try:
             yield staging
         except OSError as err:
-            if _is_under(err.filename, staging) if err.filename else err.errno in WRITE_ERRNOS:
+            if is_under(err.filename, staging) if err.filename else err.errno in WRITE_ERRNOS:
                 # a write into the staging folder failed (a full disk): name the output, not a hidden folder
                 raise OSError(err.errno, f"{option} {path}: could not be written ({err.strerror or err})") from None
             raise

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from dataset_script import MAX_FIELD_CHARS  # the training readers' limit: one limit per field, whatever the command
+from dataset_script.readers import unique_json_object
 from modeling_thmm import longest_first
 from tokenization_thmm import has_text, text_problem
 
@@ -245,16 +246,6 @@ class _NotJSON(ValueError):
     pass
 
 
-def _json_object(pairs: list[tuple[str, object]]) -> dict:
-    """An object of a JSON line; a key given twice is an error (``json`` would keep the last one)."""
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _NotJSON(f"the key {key!r} appears twice in one object")
-        obj[key] = value
-    return obj
-
-
 def _not_a_json_constant(constant: str):
     raise _NotJSON(f"{constant} is not JSON")
 
@@ -264,7 +255,7 @@ def _jsonl_documents(lines, name: str, fields: FieldNames) -> Iterator[dict]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=_json_object, parse_constant=_not_a_json_constant)
+            obj = json.loads(line, object_pairs_hook=unique_json_object, parse_constant=_not_a_json_constant)
         except json.JSONDecodeError as err:
             raise InputError(f"{name}, line {lineno}: invalid JSON ({err.msg})") from None
         except ValueError as err:  # _NotJSON, an integer of too many digits
