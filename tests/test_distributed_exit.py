@@ -58,3 +58,40 @@ def test_a_launched_process_ends_without_finalization_and_loses_nothing(world_si
     assert ("finalized" in result.stdout) == finalized
     assert (tmp_path / "atexit").read_text() == "ran"
     assert (tmp_path / "thread").read_text() == "ran"
+
+
+STOPPED_MID_IMPORT = """
+import sys, time
+from pathlib import Path
+
+from thmm.cli import run_cli
+
+folder = Path(sys.argv[1])
+(folder / "slow_module.py").write_text(
+    "import os, signal, time\\n"
+    "os.kill(os.getpid(), signal.SIGTERM)  # a stop while a module initialises (torch, matplotlib)\\n"
+    "time.sleep(0.5)\\n"
+    "COMPLETE = True\\n")
+sys.path.insert(0, str(folder))
+
+
+def main(argv):
+    import slow_module
+
+    print("imported whole:", slow_module.COMPLETE, flush=True)
+    time.sleep(30)  # the stop comes here, once the import is done
+    return 0
+
+
+sys.exit(run_cli(main, []))
+"""
+
+
+def test_a_stop_during_an_import_waits_for_the_import_to_end(tmp_path):
+    """An interrupt raised inside a module's initialisation turns into an ImportError, or aborts from C++
+    (torch): the stop waits for the import, then ends the command as usual, in one line."""
+    result = subprocess.run([sys.executable, "-c", STOPPED_MID_IMPORT, str(tmp_path)], capture_output=True,
+                            text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert result.stdout == "imported whole: True\n"
+    assert result.stderr.strip() == "error: stopped by SIGTERM"

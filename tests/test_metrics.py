@@ -734,3 +734,27 @@ def test_label_matrix_and_scores_from_counts(model_case):
     assert label_matrix([["A43B", "C12N"]], taxonomy, unknown_labels="ignore")[1] == 1
     with pytest.raises(TaxonomyError, match=r"docs\[0\]"):
         label_matrix([["A43Z"]], taxonomy, name="docs")
+
+
+def test_a_report_replaces_only_a_report_and_stays_in_its_folder(tmp_path, hand_results):
+    """write_report refuses a user's file of its names and a name that is a path, and writes its three
+    files together or not at all (a NaN is refused before any folder exists)."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "metrics.md").write_text("my notes\n")
+    with pytest.raises(ValueError, match="metrics.md: exists and is not a report of write_report"):
+        write_report(hand_results, user)
+    (user / "metrics.json").write_text('{"mine": 1}\n')
+    with pytest.raises(ValueError, match="metrics.json: exists and is not a report of write_report"):
+        write_report(hand_results, user)
+    assert sorted(p.name for p in user.iterdir()) == ["metrics.json", "metrics.md"]
+    assert (user / "metrics.md").read_text() == "my notes\n"
+    for name in ("../escaped", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="^name: a file name stem"):
+            write_report(hand_results, tmp_path / "reports", name=name)
+    with pytest.raises(ValueError):
+        write_report({**hand_results, "micro_f1": float("nan")}, tmp_path / "nan")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user"]
+    paths = write_report(hand_results, tmp_path / "reports")
+    write_report(hand_results, tmp_path / "reports")  # its own report: replaced
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(p.name for p in paths.values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 
 import pytest
 
@@ -35,18 +36,36 @@ def test_a_replaced_run_takes_only_the_files_it_wrote(tiny_encoder_dir, tmp_path
         (out / name).parent.mkdir(exist_ok=True)
         (out / name).write_text("mine")
     assert train_cli.cli(argv(tiny_encoder_dir, out, "--overwrite-output-dir", "--seed", "7")) == 0
+    written = json.loads((out / ".thmm-output.json").read_text())["written"]
     for name in ("logs/notes.txt", "checkpoints/README.txt", "metrics/my_analysis.md"):
         assert (out / name).read_text() == "mine", name
+        assert name not in written, name  # written just before the run, and still not the run's
     assert (out / "model" / "config.json").is_file()
 
-    (out / "model" / "notes.txt").write_text("mine")  # the new model must take the place of model/
-    capsys.readouterr()
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    assert train_cli.cli(argv(tiny_encoder_dir, out, "--overwrite-output-dir")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: --output-dir {out}: model/notes.txt was not written by thmm, and the new model must "
-                   "take the place of model/: move it away"]
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    for mine in ("notes.txt", "drafts"):  # the new model must take the place of model/
+        (out / "model" / mine).mkdir() if mine == "drafts" else (out / "model" / mine).write_text("mine")
+        capsys.readouterr()
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        assert train_cli.cli(argv(tiny_encoder_dir, out, "--overwrite-output-dir")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: --output-dir {out}: model/{mine} was not written by thmm, and the new model must "
+                       "take the place of model/: move it away"]
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+        shutil.rmtree(out / "model" / mine) if mine == "drafts" else (out / "model" / mine).unlink()
+
+
+@pytest.mark.slow
+def test_a_run_from_before_the_marker_resumes_and_stays_this_commands(tiny_encoder_dir, tmp_path):
+    out = tmp_path / "run"
+    assert train_cli.cli(argv(tiny_encoder_dir, out, "--epochs", "1")) == 0
+    shutil.rmtree(out / "model")
+    for name in (".thmm-output.json", "test_predictions.jsonl"):
+        (out / name).unlink()
+    shutil.rmtree(out / "metrics")  # what a run of an older version left when stopped: checkpoints only
+    assert train_cli.cli(argv(tiny_encoder_dir, out, "--epochs", "1", "--resume")) == 0
+    assert json.loads((out / ".thmm-output.json").read_text())["command"] == "thmm-train"
+    assert (out / "model" / "config.json").is_file()
+    assert train_cli.cli(argv(tiny_encoder_dir, out, "--epochs", "1", "--overwrite-output-dir")) == 0
 
 
 def test_a_marker_cannot_name_the_folder_itself_or_what_lies_above(tmp_path):
@@ -79,16 +98,18 @@ def test_a_folder_another_run_holds_is_refused(tiny_encoder_dir, tmp_path, capsy
 
 
 def test_checkpoints_are_removed_but_a_users_file_beside_them(tmp_path):
-    from thmm.checkpoints import delete_checkpoints
+    from thmm.checkpoints import delete_checkpoints, list_checkpoints
 
     root = tmp_path / "checkpoints"
-    for name in ("step_00000001", "step_00000002", "best_model"):
+    for name in ("step_00000001", "step_00000002", "best_model", "step_mine", "step_00000002.bak"):
         (root / name).mkdir(parents=True)
-        (root / name / "weights").write_text("w")
+        (root / name / "trainer_state.json").write_text("{}")
     (root / "README.txt").write_text("mine")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001", "step_00000002"]
     delete_checkpoints(tmp_path)
-    assert sorted(p.name for p in root.iterdir()) == ["README.txt"]
-    (root / "README.txt").unlink()
+    assert sorted(p.name for p in root.iterdir()) == ["README.txt", "step_00000002.bak", "step_mine"]
+    for name in ("README.txt", "step_00000002.bak", "step_mine"):
+        shutil.rmtree(root / name) if (root / name).is_dir() else (root / name).unlink()
     (root / "step_00000003").mkdir()
     delete_checkpoints(tmp_path)
     assert not root.exists()

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -166,10 +167,23 @@ def check_resume_micro_batches(path: Path, saved: dict, micro_batches: int, args
         what)
 
 
-def list_checkpoints(output_dir: Path) -> list[Path]:
+# A checkpoint folder's name, as save_checkpoint makes it: "step_" and the step, 8 digits or more. Other
+# names under checkpoints/ (step_mine, a copy step_00000010.bak) are a user's, never read nor removed.
+CHECKPOINT_NAME = re.compile(r"step_(\d{8,})")
+
+
+def checkpoint_folders(output_dir: Path) -> list[Path]:
+    """The folders under ``checkpoints/`` named as :func:`save_checkpoint` names them, complete or not."""
     root = Path(output_dir) / CHECKPOINT_DIR
-    found = [p for p in root.glob("step_*") if (p / TRAINER_STATE).exists()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoints (their trainer state written last), oldest first."""
+    found = [p for p in checkpoint_folders(output_dir) if (p / TRAINER_STATE).exists()]
+    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.fullmatch(p.name)[1]))
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -301,12 +315,12 @@ def record_written_whole(output_dir: Path, folder: Path) -> None:
 
 
 def delete_checkpoints(output_dir: Path) -> None:
-    """Remove the checkpoints a run wrote (``step_*`` and ``best_model``), and ``checkpoints/`` if that
+    """Remove the checkpoints a run wrote (``step_NNNNNNNN`` and ``best_model``), and ``checkpoints/`` if that
     leaves it empty: a file a user put there stays."""
     root = Path(output_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return
-    for entry in [*root.glob("step_*"), root / "best_model"]:
+    for entry in [*checkpoint_folders(output_dir), root / "best_model"]:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
     with contextlib.suppress(OSError):

@@ -640,21 +640,51 @@ def plot_per_level_f1(runs: Mapping, path, metric: str = "macro_f1") -> Path:
     return path
 
 
+# A report's name: a file name stem, never a path (it must not lead out of the report's folder).
+REPORT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
 def write_report(results: Mapping, out_dir, name: str = "metrics") -> dict[str, Path]:
     """Write ``{name}.json``, ``{name}.md`` and ``{name}_per_level_f1.png`` to ``out_dir``.
 
     ``results`` is one results dict or ``{run_name: results}``; the JSON file holds it unchanged.
-    Returns the paths, keyed ``"json"``, ``"markdown"``, ``"plot"``.
+    Returns the paths, keyed ``"json"``, ``"markdown"``, ``"plot"``. The three appear together or not at
+    all (each is written beside its place, then moved in), and only a report replaces a report: a file
+    of these names that ``write_report`` did not write is refused, as is a ``name`` that is a path.
     """
     _as_runs(results)  # validate before writing anything
+    if not isinstance(name, str) or not REPORT_NAME.fullmatch(name):
+        raise ValueError(f"name: a file name stem such as 'dev_metrics', not a path (got {name!r})")
+    text = json.dumps(results, indent=2, allow_nan=False) + "\n"  # a NaN refused before any file or folder
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out_dir / f"{name}.json",
         "markdown": out_dir / f"{name}.md",
         "plot": out_dir / f"{name}_per_level_f1.png",
     }
-    paths["json"].write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(format_markdown(results), encoding="utf-8")
-    plot_per_level_f1(results, paths["plot"])
+    ours = _is_report(paths["json"])  # a report's markdown and plot go with its JSON
+    for path in paths.values():
+        if path.exists() and not (path.is_file() and ours):
+            raise ValueError(f"{path}: exists and is not a report of write_report; it is not overwritten: choose "
+                             "another folder or name")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = {key: path.with_name(f".{path.stem}.partial{path.suffix}") for key, path in paths.items()}
+    try:
+        staged["json"].write_text(text, encoding="utf-8")
+        staged["markdown"].write_text(format_markdown(results), encoding="utf-8")
+        plot_per_level_f1(results, staged["plot"])
+        for key, path in paths.items():
+            staged[key].replace(path)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
     return paths
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` holds a report's JSON (what :func:`write_report` writes)."""
+    try:
+        _as_runs(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+    return True

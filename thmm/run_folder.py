@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import shlex
-import time
 import weakref
 from pathlib import Path
 
@@ -129,11 +128,11 @@ class RunFolder:
         remove what an earlier run wrote there (what the marker lists; a user's files stay)."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
-        if self.is_legacy_run():  # a run from before the marker: its entries, whole
-            self.path.joinpath(OUTPUT_MARKER).write_text("{}", encoding="utf-8")
+        if self.is_legacy_run():  # a run from before the marker: its entries, whole, are this command's
+            self.path.joinpath(OUTPUT_MARKER).write_text(json.dumps({"command": COMMAND}), encoding="utf-8")
             record_outputs(self.path, [name for name in RUN_ENTRIES if (self.path / name).exists()])
         claim_output_dir(self.path, "--output-dir", COMMAND, replace=fresh)
-        self.claimed_at = time.time()
+        self.logs_before = self.snapshot(self.path / "logs")  # the trackers' files come during the run
 
     def lock(self) -> None:
         """Hold the folder for this process (an advisory lock on the folder itself, released when the
@@ -170,29 +169,47 @@ class RunFolder:
             os.close(fd)  # closing releases a lock taken here
         return False
 
-    def record(self, *paths: Path) -> None:
-        """List in the marker what the run just wrote: each file under ``paths`` (a file or a folder) that
-        is new or changed since the run claimed the folder, so that a user's files beside them stay theirs."""
-        since = getattr(self, "claimed_at", 0.0)
-        names = []
+    def snapshot(self, *paths: Path) -> dict[str, int]:
+        """The files under ``paths`` (files or folders) and their modification times, relative names as
+        keys: what was there before the run writes (see :meth:`record`)."""
+        found = {}
         for path in paths:
             files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
-            names += [f.relative_to(self.path).as_posix() for f in files if f.stat().st_mtime >= since - 1]
-        if names:
-            record_outputs(self.path, names)
+            for file in files:
+                found[file.relative_to(self.path).as_posix()] = file.stat().st_mtime_ns
+        return found
+
+    def record(self, before: dict[str, int], *paths: Path, names: str = "*") -> None:
+        """List in the marker what the run just wrote under ``paths``: the files (matching ``names``) that
+        are new or changed since ``before`` (:meth:`snapshot`, taken just before the run wrote them), so
+        that a user's files beside them stay theirs."""
+        written = [name for name, mtime in self.snapshot(*paths).items()
+                   if before.get(name) != mtime and Path(name).match(names)]
+        if written:
+            record_outputs(self.path, written)
 
     def record_whole(self, folder: Path) -> None:
         """List ``folder`` (a checkpoint) in the marker as written whole, before it is written."""
         record_outputs(self.path, [folder.relative_to(self.path).as_posix() + "/"])
 
     def user_files_in_model(self) -> list[str]:
-        """Files in ``model/`` that the marker does not list: they would stay when the folder is replaced,
-        and a new model cannot take the place of a folder that still holds files."""
+        """Entries in ``model/`` (files, folders, links) that the marker does not list: they would stay when
+        the folder is replaced, and a new model cannot take the place of a folder that still holds any."""
         marker = read_marker(self.path)
         if marker is None or not self.model.is_dir():
             return []
-        files = sorted(p.relative_to(self.path).as_posix() for p in self.model.rglob("*") if not p.is_dir())
-        return [name for name in files if not listed(name, marker["written"])]
+        written, others = marker["written"], []
+        for root, folders, files in os.walk(self.model):
+            for name in folders + files:
+                entry = Path(root, name)
+                rel = entry.relative_to(self.path).as_posix()
+                if entry.is_dir() and not entry.is_symlink():  # a folder of the run's holds a file it listed
+                    ours = any(listed(w.rstrip("/"), [rel]) and w.rstrip("/") != rel for w in written)
+                else:
+                    ours = listed(rel, written)
+                if not ours:
+                    others.append(rel)
+        return sorted(others)
 
     @staticmethod
     def make_readable(folder: Path) -> None:

@@ -925,12 +925,14 @@ class Trainer:
                     shutil.rmtree(run.partial_model)
                 final.save_pretrained(run.partial_model)
                 self.tokenizer.save_pretrained(run.partial_model)
+                before = run.snapshot(run.path / "metrics", run.path / "test_predictions.jsonl")
                 summary = write_run_outputs(self, final, run.partial_model)
-                run.record(run.path / "metrics", run.path / "test_predictions.jsonl")  # a kill may come next
+                run.record(before, run.path / "metrics", run.path / "test_predictions.jsonl")  # a kill may come next
                 run.make_readable(run.partial_model)
                 debug_kill_point("model_written")
                 os.replace(run.partial_model, run.model)  # the model appears whole, or not at all
-            run.record(run.model, run.path / "metrics", run.path / "logs", run.path / "test_predictions.jsonl")
+            run.record({}, run.model)  # all of it: renamed from .model.partial, which only the run writes
+            run.record(getattr(run, "logs_before", {}), run.path / "logs", names="events.out.tfevents.*")
             debug_kill_point("model_renamed")
             logger.info("saved the model to %s", run.model)
             if args.push_to_hub:

@@ -281,17 +281,32 @@ def end_distributed_process(code: int) -> None:
 
 
 # Signals that stop a command as Ctrl-C does: SIGTERM (timeout, docker stop, a job scheduler, a launcher
-# stopping its other processes) and SIGHUP (the terminal closed).
-STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+# stopping its other processes) and SIGHUP (the terminal closed); SIGINT is Ctrl-C itself.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+# How long a stop waits, at a time, for an import in progress to end (see stop_signals_interrupt).
+IMPORT_WAIT_S = 0.05
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` or a caller is Python's import machinery: a module is being initialised."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
 def stop_signals_interrupt(received: list[int]):
-    """While the block runs in the main thread, :data:`STOP_SIGNALS` raise ``KeyboardInterrupt`` as
-    Ctrl-C does, so that the same clean-up runs: partial outputs removed, an interrupted run's resume
-    command printed. Each signal received is appended to ``received``. A signal whose handler is not the
-    default (ignored under ``nohup``, or a caller's own) is left alone, and a process forked meanwhile
-    (a data loader's worker) ends on it as it would have."""
+    """While the block runs in the main thread, :data:`STOP_SIGNALS` raise ``KeyboardInterrupt``, so that
+    the same clean-up runs for each: partial outputs removed, an interrupted run's resume command
+    printed. Each signal received is appended to ``received``.
+
+    A stop that arrives while a module is being imported waits for the import to end (checked every
+    :data:`IMPORT_WAIT_S` by SIGALRM): an exception raised inside an extension's initialisation (torch's,
+    matplotlib's) becomes an ImportError, or aborts the process from C++. A signal whose handler is not
+    the default (ignored under ``nohup``, or a caller's own) is left alone, and a process forked
+    meanwhile (a data loader's worker) ends on it as it would have."""
     import os
     import signal
     import threading
@@ -300,33 +315,65 @@ def stop_signals_interrupt(received: list[int]):
         yield
         return
     pid = os.getpid()
+    pending: list[int] = []
 
     def stop(signum, frame):
         if os.getpid() != pid:  # a forked child inherited this handler: the signal's default end
-            signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
             os.kill(os.getpid(), signum)
             return
+        if _importing(frame) and hasattr(signal, "setitimer"):
+            pending.append(signum)
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_WAIT_S)
+            return
+        pending.clear()
         received.append(signum)
         raise KeyboardInterrupt
 
+    def again(signum, frame):  # SIGALRM: a stop that waited for an import
+        if pending:
+            stop(pending[-1], frame)
+
+    defaults = {signal.SIG_DFL, signal.default_int_handler}
     previous = {}
     for name in STOP_SIGNALS:
         signum = getattr(signal, name, None)  # SIGHUP: not on Windows
-        if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+        if signum is not None and signal.getsignal(signum) in defaults:
             previous[signum] = signal.signal(signum, stop)
+    if previous and hasattr(signal, "SIGALRM") and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
+        previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, again)
     try:
         yield
     finally:
+        if getattr(signal, "SIGALRM", None) in previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether ``err`` was caused by a stop (a KeyboardInterrupt in its cause or context): a library may
+    turn the interrupt into an error of its own."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _run_main(main: Callable[[list[str]], int | None], argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     received: list[int] = []
     try:
-        with stop_signals_interrupt(received):
-            code = main(argv)
+        try:
+            with stop_signals_interrupt(received):
+                code = main(argv)
+        except Exception as err:
+            if _interrupted(err):  # a library's error made of a stop (an import interrupted, say)
+                raise KeyboardInterrupt from err
+            raise
     except USER_ERRORS as err:
         if "--debug" in argv:
             traceback.print_exc()
