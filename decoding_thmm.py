@@ -37,7 +37,8 @@ try:  # relative import when loaded as remote code next to a saved model (trust_
 except ImportError:  # plain import when installed as a top-level module
     from taxonomy_thmm import Taxonomy, TaxonomyError, ThresholdError, Thresholds
 
-__all__ = ["DEFAULT_DECIMALS", "NodeScores", "check_decoding_options", "label_records", "rounded"]
+__all__ = ["DEFAULT_DECIMALS", "NodeScores", "check_decoding_options", "check_probabilities", "label_records",
+           "rounded"]
 
 #: decimal places of the scores in label records (``decimals=None``: full precision)
 DEFAULT_DECIMALS = 4
@@ -75,6 +76,24 @@ def check_decoding_options(taxonomy: Taxonomy, threshold=None, top_k: int | None
     except TaxonomyError as err:
         raise ValueError(f"threshold: {err}") from None
     return thresholds
+
+
+def check_probabilities(probabilities, nodes: int) -> np.ndarray:
+    """``probabilities`` as a float ``[documents, nodes]`` array, once every value is a probability: a
+    ValueError names the first document and node that is NaN, infinite or outside [0, 1] (a decision
+    made on it would silently drop or keep codes)."""
+    try:
+        values = np.asarray(probabilities, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"probabilities: expected numbers, a [documents, {nodes}] array ({err})") from None
+    if values.ndim != 2 or values.shape[1] != nodes:
+        raise ValueError(f"probabilities: expected shape [documents, {nodes}], got {list(values.shape)}")
+    bad = ~((values >= 0.0) & (values <= 1.0))  # NaN fails both comparisons
+    if bad.any():
+        document, node = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"probabilities: document {document}, node {node}: {values[document, node]!r} is not a "
+                         "probability in [0, 1]")
+    return values
 
 
 def rounded(value, decimals: int | None = DEFAULT_DECIMALS) -> float:

@@ -51,7 +51,7 @@ try:  # relative imports when loaded as remote code next to a saved model (trust
         looks_like_local_path,
         refuse_unfinished,
     )
-    from .decoding_thmm import DEFAULT_DECIMALS, NodeScores, check_decoding_options, label_records
+    from .decoding_thmm import DEFAULT_DECIMALS, NodeScores, check_decoding_options, check_probabilities, label_records
     from .encoder_layers_thmm import encoder_layer_list, freeze_lower_layers, sync_training
     from .heads_thmm import (
         CNNDocumentEncoder,
@@ -92,7 +92,7 @@ except ImportError:  # plain imports when installed as top-level modules
         looks_like_local_path,
         refuse_unfinished,
     )
-    from decoding_thmm import DEFAULT_DECIMALS, NodeScores, check_decoding_options, label_records
+    from decoding_thmm import DEFAULT_DECIMALS, NodeScores, check_decoding_options, check_probabilities, label_records
     from encoder_layers_thmm import encoder_layer_list, freeze_lower_layers, sync_training
     from heads_thmm import (
         CNNDocumentEncoder,
@@ -507,8 +507,9 @@ class THMMForHierarchicalClassification(THMMPreTrainedModel):
         ``Taxonomy.min_along_path``) when ``consistent`` (default: ``config.consistent_scores``)."""
         if isinstance(probabilities, torch.Tensor):
             probabilities = probabilities.detach().float().cpu().numpy()
+        probabilities = check_probabilities(probabilities, len(self.taxonomy))
         consistent = self.config.consistent_scores if consistent is None else consistent
-        return self.taxonomy.min_along_path(probabilities) if consistent else np.asarray(probabilities)
+        return self.taxonomy.min_along_path(probabilities) if consistent else probabilities
 
     def calibrated_logits(self, logits):
         """``logits`` (``[documents, nodes]``, torch or numpy) divided by each node's level's temperature

@@ -218,11 +218,16 @@ def _card_body(splits, info, pretty_name, source, report, build_summary) -> str:
     return "\n".join(parts)
 
 
+def _folder_name(path) -> str:
+    """A local folder as a card names it: its own name (``.`` resolved first), never its path."""
+    return Path(path).expanduser().resolve().name or "local"
+
+
 def _default_pretty_name(builder, data_dir) -> str:
     if builder.config.source == "wipo_alpha":
         return "WIPO-alpha"
     if data_dir:
-        return f"{Path(data_dir).name} (USPTO-70k format)"
+        return f"{_folder_name(data_dir)} (USPTO-70k format)"
     return "Patent classification data (USPTO-70k format)" if builder.config.data_files else "USPTO-70k"
 
 
@@ -265,10 +270,16 @@ def publish(
     built = builder.as_dataset()
     splits = datasets.DatasetDict({split: built[split] for split in ("train", "validation", "test") if split in built})
     info = builder.info.copy()
-    if builder.config.source == "tsv" and (data_dir or builder.config.data_files):
-        # Local TSVs may hold any patents (e.g. dronesr): do not describe or license them as the release.
-        source = f"local files in `{Path(data_dir).name}/`" if data_dir else "local data files"
+    local_url = builder.config.source == "tsv" and "://" not in builder.config.base_url
+    if builder.config.source == "tsv" and (data_dir or builder.config.data_files or local_url):
+        # Local TSVs may hold any patents (e.g. dronesr): do not describe or license them as the release,
+        # and name their folder, never its path (a --base-url that is a folder too).
+        folder = data_dir or (builder.config.base_url if local_url else None)
+        source = f"local files in `{_folder_name(folder)}/`" if folder else "local data files"
         info.description, info.license, info.homepage = LOCAL_DESCRIPTION, None, None
+    elif builder.config.source == "tsv" and builder.config.base_url.startswith("file://"):
+        # the release's files from a local copy (as the tests download them): its folder, not its path
+        source = f"a local copy of the release files in `{_folder_name(builder.config.base_url[len('file://'):])}/`"
     else:
         source = (
             builder.config.base_url if builder.config.source == "tsv" else f"local WIPO-alpha copy ({info.homepage})"

@@ -275,3 +275,19 @@ def test_split_files_are_read_by_their_suffix(tmp_path, cache_dir):
     csv_file.write_text((RELEASE / "train.tsv").read_text())
     with pytest.raises(PatentDataError, match=r"train\.csv: unknown file type '\.csv': split files are \.tsv or \.jsonl"):
         load_patent_splits(None, cache_dir=cache_dir, data_files={"train": str(csv_file)})
+
+
+@pytest.mark.parametrize("where", ["folder", "file-url", "current-folder"])
+def test_a_published_card_names_local_data_by_its_folder_never_its_path(where, tmp_path, cache_dir, monkeypatch):
+    out = tmp_path / "out"
+    if where == "folder":
+        publish_module.publish(out, base_url=str(RELEASE), cache_dir=cache_dir, stats=False)
+    elif where == "file-url":
+        publish_module.publish(out, base_url=RELEASE.as_uri(), cache_dir=cache_dir, stats=False)
+    else:
+        monkeypatch.chdir(RELEASE)
+        publish_module.publish(out, data_dir=".", cache_dir=cache_dir, stats=False)
+    card = (out / "README.md").read_text()
+    assert str(RELEASE.parent) not in card and "`release/`" in card
+    if where == "current-folder":
+        assert "pretty_name: release (USPTO-70k format)" in card

@@ -227,3 +227,17 @@ def test_pipeline_refuses_a_tokenizer_bigger_than_the_embeddings(model, tiny_tok
         HierarchicalPatentClassificationPipeline(model=model, tokenizer=bigger)
     with pytest.raises(ValueError, match="^batch_size: must be an integer of at least 1"):
         HierarchicalPatentClassificationPipeline(model=model, tokenizer=tiny_tokenizer, batch_size=-1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 2.0, -0.1])
+def test_decoding_refuses_what_is_not_a_probability(model, bad):
+    """NaN would decode to no code, 2.0 to a code with a score above 1: both silently; refused, named."""
+    import numpy as np
+
+    probabilities = np.full((2, len(model.taxonomy)), 0.5)
+    probabilities[1, 3] = bad
+    for decode in (model.decode, model.label_records, model.document_confidence):
+        with pytest.raises(ValueError, match=r"^probabilities: document 1, node 3: .* is not a probability"):
+            decode(probabilities, at_least_one=True)
+    with pytest.raises(ValueError, match=r"^probabilities: expected shape \[documents, "):
+        model.decode(probabilities[:, :-1])
