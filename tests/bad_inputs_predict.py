@@ -342,3 +342,15 @@ if not torch.cuda.is_available():
 CASES["predict-txt-invisible-document"] = Case(
     "predict", output_argv(predict_on("documents.txt", "shoe\n\u200b\nboot\n")), 2,
     ("{tmp}/documents.txt, line 2", "empty document"), after=no_output)
+
+CASES.update({
+    "predict-output-empty-path": Case(
+        "predict", lambda env: [*env.predict_argv(), "--output", ""], 2, ("--output: empty path",)),
+    "predict-label-titles-empty-path": Case(
+        "predict", lambda env: [*env.predict_argv(), "--label-titles", ""], 2, ("--label-titles: empty path",)),
+    "predict-tsv-empty-id": Case(
+        "predict", output_argv(predict_on("documents.tsv", "id\ttitle\n\tshoe\n")), 2,
+        ("{tmp}/documents.tsv, line 2, field 'id': empty",), after=no_output),
+    "predict-option-abbreviated": Case(  # options as spelled: --thresh is no --threshold
+        "predict", lambda env: [*env.predict_argv(), "--thresh", "0.5"], 2, ("unrecognized arguments: --thresh",)),
+})

@@ -304,3 +304,11 @@ CASES.update({
     "run-dataset-empty": Case("train", lambda env: env.train_argv("--dataset", ""), 2,
                               ("--dataset: must name a folder or a Hub dataset",)),
 })
+
+CASES.update({
+    "run-resume-from-model-empty": Case("train", lambda env: env.train_argv("--resume-from-model", ""), 2,
+                                        ("--resume-from-model: empty path",)),
+    "run-config-abbreviated": Case(  # --conf would be a second --config that the count could not see
+        "train", lambda env: ["--conf", str(run_file(env, "a.yaml", "epochs: 1\n")), "--config",
+                              str(run_file(env, "b.yaml", "epochs: 2\n"))], 2, ("unrecognized arguments: --conf",)),
+})

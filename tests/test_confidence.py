@@ -367,9 +367,10 @@ def test_thmm_suggest_cli(saved_model_dir, tmp_path, capsys):
     lines = [json.loads(line) for line in outputs[0].splitlines()]
     assert [line["rank"] for line in lines] == [1, 2, 3, 4] and len({line["id"] for line in lines}) == 4
     for argv, message in ((["--n", "0"], "error: --n: must be at least 1 (got 0)"),
+                          (["--n", "1", "--seed", "-1"], "error: --seed: must be at least 0 (got -1)"),
                           (["--n", "11"], "error: --n: 11 patents asked for, but " + str(source) + " holds only 10")):
         assert exit_code(suggest.cli, ["--model", str(saved_model_dir), "--input", str(source), *argv]) == 2
-        assert message in capsys.readouterr().err
+        assert capsys.readouterr().err.strip() == message  # one line: no loading bar before it
     (tmp_path / "mine.txt").write_text("my notes\n")
     assert suggest.cli(["--model", str(saved_model_dir), "--input", str(source), "--n", "1", "--output",
                         str(tmp_path / "mine.txt")]) == 2

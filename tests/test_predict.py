@@ -417,3 +417,24 @@ def test_device_problems(monkeypatch):
     for device in ("cuda", "cuda:0", "mps", "meta", "banana", "cuda:x", ""):
         assert predict.device_problem(device) == ("--device: must be auto or cpu on this machine, which has no CUDA "
                                                   f"device (got {device!r})")
+
+
+def test_an_output_file_has_no_name_until_complete_then_keeps_its_mode_and_link(tmp_path, monkeypatch):
+    """On Linux the output is an unnamed file (O_TMPFILE) linked into place at the end, not copied there;
+    it replaces the file a link leads to, and keeps the mode of the file it replaces."""
+    import os
+    import stat
+
+    from thmm import prediction
+
+    real, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
+    real.write_text('{"id": 1, "predicted": []}\n')
+    real.chmod(0o600)
+    link.symlink_to(real.name)
+    monkeypatch.setattr(prediction.os, "pread", lambda *a: pytest.fail("copied, not linked"))
+    with prediction.open_output(str(link)) as out:
+        out.write('{"id": 2, "predicted": []}\n')
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "real.jsonl"]  # nothing named yet
+    assert link.is_symlink() and real.read_text() == '{"id": 2, "predicted": []}\n'
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "real.jsonl"]

@@ -219,6 +219,9 @@ class TrainingArguments:
         need(bool(str(self.output_dir).strip()), "output_dir", "must name a folder")
         need(self.dataset is None or bool(self.dataset.strip()), "dataset",
              "must name a folder or a Hub dataset (leave it out for the USPTO-70k release)")
+        for name in ("encoder", "taxonomy", "label_titles", "features_cache_dir", "resume_from_model"):
+            value = getattr(self, name)
+            need(value is None or bool(str(value).strip()), name, "empty path (leave the option out instead)")
         if self.quiet and self.verbose:
             raise ConfigError("--quiet and --verbose: choose one")
         if self.push_to_hub and not self.hub_model_id:
@@ -457,7 +460,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     configs = [a for a in argv if a == "--config" or a.startswith("--config=")]
     if len(configs) > 1:
         raise ConfigError(f"--config: given {len(configs)} times; give one run file (the command line overrides it)")
-    file_argv = config_file_argv(pre.config) if pre.config else []
+    file_argv = config_file_argv(os.path.expanduser(pre.config)) if pre.config else []
     for flag, other in (("--verbose", "--quiet"), ("--quiet", "--verbose")):
         if flag in argv:  # the command line wins over the file's opposite choice too
             file_argv = [a for a in file_argv if not a.startswith(f"{other}=")]

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -197,8 +198,11 @@ def _text(value, name: str, where: str, field: str) -> str:
 
 
 def _identifier(value, name: str, where: str, field: str) -> str | int:
-    """``value`` if it is a usable id: a string (within :data:`MAX_FIELD_CHARS`) or an integer, kept as it is."""
+    """``value`` if it is a usable id: a non-empty string (within :data:`MAX_FIELD_CHARS`) or an integer,
+    kept as it is."""
     if isinstance(value, str):
+        if not value.strip():
+            raise field_error(name, where, field, "empty (leave the field out to number the documents)")
         return _check_size(value, name, where, field)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -488,6 +492,8 @@ def open_output(path: str, option: str = "--output"):
         out.flush()
         return
     target = Path(path)
+    if target.is_symlink() and target.is_file():  # a link to the output: the file it leads to is replaced
+        target = target.resolve()
     with made_folders(target.parent):
         if target.exists() and not target.is_file():
             with written(open(target, "w", encoding="utf-8"), label) as out:
@@ -551,11 +557,16 @@ def replacing_file(target: Path, label: str):
     except (AttributeError, OSError):  # no O_TMPFILE on this system or this file system
         fd = None
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else None  # a replaced file keeps its mode
     try:
         if fd is None:
             with written(open(tmp, "w", encoding="utf-8"), label) as out:
+                if mode is not None:
+                    os.chmod(tmp, mode)
                 yield out
         else:
+            if mode is not None:
+                os.fchmod(fd, mode)
             with written(open(fd, "w", encoding="utf-8"), label, before_close=lambda: _give_name(fd, tmp)) as out:
                 yield out
         os.replace(tmp, target)
@@ -564,13 +575,19 @@ def replacing_file(target: Path, label: str):
 
 
 def _give_name(fd: int, path: Path) -> None:
-    """Link the unnamed file ``fd`` at ``path``; where ``/proc`` cannot link it, copy it there."""
+    """Link the unnamed file ``fd`` at ``path``; where ``/proc`` cannot link it, copy it there (its mode too)."""
+    folder = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.link(f"/proc/self/fd/{fd}", path)
+        # a directory fd makes os.link call linkat(..., AT_SYMLINK_FOLLOW): plain link() would link the
+        # /proc symlink itself and fail (EXDEV)
+        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder)
         return
     except OSError:
         pass
+    finally:
+        os.close(folder)
     with open(path, "wb") as copy:
+        os.fchmod(copy.fileno(), stat.S_IMODE(os.fstat(fd).st_mode))
         offset = 0
         while block := os.pread(fd, 1 << 20, offset):
             copy.write(block)
@@ -597,7 +614,9 @@ def write_predictions(chunks: Iterable[list[dict]], predict_lines: Callable[[lis
 def _write_distributed(chunks, predict_lines, output: str, state) -> tuple[int, int]:
     from accelerate.utils import broadcast_object_list
 
-    parent = None if output == "-" else Path(output).resolve().parent
+    # the parts go beside a file output (the same disk); for stdout, a device or a pipe, to the temporary folder
+    regular = output != "-" and (Path(output).is_file() or not Path(output).exists())
+    parent = Path(output).resolve().parent if regular else None
     with made_folders(parent) if parent and state.is_main_process else nullcontext():
         parts = broadcast_object_list([tempfile.mkdtemp(prefix=".thmm-predict-", dir=parent)
                                        if state.is_main_process else None])[0]

@@ -33,9 +33,26 @@ USER_ERRORS = (ValueError, OSError, StrictDataclassError)
 
 def one_line_errors(parser):
     """Make ``parser`` report an option error as one ``error: ...`` line naming the option (not the
-    usage block), with exit code 2, like every other command-line error."""
+    usage block), with exit code 2, like every other command-line error. Options are taken as spelled:
+    no abbreviations (``--conf`` would be ``--config``, beside a second ``--config``)."""
     parser.error = lambda message: parser.exit(2, "error: " + re.sub(r"--\w+/(--[\w-]+)", r"\1", message) + "\n")
+    parser.allow_abbrev = False
     return parser
+
+
+def path_options(parser, args, names: tuple[str, ...]) -> None:
+    """The path options ``names`` (dests) of ``args``: ``~`` expanded (no shell expands it after ``=``
+    or in quotes), and an empty one refused naming it (an empty path is the current folder, or nothing)."""
+    import os
+
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None or value == "-":
+            continue
+        if not value.strip():
+            parser.error(f"--{name.replace('_', '-')}: empty path")
+        if value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))
 
 
 def version_string() -> str:

@@ -71,6 +71,7 @@ from thmm.cli import (
     description,
     library_progress,
     one_line_errors,
+    path_options,
     run_cli,
 )
 from thmm.launch import world
@@ -141,6 +142,7 @@ def main(argv=None) -> int:
     add_common_options(parser)
     args = parser.parse_args(argv)
     check_quiet_verbose(parser, args)
+    path_options(parser, args, ("model", "input", "output", "output_dir", "label_titles"))
     for problem in option_problems(args):
         parser.error(problem)
     if args.output_dir is not None:
@@ -257,6 +259,8 @@ def output_dir_file(folder: str) -> str:
         raise InputError("--output-dir: empty path")
     if path.exists() and not path.is_dir():
         raise InputError(f"--output-dir {folder}: is a file, not a folder")
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"--output-dir {folder}: a link to {os.readlink(path)}, which does not exist")
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -24,7 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from thmm.cli import HelpFormatter, add_common_options, check_quiet_verbose, description, one_line_errors, run_cli
+from thmm.cli import (HelpFormatter, add_common_options, check_quiet_verbose, description, library_progress,
+                      one_line_errors, path_options, run_cli)
 from thmm.outputs import replaceable_output_file
 from thmm.prediction import (CHUNK_SIZE, FORMATS, InputError, check_finite_scores, chunked, input_name, iter_documents,
                              open_output)
@@ -69,9 +70,12 @@ def main(argv=None) -> int:
     add_common_options(parser)
     args = parser.parse_args(argv)
     check_quiet_verbose(parser, args)
+    path_options(parser, args, ("model", "input", "output"))
     for option, value in (("--n", args.n), ("--batch-size", args.batch_size)):
         if value < 1:
             parser.error(f"{option}: must be at least 1 (got {value})")
+    if args.seed < 0:  # numpy's generator takes no negative seed; found before any work
+        parser.error(f"--seed: must be at least 0 (got {args.seed})")
     check_output(args.output)
     documents = iter_documents(args.input, args.format)
 
@@ -86,6 +90,7 @@ def main(argv=None) -> int:
         parser.error(problem)
     if not args.verbose:
         transformers.utils.logging.set_verbosity_error()
+    library_progress(args.verbose, args.quiet)  # loading bars with --verbose only, as thmm-predict
     check_model_location(args.model)
     if not args.trust_remote_code:
         refuse_model_code(args.model)
