@@ -55,6 +55,10 @@ __all__ = ["export_splits", "publish", "main"]
 logger = logging.getLogger(__name__)
 
 _LICENSE_IDS = {"CC BY 4.0": "cc-by-4.0"}
+# Hub licence ids a card may name as they are (the usual ones for data); any other is "other" with its name.
+HUB_LICENSES = frozenset({"apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0",
+                          "cc-by-nd-4.0", "cc-by-nc-nd-4.0", "cc0-1.0", "odc-by", "odbl", "pddl", "cdla-permissive-2.0",
+                          "cdla-sharing-1.0", "gpl-3.0", "bsd-3-clause", "unknown", "other"})
 COMMAND = "thmm-publish"
 # What an export writes (relative glob patterns): a file of these that thmm did not write is refused.
 EXPORT_FILES = ("README.md", "data/*.parquet", "stats.json", "label_distribution.png")
@@ -69,7 +73,7 @@ def _license_id(license: str | None) -> str:
     """Hub licence identifier for the card's YAML: ``"CC BY 4.0"`` -> ``"cc-by-4.0"``; unknown -> ``"unknown"``."""
     if not license:
         return "unknown"
-    if license in _LICENSE_IDS.values() or license in ("unknown", "other"):
+    if license in HUB_LICENSES:
         return license
     return _LICENSE_IDS.get(license, "other")
 
@@ -78,6 +82,20 @@ def _other_license(info: datasets.DatasetInfo) -> dict:
     """``license_name``/``license_link`` that the Hub expects with ``license: other``."""
     fields = {"license_name": re.sub(r"[^a-z0-9]+", "-", info.license.lower()).strip("-")}
     return {**fields, "license_link": info.homepage} if info.homepage else fields
+
+
+def check_shard_rows(max_shard_rows) -> None:
+    """A ValueError naming ``max_shard_rows`` unless it is an integer of at least 1, before any work."""
+    if not isinstance(max_shard_rows, int) or isinstance(max_shard_rows, bool) or max_shard_rows < 1:
+        raise ValueError(f"max_shard_rows: must be an integer of at least 1 (got {max_shard_rows!r})")
+
+
+def check_license(license) -> None:
+    """A ValueError naming ``license`` unless it is ``None`` or one line of text (a Hub id such as
+    ``cc-by-4.0``, or a licence's name)."""
+    if license is not None and (not isinstance(license, str) or not license.strip()
+                                or any(ch in license for ch in "\r\n")):
+        raise ValueError(f"--license: must be a licence id such as cc-by-4.0, on one line (got {license!r})")
 
 
 def _size_category(n: int) -> str:
@@ -109,6 +127,7 @@ def export_splits(
 
     Returns a summary: the folder, the rows per split and the files written.
     """
+    check_shard_rows(max_shard_rows)
     out_dir = Path(out_dir)
     with staged_output_dir(out_dir, option, COMMAND, EXPORT_FILES) as staging:
         files = _write_export(splits, staging, config_name, info, pretty_name, source, build_summary,
@@ -264,6 +283,8 @@ def publish(
     in a refusal): nothing is built, written or deleted for a folder the export may not use.
     """
     check_output_dir(out_dir, option, COMMAND, EXPORT_FILES)
+    check_shard_rows(max_shard_rows)  # before the build, which takes minutes on a large set
+    check_license(license)
     options = {k: v for k, v in {"upsample": upsample or None, **builder_kwargs}.items() if v is not None}
     builder = Uspto70k(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
     builder.download_and_prepare()

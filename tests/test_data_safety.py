@@ -291,3 +291,21 @@ def test_a_published_card_names_local_data_by_its_folder_never_its_path(where, t
     assert str(RELEASE.parent) not in card and "`release/`" in card
     if where == "current-folder":
         assert "pretty_name: release (USPTO-70k format)" in card
+
+
+def test_publish_checks_shard_size_and_licence_before_building(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setattr(publish_module, "Uspto70k", lambda **kwargs: pytest.fail("built before the checks"))
+    for rows in (0, -5, True, 2.5, "10", None):
+        with pytest.raises(ValueError, match=r"^max_shard_rows: must be an integer of at least 1"):
+            publish_module.publish(tmp_path / "out", data_dir=str(RELEASE), cache_dir=cache_dir, max_shard_rows=rows)
+    for licence in ("", " ", "cc-by-4.0\nlicense: mit"):
+        with pytest.raises(ValueError, match=r"^--license: must be a licence id such as cc-by-4.0, on one line"):
+            publish_module.publish(tmp_path / "out", data_dir=str(RELEASE), cache_dir=cache_dir, license=licence)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_licence_id_is_named_as_it_is(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    publish_module.publish(out, data_dir=str(RELEASE), cache_dir=cache_dir, license="mit", stats=False)
+    card = (out / "README.md").read_text()
+    assert "\nlicense: mit\n" in card and "license_name" not in card

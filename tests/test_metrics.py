@@ -592,7 +592,8 @@ def test_metric_closure_agrees_with_the_taxonomy():
 def reference_metrics(predictions, references, taxonomy, scores=None, score_labels=None, error_level=None):
     """compute_hierarchical_metrics computed plainly: label sets closed by Taxonomy.expand, P/R/F1 by
     scikit-learn, AUPRC by scikit-learn over the flattened float64 node scores (an unscored node takes
-    the max over its children, else the floor: the lowest score - 1), hops by Taxonomy.distance."""
+    the max over its children, else the floor: the lowest score - 1, or one float step below it where
+    that is no lower), hops by Taxonomy.distance."""
     nodes, num_docs = list(taxonomy.nodes), len(references)
     pred = np.array([[n in s for n in nodes] for s in map(taxonomy.expand, predictions)], dtype=int)
     gold = np.array([[n in s for n in nodes] for s in map(taxonomy.expand, references)], dtype=int)
@@ -622,7 +623,8 @@ def reference_metrics(predictions, references, taxonomy, scores=None, score_labe
             children = [nodes.index(c) for c in taxonomy.children(nodes[i]) if has[nodes.index(c)]]
             if not has[i] and children:
                 node_scores[:, i], has[i] = node_scores[:, children].max(axis=1), True
-        node_scores[:, ~has] = scores.min() - 1.0
+        lowest = scores.min()
+        node_scores[:, ~has] = min(lowest - 1.0, np.nextafter(lowest, -np.inf))  # strictly below, at any magnitude
         out["unscored_gold_labels"] = int(gold[:, ~has].sum())
         out["auprc"] = average_precision_score(gold, node_scores, average="micro")
         if 0 <= node_scores[:, has].min() and node_scores[:, has].max() <= 1:  # probabilities: ECE, plainly
@@ -758,3 +760,21 @@ def test_a_report_replaces_only_a_report_and_stays_in_its_folder(tmp_path, hand_
     paths = write_report(hand_results, tmp_path / "reports")
     write_report(hand_results, tmp_path / "reports")  # its own report: replaced
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(p.name for p in paths.values())
+
+
+def test_an_unscored_gold_node_ranks_below_scores_of_any_magnitude():
+    """'Any monotone score works': a gold node without a score ranks below every given score, also where
+    subtracting 1 from the lowest score is lost in float rounding."""
+    taxonomy = Taxonomy.from_codes(["A43B", "A43C"])
+    results = [compute_hierarchical_metrics([["A43B"]], [["A43C"]], scores=np.array([[value]]),
+                                            score_labels=["A43B"], taxonomy=taxonomy)["auprc"]
+               for value in (1.0, 1e17, -1e17)]
+    assert results[0] == approx(results[1]) == approx(results[2])
+
+
+def test_scores_must_be_real_and_have_columns():
+    taxonomy = Taxonomy.from_codes(["A43B", "A43C"])
+    for scores, labels, message in ((np.array([[0.5 + 1j, 0.1]]), ["A43B", "A43C"], "scores must be real numbers"),
+                                    (np.zeros((1, 0)), [], r"scores must have shape \[documents=1, score columns\]")):
+        with pytest.raises(ValueError, match=message):
+            compute_hierarchical_metrics([["A43B"]], [["A43C"]], scores=scores, score_labels=labels, taxonomy=taxonomy)

@@ -661,3 +661,12 @@ def test_a_run_over_its_memory_limit_keeps_the_moments_in_a_file_and_fits_fusion
     assert jobs == [1]
 
 
+
+
+@pytest.mark.parametrize("args", [None, "runs/x", {"output_dir": "runs/x"}])
+def test_the_python_api_names_its_argument(args):
+    from thmm.trainer import Trainer, train
+
+    for call in (train, Trainer):
+        with pytest.raises(TypeError, match=r"^args: expected TrainingArguments"):
+            call(args)

@@ -413,9 +413,12 @@ def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_d
     they then rank exactly as in float64, and AUPRC only uses the ranking.
     """
     scores = np.asarray(scores)
+    if not (np.issubdtype(scores.dtype, np.floating) or np.issubdtype(scores.dtype, np.integer)
+            or scores.dtype == bool):
+        raise ValueError(f"scores must be real numbers, got {scores.dtype}")  # complex: the imaginary part dropped
     if scores.dtype != np.float32:
         scores = scores.astype(np.float64, copy=False)
-    if scores.ndim != 2 or scores.shape[0] != num_docs:
+    if scores.ndim != 2 or scores.shape[0] != num_docs or not scores.shape[1]:
         raise ValueError(f"scores must have shape [documents={num_docs}, score columns], got {list(scores.shape)}")
     if score_labels is None:
         leaves = [taxonomy.nodes[i] for i in taxonomy.leaf_ids]
@@ -448,7 +451,8 @@ def _node_scores(scores, score_labels, taxonomy: Taxonomy, label2id: dict, num_d
     fill = bool((scored != given[0]).any())
     # Nodes with no score at all rank strictly below every real score.
     lowest = (scores if len(columns) == scores.shape[1] else scores[:, columns]).min() if columns and num_docs else 0.0
-    floor = float(lowest) - 1.0 if columns and num_docs else 0.0
+    # (below it by 1, or by one float step where 1 is lost in the rounding of a score as large as 1e17)
+    floor = min(float(lowest) - 1.0, float(np.nextafter(float(lowest), -np.inf))) if columns and num_docs else 0.0
     dtype = np.float32 if scores.dtype == np.float32 and np.float32(floor) < lowest else np.float64
     # Each node reads its score column; the extra last column is -inf (to fill) or the floor.
     source = np.full(len(taxonomy), scores.shape[1])

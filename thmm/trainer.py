@@ -146,6 +146,13 @@ def offload_moments(args: TrainingArguments, accelerator, model, micro_batch_doc
     return True
 
 
+def check_arguments(args) -> None:
+    """A TypeError naming ``args`` unless it is :class:`TrainingArguments` (not a dict, a path, ``None``)."""
+    if not isinstance(args, TrainingArguments):
+        raise TypeError(f"args: expected TrainingArguments (thmm.arguments.parse_args builds them from options), "
+                        f"got {type(args).__name__}")
+
+
 def check_output_dir(args: TrainingArguments) -> None:
     """Refuse to mix a new run into an old one or into a user's folder, and find an unwritable
     location before any work (:meth:`RunFolder.check`)."""
@@ -380,6 +387,7 @@ class Trainer:
         from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
         from transformers import AutoConfig, AutoTokenizer
 
+        check_arguments(args)
         self.args = args
         self.output_dir = output_dir = Path(args.output_dir)
         check_output_dir(args)
@@ -951,6 +959,7 @@ class Trainer:
 def train(args: TrainingArguments) -> dict:
     """Build, fit, tune and save; the run summary (``metrics/summary.json``). ``--resume`` on a finished
     run logs so and returns its summary."""
+    check_arguments(args)
     notice = finished_run_notice(args)
     if notice:
         logger.warning(notice)
