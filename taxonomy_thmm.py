@@ -76,6 +76,22 @@ _WRITTEN_GROUP = {scheme: re.compile(rf"({sub}) *([0-9]{{1,4}})/([0-9]{{2,6}})")
 _PADDED_GROUP = {scheme: re.compile(rf"({sub})([0-9]{{4}})([0-9]{{6}})") for scheme, sub in _SUBCLASS.items()}
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object (or YAML mapping) that gives a key twice: ``json`` would keep the last value silently."""
+
+
+def unique_json_object(pairs) -> dict:
+    """``json.loads``' ``object_pairs_hook`` for every JSON this package reads (data lines, prediction
+    input, run files, a taxonomy): a key given twice raises :class:`RepeatedKeyError` instead of one
+    value winning."""
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise RepeatedKeyError(f"the key {key!r} appears twice in one object")
+        data[key] = value
+    return data
+
+
 class TaxonomyError(ValueError):
     """A label code or a hierarchy that cannot be used; the message names the offending code."""
 
@@ -511,7 +527,7 @@ class Taxonomy:
     @classmethod
     def from_json(cls, path) -> Taxonomy:
         with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+            return cls.from_dict(json.load(f, object_pairs_hook=unique_json_object))
 
     def to_json(self, path) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -28,7 +28,8 @@ from pathlib import Path
 from defusedxml import DefusedXmlException, EntitiesForbidden
 from defusedxml.ElementTree import DefusedXMLParser
 
-from taxonomy_thmm import LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, level_name, normalize_symbol
+from taxonomy_thmm import (LEVEL_NAMES, TaxonomyError, cpc_ancestors, cpc_level, level_name, normalize_symbol,
+                           unique_json_object)
 from tokenization_thmm import has_text
 
 __all__ = [
@@ -592,19 +593,6 @@ def read_patent_tsv(
 # --------------------------------------------------------------------------------------------------
 
 
-class RepeatedKeyError(ValueError):
-    """A JSON object (or YAML mapping) that gives a key twice: ``json`` would keep the last value silently."""
-
-
-def unique_json_object(pairs) -> dict:
-    """``json.loads``' ``object_pairs_hook`` for every JSON this package reads (data lines, prediction
-    input, run files): a key given twice raises :class:`RepeatedKeyError` instead of one value winning."""
-    data = {}
-    for key, value in pairs:
-        if key in data:
-            raise RepeatedKeyError(f"the key {key!r} appears twice in one object")
-        data[key] = value
-    return data
 
 
 def _no_constant(name):

@@ -312,3 +312,8 @@ CASES.update({
         "train", lambda env: ["--conf", str(run_file(env, "a.yaml", "epochs: 1\n")), "--config",
                               str(run_file(env, "b.yaml", "epochs: 2\n"))], 2, ("unrecognized arguments: --conf",)),
 })
+
+CASES["run-taxonomy-json-key-twice"] = Case(
+    "train", lambda env: taxonomy_file(env, "tax.json", '{"scheme": "cpc", "scheme": "ipc", "nodes": ["A"], '
+                                                        '"parents": [null]}'), 2,
+    ("--taxonomy {tmp}/tax.json", "the key 'scheme' appears twice"))

@@ -26,7 +26,7 @@ from configuration_thmm import (
     looks_like_local_path,
 )
 
-from taxonomy_thmm import DEPTHS
+from taxonomy_thmm import DEPTHS, RepeatedKeyError, unique_json_object
 
 from .calibration import CALIBRATIONS
 from .selection import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
@@ -373,7 +373,6 @@ def config_file_argv(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {path}")
-    from dataset_script.readers import RepeatedKeyError, unique_json_object
 
     try:
         text = p.read_text(encoding="utf-8")
@@ -412,8 +411,6 @@ def config_file_argv(path: str) -> list[str]:
 def _load_yaml_once_each(text: str):
     """``yaml.safe_load``, with a repeated key of a mapping refused (YAML would keep the last one silently)."""
     import yaml
-
-    from dataset_script.readers import RepeatedKeyError
 
     class OnceEachLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):

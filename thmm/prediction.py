@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from dataset_script import MAX_FIELD_CHARS  # the training readers' limit: one limit per field, whatever the command
-from dataset_script.readers import unique_json_object
 from modeling_thmm import longest_first
+from taxonomy_thmm import unique_json_object
 from tokenization_thmm import has_text, text_problem
 
 from .cpu_memory import return_freed_memory
