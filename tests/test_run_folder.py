@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -164,3 +165,26 @@ def test_a_link_to_no_folder_is_named_as_such(tiny_encoder_dir, tmp_path, capsys
     assert capsys.readouterr().err.strip() == (f"error: --output-dir {link}: a link to {tmp_path / 'nowhere'}, which "
                                                "does not exist; create that folder, or choose another")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_a_killed_commands_work_folder_is_removed_by_the_next_one(tmp_path):
+    """A staging or parts folder that a kill -9 left (its process gone) goes when the next command makes
+    one; a running process's, another machine's and a user's look-alike stay."""
+    import socket
+    import subprocess
+    import sys
+
+    from thmm.outputs import work_folder
+
+    host = re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    names = {"stale": f".thmm-staging-out-{host}-{gone}-abc", "running": f".thmm-staging-out-{host}-{os.getpid()}-abc",
+             "elsewhere": f".thmm-staging-out-otherhost-{gone}-abc", "user": ".thmm-staging-out-notes"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part").write_text("x")
+    made = work_folder(tmp_path, ".thmm-staging-out-")
+    assert made.is_dir() and made.name.startswith(f".thmm-staging-out-{host}-{os.getpid()}-")
+    left = {p.name for p in tmp_path.iterdir()} - {made.name}
+    assert left == {names["running"], names["elsewhere"], names["user"]}

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -268,6 +270,31 @@ def _move(source: Path, target: Path) -> None:
         source.unlink()
 
 
+def work_folder(parent: Path, prefix: str) -> Path:
+    """A new hidden folder ``PREFIX{host}-{pid}-XXXX`` in ``parent``, where a command builds its output
+    before moving it into place. Such folders that a killed process of this machine left (its pid gone:
+    nothing could remove them then) are removed first; they are the package's by their name."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname()) or "host"
+    mine = f"{prefix}{host}-"
+    for stale in parent.glob(f"{glob.escape(mine)}*"):
+        pid = stale.name[len(mine):].split("-", 1)[0]
+        if pid.isdigit() and stale.is_dir() and not stale.is_symlink() and not _running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-", dir=parent))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
@@ -290,7 +317,7 @@ def staged_output_dir(
     check_output_dir(path, option, command, will_write)
     parent = path.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX + path.name + "-", dir=parent))
+    staging = work_folder(parent, _STAGING_PREFIX + path.name + "-")
     try:
         try:
             yield staging

@@ -38,6 +38,7 @@ from tokenization_thmm import has_text, text_problem
 from .cpu_memory import return_freed_memory
 from .data import Rows, TokenCollator, encode_texts
 from .launch import world
+from .outputs import work_folder
 
 CHUNK_SIZE = 1024
 # Input formats by file suffix; ``--format`` names one for any other file, or for stdin (``-``, text lines by default).
@@ -618,7 +619,7 @@ def _write_distributed(chunks, predict_lines, output: str, state) -> tuple[int, 
     regular = output != "-" and (Path(output).is_file() or not Path(output).exists())
     parent = Path(output).resolve().parent if regular else None
     with made_folders(parent) if parent and state.is_main_process else nullcontext():
-        parts = broadcast_object_list([tempfile.mkdtemp(prefix=".thmm-predict-", dir=parent)
+        parts = broadcast_object_list([str(work_folder(parent or Path(tempfile.gettempdir()), ".thmm-predict-"))
                                        if state.is_main_process else None])[0]
         return _write_parts(chunks, predict_lines, output, state, parts)
 
