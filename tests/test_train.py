@@ -220,9 +220,9 @@ def test_frozen_encoder_cache_reuse_and_invalidation(tiny_encoder_dir, tmp_path,
     first_dir, first_hit = run("a")
     second_dir, second_hit = run("b")
     assert (first_hit, second_hit) == (False, True) and first_dir == second_dir
-    info = json.loads((Path(first_dir) / "cache_info.json").read_text())
+    info = json.loads((cache / first_dir / "cache_info.json").read_text())
     assert info["max_length"] == 48 and info["documents"] == {"train": 40, "validation": 13, "test": 13}
-    assert {p.name for p in Path(first_dir).glob("*.safetensors")} == {"train.safetensors", "validation.safetensors",
+    assert {p.name for p in (cache / first_dir).glob("*.safetensors")} == {"train.safetensors", "validation.safetensors",
                                                                        "test.safetensors"}
     shorter_dir, shorter_hit = run("c", "--max-length", "32")
     assert not shorter_hit and shorter_dir != first_dir
@@ -235,7 +235,7 @@ def test_frozen_encoder_cache_reuse_and_invalidation(tiny_encoder_dir, tmp_path,
     assert not other_hit and other_dir not in (first_dir, shorter_dir)
 
     cnn_dir, cnn_hit = run("e", "--doc-representation", "cnn")
-    assert not cnn_hit and "token_states" in load_file(Path(cnn_dir) / "validation.safetensors")
+    assert not cnn_hit and "token_states" in load_file(cache / cnn_dir / "validation.safetensors")
 
 
 def test_frozen_encoder_trains_only_heads(tiny_encoder_dir, tmp_path):
