@@ -12,7 +12,6 @@ finished, and an interrupted run leaves checkpoints to resume from and no model.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import shlex
@@ -24,6 +23,11 @@ from modeling_thmm import UNFINISHED_MARKER
 from .arguments import QUICKSTART_DEFAULTS, ConfigError, TrainingArguments, quickstart_data
 from .checkpoints import CHECKPOINT_DIR, list_checkpoints
 from .outputs import OUTPUT_MARKER, check_output_dir, claim_output_dir, listed, read_marker, record_outputs
+
+try:
+    import fcntl
+except ImportError:  # Windows: a run does not hold its folder there (RunFolder.lock)
+    fcntl = None
 
 MODEL_DIR = "model"
 PARTIAL_MODEL_DIR = ".model.partial"
@@ -138,7 +142,7 @@ class RunFolder:
         """Hold the folder for this process (an advisory lock on the folder itself, released when the
         process ends, however it ends): a second run into the same folder is refused instead of mixing its
         checkpoints, model and reports with this one's."""
-        if getattr(self, "_lock", None) is not None:
+        if getattr(self, "_lock", None) is not None or fcntl is None:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
@@ -158,7 +162,7 @@ class RunFolder:
 
     def in_use(self) -> bool:
         """Whether another process holds the folder (:meth:`lock`); this one does not take it."""
-        if not self.path.is_dir() or getattr(self, "_lock", None) is not None:
+        if not self.path.is_dir() or getattr(self, "_lock", None) is not None or fcntl is None:
             return False
         fd = os.open(self.path, os.O_RDONLY)
         try:
@@ -187,10 +191,6 @@ class RunFolder:
                    if before.get(name) != mtime and Path(name).match(names)]
         if written:
             record_outputs(self.path, written)
-
-    def record_whole(self, folder: Path) -> None:
-        """List ``folder`` (a checkpoint) in the marker as written whole, before it is written."""
-        record_outputs(self.path, [folder.relative_to(self.path).as_posix() + "/"])
 
     def user_files_in_model(self) -> list[str]:
         """Entries in ``model/`` (files, folders, links) that the marker does not list: they would stay when
