@@ -661,7 +661,7 @@ def _canonical_labels(dataset: datasets.Dataset, scheme: str) -> datasets.Datase
     from taxonomy_thmm import normalize_symbol
 
     flat = pc.list_flatten(dataset.data.column("labels"))
-    longer = set(pc.filter(flat, pc.greater(pc.utf8_length(flat), 4)).to_pylist())
+    longer = pc.unique(pc.filter(flat, pc.greater(pc.utf8_length(flat), 4))).to_pylist()  # each symbol once
     renamed = {code: normalize_symbol(code, scheme) for code in longer}
     renamed = {code: canonical for code, canonical in renamed.items() if canonical != code}
     if not renamed:

@@ -193,9 +193,8 @@ class TrainingArguments:
 
     def __post_init__(self):
         for name in self.PATH_OPTIONS:
-            value = getattr(self, name)
-            if isinstance(value, str) and value.startswith("~"):
-                setattr(self, name, os.path.expanduser(value))
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, os.path.expanduser(getattr(self, name)))  # only a leading "~" changes
         if isinstance(self.push_to_hub, str) and self.push_to_hub.lower() not in BOOL_STRINGS:
             # the old --push-to-hub REPO (a str field then): the repo is --hub-model-id now
             from .cli import deprecated
@@ -219,9 +218,10 @@ class TrainingArguments:
         need(bool(str(self.output_dir).strip()), "output_dir", "must name a folder")
         need(self.dataset is None or bool(self.dataset.strip()), "dataset",
              "must name a folder or a Hub dataset (leave it out for the USPTO-70k release)")
-        for name in ("encoder", "taxonomy", "label_titles", "features_cache_dir", "resume_from_model"):
-            value = getattr(self, name)
-            need(value is None or bool(str(value).strip()), name, "empty path (leave the option out instead)")
+        for name in self.PATH_OPTIONS:
+            if name not in ("output_dir", "dataset"):  # those two are named above, each its own way
+                value = getattr(self, name)
+                need(value is None or bool(str(value).strip()), name, "empty path (leave the option out instead)")
         if self.quiet and self.verbose:
             raise ConfigError("--quiet and --verbose: choose one")
         if self.push_to_hub and not self.hub_model_id:

@@ -22,7 +22,7 @@ import torch
 from modeling_thmm import read_safetensors_header
 
 from .arguments import TrainingArguments
-from .outputs import is_under
+from .outputs import is_under, read_marker, record_outputs
 
 CHECKPOINT_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -308,8 +308,6 @@ def load_trainer_state(checkpoint: Path) -> dict:
 def record_written_whole(output_dir: Path, folder: Path) -> None:
     """List ``folder`` in the marker of ``output_dir`` (where it has one) as written whole by the package,
     before it is written: a replace of the run folder may then remove it, even half-written."""
-    from .outputs import read_marker, record_outputs
-
     if read_marker(output_dir) is not None:
         record_outputs(output_dir, [Path(folder).relative_to(output_dir).as_posix() + "/"])
 

@@ -79,8 +79,7 @@ def _inside(name) -> bool:
     itself (``.``, empty) and not above it (``..``); a damaged or forged marker's others are ignored."""
     if not isinstance(name, str) or not name.strip("/") or name.startswith("/") or "\\" in name:
         return False
-    parts = Path(name).parts
-    return bool(parts) and not any(part in (".", "..") for part in name.rstrip("/").split("/"))
+    return not any(part in (".", "..") for part in name.rstrip("/").split("/"))
 
 
 def listed(name: str, written: Iterable[str]) -> bool:
@@ -130,9 +129,7 @@ def replaceable_output_file(path: Path, is_own_record) -> bool:
     Every line, not the first: a user's notes below one pasted record, or after a blank first line, are
     not the command's to replace."""
     with open(path, "rb") as stream:
-        lines = 0
         for line in stream:
-            lines += 1
             try:
                 record = json.loads(line)
             except ValueError:  # not JSON, a blank line, or bytes that are not UTF-8

@@ -38,7 +38,7 @@ from tokenization_thmm import has_text, text_problem
 from .cpu_memory import return_freed_memory
 from .data import Rows, TokenCollator, encode_texts
 from .launch import world
-from .outputs import work_folder
+from .outputs import replaceable_output_file, work_folder
 
 CHUNK_SIZE = 1024
 # Input formats by file suffix; ``--format`` names one for any other file, or for stdin (``-``, text lines by default).
@@ -478,6 +478,23 @@ class OutputFile:
             self.stream.flush()
         except OSError as err:
             raise self.failed(err) from None
+
+
+def check_output_file(path: str, option: str, command: str, is_own_record: Callable[[dict], bool]) -> None:
+    """Fail before any work when ``path`` cannot be :func:`open_output`'s: a folder, under a missing or
+    unwritable folder, or an existing file that is not ``command``'s output (a JSON line ``is_own_record``
+    does not recognise, :func:`thmm.outputs.replaceable_output_file`), which is never overwritten."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise InputError(f"{option} {path}: is a directory")
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(target if target.exists() else parent, os.W_OK):
+        raise InputError(f"{option} {path}: not writable")
+    if target.is_file() and not replaceable_output_file(target, is_own_record):
+        raise InputError(f"{option} {path}: the file exists and is not a {command} output (not every line is one of "
+                         "its records); it is not overwritten: choose another file, or remove it")
 
 
 @contextmanager

@@ -51,8 +51,7 @@ def path_options(parser, args, names: tuple[str, ...]) -> None:
             continue
         if not value.strip():
             parser.error(f"--{name.replace('_', '-')}: empty path")
-        if value.startswith("~"):
-            setattr(args, name, os.path.expanduser(value))
+        setattr(args, name, os.path.expanduser(value))  # only a leading "~" changes
 
 
 def version_string() -> str:

@@ -75,13 +75,13 @@ from thmm.cli import (
     run_cli,
 )
 from thmm.launch import world
-from thmm.outputs import replaceable_output_file
 from thmm.prediction import (
     CHUNK_SIZE,
     FORMATS,
     ChunkPredictor,
     InputError,
     check_finite_scores,
+    check_output_file,
     chunked,
     input_name,
     iter_documents,
@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     if args.output_dir is not None:
         args.output = output_dir_file(args.output_dir)
     if args.output != "-" and (args.output_dir is None or Path(args.output_dir).is_dir()):
-        check_writable(args.output, "--output" if args.output_dir is None else "--output-dir")
+        check_output_file(args.output, "--output" if args.output_dir is None else "--output-dir", "thmm-predict",
+                          is_prediction_record)
     titles = None
     if args.label_titles:  # read before the model loads: a bad file is named at once
         try:
@@ -409,24 +410,9 @@ def check_model_location(model: str) -> None:
         raise InputError(f"--model {model}: not a saved model (no config.json)")
 
 
-def check_writable(path: str, option: str) -> None:
-    """Fail before any work when an output file cannot be written."""
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise InputError(f"{option} {path}: is a directory")
-    if not parent.is_dir():
-        raise InputError(f"{option} {path}: directory {parent} does not exist")
-    if not os.access(target if target.exists() else parent, os.W_OK):
-        raise InputError(f"{option} {path}: not writable")
-    if target.is_file() and not is_prediction_output(target):
-        raise InputError(f"{option} {path}: the file exists and is not a thmm-predict output (not every line is a "
-                          "prediction record); it is not overwritten: choose another file, or remove it")
-
-
-def is_prediction_output(path: Path) -> bool:
-    """Whether ``path`` is empty or holds only records this command writes (so it may be replaced)."""
-    return replaceable_output_file(path, lambda record: {"id", "predicted"} <= record.keys())
+def is_prediction_record(record: dict) -> bool:
+    """Whether a JSON line is one this command writes (an output of only these may be replaced)."""
+    return {"id", "predicted"} <= record.keys()
 
 
 def cli(argv=None) -> int:

@@ -20,34 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
 from thmm.cli import (HelpFormatter, add_common_options, check_quiet_verbose, description, library_progress,
                       one_line_errors, path_options, run_cli)
-from thmm.outputs import replaceable_output_file
-from thmm.prediction import (CHUNK_SIZE, FORMATS, InputError, check_finite_scores, chunked, input_name, iter_documents,
-                             open_output)
+from thmm.prediction import (CHUNK_SIZE, FORMATS, InputError, check_finite_scores, check_output_file, chunked,
+                             input_name, iter_documents, open_output)
 
 
-def is_suggest_output(path: Path) -> bool:
-    """Whether ``path`` is empty or holds only records this command writes (so it may be replaced)."""
-    return replaceable_output_file(path, lambda record: set(record) == {"id", "rank", "score"})
-
-
-def check_output(path: str) -> None:
-    if path == "-":
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise InputError(f"--output {path}: is a directory")
-    if not (target.parent if str(target.parent) else Path(".")).is_dir():
-        raise InputError(f"--output {path}: directory {target.parent} does not exist")
-    if not os.access(target if target.exists() else (target.parent if str(target.parent) else Path(".")), os.W_OK):
-        raise InputError(f"--output {path}: not writable")
-    if target.is_file() and not is_suggest_output(target):
-        raise InputError(f"--output {path}: the file exists and is not a thmm-suggest output; it is not overwritten")
+def is_suggest_record(record: dict) -> bool:
+    """Whether a JSON line is one this command writes (an output of only these may be replaced)."""
+    return set(record) == {"id", "rank", "score"}
 
 
 def main(argv=None) -> int:
@@ -76,7 +59,8 @@ def main(argv=None) -> int:
             parser.error(f"{option}: must be at least 1 (got {value})")
     if args.seed < 0:  # numpy's generator takes no negative seed; found before any work
         parser.error(f"--seed: must be at least 0 (got {args.seed})")
-    check_output(args.output)
+    if args.output != "-":
+        check_output_file(args.output, "--output", "thmm-suggest", is_suggest_record)
     documents = iter_documents(args.input, args.format)
 
     import numpy as np
