@@ -135,9 +135,13 @@ def test_a_stopped_prediction_leaves_nothing_in_the_output_folder(tmp_path, tiny
     (out / "user.txt").write_text("mine\n")
     os.mkfifo(fifo)
     env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(REPO_ROOT)}
+    # the signal's default disposition, as in a terminal: under nohup (or a background job) the tests inherit
+    # SIGHUP (SIGINT) ignored, and the command rightly leaves an ignored signal alone
+    signum = getattr(signal, signal_name)
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "predict.py"), "--model", str(model), "--input",
                              str(fifo), "--chunk-size", "1", "--output", str(out / "predictions.jsonl")],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=None if signum == signal.SIGKILL else lambda: signal.signal(signum, signal.SIG_DFL))
     with open(fifo, "w") as writer:
         writer.write("shoe sole\nradio network\n")
         writer.flush()
@@ -146,7 +150,7 @@ def test_a_stopped_prediction_leaves_nothing_in_the_output_folder(tmp_path, tiny
             time.sleep(0.1)
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(1)  # the first chunk predicted and written, the second waiting on the open FIFO
-        proc.send_signal(getattr(signal, signal_name))
+        proc.send_signal(signum)
         assert proc.wait(timeout=60) == code
     err = proc.stderr.read()
     assert "Traceback" not in err
