@@ -138,10 +138,11 @@ def test_a_stopped_prediction_leaves_nothing_in_the_output_folder(tmp_path, tiny
     # the signal's default disposition, as in a terminal: under nohup (or a background job) the tests inherit
     # SIGHUP (SIGINT) ignored, and the command rightly leaves an ignored signal alone
     signum = getattr(signal, signal_name)
+    default = None if signum == signal.SIGKILL else lambda: signal.signal(signum, signal.SIG_DFL)
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "predict.py"), "--model", str(model), "--input",
                              str(fifo), "--chunk-size", "1", "--output", str(out / "predictions.jsonl")],
                             stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=None if signum == signal.SIGKILL else lambda: signal.signal(signum, signal.SIG_DFL))
+                            preexec_fn=default)
     with open(fifo, "w") as writer:
         writer.write("shoe sole\nradio network\n")
         writer.flush()
