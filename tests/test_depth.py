@@ -272,6 +272,7 @@ def test_depth_four_round_trip_through_automodel_remote_code(tiny_encoder_config
     torch.save(expected, tmp_path / "expected.pt")
     script = textwrap.dedent(f"""
         import sys, torch
+        torch.set_num_threads({torch.get_num_threads()})  # the same sums as the expected logits (xdist: 1)
         for name in ("configuration_thmm", "taxonomy_thmm", "modeling_thmm", "heads_thmm", "lexical_thmm",
                      "encoder_layers_thmm", "weights_thmm", "tokenization_thmm", "decoding_thmm"):
             sys.modules[name] = None  # the installed package must not be used
