@@ -36,16 +36,31 @@ __all__ = ["calibrate_logits", "calibrated_thresholds", "check_review_below", "d
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 
+def _per_level(taxonomy: Taxonomy, values, name: str, low: float = -math.inf, high: float = math.inf) -> np.ndarray:
+    """``values`` as float64, one per level of ``taxonomy``, each finite and in [low, high]; else a
+    ValueError naming ``name`` (the config's field would name it too)."""
+    try:
+        out = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        out = None
+    if out is None or out.shape != (taxonomy.num_levels,):
+        raise ValueError(f"{name}: expected one number per taxonomy level ({taxonomy.num_levels}), got {values!r}")
+    if not np.all(np.isfinite(out) & (out >= low) & (out <= high)):
+        within = f" in [{low}, {high}]" if math.isfinite(low) or math.isfinite(high) else ""
+        raise ValueError(f"{name}: each must be a finite number{within} (got {values!r})")
+    return out
+
+
 def node_temperatures(taxonomy: Taxonomy, temperatures) -> np.ndarray:
     """``[nodes]`` float64: each node's level's temperature (all 1 when ``temperatures`` is ``None``)."""
     if temperatures is None:
         return np.ones(len(taxonomy))
-    return np.asarray(temperatures, dtype=np.float64)[taxonomy.levels - 1]
+    return _per_level(taxonomy, temperatures, "temperatures", MIN_TEMPERATURE, MAX_TEMPERATURE)[taxonomy.levels - 1]
 
 
 def node_shifts(taxonomy: Taxonomy, shifts) -> np.ndarray | None:
     """``[nodes]`` float64: each node's level's shift (``config.calibration_shifts``), or ``None``."""
-    return None if shifts is None else np.asarray(shifts, dtype=np.float64)[taxonomy.levels - 1]
+    return None if shifts is None else _per_level(taxonomy, shifts, "shifts")[taxonomy.levels - 1]
 
 
 def calibrate_logits(logits, node_temps: np.ndarray | None, node_bias: np.ndarray | None = None):

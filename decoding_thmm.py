@@ -33,12 +33,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
-    from .taxonomy_thmm import Taxonomy, TaxonomyError, ThresholdError, Thresholds
+    from .taxonomy_thmm import Taxonomy, ThresholdError, Thresholds
 except ImportError:  # plain import when installed as a top-level module
-    from taxonomy_thmm import Taxonomy, TaxonomyError, ThresholdError, Thresholds
+    from taxonomy_thmm import Taxonomy, ThresholdError, Thresholds
 
-__all__ = ["DEFAULT_DECIMALS", "NodeScores", "check_decoding_options", "check_probabilities", "label_records",
-           "rounded"]
+__all__ = ["DEFAULT_DECIMALS", "NodeScores", "check_decoding_options", "check_probabilities", "check_score_matrix",
+           "label_records", "rounded"]
 
 #: decimal places of the scores in label records (``decimals=None``: full precision)
 DEFAULT_DECIMALS = 4
@@ -66,6 +66,9 @@ def check_decoding_options(taxonomy: Taxonomy, threshold=None, top_k: int | None
                                  f"scores, so {option} would be ignored)")
     if threshold is None:
         return None
+    if isinstance(threshold, Mapping):  # read as a sequence it would be its keys
+        raise ValueError(f"threshold: expected a number, or a list of one per level, got a dict "
+                         f"({type(threshold).__name__}); per-code thresholds are tuned in training")
     try:
         thresholds = Thresholds.coerce(threshold)
     except ThresholdError as err:  # Thresholds' names: global_threshold, per_level[1]
@@ -73,7 +76,7 @@ def check_decoding_options(taxonomy: Taxonomy, threshold=None, top_k: int | None
         raise ValueError(f"threshold{index}: {err.rule} (got {err.value!r})") from None
     try:
         thresholds.for_nodes(taxonomy)  # one per level, when a list
-    except TaxonomyError as err:
+    except ValueError as err:  # a TaxonomyError, of the taxonomy's copy of this code (remote code holds two)
         raise ValueError(f"threshold: {err}") from None
     return thresholds
 
@@ -82,18 +85,24 @@ def check_probabilities(probabilities, nodes: int) -> np.ndarray:
     """``probabilities`` as a float ``[documents, nodes]`` array, once every value is a probability: a
     ValueError names the first document and node that is NaN, infinite or outside [0, 1] (a decision
     made on it would silently drop or keep codes)."""
+    return check_score_matrix(probabilities, nodes, "probabilities", lambda v: (v >= 0.0) & (v <= 1.0),
+                              "is not a probability in [0, 1]")  # NaN fails both comparisons
+
+
+def check_score_matrix(values, nodes: int, name: str, valid, rule: str) -> np.ndarray:
+    """``values`` as a float64 ``[documents, nodes]`` array once ``valid(array)`` holds everywhere; else a
+    ValueError naming ``name``, the first bad document and node, and ``rule``."""
     try:
-        values = np.asarray(probabilities, dtype=np.float64)
+        array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"probabilities: expected numbers, a [documents, {nodes}] array ({err})") from None
-    if values.ndim != 2 or values.shape[1] != nodes:
-        raise ValueError(f"probabilities: expected shape [documents, {nodes}], got {list(values.shape)}")
-    bad = ~((values >= 0.0) & (values <= 1.0))  # NaN fails both comparisons
+        raise ValueError(f"{name}: expected numbers, a [documents, {nodes}] array ({err})") from None
+    if array.ndim != 2 or array.shape[1] != nodes:
+        raise ValueError(f"{name}: expected shape [documents, {nodes}], got {list(array.shape)}")
+    bad = ~valid(array)
     if bad.any():
         document, node = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"probabilities: document {document}, node {node}: {values[document, node]!r} is not a "
-                         "probability in [0, 1]")
-    return values
+        raise ValueError(f"{name}: document {document}, node {node}: {float(array[document, node])!r} {rule}")
+    return array
 
 
 def rounded(value, decimals: int | None = DEFAULT_DECIMALS) -> float:

@@ -21,7 +21,14 @@ It is copied next to a saved model as remote code (a relative import of ``pipeli
 
 from __future__ import annotations
 
+import numbers
+
 import torch
+
+try:  # relative import when loaded as remote code next to a saved model (trust_remote_code=True)
+    from .tokenization_thmm import document_problem
+except ImportError:  # plain import when installed as a top-level module
+    from tokenization_thmm import document_problem
 
 __all__ = ["DEFAULT_EVIDENCE_WORDS", "document_words", "explain_document"]
 
@@ -102,10 +109,22 @@ def explain_document(model, tokenizer, title: str, abstract: str, codes: list[st
     """``{code: [{"word", "weight"}, ...]}``: for each of ``codes``, the ``top_words`` words of the
     document with the largest positive contribution to its logit, best first (``weight`` in logits,
     rounded to 4 places). Fewer when fewer words support it."""
+    if isinstance(top_words, bool) or not isinstance(top_words, numbers.Integral) or top_words < 1:
+        raise ValueError(f"top_words: must be an integer of at least 1 (got {top_words!r})")
+    if isinstance(codes, (str, bytes)) or not hasattr(codes, "__iter__"):
+        raise ValueError(f"codes: expected a list of codes, got {type(codes).__name__}")
+    codes = list(codes)
+    if (problem := document_problem(title, "" if abstract is None else abstract)) is not None:
+        raise ValueError(f"document: {problem}")
     if not codes:
         return {}
     taxonomy, config = model.taxonomy, model.config
-    node_ids = [taxonomy.index(code) for code in codes]
+    node_ids = []
+    for i, code in enumerate(codes):
+        try:
+            node_ids.append(taxonomy.index(code))
+        except ValueError as err:  # a TaxonomyError, of the taxonomy's copy of this code
+            raise ValueError(f"codes[{i}]: {err}") from None
     enc, words = document_words(tokenizer, title, abstract or "", max_length or config.max_length)
     # each code's fusion weight (one per level, or one for all), as a column against [codes, word-pieces]
     fusion = model.lexical_node_weights()[node_ids].unsqueeze(1) if model.lexical is not None else None
@@ -120,6 +139,7 @@ def explain_document(model, tokenizer, title: str, abstract: str, codes: list[st
             entry = by_word.setdefault(text.lower(), [text, 0.0])
             entry[1] += float(tokens[row, positions].sum())
         ranked = sorted(by_word.values(), key=lambda e: -e[1])
-        explanations[code] = [{"word": text, "weight": round(weight, 4)} for text, weight in ranked[:top_words]
-                              if weight > 0]
+        # a weight that rounds to 0 supports nothing that can be shown
+        supporting = [(text, round(weight, 4)) for text, weight in ranked if round(weight, 4) > 0]
+        explanations[code] = [{"word": text, "weight": weight} for text, weight in supporting[:int(top_words)]]
     return explanations

@@ -588,8 +588,8 @@ class Taxonomy:
     def __contains__(self, code) -> bool:
         return code in self._label2id
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Taxonomy) and self.fingerprint == other.fingerprint
+    def __eq__(self, other) -> bool:  # a Taxonomy of another copy of this module too (remote code)
+        return type(other).__name__ == "Taxonomy" and self.fingerprint == getattr(other, "fingerprint", None)
 
     def __hash__(self) -> int:
         return hash(self.fingerprint)

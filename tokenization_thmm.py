@@ -95,7 +95,9 @@ def check_documents(titles: Sequence[str], abstracts: Sequence[str] | None = Non
     """The abstracts (``""`` each when ``None``), once every document can be classified
     (:func:`document_problem`); a ValueError naming the first bad document's index otherwise."""
     for name, texts in (("titles", titles), ("abstracts", abstracts)):
-        if texts is not None and (isinstance(texts, (str, bytes)) or not hasattr(texts, "__len__")):
+        if texts is None and name == "abstracts":  # no abstracts: titles alone
+            continue
+        if texts is None or isinstance(texts, (str, bytes)) or not hasattr(texts, "__len__"):
             raise ValueError(f"{name}: expected a list of strings, got {type(texts).__name__}")
     abstracts = [""] * len(titles) if abstracts is None else list(abstracts)
     if len(abstracts) != len(titles):
@@ -133,6 +135,9 @@ def check_tokenizer_fits(tokenizer, tables: Mapping[str, int], where: str | None
     if tokenizer is None:
         raise ValueError(f"{where or model}: no tokenizer; use the one saved with the model "
                          "(AutoTokenizer.from_pretrained of its folder)")
+    if not (callable(tokenizer) and hasattr(tokenizer, "all_special_ids")):  # a name or path, say
+        raise ValueError(f"tokenizer: expected a tokenizer (AutoTokenizer.from_pretrained of the model's folder), "
+                         f"got {type(tokenizer).__name__}")
     specials = len(set(tokenizer.all_special_ids))
     if len(tokenizer) <= specials:  # what transformers builds from a folder without tokenizer files
         where = where or getattr(tokenizer, "name_or_path", None) or "the tokenizer"

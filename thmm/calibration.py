@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration_thmm import MAX_TEMPERATURE, MIN_TEMPERATURE
+from decoding_thmm import check_score_matrix
 from taxonomy_thmm import Taxonomy, level_name
 
 __all__ = ["CALIBRATIONS", "ECE_BINS", "expected_calibration_error", "fit_platt", "fit_temperatures", "plot_reliability", "reliability_bins"]
@@ -31,11 +32,37 @@ CALIBRATIONS = ("none", "temperature", "platt")
 #: equal-width probability bins of the ECE and the reliability diagram
 ECE_BINS = 15
 
+#: documents checked at a time by expected_calibration_error (its masks take a byte per document and node)
+CHECK_ROWS = 65536
+
 
 def _level_nll(logits: np.ndarray, targets: np.ndarray, temperature: float, shift: float = 0.0) -> float:
     z = logits / temperature + shift
     # binary cross-entropy with logits, stable: max(z, 0) - z * y + log(1 + exp(-|z|))
     return float(np.mean(np.maximum(z, 0) - z * targets + np.log1p(np.exp(-np.abs(z)))))
+
+
+def _check_logits(logits, nodes: int) -> np.ndarray:
+    """``logits`` as float64 ``[documents, nodes]``, every one finite; else a ValueError naming the first
+    bad document and node (a fit over a NaN would return a temperature all the same)."""
+    return check_score_matrix(logits, nodes, "logits", np.isfinite, "is not finite")
+
+
+def _check_targets(targets, shape, first_row: int = 0) -> np.ndarray:
+    """``targets`` as float64 of ``shape``, every one 0 or 1; else a ValueError naming the first bad one
+    (its document counted from ``first_row``)."""
+    try:
+        values = np.asarray(targets, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"targets: expected 0/1 labels, a {list(shape)} array ({err})") from None
+    if values.shape != tuple(shape):
+        raise ValueError(f"targets: expected shape {list(shape)} (that of the scores), got {list(values.shape)}")
+    bad = (values != 0.0) & (values != 1.0)
+    if bad.any():
+        document, node = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"targets: document {first_row + document}, node {node}: {float(values[document, node])!r} "
+                         "is not 0 or 1")
+    return values
 
 
 def fit_temperatures(logits: np.ndarray, targets: np.ndarray, taxonomy: Taxonomy) -> list[float]:
@@ -45,11 +72,7 @@ def fit_temperatures(logits: np.ndarray, targets: np.ndarray, taxonomy: Taxonomy
     positive or without any negative pair keeps 1."""
     from scipy.optimize import minimize_scalar
 
-    logits = np.asarray(logits, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    if logits.shape != targets.shape or logits.ndim != 2 or logits.shape[1] != len(taxonomy):
-        raise ValueError(f"logits and targets must both be [documents, {len(taxonomy)}], got {list(logits.shape)} "
-                         f"and {list(targets.shape)}")
+    logits, targets = _check_logits(logits, len(taxonomy)), _check_targets(targets, logits.shape)
     temperatures = []
     for cols in taxonomy.level_slices:
         z, y = logits[:, cols], targets[:, cols]
@@ -70,8 +93,8 @@ def fit_platt(logits: np.ndarray, targets: np.ndarray, taxonomy: Taxonomy) -> tu
     without any positive or without any negative pair keeps ``T = 1, b = 0``."""
     from scipy.optimize import minimize
 
-    logits = np.asarray(logits, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
+    logits = _check_logits(logits, len(taxonomy))
+    targets = _check_targets(targets, logits.shape)
     start = fit_temperatures(logits, targets, taxonomy)
     temperatures, shifts = [], []
     bounds = [(math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)), (-20.0, 20.0)]
@@ -116,8 +139,29 @@ def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, t
     (``[documents, nodes]`` in ``taxonomy`` order, in [0, 1]) against the 0/1 ``targets``, pooled over
     every (document, node) pair of all nodes and of each level; only the nodes in ``columns`` (a bool
     mask, e.g. those that have a score) count. ``None`` where no pair counts."""
-    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
     mask = np.ones(len(taxonomy), dtype=bool) if columns is None else np.asarray(columns, dtype=bool)
+    if mask.shape != (len(taxonomy),):
+        raise ValueError(f"columns: expected a mask of {len(taxonomy)} nodes, got shape {list(mask.shape)}")
+    probabilities = np.asarray(probabilities)  # as it is: a metric's million documents are not copied here
+    if probabilities.dtype.kind not in "biuf":
+        raise ValueError(f"probabilities: expected numbers, a [documents, {len(taxonomy)}] array, "
+                         f"got {probabilities.dtype} values")
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(taxonomy):
+        raise ValueError(f"probabilities: expected shape [documents, {len(taxonomy)}], got {list(probabilities.shape)}")
+    targets = np.asarray(targets)
+    if targets.shape != probabilities.shape:
+        raise ValueError(f"targets: expected shape {list(probabilities.shape)} (that of the scores), "
+                         f"got {list(targets.shape)}")
+    for start in range(0, len(probabilities), CHECK_ROWS):  # in blocks: the masks take a byte per pair
+        rows = slice(start, start + CHECK_ROWS)
+        # the columns outside the mask may hold anything (the metric's floor for unscored nodes)
+        bad = ~((probabilities[rows] >= 0) & (probabilities[rows] <= 1)) & mask  # NaN fails both comparisons
+        if bad.any():
+            document, node = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"probabilities: document {start + document}, node {node}: "
+                             f"{float(probabilities[start + document, node])!r} is not a probability in [0, 1]")
+        if targets.dtype != bool and ((targets[rows] != 0) & (targets[rows] != 1)).any():
+            _check_targets(targets[rows], targets[rows].shape, first_row=start)
     results = {"ece": _ece(probabilities[:, mask], targets[:, mask], bins)}
     for level, cols in enumerate(taxonomy.level_slices, start=1):
         keep = np.flatnonzero(mask[cols]) + cols.start

@@ -19,7 +19,11 @@ list.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+
+from decoding_thmm import check_probabilities
 
 __all__ = ["check_count", "suggest"]
 
@@ -29,6 +33,22 @@ def check_count(n, option: str = "n") -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{option}: must be an integer of at least 1 (got {n!r})")
     return int(n)
+
+
+def _check_node_thresholds(node_thresholds) -> np.ndarray:
+    """``node_thresholds`` as a float array ``[nodes]`` of probabilities, else a ValueError naming it."""
+    try:
+        values = np.asarray(node_thresholds, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"node_thresholds: expected one probability per node ({err})") from None
+    if values.ndim != 1:
+        raise ValueError(f"node_thresholds: expected one probability per node, a [nodes] array, "
+                         f"got shape {list(values.shape)}")
+    bad = ~((values >= 0.0) & (values <= 1.0))  # NaN fails both
+    if bad.any():
+        node = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"node_thresholds: node {node}: {float(values[node])!r} is not a probability in [0, 1]")
+    return values
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -42,14 +62,15 @@ def suggest(probabilities: np.ndarray, node_thresholds: np.ndarray, n: int, seed
     label first, in the order chosen, and each one's score when it was chosen. ``node_thresholds``
     is ``[nodes]`` (``Taxonomy.node_thresholds``). ``n`` above the number of documents is an error."""
     n = check_count(n)
-    probs = np.asarray(probabilities, dtype=np.float32)
-    if probs.ndim != 2 or probs.shape[1] != len(node_thresholds):
-        raise ValueError(f"expected probabilities of shape [documents, {len(node_thresholds)}], got {list(probs.shape)}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: must be an integer of at least 0 (got {seed!r})")
+    thresholds = _check_node_thresholds(node_thresholds)
+    probs = check_probabilities(probabilities, len(thresholds)).astype(np.float32)
     if n > len(probs):
         raise ValueError(f"n: {n} documents asked for, but there are only {len(probs)}")
     order = np.random.default_rng(seed).permutation(len(probs))  # ties: the first in this order
     probs = probs[order]
-    distance = np.abs(_logit(probs) - _logit(np.asarray(node_thresholds, dtype=np.float32))[None, :])
+    distance = np.abs(_logit(probs) - _logit(thresholds.astype(np.float32))[None, :])
     value = np.exp(-distance) + probs  # [documents, nodes]
     expected = probs.sum(axis=0, dtype=np.float64)
     chosen_mass = np.zeros_like(expected)
