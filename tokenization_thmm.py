@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import unicodedata
+import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -126,6 +127,25 @@ def check_batching(batch_size, max_length, positions: int | None = None) -> None
         raise ValueError(f"max_length: must be at most the encoder's {positions} positions (got {max_length})")
 
 
+_LARGEST_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (its size, its largest id)
+
+
+def _largest_id(tokenizer) -> int:
+    """The largest id ``tokenizer`` can give, kept per tokenizer while its size stays the same (reading
+    its vocabulary takes some 20 ms, and predict checks the tokenizer on every call)."""
+    try:
+        size, largest = _LARGEST_IDS.get(tokenizer, (None, None))
+    except TypeError:  # not weakly referable: read it each time
+        size, largest = None, None
+    if size != len(tokenizer):
+        largest = max([*tokenizer.get_vocab().values(), *tokenizer.all_special_ids], default=-1)
+        try:
+            _LARGEST_IDS[tokenizer] = (len(tokenizer), largest)
+        except TypeError:
+            pass
+    return largest
+
+
 def check_tokenizer_fits(tokenizer, tables: Mapping[str, int], where: str | None = None,
                          model: str = "the model") -> None:
     """A ValueError naming ``where`` (default: the tokenizer's folder) when ``tokenizer`` is missing, has
@@ -148,3 +168,9 @@ def check_tokenizer_fits(tokenizer, tables: Mapping[str, int], where: str | None
         where = where or getattr(tokenizer, "name_or_path", None) or "the tokenizer"
         raise ValueError(f"{where}: the tokenizer has {len(tokenizer)} word-pieces, more than the {rows} rows of "
                          f"this model's {table}: it is not the model's tokenizer (use the one saved with it)")
+    # as many word-pieces, but ids past the rows (an edited or another model's tokenizer.json)
+    largest = _largest_id(tokenizer)
+    if largest >= rows:
+        where = where or getattr(tokenizer, "name_or_path", None) or "the tokenizer"
+        raise ValueError(f"{where}: the tokenizer gives word-piece ids up to {largest}, past the {rows} rows of this "
+                         f"model's {table}: it is not the model's tokenizer (use the one saved with it)")

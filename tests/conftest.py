@@ -51,6 +51,7 @@ def write_tiny_vocab(path: Path) -> Path:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)]
     vocab = specials + sorted(set(TINY_WORDS)) + letters + [str(d) for d in range(10)] + [".", ",", "-", "(", ")"]
+    vocab = list(dict.fromkeys(vocab))  # once each ("a" is a word and a letter): ids 0..n-1, as the embeddings
     path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return path
 

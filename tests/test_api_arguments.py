@@ -121,3 +121,28 @@ def test_explanations_refuse_bad_arguments_and_show_only_words_with_a_weight(tin
             explain_document(model, tiny_tokenizer, **arguments)
     evidence = explain_document(model, tiny_tokenizer, "shoe sole with a heel", "", [code], top_words=3)[code]
     assert len(evidence) <= 3 and all(word["weight"] > 0 for word in evidence)
+
+
+def test_a_tokenizer_whose_ids_pass_the_embeddings_is_refused_before_any_work(tiny_model, tiny_tokenizer):
+    """As many word-pieces as the model's, but ids past its embedding rows (an edited or another model's
+    tokenizer.json): an IndexError deep in the encoder before; a ValueError naming the rows now."""
+
+    class ShiftedIds:  # the tiny tokenizer with every id moved up by 1000
+        name_or_path = "shifted"
+
+        def __init__(self, inner):
+            self.inner, self.all_special_ids = inner, inner.all_special_ids
+
+        def __call__(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+        def __len__(self):
+            return len(self.inner)
+
+        def get_vocab(self):
+            return {word: i + 1000 for word, i in self.inner.get_vocab().items()}
+
+    model = tiny_model()
+    model.check_tokenizer(tiny_tokenizer)
+    with pytest.raises(ValueError, match=r"^shifted: the tokenizer gives word-piece ids up to \d+, past the \d+ rows"):
+        model.check_tokenizer(ShiftedIds(tiny_tokenizer))

@@ -53,6 +53,14 @@ def damaged(env, *files):
     return argv
 
 
+def removed(env, *files):
+    """``--resume`` argv for a copy of the trained run with these files deleted."""
+    argv = env.resume_argv()
+    for rel in files:
+        (env.run / rel).unlink()
+    return argv
+
+
 def without_rng_state(env, *extra, damage=lambda path: path.unlink()):
     argv = env.resume_argv(*extra)
     damage(env.run / STEP2 / "random_states_0.pkl")
@@ -170,6 +178,10 @@ CASES = {
     "resume-truncated-optimizer": Case(
         "api", lambda env: trainer(damaged(env, STEP2 + "/optimizer.bin")), None,
         ("{run}/" + STEP2 + "/optimizer.bin: truncated", "previous complete checkpoint {run}/" + STEP1)),
+    "resume-trainer-state-removed": Case(  # an interrupted save, or a removed file: said even with --quiet
+        "train", lambda env: removed(env, STEP2 + "/trainer_state.json"), 0,
+        ("WARNING", "--resume: passing over step_00000002 in {run}/checkpoints: no trainer_state.json",
+         "continuing from step_00000001")),
     "resume-no-usable-checkpoint": Case(
         "train", lambda env: damaged(env, STEP1 + "/trainer_state.json", STEP2 + "/model.safetensors"), 2,
         ("no usable checkpoint", "{run}/" + STEP1 + "/trainer_state.json", "{run}/" + STEP2 + "/model.safetensors")),
