@@ -26,13 +26,49 @@ def argv(encoder, out, *extra):
 
 
 @pytest.mark.slow
+def test_a_users_file_inside_a_checkpoint_stays_when_the_checkpoint_goes(tmp_path):
+    """A checkpoint folder lists what the package wrote in it: removing the checkpoint (rotation, the end of a
+    run, a replaced run) leaves a file a user put inside, and the folder with it."""
+    from thmm.checkpoints import delete_checkpoints
+    from thmm.outputs import remove_written_folder, unlisted_entries, write_written_list
+
+    root = tmp_path / "checkpoints"
+    for name in ("step_00000001", "best_model"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_text("weights")
+        (folder / "shards").mkdir()
+        (folder / "shards" / "0.bin").write_text("shard")
+        write_written_list(folder, also=["trainer_state.json"])
+        (folder / "trainer_state.json").write_text("{}")
+        (folder / "my_notes.txt").write_text("mine")
+        assert unlisted_entries(folder) == {"my_notes.txt"}
+        write_written_list(folder, leave=unlisted_entries(folder))  # a later save over it: still not the run's
+        assert unlisted_entries(folder) == {"my_notes.txt"}
+    delete_checkpoints(tmp_path)
+    for name in ("step_00000001", "best_model"):
+        assert unlisted_entries(root / name) == {"my_notes.txt"}  # still theirs if a run writes there again
+        assert sorted(p.name for p in (root / name).iterdir()) == [".thmm-written.json", "my_notes.txt"]
+    legacy = root / "step_00000002"  # written before the list, or interrupted before it: goes whole
+    legacy.mkdir()
+    (legacy / "optimizer.bin").write_text("state")
+    remove_written_folder(legacy)
+    assert not legacy.exists()
+    (root / "step_00000001" / "my_notes.txt").unlink()
+    write_written_list(root / "step_00000001")
+    remove_written_folder(root / "step_00000001")
+    assert not (root / "step_00000001").exists()
+
+
 def test_a_replaced_run_takes_only_the_files_it_wrote(tiny_encoder_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train_cli.cli(argv(tiny_encoder_dir, out)) == 0
+    assert train_cli.cli(argv(tiny_encoder_dir, out, "--keep-checkpoints")) == 0
     written = json.loads((out / ".thmm-output.json").read_text())["written"]
     assert "model/config.json" in written and "metrics/summary.json" in written
     assert not {"model", "metrics", "checkpoints", "logs"} & set(written)  # files, not whole folders
     assert any(name.startswith("checkpoints/step_") and name.endswith("/") for name in written)
+    step = sorted((out / "checkpoints").glob("step_*"))[-1]
+    (step / "notes.txt").write_text("mine")  # inside a folder the run wrote whole
     for name in ("logs/notes.txt", "checkpoints/README.txt", "metrics/my_analysis.md"):
         (out / name).parent.mkdir(exist_ok=True)
         (out / name).write_text("mine")
@@ -41,6 +77,8 @@ def test_a_replaced_run_takes_only_the_files_it_wrote(tiny_encoder_dir, tmp_path
     for name in ("logs/notes.txt", "checkpoints/README.txt", "metrics/my_analysis.md"):
         assert (out / name).read_text() == "mine", name
         assert name not in written, name  # written just before the run, and still not the run's
+    # the old checkpoint went, the note stayed; the new run's checkpoint of that step (or none) lists it not
+    assert (step / "notes.txt").read_text() == "mine" and "notes.txt" not in (step / ".thmm-written.json").read_text()
     assert (out / "model" / "config.json").is_file()
 
     for mine in ("notes.txt", "drafts"):  # the new model must take the place of model/

@@ -22,7 +22,8 @@ import torch
 from modeling_thmm import read_safetensors_header
 
 from .arguments import TrainingArguments
-from .outputs import is_under, read_marker, record_outputs
+from .outputs import (is_under, read_marker, record_outputs, remove_written_folder, unlisted_entries,
+                      write_written_list)
 
 CHECKPOINT_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -288,15 +289,17 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int, *, m
     path = Path(output_dir) / CHECKPOINT_DIR / f"step_{state['global_step']:08d}"
     if accelerator.is_main_process and (path / TRAINER_STATE).exists():  # a damaged one that resume passed over
         (path / TRAINER_STATE).unlink()
+    users = unlisted_entries(path)  # a user's files in a checkpoint written before (a resumed run's) stay theirs
     if accelerator.is_main_process:
         record_written_whole(output_dir, path)
     with writing(path):
         accelerator.save_state(str(path))
         if accelerator.is_main_process:
+            write_written_list(path, also=[TRAINER_STATE], leave=users)
             write_json_atomic(path / TRAINER_STATE, state)
     if accelerator.is_main_process:
         for old in list_checkpoints(output_dir)[:-limit]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_written_folder(old)
     accelerator.wait_for_everyone()
     return path
 
@@ -320,6 +323,6 @@ def delete_checkpoints(output_dir: Path) -> None:
         return
     for entry in [*checkpoint_folders(output_dir), root / "best_model"]:
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_written_folder(entry)
     with contextlib.suppress(OSError):
         root.rmdir()

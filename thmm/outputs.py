@@ -33,15 +33,22 @@ from pathlib import Path
 __all__ = [
     "OUTPUT_MARKER",
     "OutputDirError",
+    "WRITTEN_LIST",
     "check_output_dir",
     "claim_output_dir",
     "listed",
     "read_marker",
     "record_outputs",
+    "remove_written_folder",
     "staged_output_dir",
+    "unlisted_entries",
+    "write_written_list",
 ]
 
 OUTPUT_MARKER = ".thmm-output.json"
+# Inside a folder the package writes whole (a checkpoint): the entries it wrote there, so that removing the
+# folder leaves a file a user put in it (and the folder with it)
+WRITTEN_LIST = ".thmm-written.json"
 # The errors of a write that names no file: a full disk, a quota, a file-size limit, a read-only mount.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 _STAGING_PREFIX = ".thmm-staging-"  # a sibling folder a staged output is built in (removed after)
@@ -228,6 +235,58 @@ def record_outputs(path: str | os.PathLike, names: Iterable[str]) -> None:
     _write_marker(path, marker.get("command") or "thmm", [*marker["written"], *names])
 
 
+def _written_list(folder: Path) -> list[str] | None:
+    """The entries :data:`WRITTEN_LIST` of ``folder`` names (plain names inside it), or ``None`` when it has
+    none that can be read (a folder written before the list, or whose writing was interrupted)."""
+    try:
+        names = json.loads((folder / WRITTEN_LIST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(names, list):
+        return None
+    return [n for n in names if isinstance(n, str) and _inside(n) and "/" not in n.rstrip("/")]
+
+
+def unlisted_entries(folder: Path) -> set[str]:
+    """The entries of ``folder`` that its :data:`WRITTEN_LIST` does not name (none without a list, or
+    without the folder): a user's, to leave out of the next list."""
+    names = _written_list(folder)
+    if names is None or not folder.is_dir():
+        return set()
+    return {p.name for p in folder.iterdir()} - {n.rstrip("/") for n in names} - {WRITTEN_LIST}
+
+
+def write_written_list(folder: Path, also: Iterable[str] = (), leave: Iterable[str] = ()) -> None:
+    """Write :data:`WRITTEN_LIST` in ``folder``: its entries now, and ``also`` (written next), but not
+    ``leave`` (a user's, found there before the package wrote)."""
+    names = ({p.name for p in folder.iterdir()} | set(also)) - set(leave) - {WRITTEN_LIST}
+    temporary = folder / (WRITTEN_LIST + ".tmp")
+    temporary.write_text(json.dumps(sorted(names)) + "\n", encoding="utf-8")
+    os.replace(temporary, folder / WRITTEN_LIST)
+
+
+def remove_written_folder(folder: Path) -> None:
+    """Remove what the package wrote in ``folder`` (its :data:`WRITTEN_LIST`), then the folder if that
+    leaves it empty: a user's file stays, and the folder with it. A folder without a list (written
+    before it, or interrupted before the list) goes whole."""
+    names = _written_list(folder)
+    if names is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in [*names, WRITTEN_LIST, WRITTEN_LIST + ".tmp"]:
+        entry = folder / name.rstrip("/")
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.exists() or entry.is_symlink():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: a user's file is in it; an empty list keeps it theirs if the package writes here again
+        with contextlib.suppress(OSError):
+            write_written_list(folder, leave=[p.name for p in folder.iterdir()])
+
+
 def _remove(root: Path, name: str) -> None:
     """Remove ``root/name`` (a file, or a folder the package wrote whole), and the folders above it
     that this leaves empty, up to ``root``; a name that is not strictly inside ``root`` is ignored."""
@@ -238,7 +297,7 @@ def _remove(root: Path, name: str) -> None:
     except ValueError:  # above it, or through a link that leads out of it
         return
     if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
+        remove_written_folder(target)
     elif target.exists() or target.is_symlink():
         target.unlink()
     parent = target.parent

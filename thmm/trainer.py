@@ -51,6 +51,7 @@ from .evaluation import evaluate_probabilities, evaluation_taxonomy, predict_pro
 from .features import broadcast_from_main, split_datasets, split_digest
 from .launch import launched_processes, world
 from .offloaded_adamw import OffloadedAdamW, moments_folder
+from .outputs import unlisted_entries, write_written_list
 from .run_folder import RunFolder, resume_command
 from .selection import EarlyStopping, dev_epoch_scores
 from .thresholds import TunedThresholds, dev_granularity, tune_thresholds, uses_frequency_bands
@@ -774,11 +775,13 @@ class Trainer:
         best = self.run.best_model
         ckpt.check_finite(full_state.items(), f"the model of epoch {epoch + 1} to {best}")
         ckpt.record_written_whole(self.output_dir, best)
+        users = unlisted_entries(best)  # a user's files there, from before this save: left out of its list
         with ckpt.writing(best):
             self.accelerator.unwrap_model(self.model).save_pretrained(best, state_dict=full_state)
             self.tokenizer.save_pretrained(best)
             self.run.mark_unfinished(best, f"the best epoch so far (epoch {epoch + 1}), before threshold tuning, "
                                            "lexical fusion and the model card", resume_command(self.args))
+            write_written_list(best, leave=users)
 
     def predict(self, split: str, model=None, logits: bool = False) -> np.ndarray:
         """Node probabilities (or logits) for ``validation`` or ``test`` (the model being trained, or ``model``)."""
