@@ -146,3 +146,25 @@ def test_a_tokenizer_whose_ids_pass_the_embeddings_is_refused_before_any_work(ti
     model.check_tokenizer(tiny_tokenizer)
     with pytest.raises(ValueError, match=r"^shifted: the tokenizer gives word-piece ids up to \d+, past the \d+ rows"):
         model.check_tokenizer(ShiftedIds(tiny_tokenizer))
+
+
+def test_the_evaluate_metric_names_the_argument_and_document_before_evaluate_checks_them():
+    """evaluate checks the inputs' format first, in words that name nothing ("Predictions and/or references
+    don't match the expected format"); the metric's own checks come before and name both."""
+    import evaluate
+
+    import thmm
+
+    metric = evaluate.load(thmm.metric_path())
+    for kwargs, message in (({"predictions": None, "references": [["A43B"]]}, r"^predictions: missing"),
+                            ({"predictions": [["A43B"]], "references": None}, r"^references: missing"),
+                            ({"predictions": [[5]], "references": [["A43B"]]},
+                             r"^predictions\[0\]: label codes must be strings, got int 5"),
+                            ({"predictions": [["A43B"]], "references": [["A43B"], "A43C"]},
+                             r"^references\[1\] is the string 'A43C', not a list of label codes")):
+        with pytest.raises(ValueError, match=message):
+            metric.compute(**kwargs)
+        with pytest.raises(ValueError, match=message):
+            metric.add_batch(**kwargs)
+    metric.add_batch(predictions=[["A43B"]], references=[["A43C"]])
+    assert round(metric.compute()["micro_f1"], 4) == 0.6667  # the batches added: no arguments, no refusal

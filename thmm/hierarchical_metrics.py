@@ -27,6 +27,7 @@ from taxonomy_thmm import Taxonomy, TaxonomyError, cpc_level, level_name
 from .calibration import expected_calibration_error
 
 __all__ = [
+    "check_label_lists",
     "compute_hierarchical_metrics",
     "format_markdown",
     "label_matrix",
@@ -132,11 +133,11 @@ def compute_hierarchical_metrics(
     if unknown_labels not in _UNKNOWN_MODES:
         raise ValueError(f"unknown_labels must be one of {_UNKNOWN_MODES}, got {unknown_labels!r}")
     if predicted_matrix is None:
-        pred_lists = _as_label_lists(predictions, "predictions")
+        pred_lists = check_label_lists(predictions, "predictions")
     else:
         pred_lists = None
         predicted_matrix = _check_predicted_matrix(predicted_matrix, predictions, taxonomy)
-    gold_lists = _as_label_lists(references, "references")
+    gold_lists = check_label_lists(references, "references")
     num_pred = len(pred_lists) if predicted_matrix is None else len(predicted_matrix)
     if num_pred != len(gold_lists):
         raise ValueError(f"got {num_pred} predictions but {len(gold_lists)} references; one label list per document")
@@ -237,7 +238,7 @@ def label_matrix(
     ``"ignore"`` mode). Same checks and errors, naming ``name[i]``."""
     if unknown_labels not in _UNKNOWN_MODES:
         raise ValueError(f"unknown_labels must be one of {_UNKNOWN_MODES}, got {unknown_labels!r}")
-    docs = _as_label_lists(label_lists, name)
+    docs = check_label_lists(label_lists, name)
     taxonomy = _resolve_taxonomy(taxonomy, {name: docs}, None)
     return _closed_matrix(docs, name, taxonomy, taxonomy.label2id, unknown_labels)
 
@@ -272,7 +273,9 @@ def _as_code_list(labels, where: str, distinct: bool = True) -> list[str]:
     return list(dict.fromkeys(labels)) if distinct else labels
 
 
-def _as_label_lists(docs, name: str) -> list[list[str]]:
+def check_label_lists(docs, name: str) -> list[list[str]]:
+    """``docs`` (one list of codes per document) as lists of distinct codes; a ValueError names ``name``
+    and the document where a list is a string or not a list, a TaxonomyError a code that is not a string."""
     if isinstance(docs, (str, bytes, Mapping)) or not isinstance(docs, Iterable):
         raise ValueError(f"{name} must be a list with one list of label codes per document, got {type(docs).__name__}")
     return [_as_code_list(labels, f"{name}[{i}]") for i, labels in enumerate(docs)]

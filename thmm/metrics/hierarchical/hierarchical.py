@@ -84,6 +84,18 @@ class Hierarchical(evaluate.Metric):
             ],
         )
 
+    # evaluate checks the inputs' format first, in words that name no argument or document: these
+    # name both (a string where a document's list of codes goes, a code that is not a string)
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """The metrics of ``predictions`` against ``references`` (and of the batches added before)."""
+        _check_inputs(predictions, references)
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of documents' predicted and reference code lists."""
+        _check_inputs(predictions, references)
+        return super().add_batch(predictions=predictions, references=references, **kwargs)
+
     def _compute(
         self,
         predictions,
@@ -103,3 +115,14 @@ class Hierarchical(evaluate.Metric):
             unknown_labels=unknown_labels,
             error_level=error_level,
         )
+
+
+def _check_inputs(predictions, references) -> None:
+    """Both or neither (after ``add_batch``), each a list of documents' code lists: a ValueError naming
+    the argument and the document otherwise."""
+    if (predictions is None) != (references is None):
+        missing = "predictions" if predictions is None else "references"
+        raise ValueError(f"{missing}: missing; pass predictions and references, one list of codes per document")
+    for name, documents in (("predictions", predictions), ("references", references)):
+        if documents is not None:
+            hierarchical_metrics.check_label_lists(documents, name)
