@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
