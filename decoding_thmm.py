@@ -89,9 +89,10 @@ def check_probabilities(probabilities, nodes: int) -> np.ndarray:
                               "is not a probability in [0, 1]")  # NaN fails both comparisons
 
 
-def check_score_matrix(values, nodes: int, name: str, valid, rule: str) -> np.ndarray:
+def check_score_matrix(values, nodes: int, name: str, valid, rule: str, first_row: int = 0) -> np.ndarray:
     """``values`` as a float64 ``[documents, nodes]`` array once ``valid(array)`` holds everywhere; else a
-    ValueError naming ``name``, the first bad document and node, and ``rule``."""
+    ValueError naming ``name``, the first bad document (counted from ``first_row``: a block of a larger
+    array) and node, and ``rule``."""
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -101,7 +102,8 @@ def check_score_matrix(values, nodes: int, name: str, valid, rule: str) -> np.nd
     bad = ~valid(array)
     if bad.any():
         document, node = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}: document {document}, node {node}: {float(array[document, node])!r} {rule}")
+        raise ValueError(f"{name}: document {first_row + document}, node {node}: {float(array[document, node])!r} "
+                         f"{rule}")
     return array
 
 

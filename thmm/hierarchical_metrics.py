@@ -24,7 +24,7 @@ import numpy as np
 
 from taxonomy_thmm import Taxonomy, TaxonomyError, cpc_level, level_name
 
-from .calibration import expected_calibration_error
+from .calibration import masked_calibration_error
 
 __all__ = [
     "check_label_lists",
@@ -186,7 +186,8 @@ def compute_hierarchical_metrics(
         if n_gold.any():
             results["auprc"] = _micro_average_precision(gold, node_scores)
         if scored.any() and 0 <= node_scores[:, scored].min() and node_scores[:, scored].max() <= 1:
-            results.update(expected_calibration_error(node_scores, gold, taxonomy, scored))  # probabilities only
+            # probabilities only, checked just now (finite, in [0, 1] where scored), and gold 0/1
+            results.update(masked_calibration_error(node_scores, gold, taxonomy, scored))
 
     for level, cols in enumerate(taxonomy.level_slices, start=1):
         for key, value in _prf(tp[cols], n_pred[cols], n_gold[cols]).items():
