@@ -141,5 +141,5 @@ def explain_document(model, tokenizer, title: str, abstract: str, codes: list[st
         ranked = sorted(by_word.values(), key=lambda e: -e[1])
         # a weight that rounds to 0 supports nothing that can be shown
         supporting = [(text, round(weight, 4)) for text, weight in ranked if round(weight, 4) > 0]
-        explanations[code] = [{"word": text, "weight": weight} for text, weight in supporting[:int(top_words)]]
+        explanations[code] = [{"word": text, "weight": weight} for text, weight in supporting[:top_words]]
     return explanations

@@ -593,8 +593,6 @@ def read_patent_tsv(
 # --------------------------------------------------------------------------------------------------
 
 
-
-
 def _no_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 

@@ -180,10 +180,24 @@ def checkpoint_folders(output_dir: Path) -> list[Path]:
     return [p for p in root.iterdir() if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The optimizer step of a checkpoint folder (one of :func:`checkpoint_folders`), from its name."""
+    return int(CHECKPOINT_NAME.fullmatch(folder.name)[1])
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """The complete checkpoints (their trainer state written last), oldest first."""
     found = [p for p in checkpoint_folders(output_dir) if (p / TRAINER_STATE).exists()]
-    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.fullmatch(p.name)[1]))
+    return sorted(found, key=checkpoint_step)
+
+
+def unfinished_checkpoints(output_dir: Path, newer_than: Path | None = None) -> list[Path]:
+    """The checkpoint folders without their trainer state (a save that was interrupted, or a removed
+    file), oldest first; only those after ``newer_than`` when given."""
+    after = checkpoint_step(newer_than) if newer_than is not None else -1
+    found = [p for p in checkpoint_folders(output_dir)
+             if not (p / TRAINER_STATE).exists() and checkpoint_step(p) > after]
+    return sorted(found, key=checkpoint_step)
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -288,8 +302,8 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, limit: int, *, m
     path = Path(output_dir) / CHECKPOINT_DIR / f"step_{state['global_step']:08d}"
     if accelerator.is_main_process and (path / TRAINER_STATE).exists():  # a damaged one that resume passed over
         (path / TRAINER_STATE).unlink()
-    users = unlisted_entries(path)  # a user's files in a checkpoint written before (a resumed run's) stay theirs
     if accelerator.is_main_process:
+        users = unlisted_entries(path)  # a user's files in a checkpoint written before (a resumed run's) stay theirs
         record_written_whole(output_dir, path)
     with writing(path):
         accelerator.save_state(str(path))

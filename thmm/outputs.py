@@ -265,20 +265,21 @@ def write_written_list(folder: Path, also: Iterable[str] = (), leave: Iterable[s
     os.replace(temporary, folder / WRITTEN_LIST)
 
 
-def remove_written_folder(folder: Path) -> None:
+def remove_written_folder(folder: Path, ignore_errors: bool = True) -> None:
     """Remove what the package wrote in ``folder`` (its :data:`WRITTEN_LIST`), then the folder if that
     leaves it empty: a user's file stays, and the folder with it. A folder without a list (written
-    before it, or interrupted before the list) goes whole."""
+    before it, or interrupted before the list) goes whole. A failed removal raises unless
+    ``ignore_errors`` (a checkpoint left over is removed again later)."""
     names = _written_list(folder)
     if names is None:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=ignore_errors)
         return
     for name in [*names, WRITTEN_LIST, WRITTEN_LIST + ".tmp"]:
         entry = folder / name.rstrip("/")
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
+            shutil.rmtree(entry, ignore_errors=ignore_errors)
         elif entry.exists() or entry.is_symlink():
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(*((OSError,) if ignore_errors else ())):
                 entry.unlink()
     try:
         folder.rmdir()
@@ -297,7 +298,7 @@ def _remove(root: Path, name: str) -> None:
     except ValueError:  # above it, or through a link that leads out of it
         return
     if target.is_dir() and not target.is_symlink():
-        remove_written_folder(target)
+        remove_written_folder(target, ignore_errors=False)  # as any removal of a replaced run: a failure is said
     elif target.exists() or target.is_symlink():
         target.unlink()
     parent = target.parent

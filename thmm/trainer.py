@@ -565,12 +565,11 @@ class Trainer:
         path, damaged = ckpt.find_resume_checkpoint(self.output_dir)
         for problem in damaged:
             logger.warning("--resume: passing over a damaged checkpoint: %s", problem)
-        step = lambda folder: int(ckpt.CHECKPOINT_NAME.fullmatch(folder.name)[1])  # noqa: E731
-        unfinished = sorted(p.name for p in ckpt.checkpoint_folders(self.output_dir)
-                            if not (p / ckpt.TRAINER_STATE).exists() and (path is None or step(p) > step(path)))
+        unfinished = ckpt.unfinished_checkpoints(self.output_dir, newer_than=path)
         if unfinished:  # said whatever the verbosity: the run does not continue from where they are
             logger.warning("--resume: passing over %s in %s: no %s (a save that was interrupted, or a removed file); "
-                           "%s", ", ".join(unfinished), self.output_dir / ckpt.CHECKPOINT_DIR, ckpt.TRAINER_STATE,
+                           "%s", ", ".join(p.name for p in unfinished), self.output_dir / ckpt.CHECKPOINT_DIR,
+                           ckpt.TRAINER_STATE,
                            f"continuing from {path.name}" if path else "starting from scratch")
         if path is None and damaged:
             raise ConfigError(f"--resume: no usable checkpoint in {self.output_dir / ckpt.CHECKPOINT_DIR}: "
