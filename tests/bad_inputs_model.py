@@ -91,6 +91,19 @@ def predict_call(**kwargs):
     return make
 
 
+def shifted_tokenizer_ids(env):
+    """A copy of the saved model whose tokenizer.json has as many word-pieces, but the last one's id moved
+    past the embeddings (an edited file, or another model's of the same size)."""
+    env.copy("model")
+    path = env.model / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    vocab = data["model"]["vocab"]
+    last = max(vocab, key=vocab.get)
+    vocab[last] += 1000
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return env.model
+
+
 def predict_with_bigger_tokenizer(env):
     from transformers import AutoTokenizer
 
@@ -185,6 +198,10 @@ CASES = {
     "model-predict-tokenizer-bigger-than-embeddings": Case(
         "predict", lambda env: env.predict_argv(model=bigger_tokenizer(env)), 2,
         ("{model}: the tokenizer has 147 word-pieces", "145 rows")),
+    "model-predict-tokenizer-ids-past-embeddings": Case(  # an IndexError traceback deep in the encoder before
+        "predict", lambda env: env.predict_argv(model=shifted_tokenizer_ids(env)), 2,
+        ("{model}: the tokenizer gives word-piece ids up to 1144, past the 145 rows of this model's encoder "
+         "embeddings",)),
     # ---- an unfinished training run's folder
     "model-unfinished": Case(
         "api", load_model(unfinished), UnfinishedModelError,
